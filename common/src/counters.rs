@@ -1,0 +1,136 @@
+//! Data-plane counters: one per-CPU block of `u64`s, indexed by [`Counter`].
+//!
+//! One map lookup per packet reaches the whole block; userspace sums the CPUs.
+
+use crate::{
+    parse::{L3, ParseError, ParsedFrame},
+    verdict::{Action, Verdict},
+};
+
+macro_rules! counters {
+    ($($variant:ident => $name:literal: $help:literal,)*) => {
+        /// Every counter the data plane keeps.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u32)]
+        pub enum Counter { $($variant,)* }
+
+        impl Counter {
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant,)*];
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// Stable snake_case name, used in output and metrics.
+            pub const fn name(self) -> &'static str {
+                match self { $(Counter::$variant => $name,)* }
+            }
+
+            /// One-line meaning, for help texts and metric descriptions.
+            pub const fn help(self) -> &'static str {
+                match self { $(Counter::$variant => $help,)* }
+            }
+        }
+    };
+}
+
+counters! {
+    Seen => "seen": "frames the XDP program ran on",
+    Passed => "passed": "frames handed to the kernel stack (XDP_PASS)",
+    Dropped => "dropped": "frames dropped (XDP_DROP)",
+    Ipv4 => "ipv4": "well-formed IPv4 packets",
+    Ipv6 => "ipv6": "well-formed IPv6 packets",
+    VlanTagged => "vlan_tagged": "frames with one or two VLAN tags",
+    PassNonIp => "pass_non_ip": "passed: not IPv4 or IPv6 (ARP, LLDP, ...)",
+    PassTcp => "pass_tcp": "passed: well-formed TCP segments",
+    PassFragment => "pass_fragment": "passed: IP fragments",
+    PassOtherProtocol => "pass_other_protocol": "passed: IP protocols other than TCP",
+    DropTruncatedEthernet => "drop_truncated_ethernet": "dropped: shorter than an Ethernet header",
+    DropTruncatedVlan => "drop_truncated_vlan": "dropped: VLAN tag cut short",
+    DropTooManyVlanTags => "drop_too_many_vlan_tags": "dropped: more than two VLAN tags",
+    DropTruncatedIp => "drop_truncated_ip": "dropped: IP header or extension header cut short",
+    DropBadIpVersion => "drop_bad_ip_version": "dropped: IP version disagrees with the ethertype",
+    DropBadIpv4HeaderLength => "drop_bad_ipv4_header_length": "dropped: IPv4 IHL below 5",
+    DropBadIpLength => "drop_bad_ip_length": "dropped: IP length field disagrees with the frame",
+    DropIpv6ExtensionChainTooLong => "drop_ipv6_extension_chain_too_long": "dropped: more than six IPv6 extension headers",
+    DropTruncatedTcp => "drop_truncated_tcp": "dropped: TCP header cut short",
+    DropBadTcpDataOffset => "drop_bad_tcp_data_offset": "dropped: TCP data offset below 5 or past the packet",
+    DropBadTcpOptions => "drop_bad_tcp_options": "dropped: TCP option list malformed",
+}
+
+impl Counter {
+    /// The drop counter for a malformed frame.
+    pub const fn for_parse_error(error: ParseError) -> Counter {
+        match error {
+            ParseError::TruncatedEthernet => Counter::DropTruncatedEthernet,
+            ParseError::TruncatedVlan => Counter::DropTruncatedVlan,
+            ParseError::TooManyVlanTags => Counter::DropTooManyVlanTags,
+            ParseError::TruncatedIp => Counter::DropTruncatedIp,
+            ParseError::BadIpVersion => Counter::DropBadIpVersion,
+            ParseError::BadIpv4HeaderLength => Counter::DropBadIpv4HeaderLength,
+            ParseError::BadIpLength => Counter::DropBadIpLength,
+            ParseError::Ipv6ExtensionChainTooLong => Counter::DropIpv6ExtensionChainTooLong,
+            ParseError::TruncatedTcp => Counter::DropTruncatedTcp,
+            ParseError::BadTcpDataOffset => Counter::DropBadTcpDataOffset,
+            ParseError::BadTcpOptions => Counter::DropBadTcpOptions,
+        }
+    }
+}
+
+/// Name of the per-CPU array map holding one [`CounterBlock`].
+pub const COUNTERS_MAP: &str = "COUNTERS";
+
+/// The value of the counters map: every counter of one CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct CounterBlock {
+    pub values: [u64; Counter::COUNT],
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CounterBlock {}
+
+impl Default for CounterBlock {
+    fn default() -> Self {
+        Self {
+            values: [0; Counter::COUNT],
+        }
+    }
+}
+
+impl CounterBlock {
+    #[inline(always)]
+    pub fn bump(&mut self, counter: Counter) {
+        self.values[counter as usize] += 1;
+    }
+
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.values[counter as usize]
+    }
+
+    /// Counts one frame: seen, its action, its reason, and its family.
+    #[inline(always)]
+    pub fn record(&mut self, parsed: &Result<ParsedFrame, ParseError>, verdict: Verdict) {
+        self.bump(Counter::Seen);
+        self.bump(match verdict.action {
+            Action::Pass => Counter::Passed,
+            Action::Drop => Counter::Dropped,
+        });
+        self.bump(verdict.reason);
+        if let Ok(frame) = parsed {
+            if frame.vlan_tags > 0 {
+                self.bump(Counter::VlanTagged);
+            }
+            if let L3::Ip(packet) = frame.l3 {
+                self.bump(match packet.addrs {
+                    crate::parse::IpAddrs::V4 { .. } => Counter::Ipv4,
+                    crate::parse::IpAddrs::V6 { .. } => Counter::Ipv6,
+                });
+            }
+        }
+    }
+
+    /// Adds another block (another CPU's) into this one.
+    pub fn accumulate(&mut self, other: &CounterBlock) {
+        for (sum, value) in self.values.iter_mut().zip(other.values.iter()) {
+            *sum = sum.wrapping_add(*value);
+        }
+    }
+}

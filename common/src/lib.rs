@@ -1,0 +1,11 @@
+//! Code shared by the XDP program and the userspace controller.
+//!
+//! Everything here is `no_std` and allocation-free so that the very same functions run inside
+//! the kernel (compiled for `bpfel-unknown-none`) and in host unit tests.
+#![no_std]
+
+pub mod counters;
+pub mod frame;
+pub mod parse;
+pub mod tcp_options;
+pub mod verdict;

@@ -1,0 +1,294 @@
+//! Frame parser: Ethernet, up to two 802.1Q/802.1ad VLAN tags, IPv4, IPv6 with extension
+//! headers, TCP with options.
+//!
+//! The parser returns plain values (addresses, ports, sequence numbers, decoded options) plus
+//! the offsets a rewriting path needs. Every way a frame can be malformed maps to one
+//! [`ParseError`], so the data plane can give it a defined verdict and count it.
+
+use crate::{
+    frame::{FrameBytes, TCP_HEADER_BUF_LEN},
+    tcp_options::{TcpOptions, parse_tcp_options},
+};
+
+pub const ETH_HEADER_LEN: usize = 14;
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+/// More stacked tags than this and the frame is refused (802.1ad QinQ uses two).
+pub const MAX_VLAN_TAGS: usize = 2;
+/// Longest IPv6 extension-header chain followed before the frame is refused.
+pub const MAX_IPV6_EXTENSION_HEADERS: usize = 6;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPV4_MIN_HEADER_LEN: usize = 20;
+pub const IPV6_HEADER_LEN: usize = 40;
+pub const TCP_MIN_HEADER_LEN: usize = 20;
+pub const TCP_MAX_HEADER_LEN: usize = 60;
+
+/// Every way a frame can be malformed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    TruncatedEthernet,
+    TruncatedVlan,
+    TooManyVlanTags,
+    TruncatedIp,
+    BadIpVersion,
+    BadIpv4HeaderLength,
+    /// The IP length field disagrees with the frame (or the extension headers overrun it).
+    BadIpLength,
+    Ipv6ExtensionChainTooLong,
+    TruncatedTcp,
+    BadTcpDataOffset,
+    BadTcpOptions,
+}
+
+/// TCP control bits (RFC 9293 section 3.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
+
+    /// True when every bit of `bits` is set.
+    #[inline(always)]
+    pub fn has(self, bits: u8) -> bool {
+        self.0 & bits == bits
+    }
+}
+
+/// Source and destination addresses in network byte order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpAddrs {
+    V4 { src: [u8; 4], dst: [u8; 4] },
+    V6 { src: [u8; 16], dst: [u8; 16] },
+}
+
+/// A TCP header, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpSegment {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: TcpFlags,
+    pub window: u16,
+    /// Header length including options (20..=60).
+    pub header_len: u8,
+    pub payload_len: u16,
+    pub options: TcpOptions,
+}
+
+/// What an IP packet carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp(TcpSegment),
+    /// An IPv4 or IPv6 fragment: its transport header is absent or incomplete.
+    Fragment,
+    /// Any other upper-layer protocol (UDP, ICMP, ESP, ...), by protocol number.
+    Other { protocol: u8 },
+}
+
+/// An IPv4 or IPv6 packet, decoded down to its transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpPacket {
+    pub addrs: IpAddrs,
+    pub l3_offset: u16,
+    pub l4_offset: u16,
+    /// Offset just past the IP payload (Ethernet padding lies beyond it).
+    pub ip_end: u16,
+    pub transport: Transport,
+}
+
+/// The network layer of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L3 {
+    NonIp { ethertype: u16 },
+    Ip(IpPacket),
+}
+
+/// A well-formed frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParsedFrame {
+    pub vlan_tags: u8,
+    pub l3: L3,
+}
+
+/// Parses a frame starting with its Ethernet header.
+#[inline(always)]
+pub fn parse_frame<F: FrameBytes + ?Sized>(frame: &F) -> Result<ParsedFrame, ParseError> {
+    let eth: [u8; ETH_HEADER_LEN] = frame.load(0).ok_or(ParseError::TruncatedEthernet)?;
+    let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
+    let mut offset = ETH_HEADER_LEN;
+    let mut vlan_tags = 0u8;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
+            break;
+        }
+        let tag: [u8; 4] = frame.load(offset).ok_or(ParseError::TruncatedVlan)?;
+        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
+        offset += 4;
+        vlan_tags += 1;
+    }
+    let l3 = match ethertype {
+        ETHERTYPE_VLAN | ETHERTYPE_QINQ => return Err(ParseError::TooManyVlanTags),
+        ETHERTYPE_IPV4 => L3::Ip(parse_ipv4(frame, offset)?),
+        ETHERTYPE_IPV6 => L3::Ip(parse_ipv6(frame, offset)?),
+        other => L3::NonIp { ethertype: other },
+    };
+    Ok(ParsedFrame { vlan_tags, l3 })
+}
+
+/// RFC 791 section 3.1.
+#[inline(always)]
+fn parse_ipv4<F: FrameBytes + ?Sized>(frame: &F, offset: usize) -> Result<IpPacket, ParseError> {
+    let h: [u8; IPV4_MIN_HEADER_LEN] = frame.load(offset).ok_or(ParseError::TruncatedIp)?;
+    if h[0] >> 4 != 4 {
+        return Err(ParseError::BadIpVersion);
+    }
+    let header_len = (h[0] & 0x0f) as usize * 4;
+    if header_len < IPV4_MIN_HEADER_LEN {
+        return Err(ParseError::BadIpv4HeaderLength);
+    }
+    let total_len = u16::from_be_bytes([h[2], h[3]]) as usize;
+    let ip_end = offset + total_len;
+    if total_len < header_len || ip_end > frame.len() {
+        return Err(ParseError::BadIpLength);
+    }
+    let fragment = u16::from_be_bytes([h[6], h[7]]);
+    let more_fragments = fragment & 0x2000 != 0;
+    let fragment_offset = fragment & 0x1fff;
+    let l4_offset = offset + header_len;
+    let transport = if more_fragments || fragment_offset != 0 {
+        Transport::Fragment
+    } else if h[9] == IPPROTO_TCP {
+        Transport::Tcp(parse_tcp(frame, l4_offset, ip_end)?)
+    } else {
+        Transport::Other { protocol: h[9] }
+    };
+    Ok(IpPacket {
+        addrs: IpAddrs::V4 {
+            src: [h[12], h[13], h[14], h[15]],
+            dst: [h[16], h[17], h[18], h[19]],
+        },
+        l3_offset: offset as u16,
+        l4_offset: l4_offset as u16,
+        ip_end: ip_end as u16,
+        transport,
+    })
+}
+
+/// RFC 8200 sections 3 and 4: the fixed header, then the extension-header chain.
+#[inline(always)]
+fn parse_ipv6<F: FrameBytes + ?Sized>(frame: &F, offset: usize) -> Result<IpPacket, ParseError> {
+    let h: [u8; IPV6_HEADER_LEN] = frame.load(offset).ok_or(ParseError::TruncatedIp)?;
+    if h[0] >> 4 != 6 {
+        return Err(ParseError::BadIpVersion);
+    }
+    let payload_len = u16::from_be_bytes([h[4], h[5]]) as usize;
+    let ip_end = offset + IPV6_HEADER_LEN + payload_len;
+    if ip_end > frame.len() {
+        return Err(ParseError::BadIpLength);
+    }
+    let mut next_header = h[6];
+    let mut at = offset + IPV6_HEADER_LEN;
+    let mut fragment = false;
+    for _ in 0..MAX_IPV6_EXTENSION_HEADERS {
+        match next_header {
+            // Hop-by-hop, routing, destination options, mobility, HIP, shim6: length in 8-octet
+            // units, not counting the first 8.
+            0 | 43 | 60 | 135 | 139 | 140 => {
+                let e: [u8; 2] = frame.load(at).ok_or(ParseError::TruncatedIp)?;
+                next_header = e[0];
+                at += (e[1] as usize + 1) * 8;
+            }
+            // Authentication header: length in 4-octet units, not counting the first 8.
+            51 => {
+                let e: [u8; 2] = frame.load(at).ok_or(ParseError::TruncatedIp)?;
+                next_header = e[0];
+                at += (e[1] as usize + 2) * 4;
+            }
+            44 => {
+                let e: [u8; 8] = frame.load(at).ok_or(ParseError::TruncatedIp)?;
+                next_header = e[0];
+                at += 8;
+                let offset_and_more = u16::from_be_bytes([e[2], e[3]]);
+                // An atomic fragment (offset 0, M clear) is a whole packet (RFC 6946).
+                if offset_and_more & 0xfff9 != 0 {
+                    fragment = true;
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    if at > ip_end {
+        return Err(ParseError::BadIpLength);
+    }
+    let transport = if fragment {
+        Transport::Fragment
+    } else {
+        match next_header {
+            0 | 43 | 60 | 135 | 139 | 140 | 51 | 44 => {
+                return Err(ParseError::Ipv6ExtensionChainTooLong);
+            }
+            IPPROTO_TCP => Transport::Tcp(parse_tcp(frame, at, ip_end)?),
+            protocol => Transport::Other { protocol },
+        }
+    };
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&h[8..24]);
+    dst.copy_from_slice(&h[24..40]);
+    Ok(IpPacket {
+        addrs: IpAddrs::V6 { src, dst },
+        l3_offset: offset as u16,
+        l4_offset: at as u16,
+        ip_end: ip_end as u16,
+        transport,
+    })
+}
+
+/// RFC 9293 section 3.1. The header, options included, is copied in one load.
+#[inline(always)]
+fn parse_tcp<F: FrameBytes + ?Sized>(
+    frame: &F,
+    offset: usize,
+    ip_end: usize,
+) -> Result<TcpSegment, ParseError> {
+    let available = ip_end - offset;
+    if available < TCP_MIN_HEADER_LEN {
+        return Err(ParseError::TruncatedTcp);
+    }
+    let copy_len = if available < TCP_MAX_HEADER_LEN {
+        available
+    } else {
+        TCP_MAX_HEADER_LEN
+    };
+    let mut buf = [0u8; TCP_HEADER_BUF_LEN];
+    if !frame.load_tcp_header(offset, copy_len, &mut buf) {
+        return Err(ParseError::TruncatedTcp);
+    }
+    let header_len = (buf[12] >> 4) as usize * 4;
+    if header_len < TCP_MIN_HEADER_LEN || header_len > available {
+        return Err(ParseError::BadTcpDataOffset);
+    }
+    let options = parse_tcp_options(&buf, header_len).map_err(|_| ParseError::BadTcpOptions)?;
+    Ok(TcpSegment {
+        src_port: u16::from_be_bytes([buf[0], buf[1]]),
+        dst_port: u16::from_be_bytes([buf[2], buf[3]]),
+        seq: u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
+        ack: u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
+        flags: TcpFlags(buf[13]),
+        window: u16::from_be_bytes([buf[14], buf[15]]),
+        header_len: header_len as u8,
+        payload_len: (available - header_len) as u16,
+        options,
+    })
+}

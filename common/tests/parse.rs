@@ -1,0 +1,402 @@
+//! The frame parser on well-formed and malformed input.
+
+use etherparse::{PacketBuilder, TcpOptionElement, VlanId};
+use proptest::prelude::*;
+use synguard_common::{
+    parse::{IpAddrs, L3, ParseError, ParsedFrame, TcpFlags, Transport, parse_frame},
+    tcp_options::TcpOptions,
+};
+
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const CLIENT4: [u8; 4] = [198, 18, 1, 2];
+const SERVER4: [u8; 4] = [198, 19, 1, 2];
+const CLIENT6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const SERVER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+fn linux_syn_options() -> [TcpOptionElement; 5] {
+    [
+        TcpOptionElement::MaximumSegmentSize(1460),
+        TcpOptionElement::SelectiveAcknowledgementPermitted,
+        TcpOptionElement::Timestamp(0x1122_3344, 0),
+        TcpOptionElement::Noop,
+        TcpOptionElement::WindowScale(7),
+    ]
+}
+
+/// A SYN from the client, IPv4, optionally VLAN-tagged, with Linux's SYN options.
+fn syn_v4(vlans: usize) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(MAC_A, MAC_B);
+    let id = VlanId::try_new(42).unwrap();
+    let tcp = match vlans {
+        0 => eth.ipv4(CLIENT4, SERVER4, 64),
+        1 => eth.single_vlan(id).ipv4(CLIENT4, SERVER4, 64),
+        _ => eth.double_vlan(id, id).ipv4(CLIENT4, SERVER4, 64),
+    }
+    .tcp(40000, 80, 0xdead_beef, 64240)
+    .syn()
+    .options(&linux_syn_options())
+    .unwrap();
+    let mut out = Vec::new();
+    tcp.write(&mut out, &[]).unwrap();
+    out
+}
+
+fn tcp_v6(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv6(CLIENT6, SERVER6, 64)
+        .tcp(40000, 443, 7, 1000)
+        .ack(99)
+        .write(&mut out, payload)
+        .unwrap();
+    out
+}
+
+/// Inserts IPv6 extension headers (each given as next-header-less body) in front of TCP.
+fn with_ipv6_extensions(frame: &[u8], chain: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let ip = 14;
+    let mut out = frame[..ip + 40].to_vec();
+    let first_next = frame[ip + 6];
+    let mut next_values: Vec<u8> = chain.iter().skip(1).map(|(kind, _)| *kind).collect();
+    next_values.push(first_next);
+    out[ip + 6] = chain.first().map_or(first_next, |(kind, _)| *kind);
+    let mut added = 0;
+    for ((_, body), next) in chain.iter().zip(next_values) {
+        out.push(next);
+        out.extend_from_slice(body);
+        added += body.len() + 1;
+    }
+    out.extend_from_slice(&frame[ip + 40..]);
+    let payload_len = u16::from_be_bytes([frame[ip + 4], frame[ip + 5]]) + added as u16;
+    out[ip + 4..ip + 6].copy_from_slice(&payload_len.to_be_bytes());
+    out
+}
+
+/// Hop-by-hop or destination options header body (after the next-header byte): 8 bytes.
+fn options_ext_body() -> Vec<u8> {
+    vec![0, 1, 4, 0, 0, 0, 0]
+}
+
+fn tcp_of(frame: &ParsedFrame) -> (IpAddrs, synguard_common::parse::TcpSegment) {
+    match frame.l3 {
+        L3::Ip(packet) => match packet.transport {
+            Transport::Tcp(tcp) => (packet.addrs, tcp),
+            other => panic!("expected TCP, got {other:?}"),
+        },
+        other => panic!("expected IP, got {other:?}"),
+    }
+}
+
+#[test]
+fn ipv4_syn_is_decoded() {
+    let frame = syn_v4(0);
+    let parsed = parse_frame(&frame[..]).unwrap();
+    assert_eq!(parsed.vlan_tags, 0);
+    let (addrs, tcp) = tcp_of(&parsed);
+    assert_eq!(
+        addrs,
+        IpAddrs::V4 {
+            src: CLIENT4,
+            dst: SERVER4
+        }
+    );
+    assert_eq!((tcp.src_port, tcp.dst_port), (40000, 80));
+    assert_eq!(tcp.seq, 0xdead_beef);
+    assert_eq!(tcp.flags, TcpFlags(TcpFlags::SYN));
+    assert_eq!(tcp.window, 64240);
+    assert_eq!(tcp.header_len, 40);
+    assert_eq!(tcp.payload_len, 0);
+    assert_eq!(
+        tcp.options,
+        TcpOptions {
+            mss: Some(1460),
+            window_scale: Some(7),
+            sack_permitted: true,
+            timestamps: Some((0x1122_3344, 0)),
+            sack_blocks: 0,
+        }
+    );
+}
+
+#[test]
+fn vlan_tags_are_skipped() {
+    for tags in [1u8, 2] {
+        let frame = syn_v4(tags as usize);
+        let parsed = parse_frame(&frame[..]).unwrap();
+        assert_eq!(parsed.vlan_tags, tags);
+        let L3::Ip(packet) = parsed.l3 else {
+            panic!("not IP")
+        };
+        assert_eq!(packet.l3_offset as usize, 14 + 4 * tags as usize);
+        assert_eq!(tcp_of(&parsed).1.seq, 0xdead_beef);
+    }
+}
+
+#[test]
+fn three_vlan_tags_are_refused() {
+    let mut frame = syn_v4(2);
+    // Insert a third 802.1Q tag after the outer two.
+    frame.splice(22..22, [0x81, 0x00, 0x00, 0x2a]);
+    frame[20..22].copy_from_slice(&[0x81, 0x00]);
+    assert_eq!(parse_frame(&frame[..]), Err(ParseError::TooManyVlanTags));
+}
+
+#[test]
+fn ipv6_tcp_is_decoded_with_payload_length() {
+    let frame = tcp_v6(b"hello");
+    let (addrs, tcp) = tcp_of(&parse_frame(&frame[..]).unwrap());
+    assert_eq!(
+        addrs,
+        IpAddrs::V6 {
+            src: CLIENT6,
+            dst: SERVER6
+        }
+    );
+    assert_eq!((tcp.src_port, tcp.dst_port, tcp.ack), (40000, 443, 99));
+    assert_eq!(tcp.payload_len, 5);
+}
+
+#[test]
+fn ipv6_extension_chain_is_followed() {
+    let routing = vec![0, 0, 0, 0, 0, 0, 0]; // type 0 routing header, 8 bytes
+    let chain = [
+        (0u8, options_ext_body()),
+        (43, routing),
+        (60, options_ext_body()),
+    ];
+    let frame = with_ipv6_extensions(&tcp_v6(b"x"), &chain);
+    let parsed = parse_frame(&frame[..]).unwrap();
+    let L3::Ip(packet) = parsed.l3 else {
+        panic!("not IP")
+    };
+    assert_eq!(packet.l4_offset as usize, 14 + 40 + 24);
+    assert_eq!(tcp_of(&parsed).1.payload_len, 1);
+}
+
+#[test]
+fn ipv6_chain_longer_than_six_is_refused() {
+    let chain: Vec<_> = (0..7).map(|_| (60u8, options_ext_body())).collect();
+    let frame = with_ipv6_extensions(&tcp_v6(b""), &chain);
+    assert_eq!(
+        parse_frame(&frame[..]),
+        Err(ParseError::Ipv6ExtensionChainTooLong)
+    );
+    let frame = with_ipv6_extensions(&tcp_v6(b""), &chain[..6]);
+    assert!(parse_frame(&frame[..]).is_ok());
+}
+
+#[test]
+fn ipv6_fragments_and_atomic_fragments() {
+    // Fragment header body: reserved, offset/flags (2 bytes), identification (4 bytes).
+    let first_of_many = vec![0, 0x00, 0x01, 0, 0, 0, 1];
+    let atomic = vec![0, 0x00, 0x00, 0, 0, 0, 1];
+    let frame = with_ipv6_extensions(&tcp_v6(b""), &[(44, first_of_many)]);
+    let L3::Ip(packet) = parse_frame(&frame[..]).unwrap().l3 else {
+        panic!("not IP")
+    };
+    assert_eq!(packet.transport, Transport::Fragment);
+    let frame = with_ipv6_extensions(&tcp_v6(b""), &[(44, atomic)]);
+    tcp_of(&parse_frame(&frame[..]).unwrap());
+}
+
+#[test]
+fn ipv4_fragments_are_not_parsed_as_tcp() {
+    for flags_and_offset in [0x2000u16, 0x0001, 0x2010] {
+        let mut frame = syn_v4(0);
+        frame[14 + 6..14 + 8].copy_from_slice(&flags_and_offset.to_be_bytes());
+        let L3::Ip(packet) = parse_frame(&frame[..]).unwrap().l3 else {
+            panic!("not IP")
+        };
+        assert_eq!(packet.transport, Transport::Fragment, "{flags_and_offset:#x}");
+    }
+}
+
+#[test]
+fn non_ip_is_reported_with_its_ethertype() {
+    let mut frame = vec![0u8; 60];
+    frame[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    assert_eq!(
+        parse_frame(&frame[..]).unwrap().l3,
+        L3::NonIp { ethertype: 0x0806 }
+    );
+}
+
+#[test]
+fn udp_is_other_protocol() {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(CLIENT4, SERVER4, 64)
+        .udp(53, 53)
+        .write(&mut frame, b"q")
+        .unwrap();
+    let L3::Ip(packet) = parse_frame(&frame[..]).unwrap().l3 else {
+        panic!("not IP")
+    };
+    assert_eq!(packet.transport, Transport::Other { protocol: 17 });
+}
+
+#[test]
+fn bad_ipv4_header_length_and_version() {
+    for ihl in 0u8..5 {
+        let mut frame = syn_v4(0);
+        frame[14] = 0x40 | ihl;
+        assert_eq!(
+            parse_frame(&frame[..]),
+            Err(ParseError::BadIpv4HeaderLength)
+        );
+    }
+    let mut frame = syn_v4(0);
+    frame[14] = 0x65;
+    assert_eq!(parse_frame(&frame[..]), Err(ParseError::BadIpVersion));
+}
+
+#[test]
+fn ipv4_total_length_must_fit_header_and_frame() {
+    let mut frame = syn_v4(0);
+    frame[16..18].copy_from_slice(&19u16.to_be_bytes());
+    assert_eq!(parse_frame(&frame[..]), Err(ParseError::BadIpLength));
+    let mut frame = syn_v4(0);
+    let too_long = (frame.len() - 14 + 1) as u16;
+    frame[16..18].copy_from_slice(&too_long.to_be_bytes());
+    assert_eq!(parse_frame(&frame[..]), Err(ParseError::BadIpLength));
+}
+
+#[test]
+fn ethernet_padding_is_not_payload() {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(CLIENT4, SERVER4, 64)
+        .tcp(1, 2, 3, 4)
+        .ack(5)
+        .write(&mut frame, &[])
+        .unwrap();
+    frame.resize(60, 0); // minimum Ethernet frame
+    assert_eq!(tcp_of(&parse_frame(&frame[..]).unwrap()).1.payload_len, 0);
+}
+
+#[test]
+fn bad_tcp_data_offset() {
+    let tcp = 14 + 20;
+    for doff in [0u8, 4] {
+        let mut frame = syn_v4(0);
+        frame[tcp + 12] = doff << 4;
+        assert_eq!(parse_frame(&frame[..]), Err(ParseError::BadTcpDataOffset));
+    }
+    // A data offset of 60 bytes in a segment that only has 40.
+    let mut frame = syn_v4(0);
+    frame[tcp + 12] = 15 << 4;
+    assert_eq!(parse_frame(&frame[..]), Err(ParseError::BadTcpDataOffset));
+}
+
+#[test]
+fn tcp_option_running_past_header_is_refused() {
+    let mut frame = syn_v4(0);
+    // The MSS option's length byte claims 40 bytes.
+    frame[14 + 20 + 21] = 40;
+    assert_eq!(parse_frame(&frame[..]), Err(ParseError::BadTcpOptions));
+}
+
+#[test]
+fn truncated_at_every_byte_is_an_error() {
+    let chain = [(0u8, options_ext_body())];
+    let frames = [
+        syn_v4(0),
+        syn_v4(2),
+        with_ipv6_extensions(&tcp_v6(b""), &chain),
+    ];
+    for frame in frames {
+        assert!(parse_frame(&frame[..]).is_ok());
+        for cut in 0..frame.len() {
+            let result = parse_frame(&frame[..cut]);
+            assert!(result.is_err(), "cut at {cut} of {}: {result:?}", frame.len());
+        }
+    }
+}
+
+#[test]
+fn truncation_reasons_follow_the_layer() {
+    let frame = syn_v4(1);
+    assert_eq!(
+        parse_frame(&frame[..13]),
+        Err(ParseError::TruncatedEthernet)
+    );
+    assert_eq!(parse_frame(&frame[..16]), Err(ParseError::TruncatedVlan));
+    assert_eq!(parse_frame(&frame[..30]), Err(ParseError::TruncatedIp));
+}
+
+fn option_strategy() -> impl Strategy<Value = Vec<TcpOptionElement>> {
+    (
+        proptest::option::of(any::<u16>()),
+        proptest::option::of(0u8..=14),
+        any::<bool>(),
+        proptest::option::of((any::<u32>(), any::<u32>())),
+    )
+        .prop_map(|(mss, wscale, sack, ts)| {
+            let mut options = Vec::new();
+            if let Some(mss) = mss {
+                options.push(TcpOptionElement::MaximumSegmentSize(mss));
+            }
+            if sack {
+                options.push(TcpOptionElement::SelectiveAcknowledgementPermitted);
+            }
+            if let Some((val, ecr)) = ts {
+                options.push(TcpOptionElement::Timestamp(val, ecr));
+            }
+            if let Some(shift) = wscale {
+                options.push(TcpOptionElement::Noop);
+                options.push(TcpOptionElement::WindowScale(shift));
+            }
+            options
+        })
+}
+
+proptest! {
+    #[test]
+    fn any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = parse_frame(&bytes[..]);
+    }
+
+    #[test]
+    fn corrupted_frames_never_panic(at in 0usize..80, value in any::<u8>(), vlans in 0usize..3) {
+        let mut frame = syn_v4(vlans);
+        let at = at % frame.len();
+        frame[at] = value;
+        let _ = parse_frame(&frame[..]);
+    }
+
+    #[test]
+    fn tcp_fields_roundtrip(
+        src_port in any::<u16>(), dst_port in any::<u16>(), seq in any::<u32>(),
+        ack in any::<u32>(), window in any::<u16>(), flags in any::<u8>(),
+        options in option_strategy(), payload in proptest::collection::vec(any::<u8>(), 0..64),
+        v6 in any::<bool>(),
+    ) {
+        let eth = PacketBuilder::ethernet2(MAC_A, MAC_B);
+        let ip = if v6 { eth.ipv6(CLIENT6, SERVER6, 64) } else { eth.ipv4(CLIENT4, SERVER4, 64) };
+        let mut builder = ip.tcp(src_port, dst_port, seq, window).ack(ack);
+        if flags & TcpFlags::SYN != 0 { builder = builder.syn(); }
+        if flags & TcpFlags::FIN != 0 { builder = builder.fin(); }
+        if flags & TcpFlags::RST != 0 { builder = builder.rst(); }
+        if flags & TcpFlags::PSH != 0 { builder = builder.psh(); }
+        let builder = builder.options(&options).unwrap();
+        let mut frame = Vec::new();
+        builder.write(&mut frame, &payload).unwrap();
+
+        let (_, tcp) = tcp_of(&parse_frame(&frame[..]).unwrap());
+        prop_assert_eq!((tcp.src_port, tcp.dst_port, tcp.seq, tcp.ack, tcp.window),
+            (src_port, dst_port, seq, ack, window));
+        let expected_flags = TcpFlags::ACK | (flags & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST | TcpFlags::PSH));
+        prop_assert_eq!(tcp.flags, TcpFlags(expected_flags));
+        prop_assert_eq!(tcp.payload_len as usize, payload.len());
+        for option in &options {
+            match *option {
+                TcpOptionElement::MaximumSegmentSize(mss) => prop_assert_eq!(tcp.options.mss, Some(mss)),
+                TcpOptionElement::WindowScale(shift) => prop_assert_eq!(tcp.options.window_scale, Some(shift)),
+                TcpOptionElement::SelectiveAcknowledgementPermitted => prop_assert!(tcp.options.sack_permitted),
+                TcpOptionElement::Timestamp(val, ecr) => prop_assert_eq!(tcp.options.timestamps, Some((val, ecr))),
+                _ => {}
+            }
+        }
+    }
+}
