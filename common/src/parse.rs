@@ -6,8 +6,8 @@
 //! [`ParseError`], so the data plane can give it a defined verdict and count it.
 
 use crate::{
-    frame::{FrameBytes, TCP_HEADER_BUF_LEN},
-    tcp_options::{TcpOptions, parse_tcp_options},
+    frame::FrameBytes,
+    tcp_options::{TcpOptionWalker, TcpOptions},
 };
 
 pub const ETH_HEADER_LEN: usize = 14;
@@ -92,7 +92,9 @@ pub enum Transport {
     /// An IPv4 or IPv6 fragment: its transport header is absent or incomplete.
     Fragment,
     /// Any other upper-layer protocol (UDP, ICMP, ESP, ...), by protocol number.
-    Other { protocol: u8 },
+    Other {
+        protocol: u8,
+    },
 }
 
 /// An IPv4 or IPv6 packet, decoded down to its transport.
@@ -120,9 +122,20 @@ pub struct ParsedFrame {
     pub l3: L3,
 }
 
-/// Parses a frame starting with its Ethernet header.
-#[inline(always)]
+/// Parses a frame starting with its Ethernet header, with a fresh TCP option walker.
 pub fn parse_frame<F: FrameBytes + ?Sized>(frame: &F) -> Result<ParsedFrame, ParseError> {
+    parse_frame_with(frame, &mut TcpOptionWalker::default())
+}
+
+/// Parses a frame, copying its TCP header into `walker`. The XDP program passes a walker that
+/// lives in map memory: the verifier does not track map contents, so every step of the option
+/// walk looks alike to it and verification converges at once (on the stack, each step's
+/// precisely known offsets multiplied the paths past the verifier's limit).
+#[inline(always)]
+pub fn parse_frame_with<F: FrameBytes + ?Sized>(
+    frame: &F,
+    walker: &mut TcpOptionWalker,
+) -> Result<ParsedFrame, ParseError> {
     let eth: [u8; ETH_HEADER_LEN] = frame.load(0).ok_or(ParseError::TruncatedEthernet)?;
     let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
     let mut offset = ETH_HEADER_LEN;
@@ -138,8 +151,8 @@ pub fn parse_frame<F: FrameBytes + ?Sized>(frame: &F) -> Result<ParsedFrame, Par
     }
     let l3 = match ethertype {
         ETHERTYPE_VLAN | ETHERTYPE_QINQ => return Err(ParseError::TooManyVlanTags),
-        ETHERTYPE_IPV4 => L3::Ip(parse_ipv4(frame, offset)?),
-        ETHERTYPE_IPV6 => L3::Ip(parse_ipv6(frame, offset)?),
+        ETHERTYPE_IPV4 => L3::Ip(parse_ipv4(frame, offset, walker)?),
+        ETHERTYPE_IPV6 => L3::Ip(parse_ipv6(frame, offset, walker)?),
         other => L3::NonIp { ethertype: other },
     };
     Ok(ParsedFrame { vlan_tags, l3 })
@@ -147,7 +160,11 @@ pub fn parse_frame<F: FrameBytes + ?Sized>(frame: &F) -> Result<ParsedFrame, Par
 
 /// RFC 791 section 3.1.
 #[inline(always)]
-fn parse_ipv4<F: FrameBytes + ?Sized>(frame: &F, offset: usize) -> Result<IpPacket, ParseError> {
+fn parse_ipv4<F: FrameBytes + ?Sized>(
+    frame: &F,
+    offset: usize,
+    walker: &mut TcpOptionWalker,
+) -> Result<IpPacket, ParseError> {
     let h: [u8; IPV4_MIN_HEADER_LEN] = frame.load(offset).ok_or(ParseError::TruncatedIp)?;
     if h[0] >> 4 != 4 {
         return Err(ParseError::BadIpVersion);
@@ -168,7 +185,7 @@ fn parse_ipv4<F: FrameBytes + ?Sized>(frame: &F, offset: usize) -> Result<IpPack
     let transport = if more_fragments || fragment_offset != 0 {
         Transport::Fragment
     } else if h[9] == IPPROTO_TCP {
-        Transport::Tcp(parse_tcp(frame, l4_offset, ip_end)?)
+        Transport::Tcp(parse_tcp(frame, l4_offset, ip_end, walker)?)
     } else {
         Transport::Other { protocol: h[9] }
     };
@@ -186,7 +203,11 @@ fn parse_ipv4<F: FrameBytes + ?Sized>(frame: &F, offset: usize) -> Result<IpPack
 
 /// RFC 8200 sections 3 and 4: the fixed header, then the extension-header chain.
 #[inline(always)]
-fn parse_ipv6<F: FrameBytes + ?Sized>(frame: &F, offset: usize) -> Result<IpPacket, ParseError> {
+fn parse_ipv6<F: FrameBytes + ?Sized>(
+    frame: &F,
+    offset: usize,
+    walker: &mut TcpOptionWalker,
+) -> Result<IpPacket, ParseError> {
     let h: [u8; IPV6_HEADER_LEN] = frame.load(offset).ok_or(ParseError::TruncatedIp)?;
     if h[0] >> 4 != 6 {
         return Err(ParseError::BadIpVersion);
@@ -238,7 +259,7 @@ fn parse_ipv6<F: FrameBytes + ?Sized>(frame: &F, offset: usize) -> Result<IpPack
             0 | 43 | 60 | 135 | 139 | 140 | 51 | 44 => {
                 return Err(ParseError::Ipv6ExtensionChainTooLong);
             }
-            IPPROTO_TCP => Transport::Tcp(parse_tcp(frame, at, ip_end)?),
+            IPPROTO_TCP => Transport::Tcp(parse_tcp(frame, at, ip_end, walker)?),
             protocol => Transport::Other { protocol },
         }
     };
@@ -261,6 +282,7 @@ fn parse_tcp<F: FrameBytes + ?Sized>(
     frame: &F,
     offset: usize,
     ip_end: usize,
+    walker: &mut TcpOptionWalker,
 ) -> Result<TcpSegment, ParseError> {
     let available = ip_end - offset;
     if available < TCP_MIN_HEADER_LEN {
@@ -271,16 +293,16 @@ fn parse_tcp<F: FrameBytes + ?Sized>(
     } else {
         TCP_MAX_HEADER_LEN
     };
-    let mut buf = [0u8; TCP_HEADER_BUF_LEN];
-    if !frame.load_tcp_header(offset, copy_len, &mut buf) {
+    walker.reset();
+    if !frame.load_tcp_header(offset, copy_len, &mut walker.header) {
         return Err(ParseError::TruncatedTcp);
     }
+    let buf = &walker.header;
     let header_len = (buf[12] >> 4) as usize * 4;
     if header_len < TCP_MIN_HEADER_LEN || header_len > available {
         return Err(ParseError::BadTcpDataOffset);
     }
-    let options = parse_tcp_options(&buf, header_len).map_err(|_| ParseError::BadTcpOptions)?;
-    Ok(TcpSegment {
+    let segment = TcpSegment {
         src_port: u16::from_be_bytes([buf[0], buf[1]]),
         dst_port: u16::from_be_bytes([buf[2], buf[3]]),
         seq: u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
@@ -289,6 +311,10 @@ fn parse_tcp<F: FrameBytes + ?Sized>(
         window: u16::from_be_bytes([buf[14], buf[15]]),
         header_len: header_len as u8,
         payload_len: (available - header_len) as u16,
-        options,
-    })
+        options: TcpOptions::default(),
+    };
+    walker.set_header_len(header_len);
+    walker.walk();
+    let options = walker.finish().map_err(|_| ParseError::BadTcpOptions)?;
+    Ok(TcpSegment { options, ..segment })
 }

@@ -2,9 +2,16 @@
 //!
 //! Malformed option lists (a length below 2, or an option running past the header) make the
 //! whole segment malformed. A known option with an unexpected length is skipped, as Linux does.
+//!
+//! Options are walked one at a time by [`TcpOptionWalker::step`], on a walker the XDP program
+//! keeps in map memory (see `FrameBytes::with_tcp_walker`) so the verifier sees each step as
+//! one generic step.
+
+use crate::frame::TCP_HEADER_BUF_LEN;
 
 /// The options synguard cares about, decoded from one segment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct TcpOptions {
     /// Maximum segment size (kind 2).
     pub mss: Option<u16>,
@@ -30,78 +37,136 @@ const KIND_SACK_PERMITTED: u8 = 4;
 const KIND_SACK: u8 = 5;
 const KIND_TIMESTAMPS: u8 = 8;
 
-/// Most option bytes a TCP header can carry (60 - 20).
+/// Most option bytes a TCP header can carry (60 - 20); also the most steps a walk takes.
 pub const MAX_OPTIONS_LEN: usize = 40;
 
-/// Parses the option bytes `buf[20..header_len]` of a TCP header copied into `buf`.
-///
-/// The loop is bounded by [`MAX_OPTIONS_LEN`] iterations so the verifier accepts it.
-#[inline(always)]
-pub fn parse_tcp_options(buf: &[u8], header_len: usize) -> Result<TcpOptions, MalformedOptions> {
-    let mut options = TcpOptions::default();
-    let end = if header_len < buf.len() {
-        header_len
-    } else {
-        buf.len()
-    };
-    let mut at = 20;
-    for _ in 0..MAX_OPTIONS_LEN {
-        if at >= end {
-            break;
+/// A TCP header copied out of the frame, and the state of the walk over its options.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct TcpOptionWalker {
+    pub header: [u8; TCP_HEADER_BUF_LEN],
+    at: usize,
+    end: usize,
+    options: TcpOptions,
+    malformed: bool,
+}
+
+impl Default for TcpOptionWalker {
+    fn default() -> Self {
+        Self {
+            header: [0; TCP_HEADER_BUF_LEN],
+            at: 20,
+            end: 20,
+            options: TcpOptions::default(),
+            malformed: false,
         }
-        let kind = buf[at];
+    }
+}
+
+impl TcpOptionWalker {
+    /// Forgets any earlier walk (a scratch walker is reused from packet to packet).
+    #[inline(always)]
+    pub fn reset(&mut self) {
+        self.at = 20;
+        self.end = 20;
+        self.options = TcpOptions::default();
+        self.malformed = false;
+    }
+
+    /// Sets where the options end: the header length (20..=60), once it is known.
+    #[inline(always)]
+    pub fn set_header_len(&mut self, header_len: usize) {
+        self.end = header_len;
+    }
+
+    /// Decodes one option. Returns false when the walk is over (end of list or malformed).
+    #[inline(always)]
+    pub fn step(&mut self) -> bool {
+        // Masks keep every index below 64 + 10 < TCP_HEADER_BUF_LEN, visibly to the verifier
+        // (values here come from memory, so it knows nothing else about them). They change
+        // nothing for real values: the walk stays within 20..=60.
+        let at = self.at & 63;
+        let end = self.end & 63;
+        if at >= end {
+            return false;
+        }
+        let kind = self.header[at];
         if kind == KIND_END {
-            break;
+            return false;
         }
         if kind == KIND_NOP {
-            at += 1;
-            continue;
+            self.at = at + 1;
+            return true;
         }
-        let Some(&len) = buf.get(at + 1).filter(|_| at + 1 < end) else {
-            return Err(MalformedOptions);
-        };
-        let len = len as usize;
+        if at + 1 >= end {
+            self.malformed = true;
+            return false;
+        }
+        let len = self.header[at + 1] as usize;
         if len < 2 || at + len > end {
-            return Err(MalformedOptions);
+            self.malformed = true;
+            return false;
         }
-        let body = &buf[at + 2..at + len];
-        match (kind, body) {
-            (KIND_MSS, &[a, b]) => options.mss = Some(u16::from_be_bytes([a, b])),
-            (KIND_WINDOW_SCALE, &[shift]) => options.window_scale = Some(shift),
-            (KIND_SACK_PERMITTED, &[]) => options.sack_permitted = true,
-            (KIND_SACK, blocks) if blocks.len() % 8 == 0 => {
-                options.sack_blocks = (blocks.len() / 8) as u8
+        let h = &self.header;
+        let be32 = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        match (kind, len) {
+            (KIND_MSS, 4) => {
+                self.options.mss = Some(u16::from_be_bytes([h[at + 2], h[at + 3]]));
             }
-            (KIND_TIMESTAMPS, &[a, b, c, d, e, f, g, h]) => {
-                options.timestamps = Some((
-                    u32::from_be_bytes([a, b, c, d]),
-                    u32::from_be_bytes([e, f, g, h]),
-                ))
+            (KIND_WINDOW_SCALE, 3) => self.options.window_scale = Some(h[at + 2]),
+            (KIND_SACK_PERMITTED, 2) => self.options.sack_permitted = true,
+            (KIND_SACK, _) if (len - 2) % 8 == 0 => {
+                self.options.sack_blocks = ((len - 2) / 8) as u8
+            }
+            (KIND_TIMESTAMPS, 10) => {
+                self.options.timestamps = Some((be32(at + 2), be32(at + 6)));
             }
             _ => {}
         }
-        at += len;
+        self.at = at + len;
+        true
     }
-    Ok(options)
+
+    /// Runs the steps in a plain bounded loop.
+    #[inline(always)]
+    pub fn walk(&mut self) {
+        for _ in 0..MAX_OPTIONS_LEN {
+            if !self.step() {
+                break;
+            }
+        }
+    }
+
+    /// The decoded options, once the walk is over.
+    #[inline(always)]
+    pub fn finish(&self) -> Result<TcpOptions, MalformedOptions> {
+        if self.malformed {
+            Err(MalformedOptions)
+        } else {
+            Ok(self.options)
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn with_header(options: &[u8]) -> ([u8; 60], usize) {
-        let mut buf = [0u8; 60];
-        buf[20..20 + options.len()].copy_from_slice(options);
-        (buf, 20 + options.len())
+    fn walk(options: &[u8]) -> Result<TcpOptions, MalformedOptions> {
+        let mut walker = TcpOptionWalker::default();
+        walker.header[20..20 + options.len()].copy_from_slice(options);
+        walker.set_header_len(20 + options.len());
+        walker.walk();
+        walker.finish()
     }
 
     #[test]
     fn linux_syn_options() {
         // MSS 1460, SACK permitted, TS 1/0, NOP, wscale 7: what Linux sends in a SYN.
-        let (buf, len) = with_header(&[
+        let o = walk(&[
             2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
-        ]);
-        let o = parse_tcp_options(&buf, len).unwrap();
+        ])
+        .unwrap();
         assert_eq!(o.mss, Some(1460));
         assert!(o.sack_permitted);
         assert_eq!(o.timestamps, Some((1, 0)));
@@ -110,31 +175,26 @@ mod tests {
 
     #[test]
     fn end_of_list_stops_parsing() {
-        let (buf, len) = with_header(&[0, 2, 4, 5, 180]);
-        assert_eq!(parse_tcp_options(&buf, len), Ok(TcpOptions::default()));
+        assert_eq!(walk(&[0, 2, 4, 5, 180]), Ok(TcpOptions::default()));
     }
 
     #[test]
     fn zero_or_one_length_is_malformed() {
         for bad in [0u8, 1] {
-            let (buf, len) = with_header(&[2, bad, 0, 0]);
-            assert_eq!(parse_tcp_options(&buf, len), Err(MalformedOptions));
+            assert_eq!(walk(&[2, bad, 0, 0]), Err(MalformedOptions));
         }
     }
 
     #[test]
     fn option_running_past_header_is_malformed() {
-        let (buf, len) = with_header(&[1, 1, 8, 10, 0, 0]);
-        assert_eq!(parse_tcp_options(&buf, len), Err(MalformedOptions));
+        assert_eq!(walk(&[1, 1, 8, 10, 0, 0]), Err(MalformedOptions));
         // Kind byte as the very last byte of the header, with no room for a length.
-        let (buf, len) = with_header(&[1, 1, 1, 2]);
-        assert_eq!(parse_tcp_options(&buf, len), Err(MalformedOptions));
+        assert_eq!(walk(&[1, 1, 1, 2]), Err(MalformedOptions));
     }
 
     #[test]
     fn known_option_with_wrong_length_is_skipped() {
-        let (buf, len) = with_header(&[2, 3, 5, 3, 3, 7, 1, 1]);
-        let o = parse_tcp_options(&buf, len).unwrap();
+        let o = walk(&[2, 3, 5, 3, 3, 7, 1, 1]).unwrap();
         assert_eq!(o.mss, None);
         assert_eq!(o.window_scale, Some(7));
     }
@@ -143,7 +203,32 @@ mod tests {
     fn sack_blocks_are_counted() {
         let mut options = [9u8; 20];
         options[..4].copy_from_slice(&[1, 1, 5, 18]);
-        let (buf, len) = with_header(&options);
-        assert_eq!(parse_tcp_options(&buf, len).unwrap().sack_blocks, 2);
+        assert_eq!(walk(&options).unwrap().sack_blocks, 2);
+    }
+
+    #[test]
+    fn reset_forgets_an_earlier_walk() {
+        let mut walker = TcpOptionWalker::default();
+        walker.header[20..24].copy_from_slice(&[2, 1, 0, 0]);
+        walker.set_header_len(24);
+        walker.walk();
+        assert_eq!(walker.finish(), Err(MalformedOptions));
+        walker.reset();
+        walker.header[20..24].copy_from_slice(&[2, 4, 1, 0]);
+        walker.set_header_len(24);
+        walker.walk();
+        assert_eq!(walker.finish().unwrap().mss, Some(256));
+    }
+
+    #[test]
+    fn forty_nops_take_forty_steps() {
+        let mut walker = TcpOptionWalker::default();
+        walker.header[20..60].fill(KIND_NOP);
+        walker.set_header_len(60);
+        let steps = (0..MAX_OPTIONS_LEN + 1)
+            .take_while(|_| walker.step())
+            .count();
+        assert_eq!(steps, MAX_OPTIONS_LEN);
+        assert_eq!(walker.finish(), Ok(TcpOptions::default()));
     }
 }

@@ -19,6 +19,26 @@ pub enum Action {
     Drop,
 }
 
+impl Action {
+    /// The kernel's `enum xdp_action` value (uapi, stable).
+    #[inline(always)]
+    pub const fn xdp_code(self) -> u32 {
+        match self {
+            Action::Drop => 1,
+            Action::Pass => 2,
+        }
+    }
+
+    /// The action for an `enum xdp_action` value, if it is one of ours.
+    pub const fn from_xdp_code(code: u32) -> Option<Action> {
+        match code {
+            1 => Some(Action::Drop),
+            2 => Some(Action::Pass),
+            _ => None,
+        }
+    }
+}
+
 /// An action and the counter that explains it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verdict {

@@ -208,7 +208,11 @@ fn ipv4_fragments_are_not_parsed_as_tcp() {
         let L3::Ip(packet) = parse_frame(&frame[..]).unwrap().l3 else {
             panic!("not IP")
         };
-        assert_eq!(packet.transport, Transport::Fragment, "{flags_and_offset:#x}");
+        assert_eq!(
+            packet.transport,
+            Transport::Fragment,
+            "{flags_and_offset:#x}"
+        );
     }
 }
 
@@ -309,7 +313,11 @@ fn truncated_at_every_byte_is_an_error() {
         assert!(parse_frame(&frame[..]).is_ok());
         for cut in 0..frame.len() {
             let result = parse_frame(&frame[..cut]);
-            assert!(result.is_err(), "cut at {cut} of {}: {result:?}", frame.len());
+            assert!(
+                result.is_err(),
+                "cut at {cut} of {}: {result:?}",
+                frame.len()
+            );
         }
     }
 }

@@ -1,0 +1,101 @@
+//! Attaching the guard to an interface, in the XDP mode the operator asked for.
+
+use std::io;
+
+use anyhow::{Error, Result, anyhow};
+use aya::programs::{
+    ProgramError, Xdp, XdpMode,
+    xdp::{XdpError, XdpLinkId},
+};
+
+/// How the operator wants the program attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// In the driver (fast path); fails where the driver has no XDP support.
+    Native,
+    /// In the generic network stack (works everywhere, slower).
+    Generic,
+    /// Native, falling back to generic when the driver refuses.
+    Auto,
+}
+
+/// Where the program ended up, and why there.
+#[derive(Debug)]
+pub struct Attached {
+    pub link: XdpLinkId,
+    pub mode: XdpMode,
+    /// Set when `auto` fell back to generic: the driver's refusal.
+    pub fallback_reason: Option<String>,
+}
+
+pub fn mode_name(mode: XdpMode) -> &'static str {
+    match mode {
+        XdpMode::Driver => "native",
+        XdpMode::Skb => "generic",
+        XdpMode::Hardware => "offload",
+        XdpMode::Default => "kernel-chosen",
+    }
+}
+
+/// Attaches `program` to `iface`. Errors are one line and say how to fix the problem.
+pub fn attach(program: &mut Xdp, iface: &str, mode: AttachMode) -> Result<Attached> {
+    if !interface_exists(iface) {
+        return Err(anyhow!(
+            "interface {iface:?} does not exist: pick one from `ip link show`"
+        ));
+    }
+    let first = match mode {
+        AttachMode::Generic => XdpMode::Skb,
+        AttachMode::Native | AttachMode::Auto => XdpMode::Driver,
+    };
+    match program.attach(iface, first) {
+        Ok(link) => Ok(Attached {
+            link,
+            mode: first,
+            fallback_reason: None,
+        }),
+        Err(error) if mode == AttachMode::Auto && !is_busy(&error) => {
+            let reason = explain(error, iface, first).to_string();
+            let link = program
+                .attach(iface, XdpMode::Skb)
+                .map_err(|e| explain(e, iface, XdpMode::Skb))?;
+            Ok(Attached {
+                link,
+                mode: XdpMode::Skb,
+                fallback_reason: Some(reason),
+            })
+        }
+        Err(error) => Err(explain(error, iface, first)),
+    }
+}
+
+fn interface_exists(iface: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(iface).exists() && !iface.contains('/')
+}
+
+fn os_error(error: &ProgramError) -> Option<i32> {
+    match error {
+        ProgramError::SyscallError(e) => e.io_error.raw_os_error(),
+        ProgramError::XdpError(XdpError::NetlinkError(e)) => e.raw_os_error(),
+        _ => None,
+    }
+}
+
+fn is_busy(error: &ProgramError) -> bool {
+    matches!(os_error(error), Some(libc::EBUSY) | Some(libc::EEXIST))
+}
+
+fn explain(error: ProgramError, iface: &str, mode: XdpMode) -> Error {
+    let mode = mode_name(mode);
+    match os_error(&error) {
+        Some(libc::EBUSY) | Some(libc::EEXIST) => anyhow!(
+            "{iface} already has an XDP program attached: remove it first \
+             (`ip link set dev {iface} xdp off`), or stop the other synguard"
+        ),
+        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => anyhow!(
+            "{iface} does not support {mode} XDP ({}): try --mode generic or --mode auto",
+            io::Error::from_raw_os_error(os_error(&error).unwrap_or(0))
+        ),
+        _ => anyhow!("attaching to {iface} in {mode} mode failed: {error}"),
+    }
+}

@@ -1,0 +1,53 @@
+//! The compiled eBPF object, embedded at build time, and loading it into the kernel.
+
+use anyhow::{Context, Result};
+use aya::{Ebpf, EbpfLoader, maps::MapData, maps::PerCpuArray, programs::Xdp};
+use log::LevelFilter;
+use synguard_common::counters::{COUNTERS_MAP, CounterBlock};
+
+/// The object built from `xdp-ebpf` by `build.rs`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-ebpf"));
+
+/// The guard program's name in the object.
+pub const GUARD_PROGRAM: &str = "synguard";
+/// The program the lab attaches to peer veths (see the lab in xtask).
+pub const PEER_PASS_PROGRAM: &str = "lab_peer_pass";
+
+/// Loads the object (maps created, programs not yet verified). The in-kernel log level is fixed
+/// at load time, so disabled log statements cost nothing per packet.
+pub fn load(log_level: LevelFilter) -> Result<Ebpf> {
+    // aya-log numbers levels Error=1 .. Trace=5, and 0 silences everything, like LevelFilter.
+    let level = log_level as usize as u8;
+    EbpfLoader::new()
+        .override_global(aya_log::LEVEL, &level, true)
+        .load(EBPF_OBJECT)
+        .context("loading the eBPF object into the kernel")
+}
+
+/// Verifies and loads one XDP program of the object.
+pub fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?
+        .try_into()?;
+    program
+        .load()
+        .with_context(|| format!("the kernel refused to load program {name}"))?;
+    Ok(program)
+}
+
+/// The (already loaded) guard program.
+pub fn guard_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    Ok(ebpf
+        .program_mut(GUARD_PROGRAM)
+        .context("guard program missing from the eBPF object")?
+        .try_into()?)
+}
+
+/// The per-CPU counters map.
+pub fn counters_map(ebpf: &mut Ebpf) -> Result<PerCpuArray<MapData, CounterBlock>> {
+    let map = ebpf
+        .take_map(COUNTERS_MAP)
+        .with_context(|| format!("map {COUNTERS_MAP} missing from the eBPF object"))?;
+    Ok(PerCpuArray::try_from(map)?)
+}

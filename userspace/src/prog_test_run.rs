@@ -1,0 +1,79 @@
+//! The data-plane harness: the real compiled guard program, run on frames through
+//! BPF_PROG_TEST_RUN. Used by the data-plane tests and the XDP benchmark.
+
+use anyhow::{Context, Result, anyhow};
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuArray},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use log::LevelFilter;
+use synguard_common::{counters::CounterBlock, verdict::Action};
+
+use crate::{object, stats};
+
+/// What one run of the program did to one frame.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The raw `enum xdp_action` value.
+    pub xdp_code: u32,
+    /// The frame as the program left it.
+    pub output: Vec<u8>,
+}
+
+impl Outcome {
+    /// The action, or an error naming the unexpected code (XDP_ABORTED, a stray XDP_TX...).
+    pub fn action(&self) -> Result<Action> {
+        Action::from_xdp_code(self.xdp_code)
+            .ok_or_else(|| anyhow!("unexpected XDP action {}", self.xdp_code))
+    }
+}
+
+pub struct DataPlane {
+    ebpf: Ebpf,
+    program: String,
+    counters: PerCpuArray<MapData, CounterBlock>,
+}
+
+impl DataPlane {
+    /// Loads a fresh copy of the object (fresh maps) and the named program.
+    pub fn load(program: &str) -> Result<Self> {
+        let mut ebpf = object::load(LevelFilter::Off)?;
+        object::load_xdp(&mut ebpf, program)?;
+        let counters = object::counters_map(&mut ebpf)?;
+        Ok(Self {
+            ebpf,
+            program: program.to_string(),
+            counters,
+        })
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut(&self.program)
+            .context("program vanished")?
+            .try_into()?)
+    }
+
+    /// Runs the program once on `frame`.
+    pub fn run(&mut self, frame: &[u8]) -> Result<Outcome> {
+        // Room for the frame plus anything a rewrite could add.
+        let mut output = vec![0u8; frame.len() + 256];
+        let result = self.program()?.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut output),
+            ..TestRunOptions::new()
+        })?;
+        output.truncate(result.data_size_out as usize);
+        Ok(Outcome {
+            xdp_code: result.return_value,
+            output,
+        })
+    }
+
+    /// The counters, summed over CPUs.
+    pub fn counters(&self) -> Result<CounterBlock> {
+        Ok(stats::read(&self.counters)?.total)
+    }
+}
