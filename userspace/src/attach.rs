@@ -69,8 +69,13 @@ pub fn attach(program: &mut Xdp, iface: &str, mode: AttachMode) -> Result<Attach
     }
 }
 
+/// Looked up in the current network namespace (sysfs may show another one).
 fn interface_exists(iface: &str) -> bool {
-    std::path::Path::new("/sys/class/net").join(iface).exists() && !iface.contains('/')
+    let Ok(name) = std::ffi::CString::new(iface) else {
+        return false;
+    };
+    // SAFETY: NUL-terminated string that outlives the call.
+    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
 }
 
 fn os_error(error: &ProgramError) -> Option<i32> {

@@ -1,5 +1,6 @@
 //! The `synguard` command line.
 
+mod lab_peer;
 mod run;
 
 use std::process::ExitCode;
@@ -21,12 +22,16 @@ struct Cli {
 enum Command {
     /// Load the guard, attach it to an interface and report counters until SIGINT/SIGTERM.
     Run(run::RunArgs),
+    /// Lab plumbing: pin a pass program on a peer veth (see `cargo xtask lab`).
+    #[command(hide = true)]
+    LabPeerPass(lab_peer::LabPeerArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::LabPeerPass(args) => lab_peer::lab_peer_pass(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -87,16 +87,18 @@ async fn serve(args: RunArgs) -> Result<()> {
     ticker.tick().await;
     let mut before = Reading::from_per_cpu(Vec::new());
     let mut before_at = Instant::now();
+    let print = |now: &Reading, before: &Reading, elapsed: Duration| {
+        if args.json {
+            println!("{}", stats::json_line(&args.iface, now, before, elapsed));
+        } else {
+            println!("{}", stats::text_line(&args.iface, now, before, elapsed));
+        }
+    };
     let signal_name = loop {
         tokio::select! {
             _ = ticker.tick() => {
                 let now = stats::read(&counters)?;
-                let elapsed = before_at.elapsed();
-                if args.json {
-                    println!("{}", stats::json_line(&args.iface, &now, &before, elapsed));
-                } else {
-                    println!("{}", stats::text_line(&args.iface, &now, &before, elapsed));
-                }
+                print(&now, &before, before_at.elapsed());
                 before = now;
                 before_at = Instant::now();
             }
@@ -109,6 +111,8 @@ async fn serve(args: RunArgs) -> Result<()> {
             _ = sigterm.recv() => break "SIGTERM",
         }
     };
+    // The last partial interval, so the totals printed last are the final ones.
+    print(&stats::read(&counters)?, &before, before_at.elapsed());
     let program = object::guard_program(&mut ebpf)?;
     program
         .detach(attached.link)

@@ -1,0 +1,392 @@
+//! The lab: three network namespaces, client -- guard -- server, joined by two veth pairs.
+//!
+//! ```text
+//!  client ns                 guard ns                          server ns
+//!  to-guard 198.18.1.2 ---- to-client 198.18.1.1
+//!                           to-server 198.19.1.1 ---- to-guard 198.19.1.2  (HTTP on :80)
+//! ```
+//! Addresses come from 198.18.0.0/15 (RFC 2544). No namespace has a route out: each has a
+//! blackhole default route, so replies to spoofed sources die inside the lab. Namespace names
+//! carry a per-lab suffix; `down` removes a lab (and `down_all` every lab) even after a crash.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd;
+
+pub const PREFIX: &str = "sglab-";
+pub const CLIENT_ADDR: &str = "198.18.1.2";
+pub const GUARD_CLIENT_SIDE_ADDR: &str = "198.18.1.1";
+pub const GUARD_SERVER_SIDE_ADDR: &str = "198.19.1.1";
+pub const SERVER_ADDR: &str = "198.19.1.2";
+pub const SERVER_PORT: u16 = 80;
+/// The guard's interface toward the clients: where synguard attaches.
+pub const GUARD_CLIENT_IFACE: &str = "to-client";
+pub const GUARD_SERVER_IFACE: &str = "to-server";
+/// Name of the client's and the server's interface toward the guard.
+pub const PEER_IFACE: &str = "to-guard";
+
+const STATE_ROOT: &str = "/run/synguard-lab";
+const BPFFS: &str = "/sys/fs/bpf";
+const PIN_ROOT: &str = "/sys/fs/bpf/synguard-lab";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Host {
+    Client,
+    Guard,
+    Server,
+}
+
+impl Host {
+    const ALL: [Host; 3] = [Host::Client, Host::Guard, Host::Server];
+
+    fn role(self) -> &'static str {
+        match self {
+            Host::Client => "client",
+            Host::Guard => "guard",
+            Host::Server => "server",
+        }
+    }
+}
+
+/// One lab, by name (`sglab-<suffix>`).
+#[derive(Clone, Debug)]
+pub struct Lab {
+    pub name: String,
+}
+
+/// A fresh suffix: two labs made in the same run (or by two runs) never share one.
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mixed =
+        std::process::id().rotate_left(16) ^ nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{mixed:08x}")
+}
+
+impl Lab {
+    pub fn named(suffix: &str) -> Lab {
+        Lab {
+            name: format!("{PREFIX}{suffix}"),
+        }
+    }
+
+    pub fn netns(&self, host: Host) -> String {
+        format!("{}-{}", self.name, host.role())
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        Path::new(STATE_ROOT).join(&self.name)
+    }
+
+    fn pin_dir(&self) -> PathBuf {
+        Path::new(PIN_ROOT).join(&self.name)
+    }
+
+    /// A command run inside one of the lab's namespaces.
+    pub fn exec<I, S>(&self, host: Host, program: &str, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.netns(host), program])
+            .args(args);
+        command
+    }
+
+    fn ip<const N: usize>(&self, host: Host, args: [&str; N]) -> Result<()> {
+        cmd::output(
+            Command::new("ip")
+                .args(["-n", &self.netns(host)])
+                .args(args),
+        )?;
+        Ok(())
+    }
+
+    /// Builds the lab. `synguard` is the binary that pins the peers' pass programs; `server`
+    /// is the command line of the HTTP server to start in the server namespace.
+    pub fn up(suffix: &str, synguard: &Path, server: &[String]) -> Result<Lab> {
+        let lab = Lab::named(suffix);
+        if lab.exists() {
+            bail!(
+                "lab {} already exists: remove it with `cargo xtask lab down`",
+                lab.name
+            );
+        }
+        match lab.build(synguard, server) {
+            Ok(()) => Ok(lab),
+            Err(error) => {
+                let _ = lab.down();
+                Err(error.context(format!("building lab {}", lab.name)))
+            }
+        }
+    }
+
+    fn build(&self, synguard: &Path, server: &[String]) -> Result<()> {
+        use Host::*;
+        fs::create_dir_all(self.state_dir())?;
+        for host in Host::ALL {
+            cmd::output(&mut cmd::new("ip", ["netns", "add", &self.netns(host)]))?;
+            self.ip(host, ["link", "set", "lo", "up"])?;
+        }
+        let client_ns = self.netns(Client);
+        let server_ns = self.netns(Server);
+        self.ip(
+            Guard,
+            [
+                "link",
+                "add",
+                GUARD_CLIENT_IFACE,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                PEER_IFACE,
+                "netns",
+                &client_ns,
+            ],
+        )?;
+        self.ip(
+            Guard,
+            [
+                "link",
+                "add",
+                GUARD_SERVER_IFACE,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                PEER_IFACE,
+                "netns",
+                &server_ns,
+            ],
+        )?;
+        let addresses = [
+            (Client, PEER_IFACE, CLIENT_ADDR),
+            (Guard, GUARD_CLIENT_IFACE, GUARD_CLIENT_SIDE_ADDR),
+            (Guard, GUARD_SERVER_IFACE, GUARD_SERVER_SIDE_ADDR),
+            (Server, PEER_IFACE, SERVER_ADDR),
+        ];
+        for (host, iface, addr) in addresses {
+            self.ip(host, ["addr", "add", &format!("{addr}/24"), "dev", iface])?;
+            self.ip(host, ["link", "set", iface, "up"])?;
+            // XDP must see full checksums, not the partial ones offload leaves.
+            cmd::output(&mut self.exec(host, "ethtool", ["-K", iface, "tx", "off"]))?;
+        }
+        cmd::output(&mut self.exec(Guard, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]))?;
+        self.ip(
+            Client,
+            [
+                "route",
+                "add",
+                "198.19.0.0/16",
+                "via",
+                GUARD_CLIENT_SIDE_ADDR,
+            ],
+        )?;
+        self.ip(
+            Server,
+            [
+                "route",
+                "add",
+                "198.18.0.0/16",
+                "via",
+                GUARD_SERVER_SIDE_ADDR,
+            ],
+        )?;
+        for host in Host::ALL {
+            self.ip(host, ["route", "add", "blackhole", "default"])?;
+        }
+        self.pin_peer_programs(synguard)?;
+        self.start_server(server)
+    }
+
+    /// Native XDP_TX/REDIRECT on veth needs an XDP program on the peer: pin a pass program on
+    /// the client's and the server's side.
+    fn pin_peer_programs(&self, synguard: &Path) -> Result<()> {
+        mount_bpffs()?;
+        fs::create_dir_all(self.pin_dir())?;
+        for host in [Host::Client, Host::Server] {
+            let pin = self.pin_dir().join(host.role());
+            cmd::output(
+                Command::new(synguard)
+                    .args([
+                        "lab-peer-pass",
+                        "--netns",
+                        &self.netns(host),
+                        "--iface",
+                        PEER_IFACE,
+                    ])
+                    .arg("--pin")
+                    .arg(&pin),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn start_server(&self, server: &[String]) -> Result<()> {
+        let log = fs::File::create(self.state_dir().join("server.log"))?;
+        let (program, args) = server.split_first().context("empty server command")?;
+        let child = {
+            use std::os::unix::process::CommandExt;
+            self.exec(Host::Server, program, args)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                // Its own process group: it outlives `lab up` and ignores the terminal's ^C.
+                .process_group(0)
+                .spawn()
+                .context("starting the lab's HTTP server")?
+        };
+        fs::write(self.state_dir().join("server.pid"), child.id().to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let wanted = format!("{SERVER_ADDR}:{SERVER_PORT}");
+        while Instant::now() < deadline {
+            let listening = cmd::stdout(&mut self.exec(Host::Server, "ss", ["-Hltn"]))?;
+            if listening.contains(&wanted) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("the lab's HTTP server did not listen on {wanted} within 10 s")
+    }
+
+    pub fn exists(&self) -> bool {
+        Host::ALL
+            .iter()
+            .any(|host| Path::new("/run/netns").join(self.netns(*host)).exists())
+            || self.state_dir().exists()
+    }
+
+    /// Removes everything the lab made; what is already gone is skipped.
+    pub fn down(&self) -> Result<()> {
+        let pid_file = self.state_dir().join("server.pid");
+        if let Some(pid) = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+        {
+            // SAFETY: plain kill(2); the process group was created for the server alone.
+            unsafe { libc::kill(-pid, libc::SIGTERM) };
+        }
+        if self.pin_dir().exists() {
+            fs::remove_dir_all(self.pin_dir())
+                .with_context(|| format!("removing {}", self.pin_dir().display()))?;
+        }
+        for host in Host::ALL {
+            let netns = self.netns(host);
+            if Path::new("/run/netns").join(&netns).exists() {
+                cmd::output(&mut cmd::new("ip", ["netns", "del", &netns]))?;
+            }
+        }
+        if self.state_dir().exists() {
+            fs::remove_dir_all(self.state_dir())?;
+        }
+        Ok(())
+    }
+
+    /// One line per namespace: its interfaces with their XDP attachments.
+    pub fn status(&self) -> Result<String> {
+        let mut out = format!("{}:\n", self.name);
+        for host in Host::ALL {
+            let links =
+                cmd::stdout(Command::new("ip").args(["-n", &self.netns(host), "-br", "link"]))
+                    .unwrap_or_else(|e| format!("({e})"));
+            let xdp = cmd::stdout(Command::new("ip").args(["-n", &self.netns(host), "-d", "link"]))
+                .map(|text| text.matches("prog/xdp").count())
+                .unwrap_or(0);
+            out.push_str(&format!(
+                "  {:<7} {} ({} XDP program(s)): {}\n",
+                host.role(),
+                self.netns(host),
+                xdp,
+                links.split_whitespace().collect::<Vec<_>>().join(" ")
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Whether `iface` in `host` has an XDP program attached.
+    pub fn has_xdp(&self, host: Host, iface: &str) -> Result<bool> {
+        let details = cmd::stdout(Command::new("ip").args([
+            "-n",
+            &self.netns(host),
+            "-d",
+            "link",
+            "show",
+            "dev",
+            iface,
+        ]))?;
+        Ok(details.contains("prog/xdp"))
+    }
+}
+
+/// Every lab on the machine, from namespace names and state directories.
+pub fn all() -> Result<Vec<Lab>> {
+    let mut names: Vec<String> = cmd::stdout(&mut cmd::new("ip", ["netns", "list"]))?
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter_map(|ns| {
+            let rest = ns.strip_prefix(PREFIX)?;
+            let (suffix, _role) = rest.rsplit_once('-')?;
+            Some(format!("{PREFIX}{suffix}"))
+        })
+        .collect();
+    if let Ok(entries) = fs::read_dir(STATE_ROOT) {
+        names.extend(entries.filter_map(|e| e.ok()?.file_name().into_string().ok()));
+    }
+    names.sort();
+    names.dedup();
+    Ok(names.into_iter().map(|name| Lab { name }).collect())
+}
+
+fn mount_bpffs() -> Result<()> {
+    let mounts = fs::read_to_string("/proc/self/mounts")?;
+    if mounts
+        .lines()
+        .any(|line| line.split_whitespace().nth(1) == Some(BPFFS))
+    {
+        return Ok(());
+    }
+    cmd::output(&mut cmd::new("mount", ["-t", "bpf", "bpf", BPFFS]))?;
+    Ok(())
+}
+
+/// Removes its lab when dropped, also when a test panics.
+pub struct LabGuard(pub Lab);
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        if let Err(error) = self.0.down() {
+            eprintln!("removing lab {}: {error:#}", self.0.name);
+        }
+    }
+}
+
+impl std::ops::Deref for LabGuard {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.0
+    }
+}
+
+/// The command line that runs the lab's HTTP server, given the xtask binary.
+pub fn server_command(xtask: &Path) -> Vec<String> {
+    vec![
+        xtask.to_string_lossy().into_owned(),
+        "lab-http-server".into(),
+        "--listen".into(),
+        format!("{SERVER_ADDR}:{SERVER_PORT}"),
+    ]
+}

@@ -1,0 +1,10 @@
+//! Developer and lab tooling for synguard: bootstrap, build, lab, test, demo.
+//! The library part is what the lab tests (tests/lab.rs) share with the commands.
+
+pub mod bootstrap;
+pub mod build;
+pub mod cmd;
+pub mod demo;
+pub mod lab;
+pub mod lab_server;
+pub mod test;
