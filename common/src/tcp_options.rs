@@ -115,7 +115,7 @@ impl TcpOptionWalker {
             }
             (KIND_WINDOW_SCALE, 3) => self.options.window_scale = Some(h[at + 2]),
             (KIND_SACK_PERMITTED, 2) => self.options.sack_permitted = true,
-            (KIND_SACK, _) if (len - 2) % 8 == 0 => {
+            (KIND_SACK, _) if (len - 2).is_multiple_of(8) => {
                 self.options.sack_blocks = ((len - 2) / 8) as u8
             }
             (KIND_TIMESTAMPS, 10) => {

@@ -64,3 +64,126 @@ pub fn classify(parsed: &Result<ParsedFrame, ParseError>) -> Verdict {
     };
     Verdict { action, reason }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        counters::CounterBlock,
+        parse::{IpAddrs, IpPacket},
+    };
+
+    fn ip(transport: Transport, v6: bool) -> Result<ParsedFrame, ParseError> {
+        let addrs = if v6 {
+            IpAddrs::V6 {
+                src: [0; 16],
+                dst: [0; 16],
+            }
+        } else {
+            IpAddrs::V4 {
+                src: [0; 4],
+                dst: [0; 4],
+            }
+        };
+        Ok(ParsedFrame {
+            vlan_tags: 1,
+            l3: L3::Ip(IpPacket {
+                addrs,
+                l3_offset: 18,
+                l4_offset: 38,
+                ip_end: 60,
+                transport,
+            }),
+        })
+    }
+
+    #[test]
+    fn every_parse_error_drops_with_its_own_counter() {
+        use ParseError::*;
+        let errors = [
+            TruncatedEthernet,
+            TruncatedVlan,
+            TooManyVlanTags,
+            TruncatedIp,
+            BadIpVersion,
+            BadIpv4HeaderLength,
+            BadIpLength,
+            Ipv6ExtensionChainTooLong,
+            TruncatedTcp,
+            BadTcpDataOffset,
+            BadTcpOptions,
+        ];
+        let mut reasons: [Option<Counter>; 11] = [None; 11];
+        for (slot, error) in reasons.iter_mut().zip(errors) {
+            let verdict = classify(&Err(error));
+            assert_eq!(verdict.action, Action::Drop);
+            assert!(verdict.reason.name().starts_with("drop_"));
+            *slot = Some(verdict.reason);
+        }
+        for (i, a) in reasons.iter().enumerate() {
+            for b in &reasons[i + 1..] {
+                assert_ne!(a, b, "two errors share a counter");
+            }
+        }
+    }
+
+    #[test]
+    fn passes_and_their_reasons() {
+        let cases = [
+            (ip(Transport::Fragment, false), Counter::PassFragment),
+            (
+                ip(Transport::Other { protocol: 17 }, true),
+                Counter::PassOtherProtocol,
+            ),
+            (
+                Ok(ParsedFrame {
+                    vlan_tags: 0,
+                    l3: L3::NonIp { ethertype: 0x0806 },
+                }),
+                Counter::PassNonIp,
+            ),
+        ];
+        for (parsed, reason) in cases {
+            assert_eq!(
+                classify(&parsed),
+                Verdict {
+                    action: Action::Pass,
+                    reason
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn record_counts_seen_action_reason_family_and_vlan() {
+        let mut block = CounterBlock::default();
+        let parsed = ip(Transport::Fragment, true);
+        block.record(&parsed, classify(&parsed));
+        let dropped = Err(ParseError::TruncatedTcp);
+        block.record(&dropped, classify(&dropped));
+        for (counter, expected) in [
+            (Counter::Seen, 2),
+            (Counter::Passed, 1),
+            (Counter::Dropped, 1),
+            (Counter::PassFragment, 1),
+            (Counter::DropTruncatedTcp, 1),
+            (Counter::Ipv6, 1),
+            (Counter::Ipv4, 0),
+            (Counter::VlanTagged, 1),
+        ] {
+            assert_eq!(block.get(counter), expected, "{}", counter.name());
+        }
+        let mut sum = CounterBlock::default();
+        sum.accumulate(&block);
+        sum.accumulate(&block);
+        assert_eq!(sum.get(Counter::Seen), 4);
+    }
+
+    #[test]
+    fn xdp_codes_roundtrip() {
+        for action in [Action::Pass, Action::Drop] {
+            assert_eq!(Action::from_xdp_code(action.xdp_code()), Some(action));
+        }
+        assert_eq!(Action::from_xdp_code(0), None); // XDP_ABORTED is never ours
+    }
+}

@@ -218,7 +218,7 @@ fn ipv4_fragments_are_not_parsed_as_tcp() {
 
 #[test]
 fn non_ip_is_reported_with_its_ethertype() {
-    let mut frame = vec![0u8; 60];
+    let mut frame = [0u8; 60];
     frame[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
     assert_eq!(
         parse_frame(&frame[..]).unwrap().l3,

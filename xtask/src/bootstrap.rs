@@ -30,7 +30,7 @@ pub fn ensure() -> Result<()> {
             "rustup",
             ["set", "auto-self-update", "disable"],
         ))?;
-        Ok("set".into())
+        Ok("disabled".into())
     })?;
     step("pinned nightly + rust-src", nightly_toolchain)?;
     step("bpf-linker", bpf_linker)?;

@@ -1,0 +1,263 @@
+//! Lab tests: real kernel TCP from the client namespace to the server namespace through the
+//! guard namespace, with synguard attached to the guard's client-facing veth.
+//! They need root and the synguard binary: run them through `cargo xtask test`.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use xtask::{
+    cmd,
+    lab::{self, GUARD_CLIENT_IFACE, Host, Lab, LabGuard, SERVER_ADDR},
+    lab_server,
+};
+
+fn synguard_bin() -> PathBuf {
+    std::env::var_os("SYNGUARD_BIN")
+        .map(PathBuf::from)
+        .expect("SYNGUARD_BIN is not set: run the lab tests through `cargo xtask test`")
+}
+
+fn new_lab() -> LabGuard {
+    xtask::bootstrap::require_root().expect("the lab tests need root");
+    let server = lab::server_command(std::path::Path::new(env!("CARGO_BIN_EXE_xtask")));
+    LabGuard(Lab::up(&lab::unique_suffix(), &synguard_bin(), &server).expect("lab up"))
+}
+
+/// Polls `condition` every 50 ms until it holds or `limit` passes.
+fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// synguard running in the guard namespace, its JSON counter lines collected as they come.
+struct Guard {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Guard {
+    fn start(lab: &Lab, mode: &str) -> Guard {
+        let bin = synguard_bin();
+        let mut child = lab
+            .exec(
+                Host::Guard,
+                bin.to_str().unwrap(),
+                [
+                    "run",
+                    "--iface",
+                    GUARD_CLIENT_IFACE,
+                    "--mode",
+                    mode,
+                    "--json",
+                    "--interval",
+                    "0.2",
+                ],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting synguard");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = Arc::clone(&lines);
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("synguard printed a non-JSON line {line:?}: {e}"));
+                sink.lock().unwrap().push(value);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        let guard = Guard {
+            child,
+            lines,
+            stderr,
+        };
+        wait_for("synguard to attach", Duration::from_secs(30), || {
+            lab.has_xdp(Host::Guard, GUARD_CLIENT_IFACE).unwrap()
+        });
+        guard
+    }
+
+    fn total(&self, counter: &str) -> u64 {
+        self.lines
+            .lock()
+            .unwrap()
+            .last()
+            .and_then(|line| line["total"][counter].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// SIGINT, then the exit status and everything synguard wrote to stderr.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().unwrap();
+        // The reader threads end with the pipes; give them the moment they need.
+        wait_for("stderr to drain", Duration::from_secs(5), || {
+            self.stderr.lock().unwrap().contains("detached") || !status.success()
+        });
+        let stderr = self.stderr.lock().unwrap().clone();
+        (status, stderr)
+    }
+}
+
+fn http_get(lab: &Lab, path: &str) -> String {
+    let url = format!("http://{SERVER_ADDR}/{path}");
+    cmd::stdout(&mut lab.exec(Host::Client, "curl", ["-sS", "--max-time", "5", &url])).unwrap()
+}
+
+#[test]
+fn connections_pass_through_the_guard_and_are_counted() {
+    let lab = new_lab();
+    let guard = Guard::start(&lab, "native");
+    const CONNECTIONS: u64 = 20;
+    for _ in 0..CONNECTIONS {
+        assert_eq!(http_get(&lab, ""), lab_server::BODY);
+    }
+    // 100 kB answered: the client's ACKs stream through the guard too.
+    assert_eq!(http_get(&lab, "bytes/100000").len(), 100_000);
+    // Each connection sends at least SYN, ACK, request, FIN and a last ACK through the guard.
+    wait_for(
+        "the guard to count the connections",
+        Duration::from_secs(10),
+        || guard.total("pass_tcp") >= 5 * CONNECTIONS,
+    );
+    assert_eq!(guard.total("dropped"), 0);
+    assert_eq!(guard.total("seen"), guard.total("passed"));
+    assert!(guard.total("ipv4") >= guard.total("pass_tcp"));
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "synguard exited with {status}: {stderr}");
+    assert!(
+        stderr.contains("attached to to-client in native mode"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("SIGINT: detached from to-client"),
+        "{stderr}"
+    );
+    assert!(
+        !lab.has_xdp(Host::Guard, GUARD_CLIENT_IFACE).unwrap(),
+        "program left attached"
+    );
+    // And the path still works without the guard.
+    assert_eq!(http_get(&lab, ""), lab_server::BODY);
+}
+
+#[test]
+fn generic_mode_works_too() {
+    let lab = new_lab();
+    let guard = Guard::start(&lab, "generic");
+    assert_eq!(http_get(&lab, ""), lab_server::BODY);
+    wait_for("the guard to count", Duration::from_secs(10), || {
+        guard.total("pass_tcp") >= 5
+    });
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("in generic mode"), "{stderr}");
+}
+
+/// Runs synguard to completion with `args` in the guard namespace: (success, stderr).
+fn synguard_once(lab: &Lab, args: &[&str]) -> (bool, String) {
+    let out = lab
+        .exec(Host::Guard, synguard_bin().to_str().unwrap(), args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn attach_errors_are_one_line_and_change_nothing() {
+    let lab = new_lab();
+    let first = Guard::start(&lab, "native");
+
+    let (ok, stderr) = synguard_once(&lab, &["run", "--iface", GUARD_CLIENT_IFACE]);
+    assert!(!ok);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("already has an XDP program attached"),
+        "{stderr}"
+    );
+
+    let (ok, stderr) = synguard_once(&lab, &["run", "--iface", "no-such-if"]);
+    assert!(!ok);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("\"no-such-if\" does not exist"), "{stderr}");
+
+    let (ok, stderr) = synguard_once(
+        &lab,
+        &["run", "--iface", GUARD_CLIENT_IFACE, "--interval", "0"],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("between 0.1 and 3600"), "{stderr}");
+
+    // The first guard still runs and still counts.
+    assert!(lab.has_xdp(Host::Guard, GUARD_CLIENT_IFACE).unwrap());
+    let before = first.total("pass_tcp");
+    assert_eq!(http_get(&lab, ""), lab_server::BODY);
+    wait_for(
+        "the first guard to keep counting",
+        Duration::from_secs(10),
+        || first.total("pass_tcp") > before,
+    );
+    let (status, stderr) = first.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn without_root_privileges_run_refuses_with_a_hint() {
+    let lab = new_lab();
+    // setpriv drops every capability while staying uid 0, as an unprivileged container would.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.netns(Host::Guard),
+            "setpriv",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ])
+        .arg(synguard_bin())
+        .args(["run", "--iface", GUARD_CLIENT_IFACE])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("needs CAP_NET_ADMIN and CAP_BPF"),
+        "{stderr}"
+    );
+    assert!(!lab.has_xdp(Host::Guard, GUARD_CLIENT_IFACE).unwrap());
+}
