@@ -334,21 +334,29 @@ impl Lab {
 
 /// Every lab on the machine, from namespace names and state directories.
 pub fn all() -> Result<Vec<Lab>> {
-    let mut names: Vec<String> = cmd::stdout(&mut cmd::new("ip", ["netns", "list"]))?
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .filter_map(|ns| {
-            let rest = ns.strip_prefix(PREFIX)?;
-            let (suffix, _role) = rest.rsplit_once('-')?;
-            Some(format!("{PREFIX}{suffix}"))
-        })
-        .collect();
+    let mut names = lab_names(&cmd::stdout(&mut cmd::new("ip", ["netns", "list"]))?);
     if let Ok(entries) = fs::read_dir(STATE_ROOT) {
         names.extend(entries.filter_map(|e| e.ok()?.file_name().into_string().ok()));
     }
     names.sort();
     names.dedup();
     Ok(names.into_iter().map(|name| Lab { name }).collect())
+}
+
+/// Lab names in `ip netns list` output (`NAME [(id: N)]` per line); other namespaces ignored.
+fn lab_names(netns_list: &str) -> Vec<String> {
+    netns_list
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter_map(|ns| {
+            let rest = ns.strip_prefix(PREFIX)?;
+            let (suffix, role) = rest.rsplit_once('-')?;
+            Host::ALL
+                .iter()
+                .any(|host| host.role() == role)
+                .then(|| format!("{PREFIX}{suffix}"))
+        })
+        .collect()
 }
 
 fn mount_bpffs() -> Result<()> {
@@ -389,4 +397,31 @@ pub fn server_command(xtask: &Path) -> Vec<String> {
         "--listen".into(),
         format!("{SERVER_ADDR}:{SERVER_PORT}"),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lab_names_come_from_our_namespaces_only() {
+        let listing = "sglab-1a2b-server (id: 2)\nsglab-1a2b-client (id: 0)\nother-ns\nsglab-9-guard\nsglab-x-other\n";
+        let mut names = lab_names(listing);
+        names.dedup();
+        assert_eq!(names, ["sglab-1a2b", "sglab-9"]);
+    }
+
+    #[test]
+    fn suffixes_do_not_repeat() {
+        let suffixes: std::collections::HashSet<String> =
+            (0..1000).map(|_| unique_suffix()).collect();
+        assert_eq!(suffixes.len(), 1000);
+    }
+
+    #[test]
+    fn namespace_names_carry_the_lab_name() {
+        let lab = Lab::named("abc");
+        assert_eq!(lab.netns(Host::Guard), "sglab-abc-guard");
+        assert_eq!(lab.netns(Host::Client), "sglab-abc-client");
+    }
 }

@@ -13,6 +13,10 @@ const MAX_REQUEST: usize = 8192;
 
 pub fn serve(addr: &str) -> Result<()> {
     let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    accept_forever(listener)
+}
+
+fn accept_forever(listener: TcpListener) -> Result<()> {
     for stream in listener.incoming() {
         match stream {
             Ok(stream) => {
@@ -52,4 +56,32 @@ fn answer(mut stream: TcpStream) -> Result<()> {
     stream.write_all(&body)?;
     stream.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: lab\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
+    #[test]
+    fn answers_the_body_and_sized_payloads() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || accept_forever(listener));
+        let answer = get(addr, "/");
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.ends_with(BODY));
+        let answer = get(addr, "/bytes/1000");
+        assert!(answer.contains("Content-Length: 1000\r\n"));
+        let body = answer.split("\r\n\r\n").nth(1).unwrap();
+        assert_eq!(body.len(), 1000);
+        assert!(body.starts_with("abcdefghijklmnopqrstuvwxyza"));
+    }
 }
