@@ -8,4 +8,6 @@ pub mod counters;
 pub mod frame;
 pub mod parse;
 pub mod tcp_options;
+#[cfg(feature = "test-frames")]
+pub mod test_frames;
 pub mod verdict;

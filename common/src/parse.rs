@@ -42,6 +42,22 @@ pub enum ParseError {
     BadTcpOptions,
 }
 
+impl ParseError {
+    pub const ALL: [ParseError; 11] = [
+        ParseError::TruncatedEthernet,
+        ParseError::TruncatedVlan,
+        ParseError::TooManyVlanTags,
+        ParseError::TruncatedIp,
+        ParseError::BadIpVersion,
+        ParseError::BadIpv4HeaderLength,
+        ParseError::BadIpLength,
+        ParseError::Ipv6ExtensionChainTooLong,
+        ParseError::TruncatedTcp,
+        ParseError::BadTcpDataOffset,
+        ParseError::BadTcpOptions,
+    ];
+}
+
 /// TCP control bits (RFC 9293 section 3.1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpFlags(pub u8);

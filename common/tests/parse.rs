@@ -1,77 +1,12 @@
 //! The frame parser on well-formed and malformed input.
 
-use etherparse::{PacketBuilder, TcpOptionElement, VlanId};
+use etherparse::{PacketBuilder, TcpOptionElement};
 use proptest::prelude::*;
 use synguard_common::{
     parse::{IpAddrs, L3, ParseError, ParsedFrame, TcpFlags, Transport, parse_frame},
     tcp_options::TcpOptions,
+    test_frames::*,
 };
-
-const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
-const CLIENT4: [u8; 4] = [198, 18, 1, 2];
-const SERVER4: [u8; 4] = [198, 19, 1, 2];
-const CLIENT6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-const SERVER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-
-fn linux_syn_options() -> [TcpOptionElement; 5] {
-    [
-        TcpOptionElement::MaximumSegmentSize(1460),
-        TcpOptionElement::SelectiveAcknowledgementPermitted,
-        TcpOptionElement::Timestamp(0x1122_3344, 0),
-        TcpOptionElement::Noop,
-        TcpOptionElement::WindowScale(7),
-    ]
-}
-
-/// A SYN from the client, IPv4, optionally VLAN-tagged, with Linux's SYN options.
-fn syn_v4(vlans: usize) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2(MAC_A, MAC_B);
-    let id = VlanId::try_new(42).unwrap();
-    let tcp = match vlans {
-        0 => eth.ipv4(CLIENT4, SERVER4, 64),
-        1 => eth.single_vlan(id).ipv4(CLIENT4, SERVER4, 64),
-        _ => eth.double_vlan(id, id).ipv4(CLIENT4, SERVER4, 64),
-    }
-    .tcp(40000, 80, 0xdead_beef, 64240)
-    .syn()
-    .options(&linux_syn_options())
-    .unwrap();
-    let mut out = Vec::new();
-    tcp.write(&mut out, &[]).unwrap();
-    out
-}
-
-fn tcp_v6(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6(CLIENT6, SERVER6, 64)
-        .tcp(40000, 443, 7, 1000)
-        .ack(99)
-        .write(&mut out, payload)
-        .unwrap();
-    out
-}
-
-/// Inserts IPv6 extension headers (each given as next-header-less body) in front of TCP.
-fn with_ipv6_extensions(frame: &[u8], chain: &[(u8, Vec<u8>)]) -> Vec<u8> {
-    let ip = 14;
-    let mut out = frame[..ip + 40].to_vec();
-    let first_next = frame[ip + 6];
-    let mut next_values: Vec<u8> = chain.iter().skip(1).map(|(kind, _)| *kind).collect();
-    next_values.push(first_next);
-    out[ip + 6] = chain.first().map_or(first_next, |(kind, _)| *kind);
-    let mut added = 0;
-    for ((_, body), next) in chain.iter().zip(next_values) {
-        out.push(next);
-        out.extend_from_slice(body);
-        added += body.len() + 1;
-    }
-    out.extend_from_slice(&frame[ip + 40..]);
-    let payload_len = u16::from_be_bytes([frame[ip + 4], frame[ip + 5]]) + added as u16;
-    out[ip + 4..ip + 6].copy_from_slice(&payload_len.to_be_bytes());
-    out
-}
 
 /// Hop-by-hop or destination options header body (after the next-header byte): 8 bytes.
 fn options_ext_body() -> Vec<u8> {
@@ -101,7 +36,7 @@ fn ipv4_syn_is_decoded() {
             dst: SERVER4
         }
     );
-    assert_eq!((tcp.src_port, tcp.dst_port), (40000, 80));
+    assert_eq!((tcp.src_port, tcp.dst_port), (CLIENT_PORT, SERVER_PORT));
     assert_eq!(tcp.seq, 0xdead_beef);
     assert_eq!(tcp.flags, TcpFlags(TcpFlags::SYN));
     assert_eq!(tcp.window, 64240);
@@ -144,7 +79,7 @@ fn three_vlan_tags_are_refused() {
 
 #[test]
 fn ipv6_tcp_is_decoded_with_payload_length() {
-    let frame = tcp_v6(b"hello");
+    let frame = ack_v6(b"hello");
     let (addrs, tcp) = tcp_of(&parse_frame(&frame[..]).unwrap());
     assert_eq!(
         addrs,
@@ -153,7 +88,10 @@ fn ipv6_tcp_is_decoded_with_payload_length() {
             dst: SERVER6
         }
     );
-    assert_eq!((tcp.src_port, tcp.dst_port, tcp.ack), (40000, 443, 99));
+    assert_eq!(
+        (tcp.src_port, tcp.dst_port, tcp.ack),
+        (CLIENT_PORT, SERVER_PORT, 99)
+    );
     assert_eq!(tcp.payload_len, 5);
 }
 
@@ -165,7 +103,7 @@ fn ipv6_extension_chain_is_followed() {
         (43, routing),
         (60, options_ext_body()),
     ];
-    let frame = with_ipv6_extensions(&tcp_v6(b"x"), &chain);
+    let frame = with_ipv6_extensions(&ack_v6(b"x"), &chain);
     let parsed = parse_frame(&frame[..]).unwrap();
     let L3::Ip(packet) = parsed.l3 else {
         panic!("not IP")
@@ -177,12 +115,12 @@ fn ipv6_extension_chain_is_followed() {
 #[test]
 fn ipv6_chain_longer_than_six_is_refused() {
     let chain: Vec<_> = (0..7).map(|_| (60u8, options_ext_body())).collect();
-    let frame = with_ipv6_extensions(&tcp_v6(b""), &chain);
+    let frame = with_ipv6_extensions(&ack_v6(b""), &chain);
     assert_eq!(
         parse_frame(&frame[..]),
         Err(ParseError::Ipv6ExtensionChainTooLong)
     );
-    let frame = with_ipv6_extensions(&tcp_v6(b""), &chain[..6]);
+    let frame = with_ipv6_extensions(&ack_v6(b""), &chain[..6]);
     assert!(parse_frame(&frame[..]).is_ok());
 }
 
@@ -191,12 +129,12 @@ fn ipv6_fragments_and_atomic_fragments() {
     // Fragment header body: reserved, offset/flags (2 bytes), identification (4 bytes).
     let first_of_many = vec![0, 0x00, 0x01, 0, 0, 0, 1];
     let atomic = vec![0, 0x00, 0x00, 0, 0, 0, 1];
-    let frame = with_ipv6_extensions(&tcp_v6(b""), &[(44, first_of_many)]);
+    let frame = with_ipv6_extensions(&ack_v6(b""), &[(44, first_of_many)]);
     let L3::Ip(packet) = parse_frame(&frame[..]).unwrap().l3 else {
         panic!("not IP")
     };
     assert_eq!(packet.transport, Transport::Fragment);
-    let frame = with_ipv6_extensions(&tcp_v6(b""), &[(44, atomic)]);
+    let frame = with_ipv6_extensions(&ack_v6(b""), &[(44, atomic)]);
     tcp_of(&parse_frame(&frame[..]).unwrap());
 }
 
@@ -218,23 +156,15 @@ fn ipv4_fragments_are_not_parsed_as_tcp() {
 
 #[test]
 fn non_ip_is_reported_with_its_ethertype() {
-    let mut frame = [0u8; 60];
-    frame[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
     assert_eq!(
-        parse_frame(&frame[..]).unwrap().l3,
+        parse_frame(&arp()[..]).unwrap().l3,
         L3::NonIp { ethertype: 0x0806 }
     );
 }
 
 #[test]
 fn udp_is_other_protocol() {
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(CLIENT4, SERVER4, 64)
-        .udp(53, 53)
-        .write(&mut frame, b"q")
-        .unwrap();
-    let L3::Ip(packet) = parse_frame(&frame[..]).unwrap().l3 else {
+    let L3::Ip(packet) = parse_frame(&udp_v4()[..]).unwrap().l3 else {
         panic!("not IP")
     };
     assert_eq!(packet.transport, Transport::Other { protocol: 17 });
@@ -269,7 +199,7 @@ fn ipv4_total_length_must_fit_header_and_frame() {
 #[test]
 fn ethernet_padding_is_not_payload() {
     let mut frame = Vec::new();
-    PacketBuilder::ethernet2(MAC_A, MAC_B)
+    PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
         .ipv4(CLIENT4, SERVER4, 64)
         .tcp(1, 2, 3, 4)
         .ack(5)
@@ -307,7 +237,7 @@ fn truncated_at_every_byte_is_an_error() {
     let frames = [
         syn_v4(0),
         syn_v4(2),
-        with_ipv6_extensions(&tcp_v6(b""), &chain),
+        with_ipv6_extensions(&ack_v6(b""), &chain),
     ];
     for frame in frames {
         assert!(parse_frame(&frame[..]).is_ok());
@@ -380,7 +310,7 @@ proptest! {
         options in option_strategy(), payload in proptest::collection::vec(any::<u8>(), 0..64),
         v6 in any::<bool>(),
     ) {
-        let eth = PacketBuilder::ethernet2(MAC_A, MAC_B);
+        let eth = PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD);
         let ip = if v6 { eth.ipv6(CLIENT6, SERVER6, 64) } else { eth.ipv4(CLIENT4, SERVER4, 64) };
         let mut builder = ip.tcp(src_port, dst_port, seq, window).ack(ack);
         if flags & TcpFlags::SYN != 0 { builder = builder.syn(); }

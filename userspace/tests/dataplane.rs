@@ -3,7 +3,6 @@
 
 use std::cell::{Cell, RefCell};
 
-use etherparse::{PacketBuilder, TcpOptionElement, VlanId};
 use proptest::{
     prelude::*,
     test_runner::{Config, TestRunner},
@@ -12,82 +11,14 @@ use synguard::{object, privilege, prog_test_run::DataPlane};
 use synguard_common::{
     counters::Counter,
     parse::parse_frame,
+    test_frames::{arp, patched, syn_v4, syn_v6, udp_v4},
     verdict::{Action, classify},
 };
-
-const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
-const CLIENT4: [u8; 4] = [198, 18, 1, 2];
-const SERVER4: [u8; 4] = [198, 19, 1, 2];
-const CLIENT6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-const SERVER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
 fn guard() -> DataPlane {
     privilege::require_xdp_privileges("the data-plane tests")
         .expect("run the data-plane tests as root, e.g. through `cargo xtask test`");
     DataPlane::load(object::GUARD_PROGRAM).expect("loading the guard program")
-}
-
-fn syn_options() -> [TcpOptionElement; 5] {
-    [
-        TcpOptionElement::MaximumSegmentSize(1460),
-        TcpOptionElement::SelectiveAcknowledgementPermitted,
-        TcpOptionElement::Timestamp(7, 0),
-        TcpOptionElement::Noop,
-        TcpOptionElement::WindowScale(7),
-    ]
-}
-
-fn syn_v4(vlans: usize) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2(MAC_A, MAC_B);
-    let id = VlanId::try_new(7).unwrap();
-    let ip = match vlans {
-        0 => eth.ipv4(CLIENT4, SERVER4, 64),
-        1 => eth.single_vlan(id).ipv4(CLIENT4, SERVER4, 64),
-        _ => eth.double_vlan(id, id).ipv4(CLIENT4, SERVER4, 64),
-    };
-    let mut out = Vec::new();
-    ip.tcp(40000, 80, 1, 64240)
-        .syn()
-        .options(&syn_options())
-        .unwrap()
-        .write(&mut out, &[])
-        .unwrap();
-    out
-}
-
-fn syn_v6() -> Vec<u8> {
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6(CLIENT6, SERVER6, 64)
-        .tcp(40000, 80, 1, 64240)
-        .syn()
-        .options(&syn_options())
-        .unwrap()
-        .write(&mut out, &[])
-        .unwrap();
-    out
-}
-
-fn udp_v4() -> Vec<u8> {
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(CLIENT4, SERVER4, 64)
-        .udp(5353, 53)
-        .write(&mut out, b"query")
-        .unwrap();
-    out
-}
-
-fn arp() -> Vec<u8> {
-    let mut frame = vec![0u8; 42];
-    frame[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-    frame
-}
-
-fn with(mut frame: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
-    frame[at..at + bytes.len()].copy_from_slice(bytes);
-    frame
 }
 
 /// (name, frame, expected action, expected reason)
@@ -102,43 +33,43 @@ fn table() -> Vec<(&'static str, Vec<u8>, Action, Counter)> {
         ("arp", arp(), Action::Pass, Counter::PassNonIp),
         (
             "ipv4 first fragment",
-            with(syn_v4(0), 14 + 6, &[0x20, 0]),
+            patched(syn_v4(0), 14 + 6, &[0x20, 0]),
             Action::Pass,
             Counter::PassFragment,
         ),
         (
             "ihl 4",
-            with(syn_v4(0), 14, &[0x44]),
+            patched(syn_v4(0), 14, &[0x44]),
             Action::Drop,
             Counter::DropBadIpv4HeaderLength,
         ),
         (
             "ip version 6 in an ipv4 ethertype",
-            with(syn_v4(0), 14, &[0x65]),
+            patched(syn_v4(0), 14, &[0x65]),
             Action::Drop,
             Counter::DropBadIpVersion,
         ),
         (
             "ipv4 total length past the frame",
-            with(syn_v4(0), 14 + 2, &[0x05, 0xdc]),
+            patched(syn_v4(0), 14 + 2, &[0x05, 0xdc]),
             Action::Drop,
             Counter::DropBadIpLength,
         ),
         (
             "tcp doff 4",
-            with(syn_v4(0), tcp4 + 12, &[0x40]),
+            patched(syn_v4(0), tcp4 + 12, &[0x40]),
             Action::Drop,
             Counter::DropBadTcpDataOffset,
         ),
         (
             "tcp option running past the header",
-            with(syn_v4(0), tcp4 + 21, &[40]),
+            patched(syn_v4(0), tcp4 + 21, &[40]),
             Action::Drop,
             Counter::DropBadTcpOptions,
         ),
         (
             "tcp option of length 0",
-            with(syn_v4(0), tcp4 + 21, &[0]),
+            patched(syn_v4(0), tcp4 + 21, &[0]),
             Action::Drop,
             Counter::DropBadTcpOptions,
         ),
@@ -147,7 +78,7 @@ fn table() -> Vec<(&'static str, Vec<u8>, Action, Counter)> {
             {
                 let frame = syn_v4(0);
                 let cut = tcp4 + 10;
-                with(
+                patched(
                     frame[..cut].to_vec(),
                     14 + 2,
                     &((cut - 14) as u16).to_be_bytes(),
@@ -167,7 +98,7 @@ fn table() -> Vec<(&'static str, Vec<u8>, Action, Counter)> {
             {
                 let mut frame = syn_v4(2);
                 frame.splice(22..22, [0x81, 0x00, 0x00, 0x07]);
-                with(frame, 20, &[0x81, 0x00])
+                patched(frame, 20, &[0x81, 0x00])
             },
             Action::Drop,
             Counter::DropTooManyVlanTags,
@@ -259,7 +190,7 @@ fn kernel_agrees_with_host_on_malformed_frames() {
 fn lab_peer_program_passes_everything() {
     privilege::require_xdp_privileges("the data-plane tests").unwrap();
     let mut peer = DataPlane::load(object::PEER_PASS_PROGRAM).unwrap();
-    for frame in [syn_v4(0), arp(), with(syn_v4(0), 14, &[0x44])] {
+    for frame in [syn_v4(0), arp(), patched(syn_v4(0), 14, &[0x44])] {
         assert_eq!(peer.run(&frame).unwrap().action().unwrap(), Action::Pass);
     }
 }

@@ -17,16 +17,7 @@ impl FrameBytes for XdpFrame<'_> {
     #[inline(always)]
     fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
         let mut buf = [0u8; N];
-        // SAFETY: the helper writes at most N bytes into a stack buffer of N bytes.
-        let rc = unsafe {
-            bpf_xdp_load_bytes(
-                self.0.ctx,
-                offset as u32,
-                buf.as_mut_ptr() as *mut c_void,
-                N as u32,
-            )
-        };
-        (rc == 0).then_some(buf)
+        self.copy_out(offset, buf.as_mut_ptr(), N).then_some(buf)
     }
 
     #[inline(always)]
@@ -37,17 +28,20 @@ impl FrameBytes for XdpFrame<'_> {
         buf: &mut [u8; TCP_HEADER_BUF_LEN],
     ) -> bool {
         // Same value for len in 20..=60, and a form the verifier bounds to 20..=83 whatever
-        // LLVM does with the caller's range checks.
+        // LLVM does with the caller's range checks (83 < TCP_HEADER_BUF_LEN).
         let len = ((len.wrapping_sub(20)) & 63) + 20;
-        // SAFETY: len <= 83 < TCP_HEADER_BUF_LEN.
-        let rc = unsafe {
-            bpf_xdp_load_bytes(
-                self.0.ctx,
-                offset as u32,
-                buf.as_mut_ptr() as *mut c_void,
-                len as u32,
-            )
-        };
-        rc == 0
+        self.copy_out(offset, buf.as_mut_ptr(), len)
+    }
+}
+
+impl XdpFrame<'_> {
+    /// Copies `len` frame bytes at `offset` to `dst`; false when the frame is shorter.
+    /// Callers pass a `dst` of at least `len` bytes.
+    #[inline(always)]
+    fn copy_out(&self, offset: usize, dst: *mut u8, len: usize) -> bool {
+        // SAFETY: the helper writes at most `len` bytes to `dst`, which holds that many.
+        unsafe {
+            bpf_xdp_load_bytes(self.0.ctx, offset as u32, dst as *mut c_void, len as u32) == 0
+        }
     }
 }

@@ -141,38 +141,16 @@ impl Lab {
             cmd::output(&mut cmd::new("ip", ["netns", "add", &self.netns(host)]))?;
             self.ip(host, ["link", "set", "lo", "up"])?;
         }
-        let client_ns = self.netns(Client);
-        let server_ns = self.netns(Server);
-        self.ip(
-            Guard,
-            [
-                "link",
-                "add",
-                GUARD_CLIENT_IFACE,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                PEER_IFACE,
-                "netns",
-                &client_ns,
-            ],
-        )?;
-        self.ip(
-            Guard,
-            [
-                "link",
-                "add",
-                GUARD_SERVER_IFACE,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                PEER_IFACE,
-                "netns",
-                &server_ns,
-            ],
-        )?;
+        for (iface, peer_host) in [(GUARD_CLIENT_IFACE, Client), (GUARD_SERVER_IFACE, Server)] {
+            let peer_ns = self.netns(peer_host);
+            self.ip(
+                Guard,
+                [
+                    "link", "add", iface, "type", "veth", "peer", "name", PEER_IFACE, "netns",
+                    &peer_ns,
+                ],
+            )?;
+        }
         let addresses = [
             (Client, PEER_IFACE, CLIENT_ADDR),
             (Guard, GUARD_CLIENT_IFACE, GUARD_CLIENT_SIDE_ADDR),
