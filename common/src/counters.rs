@@ -35,6 +35,7 @@ counters! {
     Seen => "seen": "frames the XDP program ran on",
     Passed => "passed": "frames handed to the kernel stack (XDP_PASS)",
     Dropped => "dropped": "frames dropped (XDP_DROP)",
+    Transmitted => "transmitted": "frames sent back out (XDP_TX): SYN-ACKs",
     Ipv4 => "ipv4": "well-formed IPv4 packets",
     Ipv6 => "ipv6": "well-formed IPv6 packets",
     VlanTagged => "vlan_tagged": "frames with one or two VLAN tags",
@@ -53,6 +54,15 @@ counters! {
     DropTruncatedTcp => "drop_truncated_tcp": "dropped: TCP header cut short",
     DropBadTcpDataOffset => "drop_bad_tcp_data_offset": "dropped: TCP data offset below 5 or past the packet",
     DropBadTcpOptions => "drop_bad_tcp_options": "dropped: TCP option list malformed",
+    DropBadTcpFlags => "drop_bad_tcp_flags": "dropped: TCP flag combination no sender produces",
+    TxSynCookie => "tx_syn_cookie": "SYNs to a protected service answered with a cookie SYN-ACK",
+    CookieValid => "cookie_valid": "third ACKs whose cookie validated: flow handed to the controller",
+    DropCookieInvalid => "drop_cookie_invalid": "dropped: ACK to a protected service with a forged cookie",
+    DropCookieExpired => "drop_cookie_expired": "dropped: ACK to a protected service with an expired cookie",
+    DropAwaitingBackend => "drop_awaiting_backend": "dropped: segments of validated flows (not yet forwarded to the server)",
+    DropEventLost => "drop_event_lost": "dropped: valid cookie but the handshake ring buffer was full (the client retransmits)",
+    DropRewriteFailed => "drop_rewrite_failed": "dropped: the frame could not be resized for the SYN-ACK",
+    DropNoConfig => "drop_no_config": "dropped: cookie keys or settings missing (controller not started)",
 }
 
 impl Counter {
@@ -112,6 +122,7 @@ impl CounterBlock {
         self.bump(match verdict.action {
             Action::Pass => Counter::Passed,
             Action::Drop => Counter::Dropped,
+            Action::Tx => Counter::Transmitted,
         });
         self.bump(verdict.reason);
         if let Ok(frame) = parsed {

@@ -4,9 +4,14 @@
 //! the kernel (compiled for `bpfel-unknown-none`) and in host unit tests.
 #![no_std]
 
+pub mod checksum;
+pub mod cookie;
 pub mod counters;
 pub mod frame;
+pub mod maps;
 pub mod parse;
+pub mod siphash;
+pub mod syn_ack;
 pub mod tcp_options;
 #[cfg(feature = "test-frames")]
 pub mod test_frames;

@@ -1,15 +1,19 @@
 //! What the data plane does with a parsed frame.
 //!
-//! Verdicts in this version (the guard only parses and counts; protection builds on this):
+//! [`classify`] gives every frame its verdict from the parse alone:
 //! - malformed IP or TCP headers: drop, counted by reason (the protected host must never see
 //!   them, and the kernel would discard most of them anyway);
+//! - TCP segments with a flag combination no TCP sends (SYN+FIN, SYN+RST, FIN+RST, none, FIN
+//!   or URG without ACK, ...): drop;
 //! - non-IP frames (ARP, LLDP, ...): pass, so the link keeps working;
 //! - IP fragments: pass (their TCP header is absent or partial, so no TCP decision can be made);
-//! - well-formed TCP and other IP protocols: pass.
+//! - other well-formed TCP and IP: pass.
+//!
+//! A TCP segment to a protected service then takes the guard's [`protected_step`].
 
 use crate::{
     counters::Counter,
-    parse::{L3, ParseError, ParsedFrame, Transport},
+    parse::{L3, ParseError, ParsedFrame, TcpFlags, Transport},
 };
 
 /// The XDP action taken, in terms independent of the kernel's numbering.
@@ -17,6 +21,8 @@ use crate::{
 pub enum Action {
     Pass,
     Drop,
+    /// Sent back out of the interface it came in on (the SYN-ACK).
+    Tx,
 }
 
 impl Action {
@@ -26,6 +32,7 @@ impl Action {
         match self {
             Action::Drop => 1,
             Action::Pass => 2,
+            Action::Tx => 3,
         }
     }
 
@@ -34,6 +41,7 @@ impl Action {
         match code {
             1 => Some(Action::Drop),
             2 => Some(Action::Pass),
+            3 => Some(Action::Tx),
             _ => None,
         }
     }
@@ -57,12 +65,59 @@ pub fn classify(parsed: &Result<ParsedFrame, ParseError>) -> Verdict {
         Ok(ParsedFrame {
             l3: L3::Ip(packet), ..
         }) => match packet.transport {
+            Transport::Tcp(tcp) if !flags_are_valid(tcp.flags) => {
+                (Action::Drop, Counter::DropBadTcpFlags)
+            }
             Transport::Tcp(_) => (Action::Pass, Counter::PassTcp),
             Transport::Fragment => (Action::Pass, Counter::PassFragment),
             Transport::Other { .. } => (Action::Pass, Counter::PassOtherProtocol),
         },
     };
     Verdict { action, reason }
+}
+
+/// Whether a TCP sender can produce these flags: netfilter's table of valid combinations
+/// (PSH, ECE and CWR are free to appear with any of them).
+#[inline(always)]
+pub fn flags_are_valid(flags: TcpFlags) -> bool {
+    const FIN: u8 = TcpFlags::FIN;
+    const SYN: u8 = TcpFlags::SYN;
+    const RST: u8 = TcpFlags::RST;
+    const ACK: u8 = TcpFlags::ACK;
+    const URG: u8 = TcpFlags::URG;
+    matches!(
+        flags.0 & (FIN | SYN | RST | ACK | URG),
+        SYN | 0x22 /* SYN|URG */ | 0x12 /* SYN|ACK */ | RST | 0x14 /* RST|ACK */
+            | 0x11 /* FIN|ACK */ | 0x31 /* FIN|ACK|URG */ | ACK | 0x30 /* ACK|URG */
+    )
+}
+
+/// What the guard does with a (valid-flagged) TCP segment to a protected service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtectedStep {
+    /// A SYN: answer with a cookie SYN-ACK, keep no state.
+    AnswerWithCookie,
+    /// An ACK of no known flow: it must echo a valid cookie.
+    CheckCookie,
+    /// A segment of a flow the guard already validated. Forwarding validated flows to the
+    /// server is the flows stage; until then they end here.
+    AwaitBackend,
+    /// Anything else (RST, FIN without a flow ...): handed to the kernel for now; the flows
+    /// stage judges them against the flow table.
+    Pass,
+}
+
+#[inline(always)]
+pub fn protected_step(flags: TcpFlags, known_flow: bool) -> ProtectedStep {
+    if known_flow {
+        ProtectedStep::AwaitBackend
+    } else if flags.has(TcpFlags::SYN) && !flags.has(TcpFlags::ACK) {
+        ProtectedStep::AnswerWithCookie
+    } else if flags.has(TcpFlags::ACK) && flags.0 & (TcpFlags::SYN | TcpFlags::RST) == 0 {
+        ProtectedStep::CheckCookie
+    } else {
+        ProtectedStep::Pass
+    }
 }
 
 #[cfg(test)]
@@ -165,8 +220,60 @@ mod tests {
     }
 
     #[test]
+    fn flag_table() {
+        use TcpFlags as F;
+        let valid = [
+            F::SYN,
+            F::SYN | F::ACK,
+            F::SYN | F::ECE | F::CWR,
+            F::ACK,
+            F::ACK | F::PSH,
+            F::FIN | F::ACK,
+            F::FIN | F::ACK | F::PSH,
+            F::RST,
+            F::RST | F::ACK,
+            F::ACK | F::URG,
+        ];
+        let invalid = [
+            0,
+            F::SYN | F::FIN,
+            F::SYN | F::RST,
+            F::FIN | F::RST | F::ACK,
+            F::FIN,
+            F::PSH,
+            F::URG,
+            F::FIN | F::PSH | F::URG, // "Xmas"
+            F::SYN | F::FIN | F::RST | F::ACK | F::URG | F::PSH,
+        ];
+        for flags in valid {
+            assert!(flags_are_valid(TcpFlags(flags)), "{flags:#x}");
+        }
+        for flags in invalid {
+            assert!(!flags_are_valid(TcpFlags(flags)), "{flags:#x}");
+        }
+    }
+
+    #[test]
+    fn protected_steps() {
+        use ProtectedStep::*;
+        use TcpFlags as F;
+        let step = |flags: u8, known: bool| protected_step(TcpFlags(flags), known);
+        assert_eq!(step(F::SYN, false), AnswerWithCookie);
+        assert_eq!(step(F::SYN | F::ECE | F::CWR, false), AnswerWithCookie);
+        assert_eq!(step(F::ACK, false), CheckCookie);
+        assert_eq!(step(F::ACK | F::PSH, false), CheckCookie);
+        assert_eq!(step(F::FIN | F::ACK, false), CheckCookie);
+        assert_eq!(step(F::RST, false), Pass);
+        assert_eq!(step(F::RST | F::ACK, false), Pass);
+        assert_eq!(step(F::SYN | F::ACK, false), Pass);
+        for flags in [F::SYN, F::ACK, F::FIN | F::ACK, F::RST] {
+            assert_eq!(step(flags, true), AwaitBackend);
+        }
+    }
+
+    #[test]
     fn xdp_codes_roundtrip() {
-        for action in [Action::Pass, Action::Drop] {
+        for action in [Action::Pass, Action::Drop, Action::Tx] {
             assert_eq!(Action::from_xdp_code(action.xdp_code()), Some(action));
         }
         assert_eq!(Action::from_xdp_code(0), None); // XDP_ABORTED is never ours

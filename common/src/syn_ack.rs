@@ -1,0 +1,205 @@
+//! The SYN-ACK the data plane sends in answer to a SYN, written from scratch: IPv4 (20 bytes,
+//! no options) or IPv6 (40 bytes, no extension headers), then TCP with our options.
+//!
+//! TCP options, in Linux's order and alignment:
+//! `MSS` | `SACK-permitted, timestamps` (or `NOP NOP` instead of SACK-permitted) | `NOP, window scale`;
+//! without timestamps: `MSS` | `NOP NOP SACK-permitted` | `NOP, window scale`.
+//! SACK-permitted, timestamps and window scale appear only when the client offered them
+//! (RFC 2018, RFC 7323 sections 1.3 and 3.2).
+
+use crate::{
+    checksum,
+    cookie::CookieOptions,
+    parse::{IPPROTO_TCP, IpAddrs, TcpFlags, TcpSegment},
+};
+
+/// Room for the longest SYN-ACK (IPv6 40 + TCP 40), rounded up so a masked length fits.
+pub const SYN_ACK_BUF_LEN: usize = 128;
+
+/// What the guard announces in its SYN-ACKs (a map value written by the controller).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct SynAckSettings {
+    pub mss_v4: u16,
+    pub mss_v6: u16,
+    /// The window field of the SYN-ACK (never scaled, RFC 7323 section 2.2).
+    pub window: u16,
+    /// Our window-scale shift, sent when the client sent one.
+    pub window_scale: u8,
+    pub _pad: u8,
+}
+
+impl Default for SynAckSettings {
+    fn default() -> Self {
+        Self {
+            mss_v4: 1460,
+            mss_v6: 1440,
+            window: 65535,
+            window_scale: 7,
+            _pad: 0,
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SynAckSettings {}
+
+/// Writes the IP and TCP headers answering `syn` (sent from `addrs`) into `out`, starting with
+/// the IP header; returns their length.
+#[inline(always)]
+pub fn write_syn_ack(
+    addrs: &IpAddrs,
+    syn: &TcpSegment,
+    cookie: u32,
+    client: &CookieOptions,
+    settings: &SynAckSettings,
+    our_tsval: u32,
+    out: &mut [u8; SYN_ACK_BUF_LEN],
+) -> usize {
+    // The TCP checksum sums 40 bytes whatever the header length: the rest must be zero.
+    *out = [0; SYN_ACK_BUF_LEN];
+    match addrs {
+        IpAddrs::V4 { src, dst } => {
+            let tcp_len = write_tcp::<20>(
+                syn,
+                cookie,
+                client,
+                settings.mss_v4,
+                settings,
+                our_tsval,
+                out,
+            );
+            let total = 20 + tcp_len;
+            let ip: [u8; 20] = [
+                0x45,
+                0,
+                (total >> 8) as u8,
+                total as u8,
+                0,
+                0,
+                0x40, // don't fragment
+                0,
+                64,
+                IPPROTO_TCP,
+                0,
+                0,
+                dst[0],
+                dst[1],
+                dst[2],
+                dst[3],
+                src[0],
+                src[1],
+                src[2],
+                src[3],
+            ];
+            out[..20].copy_from_slice(&ip);
+            let ip_checksum = checksum::finish(checksum::add_words(0, &ip));
+            out[10..12].copy_from_slice(&ip_checksum.to_be_bytes());
+            let pseudo = checksum::pseudo_header_v4(dst, src, IPPROTO_TCP, tcp_len as u16);
+            finish_tcp_checksum::<20>(pseudo, out);
+            total
+        }
+        IpAddrs::V6 { src, dst } => {
+            let tcp_len = write_tcp::<40>(
+                syn,
+                cookie,
+                client,
+                settings.mss_v6,
+                settings,
+                our_tsval,
+                out,
+            );
+            out[..8].copy_from_slice(&[
+                0x60,
+                0,
+                0,
+                0,
+                (tcp_len >> 8) as u8,
+                tcp_len as u8,
+                IPPROTO_TCP,
+                64,
+            ]);
+            out[8..24].copy_from_slice(dst);
+            out[24..40].copy_from_slice(src);
+            let pseudo = checksum::pseudo_header_v6(dst, src, IPPROTO_TCP, tcp_len as u16);
+            finish_tcp_checksum::<40>(pseudo, out);
+            40 + tcp_len
+        }
+    }
+}
+
+/// Writes the TCP header at `AT`; returns its length. The checksum field is left zero.
+#[inline(always)]
+fn write_tcp<const AT: usize>(
+    syn: &TcpSegment,
+    cookie: u32,
+    client: &CookieOptions,
+    mss: u16,
+    settings: &SynAckSettings,
+    our_tsval: u32,
+    out: &mut [u8; SYN_ACK_BUF_LEN],
+) -> usize {
+    let mut flags = TcpFlags::SYN | TcpFlags::ACK;
+    if client.ecn {
+        flags |= TcpFlags::ECE; // RFC 3168 section 6.1.1
+    }
+    let o = AT + 20;
+    out[o..o + 4].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
+    let sack_or_nops = if client.sack_permitted {
+        [4, 2]
+    } else {
+        [1, 1]
+    };
+    let after = match syn.options.timestamps {
+        Some((client_tsval, _)) => {
+            out[o + 4..o + 6].copy_from_slice(&sack_or_nops);
+            out[o + 6..o + 8].copy_from_slice(&[8, 10]);
+            out[o + 8..o + 12].copy_from_slice(&our_tsval.to_be_bytes());
+            out[o + 12..o + 16].copy_from_slice(&client_tsval.to_be_bytes());
+            o + 16
+        }
+        None if client.sack_permitted => {
+            out[o + 4..o + 8].copy_from_slice(&[1, 1, 4, 2]);
+            o + 8
+        }
+        None => o + 4,
+    };
+    let end = match client.window_scale {
+        Some(_) => {
+            // Each arm writes at constant offsets: what the verifier wants.
+            if after == o + 16 {
+                out[o + 16..o + 20].copy_from_slice(&[1, 3, 3, settings.window_scale]);
+            } else if after == o + 8 {
+                out[o + 8..o + 12].copy_from_slice(&[1, 3, 3, settings.window_scale]);
+            } else {
+                out[o + 4..o + 8].copy_from_slice(&[1, 3, 3, settings.window_scale]);
+            }
+            after + 4
+        }
+        None => after,
+    };
+    let len = end - AT;
+    let ack = syn.seq.wrapping_add(1); // the SYN consumed one sequence number
+    let header: [u8; 20] = {
+        let mut h = [0u8; 20];
+        h[0..2].copy_from_slice(&syn.dst_port.to_be_bytes());
+        h[2..4].copy_from_slice(&syn.src_port.to_be_bytes());
+        h[4..8].copy_from_slice(&cookie.to_be_bytes());
+        h[8..12].copy_from_slice(&ack.to_be_bytes());
+        h[12] = ((len / 4) as u8) << 4;
+        h[13] = flags;
+        h[14..16].copy_from_slice(&settings.window.to_be_bytes());
+        h
+    };
+    out[AT..AT + 20].copy_from_slice(&header);
+    len
+}
+
+/// Sums the TCP header at `AT` (zero-padded to 40 bytes) with the pseudo-header.
+#[inline(always)]
+fn finish_tcp_checksum<const AT: usize>(pseudo: u64, out: &mut [u8; SYN_ACK_BUF_LEN]) {
+    let mut tcp = [0u8; 40];
+    tcp.copy_from_slice(&out[AT..AT + 40]);
+    let sum = checksum::finish(checksum::add_words(pseudo, &tcp));
+    out[AT + 16..AT + 18].copy_from_slice(&sum.to_be_bytes());
+}

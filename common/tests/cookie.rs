@@ -1,0 +1,277 @@
+//! The cookie scheme: roundtrip, binding to the flow, expiry, key rotation, forgery rate.
+
+use proptest::prelude::*;
+use synguard_common::{
+    cookie::{
+        CookieError, CookieKeys, CookieOptions, FlowKey, MSS_TABLE, check, counter_at, epoch_key,
+        make,
+    },
+    parse::{L3, TcpFlags, TcpSegment, Transport, parse_frame},
+    siphash::SipKey,
+    tcp_options::TcpOptions,
+    test_frames::{syn_v4, syn_v6},
+};
+
+const KEY_A: SipKey = SipKey {
+    k0: 0x0706_0504_0302_0100,
+    k1: 0x0f0e_0d0c_0b0a_0908,
+};
+const KEY_B: SipKey = SipKey { k0: 1, k1: 2 };
+const KEY_C: SipKey = SipKey { k0: 3, k1: 4 };
+
+fn keys(current: SipKey, previous: SipKey) -> CookieKeys {
+    CookieKeys { current, previous }
+}
+
+fn flow_strategy() -> impl Strategy<Value = FlowKey> {
+    (
+        any::<[u8; 16]>(),
+        any::<[u8; 16]>(),
+        any::<u16>(),
+        any::<u16>(),
+        any::<bool>(),
+    )
+        .prop_map(|(mut client, mut server, client_port, server_port, v6)| {
+            if !v6 {
+                client[4..].fill(0);
+                server[4..].fill(0);
+            }
+            FlowKey {
+                client,
+                server,
+                client_port,
+                server_port,
+                family: if v6 { 6 } else { 4 },
+                _pad: [0; 3],
+            }
+        })
+}
+
+fn options_strategy() -> impl Strategy<Value = CookieOptions> {
+    (
+        proptest::sample::select(MSS_TABLE.to_vec()),
+        proptest::option::of(0u8..=14),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(mss, window_scale, sack_permitted, ecn)| CookieOptions {
+            mss,
+            window_scale,
+            sack_permitted,
+            ecn,
+        })
+}
+
+proptest! {
+    #[test]
+    fn roundtrip_over_the_whole_option_space(
+        flow in flow_strategy(), isn in any::<u32>(), counter in any::<u32>(),
+        options in options_strategy(),
+    ) {
+        let cookie = make(&KEY_A, &flow, isn, counter, &options);
+        let keys = keys(KEY_A, KEY_B);
+        prop_assert_eq!(check(&keys, &flow, isn, cookie, counter), Ok(options));
+        prop_assert_eq!(check(&keys, &flow, isn, cookie, counter.wrapping_add(1)), Ok(options));
+        prop_assert_eq!(check(&keys, &flow, isn, cookie, counter.wrapping_add(2)), Err(CookieError::Expired));
+        prop_assert_eq!(check(&keys, &flow, isn, cookie, counter.wrapping_sub(1)), Err(CookieError::Expired));
+    }
+
+    #[test]
+    fn a_cookie_fails_for_any_other_flow_or_isn(
+        flow in flow_strategy(), isn in any::<u32>(), counter in any::<u32>(),
+        options in options_strategy(), field in 0usize..6, flip in 1u8..=255, at in 0usize..16,
+    ) {
+        let cookie = make(&KEY_A, &flow, isn, counter, &options);
+        let mut other = flow;
+        let mut other_isn = isn;
+        match field {
+            0 => other.client[at % if flow.family == 4 { 4 } else { 16 }] ^= flip,
+            1 => other.server[at % if flow.family == 4 { 4 } else { 16 }] ^= flip,
+            2 => other.client_port ^= flip as u16,
+            3 => other.server_port ^= (flip as u16) << 8,
+            4 => other_isn ^= flip as u32,
+            _ => other.family = if flow.family == 4 { 6 } else { 4 },
+        }
+        prop_assert_eq!(check(&keys(KEY_A, KEY_A), &other, other_isn, cookie, counter), Err(CookieError::Invalid));
+    }
+
+    #[test]
+    fn altered_option_bits_fail(
+        flow in flow_strategy(), isn in any::<u32>(), counter in any::<u32>(),
+        options in options_strategy(), bit in 21u32..30,
+    ) {
+        let cookie = make(&KEY_A, &flow, isn, counter, &options) ^ (1 << bit);
+        prop_assert_eq!(check(&keys(KEY_A, KEY_A), &flow, isn, cookie, counter), Err(CookieError::Invalid));
+    }
+}
+
+fn flow() -> FlowKey {
+    let frame = syn_v4(0);
+    let parsed = parse_frame(&frame[..]).unwrap();
+    let L3::Ip(packet) = parsed.l3 else { panic!() };
+    let Transport::Tcp(tcp) = packet.transport else {
+        panic!()
+    };
+    FlowKey::from_client_segment(&packet.addrs, &tcp)
+}
+
+#[test]
+fn previous_key_cookies_pass_until_rotated_out() {
+    let options = CookieOptions::default();
+    let cookie = make(&KEY_A, &flow(), 7, 100, &options);
+    // Rotation 1: A becomes the previous key.
+    assert!(check(&keys(KEY_B, KEY_A), &flow(), 7, cookie, 100).is_ok());
+    // Rotation 2: A is gone.
+    assert_eq!(
+        check(&keys(KEY_C, KEY_B), &flow(), 7, cookie, 100),
+        Err(CookieError::Invalid)
+    );
+}
+
+#[test]
+fn guards_sharing_a_master_secret_issue_interchangeable_cookies() {
+    let master = SipKey::from_bytes(*b"shared by guards");
+    let (box_a, box_b) = (epoch_key(&master, 42), epoch_key(&master, 42));
+    assert_eq!(box_a, box_b);
+    assert_ne!(epoch_key(&master, 42), epoch_key(&master, 43));
+    assert_ne!(
+        epoch_key(&master, 42),
+        epoch_key(&SipKey::from_bytes(*b"another secret!!"), 42)
+    );
+    let cookie = make(&box_a, &flow(), 1, 5, &CookieOptions::default());
+    assert!(check(&keys(box_b, box_b), &flow(), 1, cookie, 5).is_ok());
+}
+
+#[test]
+fn counters_step_every_64_seconds() {
+    assert_eq!(counter_at(0), 0);
+    assert_eq!(counter_at(63_999_999_999), 0);
+    assert_eq!(counter_at(64_000_000_000), 1);
+}
+
+fn syn_with(options: TcpOptions, flags: u8) -> TcpSegment {
+    TcpSegment {
+        src_port: 1,
+        dst_port: 2,
+        seq: 3,
+        ack: 0,
+        flags: TcpFlags(flags),
+        window: 0,
+        header_len: 20,
+        payload_len: 0,
+        options,
+    }
+}
+
+#[test]
+fn syn_options_map_onto_what_a_cookie_carries() {
+    let full = TcpOptions {
+        mss: Some(1455),
+        window_scale: Some(9),
+        sack_permitted: true,
+        timestamps: Some((1, 0)),
+        sack_blocks: 0,
+    };
+    let options = CookieOptions::from_syn(
+        &syn_with(full, TcpFlags::SYN | TcpFlags::ECE | TcpFlags::CWR),
+        false,
+    );
+    assert_eq!(
+        options,
+        CookieOptions {
+            mss: 1452,
+            window_scale: Some(9),
+            sack_permitted: true,
+            ecn: true
+        }
+    );
+    // No options at all: RFC 9293 default MSS, no scaling, no SACK; ECE alone is no ECN request.
+    let bare = CookieOptions::from_syn(
+        &syn_with(TcpOptions::default(), TcpFlags::SYN | TcpFlags::ECE),
+        false,
+    );
+    assert_eq!(
+        bare,
+        CookieOptions {
+            mss: 536,
+            window_scale: None,
+            sack_permitted: false,
+            ecn: false
+        }
+    );
+    assert_eq!(
+        CookieOptions::from_syn(&syn_with(TcpOptions::default(), TcpFlags::SYN), true).mss,
+        1220
+    );
+    // Shifts above 14 count as 14 (RFC 7323 section 2.3); tiny MSS values floor at the table.
+    let odd = TcpOptions {
+        mss: Some(100),
+        window_scale: Some(15),
+        ..TcpOptions::default()
+    };
+    let options = CookieOptions::from_syn(&syn_with(odd, TcpFlags::SYN), false);
+    assert_eq!((options.mss, options.window_scale), (536, Some(14)));
+}
+
+#[test]
+fn ipv4_and_ipv6_flows_differ() {
+    for frame in [syn_v4(0), syn_v6()] {
+        let parsed = parse_frame(&frame[..]).unwrap();
+        let L3::Ip(packet) = parsed.l3 else { panic!() };
+        let Transport::Tcp(tcp) = packet.transport else {
+            panic!()
+        };
+        let key = FlowKey::from_client_segment(&packet.addrs, &tcp);
+        assert_eq!(key.family, if frame == syn_v6() { 6 } else { 4 });
+    }
+}
+
+/// Random ACK numbers against one flow and ISN; every accepted one is a forgery.
+fn forgery_rate(trials: u64) -> (u64, f64) {
+    let keys = keys(KEY_A, KEY_B);
+    let flow = flow();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut accepted = 0;
+    for _ in 0..trials {
+        // splitmix64: fast, and good enough to draw guesses
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        if check(&keys, &flow, 12345, z as u32, 1000).is_ok() {
+            accepted += 1;
+        }
+    }
+    (accepted, accepted as f64 / trials as f64)
+}
+
+/// The documented bound: 2^11 accepted values out of 2^32.
+const FORGERY_BOUND: f64 = 1.0 / (1u64 << 21) as f64;
+
+#[test]
+fn measured_forgery_rate_is_within_the_bound() {
+    let trials = 10_000_000;
+    let (accepted, rate) = forgery_rate(trials);
+    let expected = FORGERY_BOUND * trials as f64; // 4.77
+    eprintln!(
+        "forgery: {accepted} of {trials} random ACKs accepted (rate {rate:.2e}, bound {FORGERY_BOUND:.2e})"
+    );
+    // Poisson(4.77): P(X >= 16) is about 1e-4.
+    assert!(
+        accepted < 16,
+        "{accepted} forgeries, expected about {expected:.1}"
+    );
+}
+
+#[test]
+#[ignore = "long: 10^9 guesses (about a minute in release); run with --ignored"]
+fn measured_forgery_rate_over_a_billion_guesses() {
+    let trials = 1_000_000_000;
+    let (accepted, rate) = forgery_rate(trials);
+    eprintln!(
+        "forgery: {accepted} of {trials} random ACKs accepted (rate {rate:.3e}, bound {FORGERY_BOUND:.3e})"
+    );
+    // Expected 477 at the bound; allow 5 standard deviations above it.
+    assert!((accepted as f64) < FORGERY_BOUND * trials as f64 + 5.0 * 477f64.sqrt());
+}
