@@ -3,7 +3,7 @@
 //! One map lookup per packet reaches the whole block; userspace sums the CPUs.
 
 use crate::{
-    parse::{L3, ParseError, ParsedFrame},
+    parse::{IpAddrs, IpPacket, L3, ParseError, ParsedFrame},
     verdict::{Action, Verdict},
 };
 
@@ -84,6 +84,37 @@ impl Counter {
     }
 }
 
+/// What a frame adds to the family and VLAN counters, noted right after the parse so the
+/// parse result need not live until the frame is counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub vlan_tagged: bool,
+    pub family: Option<Counter>,
+}
+
+impl Tally {
+    #[inline(always)]
+    pub fn of(parsed: &Result<ParsedFrame, ParseError>) -> Self {
+        match parsed {
+            Err(_) => Tally::default(),
+            Ok(frame) => Tally {
+                vlan_tagged: frame.vlan_tags > 0,
+                family: match frame.l3 {
+                    L3::Ip(IpPacket {
+                        addrs: IpAddrs::V4 { .. },
+                        ..
+                    }) => Some(Counter::Ipv4),
+                    L3::Ip(IpPacket {
+                        addrs: IpAddrs::V6 { .. },
+                        ..
+                    }) => Some(Counter::Ipv6),
+                    L3::NonIp { .. } => None,
+                },
+            },
+        }
+    }
+}
+
 /// Name of the per-CPU array map holding one [`CounterBlock`].
 pub const COUNTERS_MAP: &str = "COUNTERS";
 
@@ -115,9 +146,9 @@ impl CounterBlock {
         self.values[counter as usize]
     }
 
-    /// Counts one frame: seen, its action, its reason, and its family.
+    /// Counts one frame: seen, its action, its reason, and what [`Tally`] noted.
     #[inline(always)]
-    pub fn record(&mut self, parsed: &Result<ParsedFrame, ParseError>, verdict: Verdict) {
+    pub fn record(&mut self, tally: Tally, verdict: Verdict) {
         self.bump(Counter::Seen);
         self.bump(match verdict.action {
             Action::Pass => Counter::Passed,
@@ -125,16 +156,11 @@ impl CounterBlock {
             Action::Tx => Counter::Transmitted,
         });
         self.bump(verdict.reason);
-        if let Ok(frame) = parsed {
-            if frame.vlan_tags > 0 {
-                self.bump(Counter::VlanTagged);
-            }
-            if let L3::Ip(packet) = frame.l3 {
-                self.bump(match packet.addrs {
-                    crate::parse::IpAddrs::V4 { .. } => Counter::Ipv4,
-                    crate::parse::IpAddrs::V6 { .. } => Counter::Ipv6,
-                });
-            }
+        if tally.vlan_tagged {
+            self.bump(Counter::VlanTagged);
+        }
+        if let Some(family) = tally.family {
+            self.bump(family);
         }
     }
 

@@ -9,8 +9,8 @@
 
 use crate::{
     checksum,
-    cookie::CookieOptions,
-    parse::{IPPROTO_TCP, IpAddrs, TcpFlags, TcpSegment},
+    cookie::{CookieOptions, FlowKey},
+    parse::{IPPROTO_TCP, TcpFlags, TcpSegment},
 };
 
 /// Room for the longest SYN-ACK (IPv6 40 + TCP 40), rounded up so a masked length fits.
@@ -44,11 +44,11 @@ impl Default for SynAckSettings {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SynAckSettings {}
 
-/// Writes the IP and TCP headers answering `syn` (sent from `addrs`) into `out`, starting with
-/// the IP header; returns their length.
+/// Writes the IP and TCP headers answering `syn` of `flow` into `out`, starting with the IP
+/// header; returns their length.
 #[inline(always)]
 pub fn write_syn_ack(
-    addrs: &IpAddrs,
+    flow: &FlowKey,
     syn: &TcpSegment,
     cookie: u32,
     client: &CookieOptions,
@@ -58,73 +58,65 @@ pub fn write_syn_ack(
 ) -> usize {
     // The TCP checksum sums 40 bytes whatever the header length: the rest must be zero.
     *out = [0; SYN_ACK_BUF_LEN];
-    match addrs {
-        IpAddrs::V4 { src, dst } => {
-            let tcp_len = write_tcp::<20>(
-                syn,
-                cookie,
-                client,
-                settings.mss_v4,
-                settings,
-                our_tsval,
-                out,
-            );
-            let total = 20 + tcp_len;
-            let ip: [u8; 20] = [
-                0x45,
-                0,
-                (total >> 8) as u8,
-                total as u8,
-                0,
-                0,
-                0x40, // don't fragment
-                0,
-                64,
-                IPPROTO_TCP,
-                0,
-                0,
-                dst[0],
-                dst[1],
-                dst[2],
-                dst[3],
-                src[0],
-                src[1],
-                src[2],
-                src[3],
-            ];
-            out[..20].copy_from_slice(&ip);
-            let ip_checksum = checksum::finish(checksum::add_words(0, &ip));
-            out[10..12].copy_from_slice(&ip_checksum.to_be_bytes());
-            let pseudo = checksum::pseudo_header_v4(dst, src, IPPROTO_TCP, tcp_len as u16);
-            finish_tcp_checksum::<20>(pseudo, out);
-            total
+    let (client_addr, server_addr) = (&flow.client, &flow.server);
+    if flow.family == 4 {
+        let tcp_len = write_tcp::<20>(
+            syn,
+            cookie,
+            client,
+            settings.mss_v4,
+            settings,
+            our_tsval,
+            out,
+        );
+        let total = (20 + tcp_len) as u16;
+        out[0] = 0x45;
+        out[2..4].copy_from_slice(&total.to_be_bytes());
+        out[6] = 0x40; // don't fragment
+        out[8] = 64;
+        out[9] = IPPROTO_TCP;
+        out[12..16].copy_from_slice(&server_addr[..4]);
+        out[16..20].copy_from_slice(&client_addr[..4]);
+        let mut header_sum = 0u64;
+        let mut i = 0;
+        while i < 20 {
+            header_sum += u16::from_be_bytes([out[i], out[i + 1]]) as u64;
+            i += 2;
         }
-        IpAddrs::V6 { src, dst } => {
-            let tcp_len = write_tcp::<40>(
-                syn,
-                cookie,
-                client,
-                settings.mss_v6,
-                settings,
-                our_tsval,
-                out,
-            );
-            out[..8].copy_from_slice(&[
-                0x60,
-                0,
-                0,
-                0,
-                (tcp_len >> 8) as u8,
-                tcp_len as u8,
-                IPPROTO_TCP,
-                64,
-            ]);
-            out[8..24].copy_from_slice(dst);
-            out[24..40].copy_from_slice(src);
-            let pseudo = checksum::pseudo_header_v6(dst, src, IPPROTO_TCP, tcp_len as u16);
-            finish_tcp_checksum::<40>(pseudo, out);
-            40 + tcp_len
-        }
+        out[10..12].copy_from_slice(&checksum::finish(header_sum).to_be_bytes());
+        let mut server4 = [0u8; 4];
+        let mut client4 = [0u8; 4];
+        server4.copy_from_slice(&server_addr[..4]);
+        client4.copy_from_slice(&client_addr[..4]);
+        let pseudo = checksum::pseudo_header_v4(&server4, &client4, IPPROTO_TCP, tcp_len as u16);
+        finish_tcp_checksum::<20>(pseudo, out);
+        total as usize
+    } else {
+        let tcp_len = write_tcp::<40>(
+            syn,
+            cookie,
+            client,
+            settings.mss_v6,
+            settings,
+            our_tsval,
+            out,
+        );
+        out[..8].copy_from_slice(&[
+            0x60,
+            0,
+            0,
+            0,
+            (tcp_len >> 8) as u8,
+            tcp_len as u8,
+            IPPROTO_TCP,
+            64,
+        ]);
+        out[8..24].copy_from_slice(server_addr);
+        out[24..40].copy_from_slice(client_addr);
+        let pseudo =
+            checksum::pseudo_header_v6(server_addr, client_addr, IPPROTO_TCP, tcp_len as u16);
+        finish_tcp_checksum::<40>(pseudo, out);
+        40 + tcp_len
     }
 }
 
@@ -180,26 +172,25 @@ fn write_tcp<const AT: usize>(
     };
     let len = end - AT;
     let ack = syn.seq.wrapping_add(1); // the SYN consumed one sequence number
-    let header: [u8; 20] = {
-        let mut h = [0u8; 20];
-        h[0..2].copy_from_slice(&syn.dst_port.to_be_bytes());
-        h[2..4].copy_from_slice(&syn.src_port.to_be_bytes());
-        h[4..8].copy_from_slice(&cookie.to_be_bytes());
-        h[8..12].copy_from_slice(&ack.to_be_bytes());
-        h[12] = ((len / 4) as u8) << 4;
-        h[13] = flags;
-        h[14..16].copy_from_slice(&settings.window.to_be_bytes());
-        h
-    };
-    out[AT..AT + 20].copy_from_slice(&header);
+    out[AT..AT + 2].copy_from_slice(&syn.dst_port.to_be_bytes());
+    out[AT + 2..AT + 4].copy_from_slice(&syn.src_port.to_be_bytes());
+    out[AT + 4..AT + 8].copy_from_slice(&cookie.to_be_bytes());
+    out[AT + 8..AT + 12].copy_from_slice(&ack.to_be_bytes());
+    out[AT + 12] = ((len / 4) as u8) << 4;
+    out[AT + 13] = flags;
+    out[AT + 14..AT + 16].copy_from_slice(&settings.window.to_be_bytes());
     len
 }
 
 /// Sums the TCP header at `AT` (zero-padded to 40 bytes) with the pseudo-header.
 #[inline(always)]
 fn finish_tcp_checksum<const AT: usize>(pseudo: u64, out: &mut [u8; SYN_ACK_BUF_LEN]) {
-    let mut tcp = [0u8; 40];
-    tcp.copy_from_slice(&out[AT..AT + 40]);
-    let sum = checksum::finish(checksum::add_words(pseudo, &tcp));
+    let mut sum = pseudo;
+    let mut i = AT;
+    while i < AT + 40 {
+        sum += u16::from_be_bytes([out[i], out[i + 1]]) as u64;
+        i += 2;
+    }
+    let sum = checksum::finish(sum);
     out[AT + 16..AT + 18].copy_from_slice(&sum.to_be_bytes());
 }

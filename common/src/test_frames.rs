@@ -122,3 +122,40 @@ pub fn with_ipv6_extensions(frame: &[u8], chain: &[(u8, Vec<u8>)]) -> Vec<u8> {
     out[ip + 4..ip + 6].copy_from_slice(&payload_len.to_be_bytes());
     out
 }
+
+/// A client ACK over IPv4 with the given sequence and acknowledgement numbers and, optionally,
+/// timestamps (TSval, TSecr).
+pub fn ack_v4(seq: u32, ack: u32, timestamps: Option<(u32, u32)>) -> Vec<u8> {
+    let mut options = Vec::new();
+    if let Some((val, ecr)) = timestamps {
+        options.extend([
+            TcpOptionElement::Noop,
+            TcpOptionElement::Noop,
+            TcpOptionElement::Timestamp(val, ecr),
+        ]);
+    }
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
+        .ipv4(CLIENT4, SERVER4, 64)
+        .tcp(CLIENT_PORT, SERVER_PORT, seq, 502)
+        .ack(ack)
+        .options(&options)
+        .unwrap()
+        .write(&mut out, &[])
+        .unwrap();
+    out
+}
+
+/// An IPv4 TCP segment from the client with raw flags (for nonsense combinations).
+pub fn tcp_v4_with_flags(flags: u8, dst_port: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
+        .ipv4(CLIENT4, SERVER4, 64)
+        .tcp(CLIENT_PORT, dst_port, CLIENT_ISN, 1000)
+        .write(&mut out, &[])
+        .unwrap();
+    let flags_at = 14 + 20 + 13;
+    out[flags_at] = flags;
+    // The TCP checksum no longer matches; the guard does not check it (the kernel does).
+    out
+}

@@ -124,7 +124,7 @@ pub fn protected_step(flags: TcpFlags, known_flow: bool) -> ProtectedStep {
 mod tests {
     use super::*;
     use crate::{
-        counters::CounterBlock,
+        counters::{CounterBlock, Tally},
         parse::{IpAddrs, IpPacket},
     };
 
@@ -198,9 +198,9 @@ mod tests {
     fn record_counts_seen_action_reason_family_and_vlan() {
         let mut block = CounterBlock::default();
         let parsed = ip(Transport::Fragment, true);
-        block.record(&parsed, classify(&parsed));
+        block.record(Tally::of(&parsed), classify(&parsed));
         let dropped = Err(ParseError::TruncatedTcp);
-        block.record(&dropped, classify(&dropped));
+        block.record(Tally::of(&dropped), classify(&dropped));
         for (counter, expected) in [
             (Counter::Seen, 2),
             (Counter::Passed, 1),

@@ -4,7 +4,7 @@
 use etherparse::{IpHeaders, PacketBuilder, TcpHeaderSlice, TcpOptionElement};
 use proptest::prelude::*;
 use synguard_common::{
-    cookie::CookieOptions,
+    cookie::{CookieOptions, FlowKey},
     parse::{IpAddrs, L3, TcpFlags, TcpSegment, Transport, parse_frame},
     syn_ack::{SYN_ACK_BUF_LEN, SynAckSettings, write_syn_ack},
     test_frames::*,
@@ -27,7 +27,7 @@ fn answer(syn_frame: &[u8], cookie: u32, tsval: u32) -> (Vec<u8>, CookieOptions)
     let options = CookieOptions::from_syn(&syn, matches!(addrs, IpAddrs::V6 { .. }));
     let mut out = [0xaau8; SYN_ACK_BUF_LEN];
     let len = write_syn_ack(
-        &addrs,
+        &FlowKey::from_client_segment(&addrs, &syn),
         &syn,
         cookie,
         &options,

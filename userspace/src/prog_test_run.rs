@@ -4,13 +4,22 @@
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use log::LevelFilter;
-use synguard_common::{counters::CounterBlock, verdict::Action};
+use synguard_common::{
+    cookie::{CookieKeys, FlowKey},
+    counters::CounterBlock,
+    maps::{FLOWS_MAP, FlowEntry, HANDSHAKES_MAP, HandshakeEvent},
+    syn_ack::SynAckSettings,
+    verdict::Action,
+};
 
-use crate::{object, stats};
+use crate::{
+    guard_config::{self, ProtectedService},
+    handshakes, object, stats,
+};
 
 /// What one run of the program did to one frame.
 #[derive(Debug)]
@@ -33,6 +42,7 @@ pub struct DataPlane {
     ebpf: Ebpf,
     program: String,
     counters: PerCpuArray<MapData, CounterBlock>,
+    handshakes: Option<RingBuf<MapData>>,
 }
 
 impl DataPlane {
@@ -45,7 +55,48 @@ impl DataPlane {
             ebpf,
             program: program.to_string(),
             counters,
+            handshakes: None,
         })
+    }
+
+    /// Writes what the controller writes: keys, protected services, SYN-ACK settings.
+    pub fn configure(&mut self, keys: &CookieKeys, protected: &[ProtectedService]) -> Result<()> {
+        guard_config::write_keys(&mut self.ebpf, keys)?;
+        guard_config::write_protected(&mut self.ebpf, protected)?;
+        guard_config::write_settings(&mut self.ebpf, &SynAckSettings::default())
+    }
+
+    /// Replaces the cookie keys (a rotation).
+    pub fn set_keys(&mut self, keys: &CookieKeys) -> Result<()> {
+        guard_config::write_keys(&mut self.ebpf, keys)
+    }
+
+    /// Handshake events emitted since the last call.
+    pub fn handshakes(&mut self) -> Result<Vec<HandshakeEvent>> {
+        if self.handshakes.is_none() {
+            let map = self
+                .ebpf
+                .take_map(HANDSHAKES_MAP)
+                .context("handshake ring buffer missing")?;
+            self.handshakes = Some(RingBuf::try_from(map)?);
+        }
+        let ring = self.handshakes.as_mut().expect("just set");
+        let mut events = Vec::new();
+        while let Some(record) = ring.next() {
+            events.push(handshakes::decode(&record).context("odd-sized handshake record")?);
+        }
+        Ok(events)
+    }
+
+    /// The validated flow recorded for `flow`, if any.
+    pub fn flow(&self, flow: &FlowKey) -> Result<Option<FlowEntry>> {
+        let map: HashMap<_, FlowKey, FlowEntry> =
+            HashMap::try_from(self.ebpf.map(FLOWS_MAP).context("flows map missing")?)?;
+        match map.get(flow, 0) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn program(&mut self) -> Result<&mut Xdp> {

@@ -6,11 +6,16 @@ use anyhow::{Context, Result};
 use aya_log::EbpfLogger;
 use clap::Args;
 use log::{LevelFilter, info, warn};
+use std::path::PathBuf;
+
+use aya::maps::RingBuf;
 use synguard::{
     attach::{self, AttachMode},
-    object, privilege,
+    guard_config::{self, CookieSecret, ProtectedService},
+    handshakes, object, privilege,
     stats::{self, Reading},
 };
+use synguard_common::{maps::HANDSHAKES_MAP, syn_ack::SynAckSettings};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -33,6 +38,30 @@ pub struct RunArgs {
     /// Log level, for the controller and for the XDP program's own log statements.
     #[arg(long, value_name = "LEVEL", default_value_t = LevelFilter::Info)]
     log_level: LevelFilter,
+    /// Protect a service with SYN cookies (repeatable): CIDR:PORTS, e.g. 198.19.1.2/32:80,443
+    /// or [2001:db8::/64]:8000-8100. Traffic to anything else passes untouched.
+    #[arg(long, value_name = "CIDR:PORTS")]
+    protect: Vec<ProtectedService>,
+    /// File with the 128-bit cookie secret (32 hex digits) shared by every guard behind one
+    /// ECMP group; without it, a random secret from the OS.
+    #[arg(long, value_name = "PATH")]
+    cookie_key_file: Option<PathBuf>,
+    /// Seconds between cookie key rotations (a cookie stays valid across one rotation).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(10..=86400))]
+    cookie_rotation: u64,
+    /// MSS our SYN-ACKs announce over IPv4.
+    #[arg(long, value_name = "BYTES", default_value_t = 1460,
+          value_parser = clap::value_parser!(u16).range(536..=9000))]
+    mss_v4: u16,
+    /// MSS our SYN-ACKs announce over IPv6.
+    #[arg(long, value_name = "BYTES", default_value_t = 1440,
+          value_parser = clap::value_parser!(u16).range(1220..=9000))]
+    mss_v6: u16,
+    /// Window-scale shift our SYN-ACKs announce to clients that offer scaling.
+    #[arg(long, value_name = "SHIFT", default_value_t = 7,
+          value_parser = clap::value_parser!(u8).range(0..=14))]
+    window_scale: u8,
 }
 
 fn parse_interval(text: &str) -> Result<f64, String> {
@@ -58,7 +87,36 @@ pub fn run(args: RunArgs) -> Result<()> {
 }
 
 async fn serve(args: RunArgs) -> Result<()> {
+    // Everything the operator gave is checked before the kernel is touched.
+    let secret = match &args.cookie_key_file {
+        Some(path) => CookieSecret::from_file(path)?,
+        None => CookieSecret::random()?,
+    };
     let mut ebpf = object::load(args.log_level)?;
+    let (mut epoch, keys) = secret.keys_at(guard_config::unix_now(), args.cookie_rotation);
+    guard_config::write_keys(&mut ebpf, &keys)?;
+    guard_config::write_settings(
+        &mut ebpf,
+        &SynAckSettings {
+            mss_v4: args.mss_v4,
+            mss_v6: args.mss_v6,
+            window_scale: args.window_scale,
+            ..SynAckSettings::default()
+        },
+    )?;
+    guard_config::write_protected(&mut ebpf, &args.protect)?;
+    for service in &args.protect {
+        info!("protecting {} ports {:?}", service.prefix, service.ports);
+    }
+    let handshakes = RingBuf::try_from(
+        ebpf.take_map(HANDSHAKES_MAP)
+            .context("handshake ring buffer missing from the eBPF object")?,
+    )?;
+    // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until the end.
+    let mut handshakes =
+        unsafe { AsyncFd::register_with_interest(handshakes, tokio::io::Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)
+            .context("watching the handshake ring buffer")?;
     let logger = EbpfLogger::init(&mut ebpf).context("starting the eBPF log reader")?;
     // SAFETY: the logger owns the ring buffer fd and lives inside the AsyncFd until the end.
     let mut logger =
@@ -80,6 +138,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         ),
     }
 
+    let mut rotation = tokio::time::interval(Duration::from_secs(1));
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(args.interval));
@@ -106,6 +165,27 @@ async fn serve(args: RunArgs) -> Result<()> {
                 let mut guard = guard?;
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
+            }
+            guard = handshakes.readable_mut() => {
+                let mut guard = guard?;
+                while let Some(record) = guard.get_inner_mut().next() {
+                    if let Some(event) = handshakes::decode(&record) {
+                        if args.json {
+                            println!("{}", handshakes::json(&event));
+                        } else {
+                            info!("{}", handshakes::text(&event));
+                        }
+                    }
+                }
+                guard.clear_ready();
+            }
+            _ = rotation.tick() => {
+                let (now_epoch, keys) = secret.keys_at(guard_config::unix_now(), args.cookie_rotation);
+                if now_epoch != epoch {
+                    guard_config::write_keys(&mut ebpf, &keys)?;
+                    epoch = now_epoch;
+                    info!("cookie keys rotated (epoch {epoch})");
+                }
             }
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",

@@ -81,6 +81,7 @@ pub fn json_line(iface: &str, now: &Reading, before: &Reading, elapsed: Duration
         rates.insert(counter.name().into(), json!((rate * 10.0).round() / 10.0));
     }
     json!({
+        "type": "counters",
         "iface": iface,
         "interval_s": elapsed.as_secs_f64(),
         "total": totals,

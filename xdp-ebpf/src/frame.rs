@@ -3,8 +3,14 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
-use synguard_common::frame::{FrameBytes, TCP_HEADER_BUF_LEN};
+use aya_ebpf::{
+    helpers::generated::{bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    programs::XdpContext,
+};
+use synguard_common::{
+    frame::{FrameBytes, TCP_HEADER_BUF_LEN},
+    syn_ack::SYN_ACK_BUF_LEN,
+};
 
 pub struct XdpFrame<'a>(pub &'a XdpContext);
 
@@ -42,6 +48,58 @@ impl XdpFrame<'_> {
         // SAFETY: the helper writes at most `len` bytes to `dst`, which holds that many.
         unsafe {
             bpf_xdp_load_bytes(self.0.ctx, offset as u32, dst as *mut c_void, len as u32) == 0
+        }
+    }
+
+    /// Writes the first `len` bytes of `bytes` at `offset`; false when the frame is shorter.
+    #[inline(always)]
+    pub fn store(&self, offset: usize, bytes: &[u8; SYN_ACK_BUF_LEN], len: usize) -> bool {
+        // Masked so the verifier sees len < SYN_ACK_BUF_LEN; real lengths are at most 80.
+        let len = len & (SYN_ACK_BUF_LEN - 1);
+        // SAFETY: the helper reads `len` bytes from a buffer that holds more.
+        unsafe {
+            bpf_xdp_store_bytes(
+                self.0.ctx,
+                offset as u32,
+                bytes.as_ptr() as *mut c_void,
+                len as u32,
+            ) == 0
+        }
+    }
+
+    /// Swaps destination and source MAC addresses.
+    #[inline(always)]
+    pub fn swap_macs(&self) -> bool {
+        let Some(macs) = self.load::<12>(0) else {
+            return false;
+        };
+        let mut swapped = [0u8; 12];
+        swapped[..6].copy_from_slice(&macs[6..]);
+        swapped[6..].copy_from_slice(&macs[..6]);
+        // SAFETY: the helper reads 12 bytes from a 12-byte buffer.
+        unsafe { bpf_xdp_store_bytes(self.0.ctx, 0, swapped.as_mut_ptr() as *mut c_void, 12) == 0 }
+    }
+}
+
+/// The benchmark floor's work: swap MACs, IPv4 addresses and TCP ports of an untagged
+/// IPv4/TCP frame (IHL 5), in place, with direct packet access.
+#[inline(always)]
+pub fn swap_for_floor(ctx: &XdpContext) {
+    let data = ctx.data();
+    if data + 38 > ctx.data_end() {
+        return;
+    }
+    // SAFETY: the 38 bytes were just checked to lie within the frame.
+    unsafe {
+        let p = data as *mut u8;
+        for i in 0..6 {
+            core::ptr::swap(p.add(i), p.add(6 + i));
+        }
+        for i in 0..4 {
+            core::ptr::swap(p.add(26 + i), p.add(30 + i));
+        }
+        for i in 0..2 {
+            core::ptr::swap(p.add(34 + i), p.add(36 + i));
         }
     }
 }

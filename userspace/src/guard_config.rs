@@ -1,0 +1,264 @@
+//! What the controller writes into the data plane's maps: protected services, cookie keys and
+//! the SYN-ACK settings. Parsing and validation of the operator's values live here too, so
+//! every bad value is refused before anything is written.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::Path,
+    str::FromStr,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::{
+    Ebpf,
+    maps::{Array, LpmTrie, lpm_trie::Key},
+};
+use ipnet::IpNet;
+use synguard_common::{
+    cookie::{CookieKeys, epoch_key},
+    maps::{
+        COOKIE_KEYS_MAP, PROTECTED_CAPACITY, PROTECTED_MAP, ProtectedAddress, ProtectedPorts,
+        SYN_ACK_SETTINGS_MAP, ipv4_mapped,
+    },
+    siphash::SipKey,
+    syn_ack::SynAckSettings,
+};
+
+/// A protected service: a destination prefix and its TCP ports (`CIDR:PORTS`, for example
+/// `198.19.1.2/32:80,443` or `[2001:db8::/64]:8000-8100`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtectedService {
+    pub prefix: IpNet,
+    pub ports: Vec<u16>,
+}
+
+impl FromStr for ProtectedService {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let hint = "expected CIDR:PORTS, e.g. 198.19.1.2/32:80,443 or [2001:db8::/64]:8000-8100";
+        let (prefix, ports) = match text.strip_prefix('[') {
+            Some(rest) => rest
+                .split_once("]:")
+                .ok_or_else(|| anyhow!("{text:?}: {hint}"))?,
+            None => text
+                .rsplit_once(':')
+                .ok_or_else(|| anyhow!("{text:?}: {hint}"))?,
+        };
+        let prefix = match prefix.parse::<IpNet>() {
+            Ok(net) => net,
+            Err(_) => IpNet::from(
+                prefix
+                    .parse::<IpAddr>()
+                    .map_err(|_| anyhow!("{prefix:?} is not an address or prefix: {hint}"))?,
+            ),
+        };
+        let mut list = Vec::new();
+        for part in ports.split(',') {
+            let port = |p: &str| {
+                p.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| anyhow!("{p:?} is not a port (1-65535): {hint}"))
+            };
+            match part.split_once('-') {
+                Some((from, to)) => {
+                    let (from, to) = (port(from)?, port(to)?);
+                    if from > to {
+                        bail!("port range {part:?} runs backwards: {hint}");
+                    }
+                    list.extend(from..=to);
+                }
+                None => list.push(port(part)?),
+            }
+        }
+        Ok(ProtectedService {
+            prefix: prefix.trunc(),
+            ports: list,
+        })
+    }
+}
+
+/// The LPM key of a prefix: IPv4 as IPv4-mapped IPv6.
+fn lpm_key(prefix: &IpNet) -> Key<ProtectedAddress> {
+    match prefix {
+        IpNet::V4(net) => Key::new(
+            96 + net.prefix_len() as u32,
+            ipv4_mapped(&net.addr().octets()),
+        ),
+        IpNet::V6(net) => Key::new(net.prefix_len() as u32, net.addr().octets()),
+    }
+}
+
+/// Writes the protected services (ports of services sharing a prefix are merged).
+pub fn write_protected(ebpf: &mut Ebpf, services: &[ProtectedService]) -> Result<()> {
+    let mut by_prefix: BTreeMap<IpNet, ProtectedPorts> = BTreeMap::new();
+    for service in services {
+        let ports = by_prefix.entry(service.prefix).or_default();
+        for port in &service.ports {
+            ports.insert(*port);
+        }
+    }
+    if by_prefix.len() > PROTECTED_CAPACITY as usize {
+        bail!(
+            "{} protected prefixes given; at most {PROTECTED_CAPACITY} fit",
+            by_prefix.len()
+        );
+    }
+    let mut trie: LpmTrie<_, ProtectedAddress, ProtectedPorts> = LpmTrie::try_from(
+        ebpf.map_mut(PROTECTED_MAP)
+            .context("protected-services map missing from the eBPF object")?,
+    )?;
+    for (prefix, ports) in &by_prefix {
+        trie.insert(&lpm_key(prefix), ports, 0)
+            .with_context(|| format!("protecting {prefix}"))?;
+    }
+    Ok(())
+}
+
+pub fn write_settings(ebpf: &mut Ebpf, settings: &SynAckSettings) -> Result<()> {
+    let mut array: Array<_, SynAckSettings> = Array::try_from(
+        ebpf.map_mut(SYN_ACK_SETTINGS_MAP)
+            .context("settings map missing from the eBPF object")?,
+    )?;
+    array.set(0, settings, 0)?;
+    Ok(())
+}
+
+pub fn write_keys(ebpf: &mut Ebpf, keys: &CookieKeys) -> Result<()> {
+    let mut array: Array<_, CookieKeys> = Array::try_from(
+        ebpf.map_mut(COOKIE_KEYS_MAP)
+            .context("cookie key map missing from the eBPF object")?,
+    )?;
+    array.set(0, keys, 0)?;
+    Ok(())
+}
+
+/// The master secret cookie keys derive from.
+#[derive(Clone, Copy)]
+pub struct CookieSecret(SipKey);
+
+impl CookieSecret {
+    /// 16 bytes from the OS CSPRNG.
+    pub fn random() -> Result<Self> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow!("reading the OS random generator: {e}"))?;
+        Ok(Self(SipKey::from_bytes(bytes)))
+    }
+
+    /// From a file shared by every guard behind the same ECMP group: 32 hex digits (the
+    /// 128-bit secret) on the first line that is not blank or a `#` comment.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading cookie key file {}", path.display()))?;
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|line| !line.is_empty() && !line.starts_with('#'))
+            .ok_or_else(|| anyhow!("cookie key file {} holds no key", path.display()))?;
+        Self::from_hex(line).with_context(|| format!("cookie key file {}", path.display()))
+    }
+
+    pub fn from_hex(hex: &str) -> Result<Self> {
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("the key must be 32 hex digits (128 bits), e.g. from `openssl rand -hex 16`");
+        }
+        let mut bytes = [0u8; 16];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
+        }
+        Ok(Self(SipKey::from_bytes(bytes)))
+    }
+
+    /// The keys in force at `unix_secs` when keys rotate every `rotation_secs`: guards sharing
+    /// the secret and a clock agree on them.
+    pub fn keys_at(&self, unix_secs: u64, rotation_secs: u64) -> (u64, CookieKeys) {
+        let epoch = unix_secs / rotation_secs;
+        let keys = CookieKeys {
+            current: epoch_key(&self.0, epoch),
+            previous: epoch_key(&self.0, epoch.wrapping_sub(1)),
+        };
+        (epoch, keys)
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protected_service_syntax() {
+        let s: ProtectedService = "198.19.1.2/32:80,443".parse().unwrap();
+        assert_eq!(s.prefix, "198.19.1.2/32".parse::<IpNet>().unwrap());
+        assert_eq!(s.ports, [80, 443]);
+        let s: ProtectedService = "198.19.1.7:8000-8002".parse().unwrap();
+        assert_eq!(s.prefix.prefix_len(), 32);
+        assert_eq!(s.ports, [8000, 8001, 8002]);
+        let s: ProtectedService = "[2001:db8::1/64]:443".parse().unwrap();
+        assert_eq!(
+            s.prefix,
+            "2001:db8::/64".parse::<IpNet>().unwrap(),
+            "host bits cleared"
+        );
+        let s: ProtectedService = "[2001:db8::1]:443".parse().unwrap();
+        assert_eq!(s.prefix.prefix_len(), 128);
+    }
+
+    #[test]
+    fn bad_protected_services_say_what_is_wrong() {
+        for (text, says) in [
+            ("198.19.1.2/32", "expected CIDR:PORTS"),
+            ("198.19.1.2/33:80", "not an address or prefix"),
+            ("198.19.1.2:0", "not a port"),
+            ("198.19.1.2:70000", "not a port"),
+            ("198.19.1.2:90-80", "runs backwards"),
+            ("[2001:db8::/64:443", "expected CIDR:PORTS"),
+            ("example.com:80", "not an address or prefix"),
+        ] {
+            let error = text.parse::<ProtectedService>().unwrap_err().to_string();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn ipv4_prefixes_map_into_the_ipv6_trie() {
+        let key = lpm_key(&"198.19.0.0/16".parse().unwrap());
+        assert_eq!(key.prefix_len(), 112);
+        assert_eq!(key.data(), ipv4_mapped(&[198, 19, 0, 0]));
+    }
+
+    #[test]
+    fn key_files_and_schedules() {
+        let dir = std::env::temp_dir().join(format!("synguard-key-{}", std::process::id()));
+        std::fs::write(
+            &dir,
+            "# shared by guard-a and guard-b\n\n00112233445566778899aabbccddeeff\n",
+        )
+        .unwrap();
+        let a = CookieSecret::from_file(&dir).unwrap();
+        let b = CookieSecret::from_hex("00112233445566778899aabbccddeeff").unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(a.keys_at(1000, 300), b.keys_at(1000, 300));
+        let (epoch, keys) = a.keys_at(1000, 300);
+        let (next_epoch, next) = a.keys_at(1200, 300);
+        assert_eq!((epoch, next_epoch), (3, 4));
+        assert_eq!(
+            next.previous, keys.current,
+            "rotation keeps the last key as previous"
+        );
+        for bad in ["0011", "zz112233445566778899aabbccddeeff", ""] {
+            let error = CookieSecret::from_hex(bad).err().unwrap().to_string();
+            assert!(error.contains("32 hex digits"), "{error}");
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! Data-plane tests of the SYN cookie path: the real compiled object through
+//! BPF_PROG_TEST_RUN. SYN in, byte-checked SYN-ACK out; third ACKs validated or dropped.
+//! They need root (CAP_BPF): run them through `cargo xtask test`.
+
+use etherparse::{IpHeaders, LinkSlice, SlicedPacket, TcpOptionElement, TransportSlice};
+use synguard::{guard_config::ProtectedService, privilege, prog_test_run::DataPlane};
+use synguard_common::{
+    cookie::{self, CookieKeys, CookieOptions, FlowKey},
+    counters::Counter,
+    maps::NO_WINDOW_SCALE,
+    parse::{L3, Transport, parse_frame},
+    siphash::SipKey,
+    test_frames::*,
+    verdict::Action,
+};
+
+const KEY_A: SipKey = SipKey { k0: 11, k1: 12 };
+const KEY_B: SipKey = SipKey { k0: 21, k1: 22 };
+
+fn keys(current: SipKey, previous: SipKey) -> CookieKeys {
+    CookieKeys { current, previous }
+}
+
+fn guard() -> DataPlane {
+    privilege::require_xdp_privileges("the data-plane tests")
+        .expect("run the data-plane tests as root, e.g. through `cargo xtask test`");
+    let mut guard = DataPlane::load(synguard::object::GUARD_PROGRAM).unwrap();
+    let protected: Vec<ProtectedService> = ["198.19.1.0/24:80", "[2001:db8:1::/48]:80"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    guard.configure(&keys(KEY_A, KEY_B), &protected).unwrap();
+    guard
+}
+
+/// The cookie counter now, from the clock the data plane reads (CLOCK_TAI).
+fn counter_now() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) }, 0);
+    cookie::counter_at(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+fn flow_of(frame: &[u8]) -> FlowKey {
+    let parsed = parse_frame(frame).unwrap();
+    let L3::Ip(packet) = parsed.l3 else {
+        panic!("not IP")
+    };
+    let Transport::Tcp(tcp) = packet.transport else {
+        panic!("not TCP")
+    };
+    FlowKey::from_client_segment(&packet.addrs, &tcp)
+}
+
+/// Runs a SYN, checks the SYN-ACK an independent parser sees, returns (cookie, our TSval).
+fn syn_ack_for(
+    guard: &mut DataPlane,
+    syn: &[u8],
+    vlans: usize,
+    v6: bool,
+) -> (u32, Option<u32>, Vec<TcpOptionElement>) {
+    let outcome = guard.run(syn).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Tx);
+    let out = &outcome.output;
+    // L2: MACs swapped, VLAN tags and ethertype untouched.
+    assert_eq!(&out[..6], &MAC_CLIENT);
+    assert_eq!(&out[6..12], &MAC_GUARD);
+    let l2 = 14 + 4 * vlans;
+    assert_eq!(&out[12..l2], &syn[12..l2]);
+    let sliced = SlicedPacket::from_ethernet(out).unwrap();
+    assert!(matches!(sliced.link, Some(LinkSlice::Ethernet2(_))));
+    let (ip, _) = IpHeaders::from_slice(&out[l2..]).unwrap();
+    let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
+        panic!("not TCP")
+    };
+    let header = tcp.to_header();
+    assert!(tcp.payload().is_empty());
+    match (&ip, v6) {
+        (IpHeaders::Ipv4(v4, _), false) => {
+            assert_eq!((v4.source, v4.destination), (SERVER4, CLIENT4));
+            assert_eq!(
+                v4.header_checksum,
+                v4.calc_header_checksum(),
+                "IPv4 checksum"
+            );
+            assert_eq!(
+                header.checksum,
+                header.calc_checksum_ipv4(v4, &[]).unwrap(),
+                "TCP checksum"
+            );
+            assert_eq!(
+                out.len(),
+                l2 + v4.total_len as usize,
+                "frame trimmed to the packet"
+            );
+        }
+        (IpHeaders::Ipv6(ip6, _), true) => {
+            assert_eq!((ip6.source, ip6.destination), (SERVER6, CLIENT6));
+            assert_eq!(
+                header.checksum,
+                header.calc_checksum_ipv6(ip6, &[]).unwrap(),
+                "TCP checksum"
+            );
+            assert_eq!(out.len(), l2 + 40 + ip6.payload_length as usize);
+        }
+        other => panic!("wrong IP version: {other:?}"),
+    }
+    assert_eq!(
+        (header.source_port, header.destination_port),
+        (SERVER_PORT, CLIENT_PORT)
+    );
+    assert_eq!(
+        header.acknowledgment_number,
+        CLIENT_ISN.wrapping_add(1),
+        "the SYN consumed one number"
+    );
+    assert!(header.syn && header.ack && !header.rst && !header.fin);
+    let options: Vec<_> = header
+        .options_iterator()
+        .map(|o| o.unwrap())
+        .filter(|o| *o != TcpOptionElement::Noop)
+        .collect();
+    let tsval = options.iter().find_map(|o| match o {
+        TcpOptionElement::Timestamp(val, _) => Some(*val),
+        _ => None,
+    });
+    (header.sequence_number, tsval, options)
+}
+
+#[test]
+fn ipv4_syn_is_answered_with_a_byte_checked_cookie_syn_ack() {
+    let mut guard = guard();
+    let syn = syn_v4(0);
+    let (cookie, tsval, options) = syn_ack_for(&mut guard, &syn, 0, false);
+    assert_eq!(
+        options,
+        [
+            TcpOptionElement::MaximumSegmentSize(1460),
+            TcpOptionElement::SelectiveAcknowledgementPermitted,
+            TcpOptionElement::Timestamp(tsval.unwrap(), 0x1122_3344),
+            TcpOptionElement::WindowScale(7),
+        ]
+    );
+    // The cookie is ours: the host code validates it and recovers the client's options.
+    let decoded = cookie::check(
+        &keys(KEY_A, KEY_B),
+        &flow_of(&syn),
+        CLIENT_ISN,
+        cookie,
+        counter_now(),
+    )
+    .unwrap();
+    assert_eq!(
+        decoded,
+        CookieOptions {
+            mss: 1460,
+            window_scale: Some(7),
+            sack_permitted: true,
+            ecn: false
+        }
+    );
+    let counters = guard.counters().unwrap();
+    assert_eq!(counters.get(Counter::TxSynCookie), 1);
+    assert_eq!(counters.get(Counter::Transmitted), 1);
+}
+
+#[test]
+fn vlan_tagged_and_ipv6_syns_are_answered() {
+    let mut guard = guard();
+    for vlans in [1, 2] {
+        let syn = syn_v4(vlans);
+        let (cookie, _, _) = syn_ack_for(&mut guard, &syn, vlans, false);
+        assert!(
+            cookie::check(
+                &keys(KEY_A, KEY_B),
+                &flow_of(&syn),
+                CLIENT_ISN,
+                cookie,
+                counter_now()
+            )
+            .is_ok()
+        );
+    }
+    let syn = syn_v6();
+    let (cookie, _, options) = syn_ack_for(&mut guard, &syn, 0, true);
+    assert_eq!(options[0], TcpOptionElement::MaximumSegmentSize(1440));
+    assert!(
+        cookie::check(
+            &keys(KEY_A, KEY_B),
+            &flow_of(&syn),
+            CLIENT_ISN,
+            cookie,
+            counter_now()
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn options_ride_in_the_cookie_without_timestamps() {
+    let mut guard = guard();
+    // A Windows-like SYN: MSS, window scale, SACK, no timestamps.
+    let syn = {
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
+            .ipv4(CLIENT4, SERVER4, 128)
+            .tcp(CLIENT_PORT, SERVER_PORT, CLIENT_ISN, 64240)
+            .syn()
+            .options(&[
+                TcpOptionElement::MaximumSegmentSize(1400),
+                TcpOptionElement::Noop,
+                TcpOptionElement::WindowScale(8),
+                TcpOptionElement::Noop,
+                TcpOptionElement::Noop,
+                TcpOptionElement::SelectiveAcknowledgementPermitted,
+            ])
+            .unwrap()
+            .write(&mut out, &[])
+            .unwrap();
+        out
+    };
+    let (cookie, tsval, options) = syn_ack_for(&mut guard, &syn, 0, false);
+    assert_eq!(tsval, None);
+    assert_eq!(
+        options,
+        [
+            TcpOptionElement::MaximumSegmentSize(1460),
+            TcpOptionElement::SelectiveAcknowledgementPermitted,
+            TcpOptionElement::WindowScale(7),
+        ]
+    );
+    let decoded = cookie::check(
+        &keys(KEY_A, KEY_B),
+        &flow_of(&syn),
+        CLIENT_ISN,
+        cookie,
+        counter_now(),
+    )
+    .unwrap();
+    assert_eq!(
+        decoded,
+        CookieOptions {
+            mss: 1400,
+            window_scale: Some(8),
+            sack_permitted: true,
+            ecn: false
+        }
+    );
+}
+
+#[test]
+fn unprotected_destinations_pass_untouched() {
+    let mut guard = guard();
+    let mut syn = syn_v4(0);
+    syn[14 + 20 + 2..14 + 20 + 4].copy_from_slice(&81u16.to_be_bytes());
+    let outcome = guard.run(&syn).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Pass);
+    assert_eq!(outcome.output, syn);
+}
+
+#[test]
+fn a_valid_third_ack_hands_the_flow_to_the_controller_once() {
+    let mut guard = guard();
+    let syn = syn_v4(0);
+    let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn, 0, false);
+    let ack = ack_v4(
+        CLIENT_ISN.wrapping_add(1),
+        cookie.wrapping_add(1),
+        Some((0x1122_4000, tsval.unwrap())),
+    );
+    let outcome = guard.run(&ack).unwrap();
+    assert_eq!(
+        outcome.action().unwrap(),
+        Action::Drop,
+        "held until the flows stage forwards it"
+    );
+    assert_eq!(guard.counters().unwrap().get(Counter::CookieValid), 1);
+    let events = guard.handshakes().unwrap();
+    assert_eq!(events.len(), 1);
+    let event = events[0];
+    assert_eq!(event.flow, flow_of(&syn));
+    assert_eq!(
+        (event.entry.client_isn, event.entry.guard_isn),
+        (CLIENT_ISN, cookie)
+    );
+    let o = event.entry.options;
+    assert_eq!(
+        (o.mss, o.window_scale, o.sack_permitted, o.ecn, o.timestamps),
+        (1460, 7, 1, 0, 1)
+    );
+    assert_eq!((event.ts_val, event.ts_ecr), (0x1122_4000, tsval.unwrap()));
+    assert_eq!(guard.flow(&flow_of(&syn)).unwrap(), Some(event.entry));
+    // The same ACK again (a retransmission) belongs to a known flow: no second event.
+    guard.run(&ack).unwrap();
+    assert_eq!(
+        guard.counters().unwrap().get(Counter::DropAwaitingBackend),
+        1
+    );
+    assert!(guard.handshakes().unwrap().is_empty());
+}
+
+#[test]
+fn forged_stale_and_wrong_key_acks_are_dropped() {
+    let mut guard = guard();
+    let flow = flow_of(&syn_v4(0));
+    let options = CookieOptions {
+        mss: 1460,
+        window_scale: None,
+        sack_permitted: false,
+        ecn: false,
+    };
+    let now = counter_now();
+    let cases = [
+        // Current counter bits, so only the MAC can refuse it.
+        (
+            "forged",
+            (now & 3) << 30 | 0x1eed_1234,
+            Counter::DropCookieInvalid,
+        ),
+        (
+            "stale",
+            cookie::make(&KEY_A, &flow, CLIENT_ISN, now.wrapping_sub(2), &options),
+            Counter::DropCookieExpired,
+        ),
+        (
+            "wrong key",
+            cookie::make(&SipKey { k0: 99, k1: 98 }, &flow, CLIENT_ISN, now, &options),
+            Counter::DropCookieInvalid,
+        ),
+    ];
+    for (name, cookie, counter) in cases {
+        let before = guard.counters().unwrap().get(counter);
+        let outcome = guard
+            .run(&ack_v4(
+                CLIENT_ISN.wrapping_add(1),
+                cookie.wrapping_add(1),
+                None,
+            ))
+            .unwrap();
+        assert_eq!(outcome.action().unwrap(), Action::Drop, "{name}");
+        assert_eq!(guard.counters().unwrap().get(counter), before + 1, "{name}");
+    }
+    assert!(guard.handshakes().unwrap().is_empty());
+    assert_eq!(guard.flow(&flow).unwrap(), None);
+}
+
+#[test]
+fn cookies_survive_one_key_rotation_but_not_two() {
+    let mut guard = guard();
+    let syn = syn_v4(0);
+    let (cookie, _, _) = syn_ack_for(&mut guard, &syn, 0, false);
+    let ack = ack_v4(CLIENT_ISN.wrapping_add(1), cookie.wrapping_add(1), None);
+    let key_c = SipKey { k0: 31, k1: 32 };
+    guard
+        .set_keys(&keys(key_c, SipKey { k0: 41, k1: 42 }))
+        .unwrap();
+    guard.run(&ack).unwrap();
+    assert_eq!(
+        guard.counters().unwrap().get(Counter::DropCookieInvalid),
+        1,
+        "A rotated out twice"
+    );
+    guard.set_keys(&keys(key_c, KEY_A)).unwrap();
+    guard.run(&ack).unwrap();
+    assert_eq!(
+        guard.counters().unwrap().get(Counter::CookieValid),
+        1,
+        "A as the previous key"
+    );
+    let event = guard.handshakes().unwrap()[0];
+    assert_eq!(event.entry.options.window_scale, 7);
+    assert_ne!(event.entry.options.window_scale, NO_WINDOW_SCALE);
+}
+
+#[test]
+fn without_keys_syns_are_dropped_not_answered() {
+    privilege::require_xdp_privileges("the data-plane tests").unwrap();
+    let mut guard = DataPlane::load(synguard::object::GUARD_PROGRAM).unwrap();
+    guard
+        .configure(
+            &CookieKeys::default(),
+            &["198.19.1.2/32:80".parse().unwrap()],
+        )
+        .unwrap();
+    assert_eq!(
+        guard.run(&syn_v4(0)).unwrap().action().unwrap(),
+        Action::Drop
+    );
+    assert_eq!(guard.counters().unwrap().get(Counter::DropNoConfig), 1);
+}
+
+#[test]
+fn nonsense_flags_to_a_protected_service_are_dropped() {
+    let mut guard = guard();
+    for flags in [0x03u8, 0x06, 0x00, 0x29 /* FIN PSH URG */] {
+        let outcome = guard.run(&tcp_v4_with_flags(flags, SERVER_PORT)).unwrap();
+        assert_eq!(outcome.action().unwrap(), Action::Drop, "{flags:#x}");
+    }
+    assert_eq!(guard.counters().unwrap().get(Counter::DropBadTcpFlags), 4);
+}
