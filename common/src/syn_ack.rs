@@ -56,8 +56,8 @@ pub fn write_syn_ack(
     our_tsval: u32,
     out: &mut [u8; SYN_ACK_BUF_LEN],
 ) -> usize {
-    // The TCP checksum sums 40 bytes whatever the header length: the rest must be zero.
-    *out = [0; SYN_ACK_BUF_LEN];
+    // Every byte up to the returned length is written below (the buffer is scratch memory
+    // holding the previous reply): zeroing 128 bytes first would cost more than the reply.
     let (client_addr, server_addr) = (&flow.client, &flow.server);
     if flow.family == 4 {
         let tcp_len = write_tcp::<20>(
@@ -70,11 +70,20 @@ pub fn write_syn_ack(
             out,
         );
         let total = (20 + tcp_len) as u16;
-        out[0] = 0x45;
-        out[2..4].copy_from_slice(&total.to_be_bytes());
-        out[6] = 0x40; // don't fragment
-        out[8] = 64;
-        out[9] = IPPROTO_TCP;
+        out[..12].copy_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40, // don't fragment
+            0,
+            64,
+            IPPROTO_TCP,
+            0,
+            0,
+        ]);
         out[12..16].copy_from_slice(&server_addr[..4]);
         out[16..20].copy_from_slice(&client_addr[..4]);
         let mut header_sum = 0u64;
@@ -89,7 +98,7 @@ pub fn write_syn_ack(
         server4.copy_from_slice(&server_addr[..4]);
         client4.copy_from_slice(&client_addr[..4]);
         let pseudo = checksum::pseudo_header_v4(&server4, &client4, IPPROTO_TCP, tcp_len as u16);
-        finish_tcp_checksum::<20>(pseudo, out);
+        finish_tcp_checksum::<20>(pseudo, tcp_len, out);
         total as usize
     } else {
         let tcp_len = write_tcp::<40>(
@@ -115,7 +124,7 @@ pub fn write_syn_ack(
         out[24..40].copy_from_slice(client_addr);
         let pseudo =
             checksum::pseudo_header_v6(server_addr, client_addr, IPPROTO_TCP, tcp_len as u16);
-        finish_tcp_checksum::<40>(pseudo, out);
+        finish_tcp_checksum::<40>(pseudo, tcp_len, out);
         40 + tcp_len
     }
 }
@@ -179,15 +188,17 @@ fn write_tcp<const AT: usize>(
     out[AT + 12] = ((len / 4) as u8) << 4;
     out[AT + 13] = flags;
     out[AT + 14..AT + 16].copy_from_slice(&settings.window.to_be_bytes());
+    out[AT + 16..AT + 20].copy_from_slice(&[0; 4]); // checksum (filled later), urgent pointer
     len
 }
 
-/// Sums the TCP header at `AT` (zero-padded to 40 bytes) with the pseudo-header.
+/// Sums the `len`-byte TCP header at `AT` (a multiple of 4, at most 40) with the
+/// pseudo-header and stores the checksum.
 #[inline(always)]
-fn finish_tcp_checksum<const AT: usize>(pseudo: u64, out: &mut [u8; SYN_ACK_BUF_LEN]) {
+fn finish_tcp_checksum<const AT: usize>(pseudo: u64, len: usize, out: &mut [u8; SYN_ACK_BUF_LEN]) {
     let mut sum = pseudo;
     let mut i = AT;
-    while i < AT + 40 {
+    while i < AT + (len & 63) && i < AT + 40 {
         sum += u16::from_be_bytes([out[i], out[i + 1]]) as u64;
         i += 2;
     }

@@ -99,20 +99,23 @@ pub enum ProtectedStep {
     AnswerWithCookie,
     /// An ACK of no known flow: it must echo a valid cookie.
     CheckCookie,
-    /// A segment of a flow the guard already validated. Forwarding validated flows to the
-    /// server is the flows stage; until then they end here.
+    /// A (non-SYN) segment of a flow the guard already validated. Forwarding validated flows
+    /// to the server is the flows stage; until then they end here.
     AwaitBackend,
     /// Anything else (RST, FIN without a flow ...): handed to the kernel for now; the flows
     /// stage judges them against the flow table.
     Pass,
 }
 
+/// `known_flow` is asked only for segments other than SYNs: a SYN is answered with a cookie
+/// whatever came before on its 4-tuple (it may open a new connection on a reused tuple), so
+/// the SYN path needs no flow lookup.
 #[inline(always)]
-pub fn protected_step(flags: TcpFlags, known_flow: bool) -> ProtectedStep {
-    if known_flow {
-        ProtectedStep::AwaitBackend
-    } else if flags.has(TcpFlags::SYN) && !flags.has(TcpFlags::ACK) {
+pub fn protected_step(flags: TcpFlags, known_flow: impl FnOnce() -> bool) -> ProtectedStep {
+    if flags.has(TcpFlags::SYN) && !flags.has(TcpFlags::ACK) {
         ProtectedStep::AnswerWithCookie
+    } else if known_flow() {
+        ProtectedStep::AwaitBackend
     } else if flags.has(TcpFlags::ACK) && flags.0 & (TcpFlags::SYN | TcpFlags::RST) == 0 {
         ProtectedStep::CheckCookie
     } else {
@@ -257,7 +260,7 @@ mod tests {
     fn protected_steps() {
         use ProtectedStep::*;
         use TcpFlags as F;
-        let step = |flags: u8, known: bool| protected_step(TcpFlags(flags), known);
+        let step = |flags: u8, known: bool| protected_step(TcpFlags(flags), || known);
         assert_eq!(step(F::SYN, false), AnswerWithCookie);
         assert_eq!(step(F::SYN | F::ECE | F::CWR, false), AnswerWithCookie);
         assert_eq!(step(F::ACK, false), CheckCookie);
@@ -266,9 +269,14 @@ mod tests {
         assert_eq!(step(F::RST, false), Pass);
         assert_eq!(step(F::RST | F::ACK, false), Pass);
         assert_eq!(step(F::SYN | F::ACK, false), Pass);
-        for flags in [F::SYN, F::ACK, F::FIN | F::ACK, F::RST] {
+        for flags in [F::ACK, F::FIN | F::ACK, F::RST] {
             assert_eq!(step(flags, true), AwaitBackend);
         }
+        assert_eq!(
+            step(F::SYN, true),
+            AnswerWithCookie,
+            "a reused tuple opens anew"
+        );
     }
 
     #[test]

@@ -10,8 +10,11 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 /// The guard program's name in the object.
 pub const GUARD_PROGRAM: &str = "synguard";
-/// The program the lab attaches to peer veths (see the lab in xtask).
+/// The program the lab attaches to peer veths (see the lab in xtask); also the benchmark's
+/// measure of what BPF_PROG_TEST_RUN itself costs.
 pub const PEER_PASS_PROGRAM: &str = "lab_peer_pass";
+/// The benchmark floor: swap addresses and ports, XDP_TX.
+pub const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
 
 /// Loads the object (maps created, programs not yet verified). The in-kernel log level is fixed
 /// at load time, so disabled log statements cost nothing per packet.

@@ -123,6 +123,16 @@ impl DataPlane {
         })
     }
 
+    /// Runs the program once on `frame` and returns the kernel's time for that run, in ns
+    /// (the run alone, not the syscall; BPF_PROG_TEST_RUN's own per-run work included).
+    pub fn time_once(&mut self, frame: &[u8]) -> Result<u64> {
+        let result = self.program()?.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::new()
+        })?;
+        Ok(result.duration.as_nanos() as u64)
+    }
+
     /// The counters, summed over CPUs.
     pub fn counters(&self) -> Result<CounterBlock> {
         Ok(stats::read(&self.counters)?.total)

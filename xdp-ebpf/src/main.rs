@@ -130,7 +130,7 @@ fn is_protected(addrs: &IpAddrs, port: u16) -> bool {
 
 #[inline(always)]
 fn guard_tcp(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
-    let known = FLOWS.get_ptr(&guarded.flow).is_some();
+    let known = || FLOWS.get_ptr(&guarded.flow).is_some();
     match protected_step(guarded.tcp.flags, known) {
         ProtectedStep::AnswerWithCookie => syn_cookie::answer_syn(ctx, guarded),
         ProtectedStep::CheckCookie => syn_cookie::check_ack(guarded),

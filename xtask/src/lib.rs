@@ -1,6 +1,7 @@
 //! Developer and lab tooling for synguard: bootstrap, build, lab, test, demo.
 //! The library part is what the lab tests (tests/lab.rs) share with the commands.
 
+pub mod bench;
 pub mod bootstrap;
 pub mod build;
 pub mod cmd;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use xtask::{
-    bootstrap,
+    bench, bootstrap,
     build::{self, Profile},
     demo,
     lab::{self, Lab},
@@ -38,6 +38,11 @@ enum Task {
     },
     /// Bootstrap, build, lab up, attach, show traffic passing and counters, lab down.
     Demo,
+    /// Run benchmarks (all by default) and write their results under results/.
+    Bench {
+        #[arg(value_enum)]
+        which: Vec<bench::Bench>,
+    },
     /// Lab plumbing: the HTTP server run inside the server namespace.
     #[command(hide = true)]
     LabHttpServer {
@@ -83,6 +88,7 @@ fn run(task: Task) -> Result<()> {
         Task::Lab { action } => lab_command(action, &xtask),
         Task::Test { tier } => test::run(&tier),
         Task::Demo => demo::run(&xtask),
+        Task::Bench { which } => bench::run(&which),
         Task::LabHttpServer { listen } => lab_server::serve(&listen),
     }
 }

@@ -74,6 +74,8 @@ pub fn run(tiers: &[Tier]) -> Result<()> {
                     "synguard",
                     "--test",
                     "dataplane",
+                    "--test",
+                    "syn_cookies",
                 ]))?;
             }
             Tier::Lab => {

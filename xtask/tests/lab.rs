@@ -111,9 +111,27 @@ impl Guard {
         self.lines
             .lock()
             .unwrap()
-            .last()
+            .iter()
+            .rev()
+            .find(|line| line["type"] == "counters")
             .and_then(|line| line["total"][counter].as_u64())
             .unwrap_or(0)
+    }
+
+    /// The handshake event for a client port, once it arrived.
+    fn handshake(&self, client_port: u16) -> Option<Value> {
+        let suffix = format!(":{client_port}");
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|line| {
+                line["type"] == "handshake"
+                    && line["client"]
+                        .as_str()
+                        .is_some_and(|c| c.ends_with(&suffix))
+            })
+            .cloned()
     }
 
     /// `signal`, then the exit status and everything synguard wrote to stderr.
@@ -321,4 +339,134 @@ fn without_root_privileges_run_refuses_with_a_hint() {
         "{stderr}"
     );
     assert!(!lab.has_xdp(Host::Guard, GUARD_CLIENT_IFACE).unwrap());
+}
+
+/// The options of the first SYN tcpdump prints: (source port, mss, wscale, sackOK, TS).
+fn syn_options(tcpdump_line: &str) -> (u16, Option<u64>, Option<u64>, bool, bool) {
+    // e.g. "198.18.1.2.40000 > 198.19.1.2.80: Flags [S], seq 1, win 64240, options
+    //       [mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7], length 0"
+    let source = tcpdump_line
+        .split(" > ")
+        .next()
+        .unwrap()
+        .rsplit('.')
+        .next()
+        .unwrap();
+    let options = tcpdump_line
+        .split("options [")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or("");
+    let value = |name: &str| {
+        options
+            .split(',')
+            .find_map(|o| o.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    (
+        source.trim().parse().unwrap(),
+        value("mss "),
+        value("wscale "),
+        options.contains("sackOK"),
+        options.contains("TS val"),
+    )
+}
+
+#[test]
+fn a_real_linux_client_completes_the_handshake_with_our_cookie() {
+    let lab = new_lab();
+    let protect = format!("{SERVER_ADDR}/32:80");
+    let guard = Guard::start(&lab, "native", &["--protect", &protect]);
+    // Linux defaults, then no timestamps (options ride in the cookie alone), then nothing
+    // but the MSS.
+    let variants: [&[&str]; 3] = [
+        &[],
+        &["net.ipv4.tcp_timestamps=0"],
+        &[
+            "net.ipv4.tcp_timestamps=0",
+            "net.ipv4.tcp_sack=0",
+            "net.ipv4.tcp_window_scaling=0",
+        ],
+    ];
+    for (round, sysctls) in variants.iter().enumerate() {
+        for sysctl in *sysctls {
+            cmd::output(&mut lab.exec(Host::Client, "sysctl", ["-qw", sysctl])).unwrap();
+        }
+        // Capture the client's own SYN as it leaves, to know its real options.
+        let mut capture = lab
+            .exec(
+                Host::Client,
+                "tcpdump",
+                [
+                    "-i",
+                    lab::PEER_IFACE,
+                    "-n",
+                    "-v",
+                    "-l",
+                    "-c",
+                    "1",
+                    "tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn",
+                ],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut capture_err = BufReader::new(capture.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("listening on") {
+            line.clear();
+            assert!(
+                capture_err.read_line(&mut line).unwrap() > 0,
+                "tcpdump quit: {line}"
+            );
+        }
+        // bash's /dev/tcp: connect() returns once the kernel accepted our SYN-ACK and acked it.
+        let connect = lab
+            .exec(
+                Host::Client,
+                "timeout",
+                [
+                    "5",
+                    "bash",
+                    "-c",
+                    &format!("exec 3<>/dev/tcp/{SERVER_ADDR}/80"),
+                ],
+            )
+            .output()
+            .unwrap();
+        assert!(
+            connect.status.success(),
+            "round {round}: connect failed: {connect:?}"
+        );
+        let printed = capture.wait_with_output().unwrap();
+        let printed = String::from_utf8_lossy(&printed.stdout).replace('\n', " ");
+        let (port, mss, wscale, sack, ts) = syn_options(&printed);
+        assert_eq!(ts, round == 0, "round {round}: {printed}");
+        wait_for("the handshake event", Duration::from_secs(10), || {
+            guard.handshake(port).is_some()
+        });
+        let event = guard.handshake(port).unwrap();
+        assert_eq!(
+            event["mss"].as_u64(),
+            mss,
+            "round {round}: {event} vs {printed}"
+        );
+        assert_eq!(
+            event["window_scale"].as_u64(),
+            wscale,
+            "round {round}: {event} vs {printed}"
+        );
+        assert_eq!(
+            event["sack_permitted"].as_bool(),
+            Some(sack),
+            "round {round}"
+        );
+        assert_eq!(event["timestamps"].as_bool(), Some(ts), "round {round}");
+        assert_eq!(event["server"], format!("{SERVER_ADDR}:80"));
+    }
+    assert_eq!(guard.total("tx_syn_cookie"), 3);
+    assert_eq!(guard.total("cookie_valid"), 3);
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
 }

@@ -1,0 +1,138 @@
+//! `cargo xtask bench xdp`: the XDP paths timed through BPF_PROG_TEST_RUN, in one run.
+//!
+//! Every path runs once per call (a SYN is rewritten into a SYN-ACK, so a repeated run would
+//! time another path), many calls per sample, the median of the samples reported:
+//! - pass:   a do-nothing program: what BPF_PROG_TEST_RUN itself costs per run;
+//! - floor:  swaps MACs, addresses and ports and returns XDP_TX: the least a reply can cost;
+//! - through: a SYN to an unprotected port: parse, classify, protected-service lookup, pass;
+//! - syn:    a SYN to a protected service answered with a cookie SYN-ACK (XDP_TX);
+//! - ack:    a third ACK whose cookie validates (ring-buffer event and flow entry);
+//! - forged: an ACK with a forged cookie, dropped (both keys tried).
+//!
+//! Ratios are to the floor, raw and with the harness cost (pass) taken off both sides.
+
+use std::io::Write;
+
+use anyhow::Result;
+use synguard::{guard_config::ProtectedService, object, privilege, prog_test_run::DataPlane};
+use synguard_common::{
+    cookie::{self, CookieKeys, CookieOptions, FlowKey},
+    siphash::SipKey,
+    test_frames::{CLIENT_ISN, ack_v4, syn_v4},
+};
+
+const SAMPLES: usize = 15;
+const CALLS_PER_SAMPLE: usize = 1000;
+const KEYS: CookieKeys = CookieKeys {
+    current: SipKey { k0: 1, k1: 2 },
+    previous: SipKey { k0: 3, k1: 4 },
+};
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+/// Median over samples of the mean ns per run; `frame_for(i)` gives the i-th call's frame.
+fn measure(plane: &mut DataPlane, frame_for: impl Fn(usize) -> Vec<u8>) -> Result<f64> {
+    let frames: Vec<Vec<u8>> = (0..SAMPLES * CALLS_PER_SAMPLE).map(frame_for).collect();
+    let mut samples = Vec::new();
+    for sample in frames.chunks(CALLS_PER_SAMPLE) {
+        let mut total = 0u64;
+        for frame in sample {
+            total += plane.time_once(frame)?;
+        }
+        samples.push(total as f64 / CALLS_PER_SAMPLE as f64);
+        // Keep the event ring from filling: a full ring would time the cheaper lost-event path.
+        plane.handshakes()?;
+    }
+    Ok(median(samples))
+}
+
+fn counter_now() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) };
+    cookie::counter_at(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// A third ACK from client port `port` echoing a valid cookie.
+fn valid_ack(port: u16, counter: u32) -> Vec<u8> {
+    let mut frame = ack_v4(CLIENT_ISN.wrapping_add(1), 0, None);
+    frame[34..36].copy_from_slice(&port.to_be_bytes());
+    let parsed = synguard_common::parse::parse_frame(&frame[..]).unwrap();
+    let synguard_common::parse::L3::Ip(packet) = parsed.l3 else {
+        unreachable!()
+    };
+    let synguard_common::parse::Transport::Tcp(tcp) = packet.transport else {
+        unreachable!()
+    };
+    let flow = FlowKey::from_client_segment(&packet.addrs, &tcp);
+    let cookie = cookie::make(
+        &KEYS.current,
+        &flow,
+        CLIENT_ISN,
+        counter,
+        &CookieOptions::default(),
+    );
+    frame[42..46].copy_from_slice(&cookie.wrapping_add(1).to_be_bytes());
+    frame
+}
+
+fn main() -> Result<()> {
+    privilege::require_xdp_privileges("the XDP benchmark")?;
+    let protected: ProtectedService = "198.19.1.0/24:80".parse()?;
+    let mut pass = DataPlane::load(object::PEER_PASS_PROGRAM)?;
+    let mut floor = DataPlane::load(object::BENCH_FLOOR_PROGRAM)?;
+    let mut guard = DataPlane::load(object::GUARD_PROGRAM)?;
+    guard.configure(&KEYS, std::slice::from_ref(&protected))?;
+
+    let syn = syn_v4(0);
+    let mut unprotected = syn.clone();
+    unprotected[36..38].copy_from_slice(&81u16.to_be_bytes());
+    let forged = ack_v4(
+        CLIENT_ISN.wrapping_add(1),
+        (counter_now() & 3) << 30 | 0x1234_5677,
+        None,
+    );
+    let counter = counter_now();
+    let rows = [
+        ("pass", measure(&mut pass, |_| syn.clone())?),
+        ("floor", measure(&mut floor, |_| syn.clone())?),
+        ("through", measure(&mut guard, |_| unprotected.clone())?),
+        ("syn", measure(&mut guard, |_| syn.clone())?),
+        (
+            "ack",
+            measure(&mut guard, |i| valid_ack(1024 + i as u16, counter))?,
+        ),
+        ("forged", measure(&mut guard, |_| forged.clone())?),
+    ];
+    let harness = rows[0].1;
+    let floor_ns = rows[1].1;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "XDP paths, BPF_PROG_TEST_RUN, median of {SAMPLES} samples x {CALLS_PER_SAMPLE} runs"
+    )?;
+    writeln!(
+        out,
+        "{:<8} {:>10} {:>12} {:>22}",
+        "path", "ns/packet", "vs floor", "vs floor, net of pass"
+    )?;
+    let mut json = Vec::new();
+    for (name, ns) in rows {
+        let raw = ns / floor_ns;
+        let net = (ns - harness) / (floor_ns - harness).max(1.0);
+        writeln!(out, "{name:<8} {ns:>10.1} {raw:>11.2}x {net:>21.2}x")?;
+        json.push(serde_json::json!({"path": name, "ns_per_packet": ns, "ratio_to_floor": raw, "net_ratio_to_floor": net}));
+    }
+    let results = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../results");
+    std::fs::create_dir_all(&results)?;
+    let path = results.join("bench-xdp.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    writeln!(out, "written to {}", path.display())?;
+    Ok(())
+}
