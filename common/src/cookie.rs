@@ -4,15 +4,17 @@
 //! # Layout (32 bits, the one place it is defined)
 //!
 //! ```text
-//!  31 30 | 29 28 27 | 26 25 24 23 | 22   | 21  | 20 ........................ 0
-//!  count |  MSS idx | window scale | SACK | ECN | MAC: SipHash-2-4, 21 low bits
+//!  31 30 | 29 28 27 | 26 25 24 23 | 22   | 21  | 20    | 19 .................... 0
+//!  count |  MSS idx | window scale | SACK | ECN | phase | MAC: SipHash-1-3, 20 low bits
 //! ```
 //! - `count`: the low 2 bits of the time counter (TAI seconds / 64) when the cookie was made.
 //!   A cookie is valid during its counter and the next one (64 to 128 s), like Linux's.
 //! - `MSS idx`: index of the largest [`MSS_TABLE`] entry not above the client's MSS.
 //! - `window scale`: the client's shift (0..=14), or 15 when it sent no window-scale option.
 //! - `SACK`, `ECN`: the client sent SACK-permitted; the client asked for ECN (ECE+CWR).
-//! - MAC: SipHash-2-4 keyed with a 128-bit secret over the 4-tuple, the client's ISN, the full
+//! - `phase`: which of the two live keys made the cookie (the rotation epoch's parity), so a
+//!   check computes one MAC, under that key, never two.
+//! - MAC: SipHash-1-3 keyed with a 128-bit secret over the 4-tuple, the client's ISN, the full
 //!   counter and the 9 option bits, so none of them can be altered without detection.
 //!
 //! The options ride in the cookie whether or not the client uses timestamps (Windows sends
@@ -20,22 +22,23 @@
 //!
 //! # Forgery bound
 //!
-//! For one 4-tuple and client ISN, each of the 2 accepted counters and 2^9 option patterns has
-//! exactly one accepted MAC per key; with the current and the previous key both accepted, at
-//! most 2 * 2^9 * 2 = 2^11 of the 2^32 ACK numbers pass: a blind guess succeeds with
-//! probability at most 2^-21 (4.8e-7). Linux's cookies, which carry only 2 bits of MSS, bound
-//! it near 2^-29 but lose window scale and SACK for clients without timestamps.
+//! For one 4-tuple and client ISN, each of the 2 accepted counters, 2^9 option patterns and 2
+//! phases (keys) has exactly one accepted MAC: at most 2 * 2^9 * 2 = 2^11 of the 2^32 ACK
+//! numbers pass, so a blind guess succeeds with probability at most 2^-21 (4.8e-7). (The phase
+//! bit costs no security: it takes a MAC bit but halves the keys a guess can match.) Linux's
+//! cookies, which carry only 2 bits of MSS, bound it near 2^-29 but lose window scale and SACK
+//! for clients without timestamps.
 //!
 //! # Keys
 //!
-//! [`CookieKeys`] holds the current and the previous key; cookies are made with the current
-//! one and accepted under both, so handshakes in flight survive a rotation. Keys derive from a
+//! [`CookieKeys`] holds the two live keys by phase: cookies are made with the current one and
+//! accepted under both, so handshakes in flight survive a rotation. Keys derive from a
 //! master secret and the rotation epoch ([`epoch_key`]), so guards sharing a master secret and
 //! a clock issue interchangeable cookies (several guards behind ECMP).
 
 use crate::{
     parse::{IpAddrs, TcpFlags, TcpSegment},
-    siphash::{SipKey, siphash24},
+    siphash::{SipKey, siphash13, siphash24},
 };
 
 /// MSS values a cookie can carry (3 bits): common path MTUs minus headers.
@@ -46,17 +49,48 @@ pub const COUNTER_PERIOD_SECS: u64 = 64;
 const NO_WINDOW_SCALE: u32 = 15;
 /// RFC 7323 section 2.3: shifts above 14 are treated as 14.
 pub const MAX_WINDOW_SCALE: u8 = 14;
-const MAC_BITS: u32 = 21;
+const MAC_BITS: u32 = 20;
 const MAC_MASK: u32 = (1 << MAC_BITS) - 1;
-const OPTION_BITS_SHIFT: u32 = MAC_BITS;
+const PHASE_SHIFT: u32 = MAC_BITS;
+const OPTION_BITS_SHIFT: u32 = 21;
 const COUNTER_SHIFT: u32 = 30;
 
-/// The current and the previous cookie key (a map value written by the controller).
+/// The two live cookie keys, indexed by phase, and the current phase (a map value written by
+/// the controller). The other phase holds the previous key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct CookieKeys {
-    pub current: SipKey,
-    pub previous: SipKey,
+    pub by_phase: [SipKey; 2],
+    /// 0 or 1.
+    pub current_phase: u32,
+    pub _pad: u32,
+}
+
+impl CookieKeys {
+    /// `current` in `phase`, `previous` in the other one.
+    pub const fn new(current: SipKey, previous: SipKey, phase: u32) -> Self {
+        let phase = phase & 1;
+        let mut by_phase = [previous; 2];
+        by_phase[phase as usize] = current;
+        Self {
+            by_phase,
+            current_phase: phase,
+            _pad: 0,
+        }
+    }
+
+    /// Whether the data plane has keys at all (the controller writes them at start).
+    #[inline(always)]
+    pub fn is_set(&self) -> bool {
+        self.by_phase[0] != SipKey::default() || self.by_phase[1] != SipKey::default()
+    }
+
+    /// The key cookies are made with now, and its phase.
+    #[inline(always)]
+    pub fn current(&self) -> (&SipKey, u32) {
+        let phase = self.current_phase & 1;
+        (&self.by_phase[phase as usize], phase)
+    }
 }
 
 /// The key for rotation epoch `epoch`, derived from the master secret (SipHash as a PRF).
@@ -144,9 +178,9 @@ impl FlowKey {
                     self.server[3],
                 ]) as u64)
                     << 32;
-            siphash24(key, &[addrs, ports_isn, counter_options])
+            siphash13(key, &[addrs, ports_isn, counter_options])
         } else {
-            siphash24(
+            siphash13(
                 key,
                 &[
                     word(&self.client, 0),
@@ -235,10 +269,12 @@ fn mss_index(mss: u16) -> u8 {
     index
 }
 
-/// The cookie for a SYN of `flow` with ISN `client_isn`, made at `counter`.
+/// The cookie for a SYN of `flow` with ISN `client_isn`, made at `counter` with `key`, the
+/// key of `phase`.
 #[inline(always)]
 pub fn make(
     key: &SipKey,
+    phase: u32,
     flow: &FlowKey,
     client_isn: u32,
     counter: u32,
@@ -247,6 +283,7 @@ pub fn make(
     let bits = options.encode();
     (counter & 3) << COUNTER_SHIFT
         | bits << OPTION_BITS_SHIFT
+        | (phase & 1) << PHASE_SHIFT
         | flow.mac(key, client_isn, counter, bits)
 }
 
@@ -255,7 +292,7 @@ pub fn make(
 pub enum CookieError {
     /// Made more than one counter ago (or in the future).
     Expired,
-    /// The MAC matches under neither key.
+    /// The MAC does not match under the key of the cookie's phase.
     Invalid,
 }
 
@@ -275,10 +312,8 @@ pub fn check(
     }
     let counter = now.wrapping_sub(age);
     let bits = (cookie >> OPTION_BITS_SHIFT) & 0x1ff;
-    let mac = cookie & MAC_MASK;
-    if flow.mac(&keys.current, client_isn, counter, bits) == mac
-        || flow.mac(&keys.previous, client_isn, counter, bits) == mac
-    {
+    let key = &keys.by_phase[((cookie >> PHASE_SHIFT) & 1) as usize];
+    if flow.mac(key, client_isn, counter, bits) == cookie & MAC_MASK {
         Ok(CookieOptions::decode(bits))
     } else {
         Err(CookieError::Invalid)

@@ -19,8 +19,9 @@ const KEY_A: SipKey = SipKey {
 const KEY_B: SipKey = SipKey { k0: 1, k1: 2 };
 const KEY_C: SipKey = SipKey { k0: 3, k1: 4 };
 
+/// `current` live in phase 0, `previous` in phase 1.
 fn keys(current: SipKey, previous: SipKey) -> CookieKeys {
-    CookieKeys { current, previous }
+    CookieKeys::new(current, previous, 0)
 }
 
 fn flow_strategy() -> impl Strategy<Value = FlowKey> {
@@ -68,7 +69,7 @@ proptest! {
         flow in flow_strategy(), isn in any::<u32>(), counter in any::<u32>(),
         options in options_strategy(),
     ) {
-        let cookie = make(&KEY_A, &flow, isn, counter, &options);
+        let cookie = make(&KEY_A, 0, &flow, isn, counter, &options);
         let keys = keys(KEY_A, KEY_B);
         prop_assert_eq!(check(&keys, &flow, isn, cookie, counter), Ok(options));
         prop_assert_eq!(check(&keys, &flow, isn, cookie, counter.wrapping_add(1)), Ok(options));
@@ -81,7 +82,7 @@ proptest! {
         flow in flow_strategy(), isn in any::<u32>(), counter in any::<u32>(),
         options in options_strategy(), field in 0usize..6, flip in 1u8..=255, at in 0usize..16,
     ) {
-        let cookie = make(&KEY_A, &flow, isn, counter, &options);
+        let cookie = make(&KEY_A, 0, &flow, isn, counter, &options);
         let mut other = flow;
         let mut other_isn = isn;
         match field {
@@ -96,11 +97,21 @@ proptest! {
     }
 
     #[test]
+    fn the_phase_bit_selects_the_key(
+        flow in flow_strategy(), isn in any::<u32>(), counter in any::<u32>(),
+        options in options_strategy(),
+    ) {
+        let cookie = make(&KEY_B, 1, &flow, isn, counter, &options);
+        prop_assert!(check(&keys(KEY_A, KEY_B), &flow, isn, cookie, counter).is_ok());
+        prop_assert_eq!(check(&keys(KEY_A, KEY_B), &flow, isn, cookie ^ (1 << 20), counter), Err(CookieError::Invalid));
+    }
+
+    #[test]
     fn altered_option_bits_fail(
         flow in flow_strategy(), isn in any::<u32>(), counter in any::<u32>(),
         options in options_strategy(), bit in 21u32..30,
     ) {
-        let cookie = make(&KEY_A, &flow, isn, counter, &options) ^ (1 << bit);
+        let cookie = make(&KEY_A, 0, &flow, isn, counter, &options) ^ (1 << bit);
         prop_assert_eq!(check(&keys(KEY_A, KEY_A), &flow, isn, cookie, counter), Err(CookieError::Invalid));
     }
 }
@@ -118,12 +129,12 @@ fn flow() -> FlowKey {
 #[test]
 fn previous_key_cookies_pass_until_rotated_out() {
     let options = CookieOptions::default();
-    let cookie = make(&KEY_A, &flow(), 7, 100, &options);
-    // Rotation 1: A becomes the previous key.
-    assert!(check(&keys(KEY_B, KEY_A), &flow(), 7, cookie, 100).is_ok());
-    // Rotation 2: A is gone.
+    let cookie = make(&KEY_A, 0, &flow(), 7, 100, &options);
+    // Rotation 1: B becomes current in phase 1; A, previous, stays in phase 0.
+    assert!(check(&CookieKeys::new(KEY_B, KEY_A, 1), &flow(), 7, cookie, 100).is_ok());
+    // Rotation 2: C takes phase 0; A is gone.
     assert_eq!(
-        check(&keys(KEY_C, KEY_B), &flow(), 7, cookie, 100),
+        check(&CookieKeys::new(KEY_C, KEY_B, 0), &flow(), 7, cookie, 100),
         Err(CookieError::Invalid)
     );
 }
@@ -138,7 +149,7 @@ fn guards_sharing_a_master_secret_issue_interchangeable_cookies() {
         epoch_key(&master, 42),
         epoch_key(&SipKey::from_bytes(*b"another secret!!"), 42)
     );
-    let cookie = make(&box_a, &flow(), 1, 5, &CookieOptions::default());
+    let cookie = make(&box_a, 0, &flow(), 1, 5, &CookieOptions::default());
     assert!(check(&keys(box_b, box_b), &flow(), 1, cookie, 5).is_ok());
 }
 

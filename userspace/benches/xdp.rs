@@ -23,10 +23,7 @@ use synguard_common::{
 
 const SAMPLES: usize = 15;
 const CALLS_PER_SAMPLE: usize = 1000;
-const KEYS: CookieKeys = CookieKeys {
-    current: SipKey { k0: 1, k1: 2 },
-    previous: SipKey { k0: 3, k1: 4 },
-};
+const KEYS: CookieKeys = CookieKeys::new(SipKey { k0: 1, k1: 2 }, SipKey { k0: 3, k1: 4 }, 0);
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
@@ -71,8 +68,10 @@ fn valid_ack(port: u16, counter: u32) -> Vec<u8> {
         unreachable!()
     };
     let flow = FlowKey::from_client_segment(&packet.addrs, &tcp);
+    let (key, phase) = KEYS.current();
     let cookie = cookie::make(
-        &KEYS.current,
+        key,
+        phase,
         &flow,
         CLIENT_ISN,
         counter,

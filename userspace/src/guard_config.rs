@@ -177,10 +177,11 @@ impl CookieSecret {
     /// the secret and a clock agree on them.
     pub fn keys_at(&self, unix_secs: u64, rotation_secs: u64) -> (u64, CookieKeys) {
         let epoch = unix_secs / rotation_secs;
-        let keys = CookieKeys {
-            current: epoch_key(&self.0, epoch),
-            previous: epoch_key(&self.0, epoch.wrapping_sub(1)),
-        };
+        let keys = CookieKeys::new(
+            epoch_key(&self.0, epoch),
+            epoch_key(&self.0, epoch.wrapping_sub(1)),
+            (epoch & 1) as u32,
+        );
         (epoch, keys)
     }
 }
@@ -252,9 +253,11 @@ mod tests {
         let (epoch, keys) = a.keys_at(1000, 300);
         let (next_epoch, next) = a.keys_at(1200, 300);
         assert_eq!((epoch, next_epoch), (3, 4));
+        assert_eq!(next.current_phase, keys.current_phase ^ 1);
         assert_eq!(
-            next.previous, keys.current,
-            "rotation keeps the last key as previous"
+            next.by_phase[keys.current_phase as usize],
+            *keys.current().0,
+            "rotation keeps the last key, as the previous one"
         );
         for bad in ["0011", "zz112233445566778899aabbccddeeff", ""] {
             let error = CookieSecret::from_hex(bad).err().unwrap().to_string();

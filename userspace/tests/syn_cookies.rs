@@ -17,8 +17,9 @@ use synguard_common::{
 const KEY_A: SipKey = SipKey { k0: 11, k1: 12 };
 const KEY_B: SipKey = SipKey { k0: 21, k1: 22 };
 
+/// `current` live in phase 0, `previous` in phase 1.
 fn keys(current: SipKey, previous: SipKey) -> CookieKeys {
-    CookieKeys { current, previous }
+    CookieKeys::new(current, previous, 0)
 }
 
 fn guard() -> DataPlane {
@@ -322,12 +323,19 @@ fn forged_stale_and_wrong_key_acks_are_dropped() {
         ),
         (
             "stale",
-            cookie::make(&KEY_A, &flow, CLIENT_ISN, now.wrapping_sub(2), &options),
+            cookie::make(&KEY_A, 0, &flow, CLIENT_ISN, now.wrapping_sub(2), &options),
             Counter::DropCookieExpired,
         ),
         (
             "wrong key",
-            cookie::make(&SipKey { k0: 99, k1: 98 }, &flow, CLIENT_ISN, now, &options),
+            cookie::make(
+                &SipKey { k0: 99, k1: 98 },
+                0,
+                &flow,
+                CLIENT_ISN,
+                now,
+                &options,
+            ),
             Counter::DropCookieInvalid,
         ),
     ];
@@ -363,7 +371,8 @@ fn cookies_survive_one_key_rotation_but_not_two() {
         1,
         "A rotated out twice"
     );
-    guard.set_keys(&keys(key_c, KEY_A)).unwrap();
+    // C current in phase 1, A previous in phase 0 (where the cookie was made).
+    guard.set_keys(&CookieKeys::new(key_c, KEY_A, 1)).unwrap();
     guard.run(&ack).unwrap();
     assert_eq!(
         guard.counters().unwrap().get(Counter::CookieValid),

@@ -42,18 +42,13 @@ pub fn answer_syn(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     };
     // SAFETY: per-CPU entry, used only during this run of the program.
     let reply = unsafe { &mut *reply };
-    if keys.current == Default::default() {
+    if !keys.is_set() {
         return verdict(Action::Drop, Counter::DropNoConfig);
     }
     let now = now_tai_ns();
     let options = CookieOptions::from_syn(syn, flow.family == 6);
-    let cookie = cookie::make(
-        &keys.current,
-        flow,
-        syn.seq,
-        cookie::counter_at(now),
-        &options,
-    );
+    let (key, phase) = keys.current();
+    let cookie = cookie::make(key, phase, flow, syn.seq, cookie::counter_at(now), &options);
     // Our TSval: a millisecond clock (RFC 7323 section 5.4 asks only for monotony).
     let tsval = (now / 1_000_000) as u32;
     let len = write_syn_ack(flow, syn, cookie, &options, settings, tsval, reply);
