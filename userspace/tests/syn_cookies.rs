@@ -410,3 +410,68 @@ fn nonsense_flags_to_a_protected_service_are_dropped() {
     }
     assert_eq!(guard.counters().unwrap().get(Counter::DropBadTcpFlags), 4);
 }
+
+/// Corrupted SYNs and ACKs against a guard with protected services: no XDP_ABORTED, no fault,
+/// and every SYN-ACK it does send carries valid checksums.
+#[test]
+fn malformed_frames_on_the_cookie_path_never_fault() {
+    use proptest::{
+        prelude::*,
+        test_runner::{Config, TestRunner},
+    };
+    let guard = std::cell::RefCell::new(guard());
+    let seeds = [
+        syn_v4(0),
+        syn_v4(1),
+        syn_v6(),
+        ack_v4(CLIENT_ISN.wrapping_add(1), 77, None),
+    ];
+    let mut runner = TestRunner::new(Config {
+        cases: 1500,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(
+            &(
+                0usize..seeds.len(),
+                proptest::collection::vec((0usize..100, any::<u8>()), 1..4),
+            ),
+            |(seed, edits)| {
+                let mut frame = seeds[seed].clone();
+                for (at, value) in edits {
+                    let at = at % frame.len();
+                    frame[at] = value;
+                }
+                let outcome = guard.borrow_mut().run(&frame).unwrap();
+                let action = outcome.action().unwrap();
+                if action == Action::Tx {
+                    let sliced = SlicedPacket::from_ethernet(&outcome.output).unwrap();
+                    let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
+                        panic!("a Tx frame that is not TCP")
+                    };
+                    let header = tcp.to_header();
+                    let expected = match sliced.net {
+                        Some(etherparse::NetSlice::Ipv4(ip)) => {
+                            let ip = ip.header().to_header();
+                            prop_assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+                            header.calc_checksum_ipv4(&ip, &[]).unwrap()
+                        }
+                        Some(etherparse::NetSlice::Ipv6(ip)) => header
+                            .calc_checksum_ipv6(&ip.header().to_header(), &[])
+                            .unwrap(),
+                        other => panic!("a Tx frame that is not IP: {other:?}"),
+                    };
+                    prop_assert_eq!(header.checksum, expected);
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    let counters = guard.borrow().counters().unwrap();
+    assert_eq!(counters.get(Counter::Seen), 1500);
+    assert!(
+        counters.get(Counter::TxSynCookie) > 0,
+        "the corpus must reach the SYN path"
+    );
+}
