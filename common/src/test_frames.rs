@@ -159,3 +159,74 @@ pub fn tcp_v4_with_flags(flags: u8, dst_port: u16) -> Vec<u8> {
     // The TCP checksum no longer matches; the guard does not check it (the kernel does).
     out
 }
+
+/// Asserts the IPv4 header checksum and the TCP checksum of an IP packet holding a bare TCP
+/// header (a SYN-ACK), computed independently by etherparse; returns the TCP header.
+pub fn assert_checksums(l3: &[u8]) -> etherparse::TcpHeader {
+    use etherparse::{IpHeaders, TcpHeaderSlice};
+    let (ip, rest) = IpHeaders::from_slice(l3).unwrap();
+    let tcp = TcpHeaderSlice::from_slice(rest.payload)
+        .unwrap()
+        .to_header();
+    assert_eq!(
+        rest.payload.len(),
+        tcp.header_len(),
+        "no payload in a SYN-ACK"
+    );
+    match &ip {
+        IpHeaders::Ipv4(v4, _) => {
+            assert_eq!(
+                v4.header_checksum,
+                v4.calc_header_checksum(),
+                "IPv4 checksum"
+            );
+            assert_eq!(
+                tcp.checksum,
+                tcp.calc_checksum_ipv4(v4, &[]).unwrap(),
+                "TCP checksum"
+            );
+            assert_eq!(v4.total_len as usize, l3.len(), "IPv4 total length");
+        }
+        IpHeaders::Ipv6(v6, _) => {
+            assert_eq!(
+                tcp.checksum,
+                tcp.calc_checksum_ipv6(v6, &[]).unwrap(),
+                "TCP checksum"
+            );
+            assert_eq!(
+                v6.payload_length as usize + 40,
+                l3.len(),
+                "IPv6 payload length"
+            );
+        }
+    }
+    tcp
+}
+
+/// Asserts that `l3` (IP onwards) answers the fixture SYN: addresses and ports swapped,
+/// ack = ISN + 1, SYN+ACK only, valid checksums. Returns our ISN (the cookie) and the TCP
+/// options other than NOPs.
+pub fn assert_syn_ack(l3: &[u8]) -> (u32, Vec<TcpOptionElement>) {
+    use etherparse::IpHeaders;
+    let tcp = assert_checksums(l3);
+    match IpHeaders::from_slice(l3).unwrap().0 {
+        IpHeaders::Ipv4(v4, _) => assert_eq!((v4.source, v4.destination), (SERVER4, CLIENT4)),
+        IpHeaders::Ipv6(v6, _) => assert_eq!((v6.source, v6.destination), (SERVER6, CLIENT6)),
+    }
+    assert_eq!(
+        (tcp.source_port, tcp.destination_port),
+        (SERVER_PORT, CLIENT_PORT)
+    );
+    assert_eq!(
+        tcp.acknowledgment_number,
+        CLIENT_ISN.wrapping_add(1),
+        "the SYN consumed one number"
+    );
+    assert!(tcp.syn && tcp.ack && !tcp.fin && !tcp.rst);
+    let options = tcp
+        .options_iterator()
+        .map(|o| o.unwrap())
+        .filter(|o| *o != TcpOptionElement::Noop)
+        .collect();
+    (tcp.sequence_number, options)
+}

@@ -1,7 +1,7 @@
 //! The SYN-ACK writer, checked by an independent implementation (etherparse): addresses and
 //! ports swapped, ack = ISN + 1, our options, valid IPv4 and TCP checksums.
 
-use etherparse::{IpHeaders, PacketBuilder, TcpHeaderSlice, TcpOptionElement};
+use etherparse::{IpHeaders, PacketBuilder, TcpOptionElement};
 use proptest::prelude::*;
 use synguard_common::{
     cookie::{CookieOptions, FlowKey},
@@ -38,62 +38,11 @@ fn answer(syn_frame: &[u8], cookie: u32, tsval: u32) -> (Vec<u8>, CookieOptions)
     (out[..len].to_vec(), options)
 }
 
-/// Checks every field an independent parser sees; returns the TCP options found.
-fn verify(l3: &[u8], v6: bool) -> Vec<TcpOptionElement> {
-    let (ip, rest) = IpHeaders::from_slice(l3).unwrap();
-    let tcp = TcpHeaderSlice::from_slice(rest.payload)
-        .unwrap()
-        .to_header();
-    assert!(
-        rest.payload.len() == tcp.header_len(),
-        "no payload in a SYN-ACK"
-    );
-    assert_eq!(
-        (tcp.source_port, tcp.destination_port),
-        (SERVER_PORT, CLIENT_PORT)
-    );
-    assert_eq!(tcp.acknowledgment_number, CLIENT_ISN.wrapping_add(1));
-    assert!(tcp.syn && tcp.ack && !tcp.fin && !tcp.rst);
-    match (&ip, v6) {
-        (IpHeaders::Ipv4(v4, _), false) => {
-            assert_eq!((v4.source, v4.destination), (SERVER4, CLIENT4));
-            assert_eq!(
-                v4.header_checksum,
-                v4.calc_header_checksum(),
-                "IPv4 checksum"
-            );
-            assert_eq!(
-                tcp.checksum,
-                tcp.calc_checksum_ipv4(v4, &[]).unwrap(),
-                "TCP checksum"
-            );
-            assert_eq!(v4.total_len as usize, l3.len());
-        }
-        (IpHeaders::Ipv6(v6, _), true) => {
-            assert_eq!((v6.source, v6.destination), (SERVER6, CLIENT6));
-            assert_eq!(
-                tcp.checksum,
-                tcp.calc_checksum_ipv6(v6, &[]).unwrap(),
-                "TCP checksum"
-            );
-            assert_eq!(v6.payload_length as usize, l3.len() - 40);
-        }
-        other => panic!("wrong IP version: {other:?}"),
-    }
-    tcp.options_iterator().map(|o| o.unwrap()).collect()
-}
-
-fn without_noops(options: Vec<TcpOptionElement>) -> Vec<TcpOptionElement> {
-    options
-        .into_iter()
-        .filter(|o| *o != TcpOptionElement::Noop)
-        .collect()
-}
-
 #[test]
 fn answers_a_linux_ipv4_syn() {
     let (l3, _) = answer(&syn_v4(0), 0x1234_5678, 777);
-    let options = without_noops(verify(&l3, false));
+    let (seq, options) = assert_syn_ack(&l3);
+    assert_eq!(seq, 0x1234_5678, "seq = cookie");
     assert_eq!(
         options,
         [
@@ -103,18 +52,12 @@ fn answers_a_linux_ipv4_syn() {
             TcpOptionElement::WindowScale(7),
         ]
     );
-    let (_, tcp) = IpHeaders::from_slice(&l3).unwrap();
-    assert_eq!(
-        &tcp.payload[4..8],
-        &0x1234_5678u32.to_be_bytes(),
-        "seq = cookie"
-    );
 }
 
 #[test]
 fn answers_an_ipv6_syn_with_the_ipv6_mss() {
     let (l3, _) = answer(&syn_v6(), 1, 2);
-    let options = without_noops(verify(&l3, true));
+    let options = assert_syn_ack(&l3).1;
     assert_eq!(options[0], TcpOptionElement::MaximumSegmentSize(1440));
 }
 
@@ -152,7 +95,7 @@ proptest! {
             offered.push(TcpOptionElement::WindowScale(shift));
         }
         let (l3, _) = answer(&syn_with(&offered, ecn), cookie, tsval);
-        let options = without_noops(verify(&l3, false));
+        let options = assert_syn_ack(&l3).1;
         let mut expected = vec![TcpOptionElement::MaximumSegmentSize(1460)];
         if sack { expected.push(TcpOptionElement::SelectiveAcknowledgementPermitted); }
         if timestamps { expected.push(TcpOptionElement::Timestamp(tsval, 99)); }
