@@ -120,20 +120,20 @@ pub fn write_protected(ebpf: &mut Ebpf, services: &[ProtectedService]) -> Result
 }
 
 pub fn write_settings(ebpf: &mut Ebpf, settings: &SynAckSettings) -> Result<()> {
-    let mut array: Array<_, SynAckSettings> = Array::try_from(
-        ebpf.map_mut(SYN_ACK_SETTINGS_MAP)
-            .context("settings map missing from the eBPF object")?,
-    )?;
-    array.set(0, settings, 0)?;
-    Ok(())
+    write_single(ebpf, SYN_ACK_SETTINGS_MAP, settings)
 }
 
 pub fn write_keys(ebpf: &mut Ebpf, keys: &CookieKeys) -> Result<()> {
-    let mut array: Array<_, CookieKeys> = Array::try_from(
-        ebpf.map_mut(COOKIE_KEYS_MAP)
-            .context("cookie key map missing from the eBPF object")?,
+    write_single(ebpf, COOKIE_KEYS_MAP, keys)
+}
+
+/// Writes the one entry of a one-entry array map.
+fn write_single<V: aya::Pod>(ebpf: &mut Ebpf, name: &str, value: &V) -> Result<()> {
+    let mut array: Array<_, V> = Array::try_from(
+        ebpf.map_mut(name)
+            .with_context(|| format!("map {name} missing from the eBPF object"))?,
     )?;
-    array.set(0, keys, 0)?;
+    array.set(0, value, 0)?;
     Ok(())
 }
 
