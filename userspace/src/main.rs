@@ -5,7 +5,7 @@ mod run;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, error::ErrorKind};
 
 #[derive(Parser)]
 #[command(
@@ -28,7 +28,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return bad_arguments(error),
+    };
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::LabPeerPass(args) => lab_peer::lab_peer_pass(args),
@@ -41,4 +44,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Help and version print as clap renders them; argument errors become one line that says
+/// what is wrong and where to look, with a non-zero exit.
+fn bad_arguments(error: clap::Error) -> ExitCode {
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = error.print();
+        return ExitCode::from(2);
+    }
+    // clap's message runs over a few lines before its usage and tip sections: join them.
+    let rendered = error.to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
+        .collect();
+    eprintln!(
+        "synguard: {} (see `synguard --help`)",
+        message.join(" ").trim_start_matches("error: ")
+    );
+    ExitCode::from(2)
 }

@@ -299,7 +299,34 @@ fn attach_errors_are_one_line_and_change_nothing() {
         &["run", "--iface", GUARD_CLIENT_IFACE, "--interval", "0"],
     );
     assert!(!ok);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("between 0.1 and 3600"), "{stderr}");
+
+    // Bad protection and cookie settings: refused before anything is touched.
+    for (args, says) in [
+        (
+            &["--protect", "198.19.1.2/33:80"][..],
+            "not an address or prefix",
+        ),
+        (&["--protect", "198.19.1.2:0"][..], "not a port"),
+        (
+            &["--cookie-key-file", "/nonexistent/key"][..],
+            "reading cookie key file",
+        ),
+        (&["--window-scale", "15"][..], "15 is not in 0..=14"),
+        (&["--cookie-rotation", "1"][..], "1 is not in 10..=86400"),
+    ] {
+        let mut full = vec!["run", "--iface", "no-such-if"];
+        full.extend_from_slice(args);
+        let (ok, stderr) = synguard_once(&lab, &full);
+        assert!(!ok, "{args:?}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("does not exist"),
+            "checked before the interface: {stderr}"
+        );
+    }
 
     // The first guard still runs and still counts.
     assert!(lab.has_xdp(Host::Guard, GUARD_CLIENT_IFACE).unwrap());
