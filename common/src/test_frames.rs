@@ -5,7 +5,7 @@ extern crate std;
 
 use std::vec::Vec;
 
-use etherparse::{PacketBuilder, TcpOptionElement, VlanId};
+use etherparse::{IpHeaders, PacketBuilder, PacketBuilderStep, TcpOptionElement, VlanId};
 
 pub const MAC_CLIENT: [u8; 6] = [2, 0, 0, 0, 0, 1];
 pub const MAC_GUARD: [u8; 6] = [2, 0, 0, 0, 0, 2];
@@ -34,27 +34,22 @@ pub fn linux_syn_options() -> [TcpOptionElement; 5] {
 pub fn syn_v4(vlans: usize) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD);
     let id = VlanId::try_new(VLAN_ID).unwrap();
-    let ip = match vlans {
+    linux_syn(match vlans {
         0 => eth.ipv4(CLIENT4, SERVER4, 64),
         1 => eth.single_vlan(id).ipv4(CLIENT4, SERVER4, 64),
         _ => eth.double_vlan(id, id).ipv4(CLIENT4, SERVER4, 64),
-    };
-    let mut out = Vec::new();
-    ip.tcp(CLIENT_PORT, SERVER_PORT, CLIENT_ISN, 64240)
-        .syn()
-        .options(&linux_syn_options())
-        .unwrap()
-        .write(&mut out, &[])
-        .unwrap();
-    out
+    })
 }
 
 /// A client SYN over IPv6 with Linux's options.
 pub fn syn_v6() -> Vec<u8> {
+    linux_syn(PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD).ipv6(CLIENT6, SERVER6, 64))
+}
+
+/// The fixture SYN (ports, ISN, Linux's options) over the given IP layer.
+fn linux_syn(ip: PacketBuilderStep<IpHeaders>) -> Vec<u8> {
     let mut out = Vec::new();
-    PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
-        .ipv6(CLIENT6, SERVER6, 64)
-        .tcp(CLIENT_PORT, SERVER_PORT, CLIENT_ISN, 64240)
+    ip.tcp(CLIENT_PORT, SERVER_PORT, CLIENT_ISN, 64240)
         .syn()
         .options(&linux_syn_options())
         .unwrap()
