@@ -86,12 +86,7 @@ pub fn write_syn_ack(
         ]);
         out[12..16].copy_from_slice(&server_addr[..4]);
         out[16..20].copy_from_slice(&client_addr[..4]);
-        let mut header_sum = 0u64;
-        let mut i = 0;
-        while i < 20 {
-            header_sum += u16::from_be_bytes([out[i], out[i + 1]]) as u64;
-            i += 2;
-        }
+        let header_sum = checksum::add_words_at::<20, SYN_ACK_BUF_LEN>(0, out, 0, 20);
         out[10..12].copy_from_slice(&checksum::finish(header_sum).to_be_bytes());
         let mut server4 = [0u8; 4];
         let mut client4 = [0u8; 4];
@@ -196,12 +191,11 @@ fn write_tcp<const AT: usize>(
 /// pseudo-header and stores the checksum.
 #[inline(always)]
 fn finish_tcp_checksum<const AT: usize>(pseudo: u64, len: usize, out: &mut [u8; SYN_ACK_BUF_LEN]) {
-    let mut sum = pseudo;
-    let mut i = AT;
-    while i < AT + (len & 63) && i < AT + 40 {
-        sum += u16::from_be_bytes([out[i], out[i + 1]]) as u64;
-        i += 2;
-    }
-    let sum = checksum::finish(sum);
+    let sum = checksum::finish(checksum::add_words_at::<40, SYN_ACK_BUF_LEN>(
+        pseudo,
+        out,
+        AT,
+        len & 63,
+    ));
     out[AT + 16..AT + 18].copy_from_slice(&sum.to_be_bytes());
 }

@@ -7,6 +7,11 @@ use std::vec::Vec;
 
 use etherparse::{IpHeaders, PacketBuilder, PacketBuilderStep, TcpOptionElement, VlanId};
 
+use crate::{
+    cookie::FlowKey,
+    parse::{L3, Transport, parse_frame},
+};
+
 pub const MAC_CLIENT: [u8; 6] = [2, 0, 0, 0, 0, 1];
 pub const MAC_GUARD: [u8; 6] = [2, 0, 0, 0, 0, 2];
 pub const CLIENT4: [u8; 4] = [198, 18, 1, 2];
@@ -86,6 +91,18 @@ pub fn arp() -> Vec<u8> {
     let mut frame = std::vec![0u8; 42];
     frame[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
     frame
+}
+
+/// The flow of a client TCP frame (panics on anything else).
+pub fn flow_of(frame: &[u8]) -> FlowKey {
+    let parsed = parse_frame(frame).unwrap();
+    let L3::Ip(packet) = parsed.l3 else {
+        panic!("not IP")
+    };
+    let Transport::Tcp(tcp) = packet.transport else {
+        panic!("not TCP")
+    };
+    FlowKey::from_client_segment(&packet.addrs, &tcp)
 }
 
 /// `frame` with `bytes` written at `at`.

@@ -9,7 +9,7 @@ use synguard_common::{
     parse::{L3, TcpFlags, TcpSegment, Transport, parse_frame},
     siphash::SipKey,
     tcp_options::TcpOptions,
-    test_frames::{syn_v4, syn_v6},
+    test_frames::{flow_of, syn_v4, syn_v6},
 };
 
 const KEY_A: SipKey = SipKey {
@@ -117,13 +117,7 @@ proptest! {
 }
 
 fn flow() -> FlowKey {
-    let frame = syn_v4(0);
-    let parsed = parse_frame(&frame[..]).unwrap();
-    let L3::Ip(packet) = parsed.l3 else { panic!() };
-    let Transport::Tcp(tcp) = packet.transport else {
-        panic!()
-    };
-    FlowKey::from_client_segment(&packet.addrs, &tcp)
+    flow_of(&syn_v4(0))
 }
 
 #[test]

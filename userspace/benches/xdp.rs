@@ -14,11 +14,15 @@
 use std::io::Write;
 
 use anyhow::Result;
-use synguard::{guard_config::ProtectedService, object, privilege, prog_test_run::DataPlane};
+use synguard::{
+    guard_config::ProtectedService,
+    object, privilege,
+    prog_test_run::{DataPlane, cookie_counter_now},
+};
 use synguard_common::{
-    cookie::{self, CookieKeys, CookieOptions, FlowKey},
+    cookie::{self, CookieKeys, CookieOptions},
     siphash::SipKey,
-    test_frames::{CLIENT_ISN, ack_v4, syn_v4},
+    test_frames::{CLIENT_ISN, ack_v4, flow_of, syn_v4},
 };
 
 const SAMPLES: usize = 15;
@@ -46,28 +50,11 @@ fn measure(plane: &mut DataPlane, frame_for: impl Fn(usize) -> Vec<u8>) -> Resul
     Ok(median(samples))
 }
 
-fn counter_now() -> u32 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) };
-    cookie::counter_at(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
-}
-
 /// A third ACK from client port `port` echoing a valid cookie.
 fn valid_ack(port: u16, counter: u32) -> Vec<u8> {
     let mut frame = ack_v4(CLIENT_ISN.wrapping_add(1), 0, None);
     frame[34..36].copy_from_slice(&port.to_be_bytes());
-    let parsed = synguard_common::parse::parse_frame(&frame[..]).unwrap();
-    let synguard_common::parse::L3::Ip(packet) = parsed.l3 else {
-        unreachable!()
-    };
-    let synguard_common::parse::Transport::Tcp(tcp) = packet.transport else {
-        unreachable!()
-    };
-    let flow = FlowKey::from_client_segment(&packet.addrs, &tcp);
+    let flow = flow_of(&frame);
     let (key, phase) = KEYS.current();
     let cookie = cookie::make(
         key,
@@ -94,10 +81,10 @@ fn main() -> Result<()> {
     unprotected[36..38].copy_from_slice(&81u16.to_be_bytes());
     let forged = ack_v4(
         CLIENT_ISN.wrapping_add(1),
-        (counter_now() & 3) << 30 | 0x1234_5677,
+        (cookie_counter_now() & 3) << 30 | 0x1234_5677,
         None,
     );
-    let counter = counter_now();
+    let counter = cookie_counter_now();
     let rows = [
         ("pass", measure(&mut pass, |_| syn.clone())?),
         ("floor", measure(&mut floor, |_| syn.clone())?),

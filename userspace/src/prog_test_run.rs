@@ -138,3 +138,15 @@ impl DataPlane {
         Ok(stats::read(&self.counters)?.total)
     }
 }
+
+/// The cookie time counter the data plane reads now (it uses CLOCK_TAI).
+pub fn cookie_counter_now() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) };
+    assert_eq!(rc, 0, "CLOCK_TAI unreadable");
+    synguard_common::cookie::counter_at(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}

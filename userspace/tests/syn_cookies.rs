@@ -3,12 +3,15 @@
 //! They need root (CAP_BPF): run them through `cargo xtask test`.
 
 use etherparse::{SlicedPacket, TcpOptionElement};
-use synguard::{guard_config::ProtectedService, privilege, prog_test_run::DataPlane};
+use synguard::{
+    guard_config::ProtectedService,
+    privilege,
+    prog_test_run::{DataPlane, cookie_counter_now},
+};
 use synguard_common::{
-    cookie::{self, CookieKeys, CookieOptions, FlowKey},
+    cookie::{self, CookieKeys, CookieOptions},
     counters::Counter,
     maps::NO_WINDOW_SCALE,
-    parse::{L3, Transport, parse_frame},
     siphash::SipKey,
     test_frames::*,
     verdict::Action,
@@ -32,28 +35,6 @@ fn guard() -> DataPlane {
         .collect();
     guard.configure(&keys(KEY_A, KEY_B), &protected).unwrap();
     guard
-}
-
-/// The cookie counter now, from the clock the data plane reads (CLOCK_TAI).
-fn counter_now() -> u32 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we own.
-    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) }, 0);
-    cookie::counter_at(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
-}
-
-fn flow_of(frame: &[u8]) -> FlowKey {
-    let parsed = parse_frame(frame).unwrap();
-    let L3::Ip(packet) = parsed.l3 else {
-        panic!("not IP")
-    };
-    let Transport::Tcp(tcp) = packet.transport else {
-        panic!("not TCP")
-    };
-    FlowKey::from_client_segment(&packet.addrs, &tcp)
 }
 
 /// Runs a SYN and checks the SYN-ACK: L2 kept with MACs swapped, the frame trimmed to the
@@ -85,7 +66,7 @@ fn decode(syn: &[u8], cookie: u32) -> Result<CookieOptions, cookie::CookieError>
         &flow_of(syn),
         CLIENT_ISN,
         cookie,
-        counter_now(),
+        cookie_counter_now(),
     )
 }
 
@@ -239,7 +220,7 @@ fn forged_stale_and_wrong_key_acks_are_dropped() {
         sack_permitted: false,
         ecn: false,
     };
-    let now = counter_now();
+    let now = cookie_counter_now();
     let cases = [
         // Current counter bits, so only the MAC can refuse it.
         (
