@@ -125,23 +125,35 @@ impl FlowKey {
     /// The flow of a segment sent by the client.
     #[inline(always)]
     pub fn from_client_segment(addrs: &IpAddrs, tcp: &TcpSegment) -> Self {
+        Self::from_segment(addrs, tcp, true)
+    }
+
+    /// The flow of a segment sent by the server.
+    #[inline(always)]
+    pub fn from_server_segment(addrs: &IpAddrs, tcp: &TcpSegment) -> Self {
+        Self::from_segment(addrs, tcp, false)
+    }
+
+    #[inline(always)]
+    fn from_segment(addrs: &IpAddrs, tcp: &TcpSegment, from_client: bool) -> Self {
+        let (client_port, server_port) = if from_client {
+            (tcp.src_port, tcp.dst_port)
+        } else {
+            (tcp.dst_port, tcp.src_port)
+        };
         let mut key = FlowKey {
-            client_port: tcp.src_port,
-            server_port: tcp.dst_port,
+            client_port,
+            server_port,
             ..FlowKey::default()
         };
-        match addrs {
-            IpAddrs::V4 { src, dst } => {
-                key.client[..4].copy_from_slice(src);
-                key.server[..4].copy_from_slice(dst);
-                key.family = 4;
-            }
-            IpAddrs::V6 { src, dst } => {
-                key.client = *src;
-                key.server = *dst;
-                key.family = 6;
-            }
+        if from_client {
+            key.client = addrs.src;
+            key.server = addrs.dst;
+        } else {
+            key.client = addrs.dst;
+            key.server = addrs.src;
         }
+        key.family = addrs.family;
         key
     }
 

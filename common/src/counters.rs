@@ -3,7 +3,7 @@
 //! One map lookup per packet reaches the whole block; userspace sums the CPUs.
 
 use crate::{
-    parse::{IpAddrs, IpPacket, L3, ParseError, ParsedFrame},
+    parse::{IpPacket, L3, ParseError, ParsedFrame},
     verdict::{Action, Verdict},
 };
 
@@ -35,7 +35,7 @@ counters! {
     Seen => "seen": "frames the XDP program ran on",
     Passed => "passed": "frames handed to the kernel stack (XDP_PASS)",
     Dropped => "dropped": "frames dropped (XDP_DROP)",
-    Transmitted => "transmitted": "frames sent back out (XDP_TX): SYN-ACKs",
+    Transmitted => "transmitted": "frames sent back out (XDP_TX): cookie SYN-ACKs, ACKs to the server",
     Ipv4 => "ipv4": "well-formed IPv4 packets",
     Ipv6 => "ipv6": "well-formed IPv6 packets",
     VlanTagged => "vlan_tagged": "frames with one or two VLAN tags",
@@ -56,12 +56,23 @@ counters! {
     DropBadTcpOptions => "drop_bad_tcp_options": "dropped: TCP option list malformed",
     DropBadTcpFlags => "drop_bad_tcp_flags": "dropped: TCP flag combination no sender produces",
     TxSynCookie => "tx_syn_cookie": "SYNs to a protected service answered with a cookie SYN-ACK",
-    CookieValid => "cookie_valid": "third ACKs whose cookie validated: flow handed to the controller",
-    DropCookieInvalid => "drop_cookie_invalid": "dropped: ACK to a protected service with a forged cookie",
+    CookieValid => "cookie_valid": "third ACKs whose cookie validated: rewritten into the SYN to the server",
+    DropCookieInvalid => "drop_cookie_invalid": "dropped: bare ACKs of no validated flow with a forged cookie (ACK flood)",
     DropCookieExpired => "drop_cookie_expired": "dropped: ACK to a protected service with an expired cookie",
-    DropAwaitingBackend => "drop_awaiting_backend": "dropped: segments of validated flows (not yet forwarded to the server)",
-    DropEventLost => "drop_event_lost": "dropped: valid cookie but the handshake ring buffer was full (the client retransmits)",
-    DropRewriteFailed => "drop_rewrite_failed": "dropped: the frame could not be resized for the SYN-ACK",
+    DropAwaitingBackend => "drop_awaiting_backend": "dropped: segments of a validated flow before its server answered",
+    BackendJoined => "backend_joined": "server SYN-ACKs joined to their client: turned into the client's window update",
+    TxBackendAck => "tx_backend_ack": "retransmitted server SYN-ACKs answered with the ACK (XDP_TX)",
+    BackendRefused => "backend_refused": "dropped: server RSTs to our SYN (the controller resets the client)",
+    ResetBeforeJoin => "reset_before_join": "dropped: client RSTs before the server answered (the controller ends the flow)",
+    ForwardToServer => "forward_to_server": "segments of validated flows forwarded to the server",
+    ForwardToClient => "forward_to_client": "segments of validated flows forwarded to the client",
+    DropRstOutOfWindow => "drop_rst_out_of_window": "dropped: RSTs of a validated flow outside the receiver's window",
+    DropStraySynAck => "drop_stray_syn_ack": "dropped: SYN-ACKs from the client side",
+    DropStrayFin => "drop_stray_fin": "dropped: FINs of no validated flow (FIN flood)",
+    DropStrayRst => "drop_stray_rst": "dropped: RSTs of no validated flow (RST flood)",
+    DropStrayData => "drop_stray_data": "dropped: data segments of no validated flow",
+    DropEventLost => "drop_event_lost": "dropped: the flow event ring buffer was full (the sender retransmits)",
+    DropRewriteFailed => "drop_rewrite_failed": "dropped: the frame could not be resized or rewritten",
     DropNoConfig => "drop_no_config": "dropped: cookie keys or settings missing (controller not started)",
 }
 
@@ -80,6 +91,7 @@ impl Counter {
             ParseError::TruncatedTcp => Counter::DropTruncatedTcp,
             ParseError::BadTcpDataOffset => Counter::DropBadTcpDataOffset,
             ParseError::BadTcpOptions => Counter::DropBadTcpOptions,
+            ParseError::BadTcpFlags => Counter::DropBadTcpFlags,
         }
     }
 }
@@ -100,14 +112,8 @@ impl Tally {
             Ok(frame) => Tally {
                 vlan_tagged: frame.vlan_tags > 0,
                 family: match frame.l3 {
-                    L3::Ip(IpPacket {
-                        addrs: IpAddrs::V4 { .. },
-                        ..
-                    }) => Some(Counter::Ipv4),
-                    L3::Ip(IpPacket {
-                        addrs: IpAddrs::V6 { .. },
-                        ..
-                    }) => Some(Counter::Ipv6),
+                    L3::Ip(IpPacket { addrs, .. }) if addrs.is_v6() => Some(Counter::Ipv6),
+                    L3::Ip(_) => Some(Counter::Ipv4),
                     L3::NonIp { .. } => None,
                 },
             },

@@ -10,9 +10,11 @@ pub mod counters;
 pub mod frame;
 pub mod maps;
 pub mod parse;
+pub mod segment;
+pub mod seq;
 pub mod siphash;
-pub mod syn_ack;
 pub mod tcp_options;
 #[cfg(feature = "test-frames")]
 pub mod test_frames;
+pub mod translate;
 pub mod verdict;

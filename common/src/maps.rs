@@ -8,14 +8,14 @@ pub const COOKIE_KEYS_MAP: &str = "COOKIE_KEYS";
 pub const SYN_ACK_SETTINGS_MAP: &str = "SYN_ACK_SETTINGS";
 pub const PROTECTED_MAP: &str = "PROTECTED";
 pub const FLOWS_MAP: &str = "FLOWS";
-pub const HANDSHAKES_MAP: &str = "HANDSHAKES";
+pub const FLOW_EVENTS_MAP: &str = "FLOW_EVENTS";
 
-/// Default number of validated flows the data plane remembers (LRU).
+/// Default number of validated flows the data plane remembers (LRU; `--max-flows`).
 pub const FLOWS_CAPACITY: u32 = 65536;
 /// Most protected prefixes.
 pub const PROTECTED_CAPACITY: u32 = 1024;
-/// Bytes of the handshake event ring buffer.
-pub const HANDSHAKES_RING_BYTES: u32 = 1 << 20;
+/// Bytes of the flow event ring buffer.
+pub const FLOW_EVENTS_RING_BYTES: u32 = 1 << 22;
 
 /// The key data of the protected-prefix LPM trie: IPv4 addresses as IPv4-mapped IPv6
 /// (`::ffff:a.b.c.d`, prefix length + 96), so one trie serves both families.
@@ -86,27 +86,123 @@ impl WireOptions {
     }
 }
 
-/// A validated flow, as the data plane records it (value of the flows map).
+/// Where a validated flow stands in the data plane.
+pub mod phase {
+    /// The cookie validated and the SYN went to the server; its SYN-ACK has not come back.
+    pub const AWAITING_BACKEND: u8 = 1;
+    /// The server answered: both halves are joined and segments are forwarded.
+    pub const JOINED: u8 = 2;
+}
+
+/// One direction of a flow, as the data plane tracks it while forwarding. Sequence numbers
+/// are in the sender's own space (before translation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct FlowDirection {
+    pub packets: u64,
+    /// TCP payload bytes.
+    pub bytes: u64,
+    /// The sender's next sequence number: the highest segment end seen (SYN and FIN count one).
+    pub next_seq: u32,
+    /// The receive window the sender last advertised, in bytes (scaling applied).
+    pub window: u32,
+    /// Sequence number of the sender's FIN, once `fin_seen`.
+    pub fin_seq: u32,
+    pub fin_seen: u8,
+    /// The other side acknowledged the FIN.
+    pub fin_acked: u8,
+    pub _pad: [u8; 2],
+}
+
+/// A validated flow (value of the flows map). The controller creates nothing here: the data
+/// plane inserts the entry when the cookie validates and fills it in as the server answers;
+/// the controller removes it when its state machine reaches CLOSED.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct FlowEntry {
     pub client_isn: u32,
     /// Our ISN toward the client: the cookie.
     pub guard_isn: u32,
+    /// The server's ISN (valid once joined).
+    pub server_isn: u32,
+    /// `server_isn - guard_isn`: added to what the client acknowledges, taken off what the
+    /// server sends.
+    pub seq_offset: u32,
+    /// The server's TSval clock minus ours (0 without timestamps).
+    pub ts_offset: u32,
+    /// TSval of our SYN-ACK, echoed by the client's third ACK.
+    pub guard_tsval: u32,
+    /// The client's handshake options.
     pub options: WireOptions,
+    /// Window shifts per direction: what the sender applies, what the receiver applies.
+    pub client_shift: u8,
+    pub server_view_of_client_shift: u8,
+    pub server_shift: u8,
+    pub client_view_of_server_shift: u8,
+    /// The server's MSS option (0 until joined).
+    pub server_mss: u16,
+    /// [`phase`] value.
+    pub phase: u8,
+    /// The server's SYN-ACK carried timestamps.
+    pub server_timestamps: u8,
     /// When the cookie validated (CLOCK_TAI, ns).
     pub validated_tai_ns: u64,
+    /// Last segment seen either way (CLOCK_MONOTONIC coarse, ns), for idle timeouts.
+    pub last_seen_ns: u64,
+    pub to_server: FlowDirection,
+    pub to_client: FlowDirection,
 }
 
-/// What the data plane tells the controller when a third ACK proves a client.
+impl FlowEntry {
+    /// Both FINs sent and acknowledged: the connection is over on both ends (a new SYN on
+    /// the same 4-tuple may start another, RFC 9293 section 3.10.7.4 TIME-WAIT).
+    #[inline(always)]
+    pub fn both_closed(&self) -> bool {
+        self.to_server.fin_acked != 0 && self.to_client.fin_acked != 0
+    }
+}
+
+/// What a [`FlowEvent`] reports.
+pub mod event_kind {
+    /// A third ACK's cookie validated; the SYN went to the server.
+    pub const VALIDATED: u8 = 1;
+    /// The server's SYN-ACK arrived: the flow is joined (seq/ack are the SYN-ACK's).
+    pub const JOINED: u8 = 2;
+    /// A SYN, FIN or RST of a validated flow, forwarded (or, before the join, a RST that ends it).
+    pub const CONTROL: u8 = 3;
+    /// The first segment acknowledging the other direction's FIN.
+    pub const FIN_ACKED: u8 = 4;
+}
+
+/// Directions of a [`FlowEvent`].
+pub const TO_SERVER: u8 = 0;
+pub const TO_CLIENT: u8 = 1;
+
+/// What the data plane tells the controller about a validated flow (flow events ring buffer).
+/// Sequence and acknowledgement numbers are as the receiver sees them: client to server in
+/// the server's space after translation, server to client as the server sent them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
-pub struct HandshakeEvent {
+pub struct FlowEvent {
     pub flow: FlowKey,
-    pub entry: FlowEntry,
-    /// TSval and TSecr of the third ACK (zero without timestamps).
+    /// [`event_kind`] value.
+    pub kind: u8,
+    /// [`TO_SERVER`] or [`TO_CLIENT`].
+    pub direction: u8,
+    /// TCP flags of the segment.
+    pub flags: u8,
+    pub _pad: u8,
+    pub seq: u32,
+    pub ack: u32,
+    pub payload_len: u32,
+    /// For RSTs: what the receiver expects next, and its window (from the data plane's tracking).
+    pub receiver_next: u32,
+    pub receiver_window: u32,
+    /// TSval and TSecr of the segment (zero without timestamps).
     pub ts_val: u32,
     pub ts_ecr: u32,
+    /// The flow entry after this segment.
+    pub entry: FlowEntry,
 }
 
 #[cfg(feature = "user")]
@@ -116,7 +212,7 @@ mod pod {
 
     unsafe impl aya::Pod for ProtectedPorts {}
     unsafe impl aya::Pod for FlowEntry {}
-    unsafe impl aya::Pod for HandshakeEvent {}
+    unsafe impl aya::Pod for FlowEvent {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for CookieKeys {}
 }

@@ -40,10 +40,12 @@ pub enum ParseError {
     TruncatedTcp,
     BadTcpDataOffset,
     BadTcpOptions,
+    /// A flag combination no TCP sender produces (SYN+FIN, SYN+RST, none, ...).
+    BadTcpFlags,
 }
 
 impl ParseError {
-    pub const ALL: [ParseError; 11] = [
+    pub const ALL: [ParseError; 12] = [
         ParseError::TruncatedEthernet,
         ParseError::TruncatedVlan,
         ParseError::TooManyVlanTags,
@@ -55,6 +57,7 @@ impl ParseError {
         ParseError::TruncatedTcp,
         ParseError::BadTcpDataOffset,
         ParseError::BadTcpOptions,
+        ParseError::BadTcpFlags,
     ];
 }
 
@@ -79,15 +82,48 @@ impl TcpFlags {
     }
 }
 
-/// Source and destination addresses in network byte order.
+/// Source and destination addresses in network byte order; IPv4 addresses sit in the first
+/// 4 bytes, the rest zero. A struct, not an enum per family: an enum's unused payload bytes
+/// are undefined, and LLVM fills them from whatever register is at hand (a packet pointer,
+/// say), which the verifier rightly refuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IpAddrs {
-    V4 { src: [u8; 4], dst: [u8; 4] },
-    V6 { src: [u8; 16], dst: [u8; 16] },
+pub struct IpAddrs {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// 4 or 6.
+    pub family: u8,
+}
+
+impl IpAddrs {
+    #[inline(always)]
+    pub fn v4(src: [u8; 4], dst: [u8; 4]) -> Self {
+        let mut addrs = IpAddrs {
+            src: [0; 16],
+            dst: [0; 16],
+            family: 4,
+        };
+        addrs.src[..4].copy_from_slice(&src);
+        addrs.dst[..4].copy_from_slice(&dst);
+        addrs
+    }
+
+    #[inline(always)]
+    pub fn v6(src: [u8; 16], dst: [u8; 16]) -> Self {
+        IpAddrs {
+            src,
+            dst,
+            family: 6,
+        }
+    }
+
+    #[inline(always)]
+    pub fn is_v6(&self) -> bool {
+        self.family == 6
+    }
 }
 
 /// A TCP header, decoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpSegment {
     pub src_port: u16,
     pub dst_port: u16,
@@ -101,16 +137,36 @@ pub struct TcpSegment {
     pub options: TcpOptions,
 }
 
-/// What an IP packet carries.
+/// What kind of payload an IP packet carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Tcp(TcpSegment),
+pub enum TransportKind {
+    /// A TCP segment: decoded into [`ParseScratch::segment`].
+    Tcp,
     /// An IPv4 or IPv6 fragment: its transport header is absent or incomplete.
     Fragment,
-    /// Any other upper-layer protocol (UDP, ICMP, ESP, ...), by protocol number.
-    Other {
-        protocol: u8,
-    },
+    /// Any other upper-layer protocol (UDP, ICMP, ESP, ...).
+    Other,
+}
+
+/// What an IP packet carries. The decoded TCP header itself goes to the parse scratch space
+/// rather than into this value: results travel by value through the parser, and in BPF
+/// every byte of them costs stack (512 bytes in all), while an enum carrying the segment
+/// leaves undefined payload bytes that LLVM fills from any register at hand (a packet
+/// pointer, say), which the verifier rightly refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transport {
+    pub kind: TransportKind,
+    /// The upper-layer protocol number (the last next-header for IPv6).
+    pub protocol: u8,
+}
+
+/// Where the parser works: the TCP header copy with its option walk, and the decoded segment.
+/// The XDP program keeps it in map memory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ParseScratch {
+    pub walker: TcpOptionWalker,
+    /// The TCP segment of the last frame parsed (valid when its transport is TCP).
+    pub segment: TcpSegment,
 }
 
 /// An IPv4 or IPv6 packet, decoded down to its transport.
@@ -138,19 +194,46 @@ pub struct ParsedFrame {
     pub l3: L3,
 }
 
-/// Parses a frame starting with its Ethernet header, with a fresh TCP option walker.
-pub fn parse_frame<F: FrameBytes + ?Sized>(frame: &F) -> Result<ParsedFrame, ParseError> {
-    parse_frame_with(frame, &mut TcpOptionWalker::default())
+/// Whether a TCP sender can produce these flags: netfilter's table of valid combinations
+/// (PSH, ECE and CWR are free to appear with any of them).
+#[inline(always)]
+pub fn flags_are_valid(flags: TcpFlags) -> bool {
+    const FIN: u8 = TcpFlags::FIN;
+    const SYN: u8 = TcpFlags::SYN;
+    const RST: u8 = TcpFlags::RST;
+    const ACK: u8 = TcpFlags::ACK;
+    const URG: u8 = TcpFlags::URG;
+    matches!(
+        flags.0 & (FIN | SYN | RST | ACK | URG),
+        SYN | 0x22 /* SYN|URG */ | 0x12 /* SYN|ACK */ | RST | 0x14 /* RST|ACK */
+            | 0x11 /* FIN|ACK */ | 0x31 /* FIN|ACK|URG */ | ACK | 0x30 /* ACK|URG */
+    )
 }
 
-/// Parses a frame, copying its TCP header into `walker`. The XDP program passes a walker that
-/// lives in map memory: the verifier does not track map contents, so every step of the option
+/// Parses a frame starting with its Ethernet header, with fresh scratch space.
+pub fn parse_frame<F: FrameBytes + ?Sized>(frame: &F) -> Result<ParsedFrame, ParseError> {
+    parse_frame_with(frame, &mut ParseScratch::default())
+}
+
+/// The IP packet and TCP segment of a well-formed TCP frame (host convenience).
+pub fn parse_tcp_frame<F: FrameBytes + ?Sized>(frame: &F) -> Option<(IpPacket, TcpSegment)> {
+    let mut scratch = ParseScratch::default();
+    match parse_frame_with(frame, &mut scratch) {
+        Ok(ParsedFrame {
+            l3: L3::Ip(packet), ..
+        }) if packet.transport.kind == TransportKind::Tcp => Some((packet, scratch.segment)),
+        _ => None,
+    }
+}
+
+/// Parses a frame, copying its TCP header into `scratch`. The XDP program passes scratch space
+/// that lives in map memory: the verifier does not track map contents, so every step of the option
 /// walk looks alike to it and verification converges at once (on the stack, each step's
 /// precisely known offsets multiplied the paths past the verifier's limit).
 #[inline(always)]
 pub fn parse_frame_with<F: FrameBytes + ?Sized>(
     frame: &F,
-    walker: &mut TcpOptionWalker,
+    scratch: &mut ParseScratch,
 ) -> Result<ParsedFrame, ParseError> {
     let eth: [u8; ETH_HEADER_LEN] = frame.load(0).ok_or(ParseError::TruncatedEthernet)?;
     let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
@@ -167,8 +250,8 @@ pub fn parse_frame_with<F: FrameBytes + ?Sized>(
     }
     let l3 = match ethertype {
         ETHERTYPE_VLAN | ETHERTYPE_QINQ => return Err(ParseError::TooManyVlanTags),
-        ETHERTYPE_IPV4 => L3::Ip(parse_ipv4(frame, offset, walker)?),
-        ETHERTYPE_IPV6 => L3::Ip(parse_ipv6(frame, offset, walker)?),
+        ETHERTYPE_IPV4 => L3::Ip(parse_ipv4(frame, offset, scratch)?),
+        ETHERTYPE_IPV6 => L3::Ip(parse_ipv6(frame, offset, scratch)?),
         other => L3::NonIp { ethertype: other },
     };
     Ok(ParsedFrame { vlan_tags, l3 })
@@ -179,7 +262,7 @@ pub fn parse_frame_with<F: FrameBytes + ?Sized>(
 fn parse_ipv4<F: FrameBytes + ?Sized>(
     frame: &F,
     offset: usize,
-    walker: &mut TcpOptionWalker,
+    scratch: &mut ParseScratch,
 ) -> Result<IpPacket, ParseError> {
     let h: [u8; IPV4_MIN_HEADER_LEN] = frame.load(offset).ok_or(ParseError::TruncatedIp)?;
     if h[0] >> 4 != 4 {
@@ -199,17 +282,20 @@ fn parse_ipv4<F: FrameBytes + ?Sized>(
     let fragment_offset = fragment & 0x1fff;
     let l4_offset = offset + header_len;
     let transport = if more_fragments || fragment_offset != 0 {
-        Transport::Fragment
+        Transport {
+            kind: TransportKind::Fragment,
+            protocol: h[9],
+        }
     } else if h[9] == IPPROTO_TCP {
-        Transport::Tcp(parse_tcp(frame, l4_offset, ip_end, walker)?)
+        parse_tcp(frame, l4_offset, ip_end, scratch)?
     } else {
-        Transport::Other { protocol: h[9] }
+        Transport {
+            kind: TransportKind::Other,
+            protocol: h[9],
+        }
     };
     Ok(IpPacket {
-        addrs: IpAddrs::V4 {
-            src: [h[12], h[13], h[14], h[15]],
-            dst: [h[16], h[17], h[18], h[19]],
-        },
+        addrs: IpAddrs::v4([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]),
         l3_offset: offset as u16,
         l4_offset: l4_offset as u16,
         ip_end: ip_end as u16,
@@ -222,7 +308,7 @@ fn parse_ipv4<F: FrameBytes + ?Sized>(
 fn parse_ipv6<F: FrameBytes + ?Sized>(
     frame: &F,
     offset: usize,
-    walker: &mut TcpOptionWalker,
+    scratch: &mut ParseScratch,
 ) -> Result<IpPacket, ParseError> {
     let h: [u8; IPV6_HEADER_LEN] = frame.load(offset).ok_or(ParseError::TruncatedIp)?;
     if h[0] >> 4 != 6 {
@@ -269,14 +355,20 @@ fn parse_ipv6<F: FrameBytes + ?Sized>(
         return Err(ParseError::BadIpLength);
     }
     let transport = if fragment {
-        Transport::Fragment
+        Transport {
+            kind: TransportKind::Fragment,
+            protocol: next_header,
+        }
     } else {
         match next_header {
             0 | 43 | 60 | 135 | 139 | 140 | 51 | 44 => {
                 return Err(ParseError::Ipv6ExtensionChainTooLong);
             }
-            IPPROTO_TCP => Transport::Tcp(parse_tcp(frame, at, ip_end, walker)?),
-            protocol => Transport::Other { protocol },
+            IPPROTO_TCP => parse_tcp(frame, at, ip_end, scratch)?,
+            protocol => Transport {
+                kind: TransportKind::Other,
+                protocol,
+            },
         }
     };
     let mut src = [0u8; 16];
@@ -284,7 +376,7 @@ fn parse_ipv6<F: FrameBytes + ?Sized>(
     src.copy_from_slice(&h[8..24]);
     dst.copy_from_slice(&h[24..40]);
     Ok(IpPacket {
-        addrs: IpAddrs::V6 { src, dst },
+        addrs: IpAddrs::v6(src, dst),
         l3_offset: offset as u16,
         l4_offset: at as u16,
         ip_end: ip_end as u16,
@@ -298,8 +390,8 @@ fn parse_tcp<F: FrameBytes + ?Sized>(
     frame: &F,
     offset: usize,
     ip_end: usize,
-    walker: &mut TcpOptionWalker,
-) -> Result<TcpSegment, ParseError> {
+    scratch: &mut ParseScratch,
+) -> Result<Transport, ParseError> {
     let available = ip_end - offset;
     if available < TCP_MIN_HEADER_LEN {
         return Err(ParseError::TruncatedTcp);
@@ -309,6 +401,7 @@ fn parse_tcp<F: FrameBytes + ?Sized>(
     } else {
         TCP_MAX_HEADER_LEN
     };
+    let walker = &mut scratch.walker;
     walker.reset();
     if !frame.load_tcp_header(offset, copy_len, &mut walker.header) {
         return Err(ParseError::TruncatedTcp);
@@ -318,19 +411,27 @@ fn parse_tcp<F: FrameBytes + ?Sized>(
     if header_len < TCP_MIN_HEADER_LEN || header_len > available {
         return Err(ParseError::BadTcpDataOffset);
     }
-    let segment = TcpSegment {
+    let flags = TcpFlags(buf[13]);
+    if !flags_are_valid(flags) {
+        return Err(ParseError::BadTcpFlags);
+    }
+    scratch.segment = TcpSegment {
         src_port: u16::from_be_bytes([buf[0], buf[1]]),
         dst_port: u16::from_be_bytes([buf[2], buf[3]]),
         seq: u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
         ack: u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
-        flags: TcpFlags(buf[13]),
+        flags,
         window: u16::from_be_bytes([buf[14], buf[15]]),
         header_len: header_len as u8,
         payload_len: (available - header_len) as u16,
         options: TcpOptions::default(),
     };
+    let walker = &mut scratch.walker;
     walker.set_header_len(header_len);
     walker.walk();
-    let options = walker.finish().map_err(|_| ParseError::BadTcpOptions)?;
-    Ok(TcpSegment { options, ..segment })
+    scratch.segment.options = walker.finish().map_err(|_| ParseError::BadTcpOptions)?;
+    Ok(Transport {
+        kind: TransportKind::Tcp,
+        protocol: IPPROTO_TCP,
+    })
 }

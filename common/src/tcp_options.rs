@@ -23,6 +23,10 @@ pub struct TcpOptions {
     pub timestamps: Option<(u32, u32)>,
     /// Number of SACK blocks (kind 5).
     pub sack_blocks: u8,
+    /// Offset of the TSval in the header (0: no timestamps), for in-place rewriting.
+    pub timestamps_at: u8,
+    /// Offset of the first SACK block in the header (0: no SACK blocks).
+    pub sack_at: u8,
 }
 
 /// The option list is malformed.
@@ -116,10 +120,12 @@ impl TcpOptionWalker {
             (KIND_WINDOW_SCALE, 3) => self.options.window_scale = Some(h[at + 2]),
             (KIND_SACK_PERMITTED, 2) => self.options.sack_permitted = true,
             (KIND_SACK, _) if (len - 2).is_multiple_of(8) => {
-                self.options.sack_blocks = ((len - 2) / 8) as u8
+                self.options.sack_blocks = ((len - 2) / 8) as u8;
+                self.options.sack_at = (at + 2) as u8;
             }
             (KIND_TIMESTAMPS, 10) => {
                 self.options.timestamps = Some((be32(at + 2), be32(at + 6)));
+                self.options.timestamps_at = (at + 2) as u8;
             }
             _ => {}
         }
@@ -203,7 +209,8 @@ mod tests {
     fn sack_blocks_are_counted() {
         let mut options = [9u8; 20];
         options[..4].copy_from_slice(&[1, 1, 5, 18]);
-        assert_eq!(walk(&options).unwrap().sack_blocks, 2);
+        let options = walk(&options).unwrap();
+        assert_eq!((options.sack_blocks, options.sack_at), (2, 24));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use etherparse::{IpHeaders, PacketBuilder, PacketBuilderStep, TcpOptionElement, 
 
 use crate::{
     cookie::FlowKey,
-    parse::{L3, Transport, parse_frame},
+    parse::{L3, parse_frame, parse_tcp_frame},
 };
 
 pub const MAC_CLIENT: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -95,13 +95,7 @@ pub fn arp() -> Vec<u8> {
 
 /// The flow of a client TCP frame (panics on anything else).
 pub fn flow_of(frame: &[u8]) -> FlowKey {
-    let parsed = parse_frame(frame).unwrap();
-    let L3::Ip(packet) = parsed.l3 else {
-        panic!("not IP")
-    };
-    let Transport::Tcp(tcp) = packet.transport else {
-        panic!("not TCP")
-    };
+    let (packet, tcp) = parse_tcp_frame(frame).expect("a TCP frame");
     FlowKey::from_client_segment(&packet.addrs, &tcp)
 }
 

@@ -1,10 +1,9 @@
 //! What the data plane does with a parsed frame.
 //!
 //! [`classify`] gives every frame its verdict from the parse alone:
-//! - malformed IP or TCP headers: drop, counted by reason (the protected host must never see
-//!   them, and the kernel would discard most of them anyway);
-//! - TCP segments with a flag combination no TCP sends (SYN+FIN, SYN+RST, FIN+RST, none, FIN
-//!   or URG without ACK, ...): drop;
+//! - malformed IP or TCP headers, and TCP flag combinations no sender produces (SYN+FIN,
+//!   SYN+RST, none, FIN or URG without ACK, ...): drop, counted by reason (the protected host
+//!   must never see them, and the kernel would discard most of them anyway);
 //! - non-IP frames (ARP, LLDP, ...): pass, so the link keeps working;
 //! - IP fragments: pass (their TCP header is absent or partial, so no TCP decision can be made);
 //! - other well-formed TCP and IP: pass.
@@ -13,7 +12,7 @@
 
 use crate::{
     counters::Counter,
-    parse::{L3, ParseError, ParsedFrame, TcpFlags, Transport},
+    parse::{L3, ParseError, ParsedFrame, TcpFlags, TcpSegment, TransportKind},
 };
 
 /// The XDP action taken, in terms independent of the kernel's numbering.
@@ -64,62 +63,100 @@ pub fn classify(parsed: &Result<ParsedFrame, ParseError>) -> Verdict {
         }) => (Action::Pass, Counter::PassNonIp),
         Ok(ParsedFrame {
             l3: L3::Ip(packet), ..
-        }) => match packet.transport {
-            Transport::Tcp(tcp) if !flags_are_valid(tcp.flags) => {
-                (Action::Drop, Counter::DropBadTcpFlags)
-            }
-            Transport::Tcp(_) => (Action::Pass, Counter::PassTcp),
-            Transport::Fragment => (Action::Pass, Counter::PassFragment),
-            Transport::Other { .. } => (Action::Pass, Counter::PassOtherProtocol),
+        }) => match packet.transport.kind {
+            TransportKind::Tcp => (Action::Pass, Counter::PassTcp),
+            TransportKind::Fragment => (Action::Pass, Counter::PassFragment),
+            TransportKind::Other => (Action::Pass, Counter::PassOtherProtocol),
         },
     };
     Verdict { action, reason }
 }
 
-/// Whether a TCP sender can produce these flags: netfilter's table of valid combinations
-/// (PSH, ECE and CWR are free to appear with any of them).
-#[inline(always)]
-pub fn flags_are_valid(flags: TcpFlags) -> bool {
-    const FIN: u8 = TcpFlags::FIN;
-    const SYN: u8 = TcpFlags::SYN;
-    const RST: u8 = TcpFlags::RST;
-    const ACK: u8 = TcpFlags::ACK;
-    const URG: u8 = TcpFlags::URG;
-    matches!(
-        flags.0 & (FIN | SYN | RST | ACK | URG),
-        SYN | 0x22 /* SYN|URG */ | 0x12 /* SYN|ACK */ | RST | 0x14 /* RST|ACK */
-            | 0x11 /* FIN|ACK */ | 0x31 /* FIN|ACK|URG */ | ACK | 0x30 /* ACK|URG */
-    )
-}
-
-/// What the guard does with a (valid-flagged) TCP segment to a protected service.
+/// What the flows map says about a segment's 4-tuple.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProtectedStep {
-    /// A SYN: answer with a cookie SYN-ACK, keep no state.
-    AnswerWithCookie,
-    /// An ACK of no known flow: it must echo a valid cookie.
-    CheckCookie,
-    /// A (non-SYN) segment of a flow the guard already validated. Forwarding validated flows
-    /// to the server is the flows stage; until then they end here.
-    AwaitBackend,
-    /// Anything else (RST, FIN without a flow ...): handed to the kernel for now; the flows
-    /// stage judges them against the flow table.
-    Pass,
+pub enum Known {
+    No,
+    AwaitingBackend,
+    Joined,
+    /// Joined, and both FINs acknowledged.
+    Closed,
 }
 
-/// `known_flow` is asked only for segments other than SYNs: a SYN is answered with a cookie
-/// whatever came before on its 4-tuple (it may open a new connection on a reused tuple), so
-/// the SYN path needs no flow lookup.
+/// What the guard does with a (valid-flagged) TCP segment from a client to a protected service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientStep {
+    /// A SYN opening a connection: answer with a cookie SYN-ACK, keep no state.
+    AnswerWithCookie,
+    /// A bare ACK of no known flow: it must echo a valid cookie.
+    CheckCookie,
+    /// A segment of a joined flow: translate and forward (a SYN included: the server answers
+    /// it with a challenge ACK, RFC 5961 section 4).
+    Forward,
+    /// A segment of a flow whose server has not answered yet (our zero window holds the
+    /// client's data back, so these are retransmitted ACKs and window probes).
+    AwaitBackend,
+    /// A RST before the server answered: the controller ends the flow.
+    ResetBeforeJoin,
+    /// Belongs to no flow and cannot open one: dropped, counted by kind (ACK/RST/FIN floods).
+    DropStray(Counter),
+}
+
+/// A SYN, then anything of a known flow, then the strays. A SYN on a tuple whose connection
+/// is over (both FINs acknowledged) opens a new one, as a SYN in TIME-WAIT may.
 #[inline(always)]
-pub fn protected_step(flags: TcpFlags, known_flow: impl FnOnce() -> bool) -> ProtectedStep {
-    if flags.has(TcpFlags::SYN) && !flags.has(TcpFlags::ACK) {
-        ProtectedStep::AnswerWithCookie
-    } else if known_flow() {
-        ProtectedStep::AwaitBackend
-    } else if flags.has(TcpFlags::ACK) && flags.0 & (TcpFlags::SYN | TcpFlags::RST) == 0 {
-        ProtectedStep::CheckCookie
+pub fn client_step(tcp: &TcpSegment, known: Known) -> ClientStep {
+    let flags = tcp.flags;
+    let syn = flags.has(TcpFlags::SYN);
+    match known {
+        Known::Joined => return ClientStep::Forward,
+        Known::Closed if !syn => return ClientStep::Forward,
+        Known::AwaitingBackend if flags.has(TcpFlags::RST) => return ClientStep::ResetBeforeJoin,
+        Known::AwaitingBackend => return ClientStep::AwaitBackend,
+        Known::No | Known::Closed => {}
+    }
+    if syn && flags.has(TcpFlags::ACK) {
+        ClientStep::DropStray(Counter::DropStraySynAck)
+    } else if syn {
+        ClientStep::AnswerWithCookie
+    } else if flags.has(TcpFlags::RST) {
+        ClientStep::DropStray(Counter::DropStrayRst)
+    } else if flags.has(TcpFlags::FIN) {
+        ClientStep::DropStray(Counter::DropStrayFin)
+    } else if tcp.payload_len != 0 {
+        ClientStep::DropStray(Counter::DropStrayData)
     } else {
-        ProtectedStep::Pass
+        ClientStep::CheckCookie
+    }
+}
+
+/// What the guard does with a segment coming back from the server side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerStep {
+    /// Not a validated flow (the server's own connections): passed untouched.
+    Untracked,
+    /// The server's SYN-ACK to our SYN: record its ISN, turn it into the client's window update.
+    Join,
+    /// A retransmitted SYN-ACK of a joined flow (our ACK got lost): answer it with the ACK.
+    ReAck,
+    /// A segment of a joined flow: translate and forward.
+    Forward,
+    /// The server refused the connection (RST before joining): the controller resets the client.
+    RefusedBeforeJoin,
+    /// Anything else before the join (a SYN-ACK that does not acknowledge our SYN, ...).
+    AwaitBackend,
+}
+
+/// `acks_our_syn`: the segment acknowledges exactly the SYN we sent (client ISN + 1).
+#[inline(always)]
+pub fn server_step(flags: TcpFlags, known: Known, acks_our_syn: bool) -> ServerStep {
+    let syn_ack = flags.has(TcpFlags::SYN) && flags.has(TcpFlags::ACK);
+    match known {
+        Known::No => ServerStep::Untracked,
+        Known::AwaitingBackend if flags.has(TcpFlags::RST) => ServerStep::RefusedBeforeJoin,
+        Known::AwaitingBackend if syn_ack && acks_our_syn => ServerStep::Join,
+        Known::AwaitingBackend => ServerStep::AwaitBackend,
+        Known::Joined | Known::Closed if syn_ack => ServerStep::ReAck,
+        Known::Joined | Known::Closed => ServerStep::Forward,
     }
 }
 
@@ -128,20 +165,14 @@ mod tests {
     use super::*;
     use crate::{
         counters::{CounterBlock, Tally},
-        parse::{IpAddrs, IpPacket},
+        parse::{IpAddrs, IpPacket, Transport, flags_are_valid},
     };
 
-    fn ip(transport: Transport, v6: bool) -> Result<ParsedFrame, ParseError> {
+    fn ip(kind: TransportKind, v6: bool) -> Result<ParsedFrame, ParseError> {
         let addrs = if v6 {
-            IpAddrs::V6 {
-                src: [0; 16],
-                dst: [0; 16],
-            }
+            IpAddrs::v6([0; 16], [0; 16])
         } else {
-            IpAddrs::V4 {
-                src: [0; 4],
-                dst: [0; 4],
-            }
+            IpAddrs::v4([0; 4], [0; 4])
         };
         Ok(ParsedFrame {
             vlan_tags: 1,
@@ -150,7 +181,7 @@ mod tests {
                 l3_offset: 18,
                 l4_offset: 38,
                 ip_end: 60,
-                transport,
+                transport: Transport { kind, protocol: 17 },
             }),
         })
     }
@@ -173,11 +204,8 @@ mod tests {
     #[test]
     fn passes_and_their_reasons() {
         let cases = [
-            (ip(Transport::Fragment, false), Counter::PassFragment),
-            (
-                ip(Transport::Other { protocol: 17 }, true),
-                Counter::PassOtherProtocol,
-            ),
+            (ip(TransportKind::Fragment, false), Counter::PassFragment),
+            (ip(TransportKind::Other, true), Counter::PassOtherProtocol),
             (
                 Ok(ParsedFrame {
                     vlan_tags: 0,
@@ -200,7 +228,7 @@ mod tests {
     #[test]
     fn record_counts_seen_action_reason_family_and_vlan() {
         let mut block = CounterBlock::default();
-        let parsed = ip(Transport::Fragment, true);
+        let parsed = ip(TransportKind::Fragment, true);
         block.record(Tally::of(&parsed), classify(&parsed));
         let dropped = Err(ParseError::TruncatedTcp);
         block.record(Tally::of(&dropped), classify(&dropped));
@@ -256,26 +284,87 @@ mod tests {
         }
     }
 
-    #[test]
-    fn protected_steps() {
-        use ProtectedStep::*;
-        use TcpFlags as F;
-        let step = |flags: u8, known: bool| protected_step(TcpFlags(flags), || known);
-        assert_eq!(step(F::SYN, false), AnswerWithCookie);
-        assert_eq!(step(F::SYN | F::ECE | F::CWR, false), AnswerWithCookie);
-        assert_eq!(step(F::ACK, false), CheckCookie);
-        assert_eq!(step(F::ACK | F::PSH, false), CheckCookie);
-        assert_eq!(step(F::FIN | F::ACK, false), CheckCookie);
-        assert_eq!(step(F::RST, false), Pass);
-        assert_eq!(step(F::RST | F::ACK, false), Pass);
-        assert_eq!(step(F::SYN | F::ACK, false), Pass);
-        for flags in [F::ACK, F::FIN | F::ACK, F::RST] {
-            assert_eq!(step(flags, true), AwaitBackend);
+    fn segment(flags: u8, payload_len: u16) -> TcpSegment {
+        TcpSegment {
+            src_port: 1,
+            dst_port: 2,
+            seq: 3,
+            ack: 4,
+            flags: TcpFlags(flags),
+            window: 5,
+            header_len: 20,
+            payload_len,
+            options: Default::default(),
         }
+    }
+
+    #[test]
+    fn client_steps() {
+        use ClientStep::*;
+        use TcpFlags as F;
+        let step =
+            |flags: u8, payload: u16, known: Known| client_step(&segment(flags, payload), known);
+        assert_eq!(step(F::SYN, 0, Known::No), AnswerWithCookie);
         assert_eq!(
-            step(F::SYN, true),
+            step(F::SYN | F::ECE | F::CWR, 0, Known::No),
+            AnswerWithCookie
+        );
+        assert_eq!(step(F::ACK, 0, Known::No), CheckCookie);
+        assert_eq!(step(F::ACK | F::PSH, 0, Known::No), CheckCookie);
+        assert_eq!(
+            step(F::ACK | F::PSH, 10, Known::No),
+            DropStray(Counter::DropStrayData)
+        );
+        assert_eq!(
+            step(F::FIN | F::ACK, 0, Known::No),
+            DropStray(Counter::DropStrayFin)
+        );
+        assert_eq!(step(F::RST, 0, Known::No), DropStray(Counter::DropStrayRst));
+        assert_eq!(
+            step(F::RST | F::ACK, 0, Known::No),
+            DropStray(Counter::DropStrayRst)
+        );
+        assert_eq!(
+            step(F::SYN | F::ACK, 0, Known::No),
+            DropStray(Counter::DropStraySynAck)
+        );
+        for flags in [F::ACK, F::FIN | F::ACK, F::RST, F::SYN] {
+            assert_eq!(step(flags, 0, Known::Joined), Forward);
+        }
+        assert_eq!(step(F::ACK, 0, Known::AwaitingBackend), AwaitBackend);
+        assert_eq!(step(F::RST, 0, Known::AwaitingBackend), ResetBeforeJoin);
+        assert_eq!(
+            step(F::SYN, 0, Known::Closed),
             AnswerWithCookie,
             "a reused tuple opens anew"
+        );
+        assert_eq!(
+            step(F::ACK, 0, Known::Closed),
+            Forward,
+            "the last ACK still goes through"
+        );
+    }
+
+    #[test]
+    fn server_steps() {
+        use ServerStep::*;
+        use TcpFlags as F;
+        let syn_ack = TcpFlags(F::SYN | F::ACK);
+        assert_eq!(server_step(syn_ack, Known::No, false), Untracked);
+        assert_eq!(server_step(syn_ack, Known::AwaitingBackend, true), Join);
+        assert_eq!(
+            server_step(syn_ack, Known::AwaitingBackend, false),
+            AwaitBackend
+        );
+        assert_eq!(
+            server_step(TcpFlags(F::RST | F::ACK), Known::AwaitingBackend, true),
+            RefusedBeforeJoin
+        );
+        assert_eq!(server_step(syn_ack, Known::Joined, true), ReAck);
+        assert_eq!(server_step(TcpFlags(F::ACK), Known::Joined, false), Forward);
+        assert_eq!(
+            server_step(TcpFlags(F::FIN | F::ACK), Known::Closed, false),
+            Forward
         );
     }
 

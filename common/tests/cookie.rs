@@ -6,7 +6,7 @@ use synguard_common::{
         CookieError, CookieKeys, CookieOptions, FlowKey, MSS_TABLE, check, counter_at, epoch_key,
         make,
     },
-    parse::{L3, TcpFlags, TcpSegment, Transport, parse_frame},
+    parse::{TcpFlags, TcpSegment, parse_tcp_frame},
     siphash::SipKey,
     tcp_options::TcpOptions,
     test_frames::{flow_of, syn_v4, syn_v6},
@@ -175,7 +175,7 @@ fn syn_options_map_onto_what_a_cookie_carries() {
         window_scale: Some(9),
         sack_permitted: true,
         timestamps: Some((1, 0)),
-        sack_blocks: 0,
+        ..TcpOptions::default()
     };
     let options = CookieOptions::from_syn(
         &syn_with(full, TcpFlags::SYN | TcpFlags::ECE | TcpFlags::CWR),
@@ -221,11 +221,7 @@ fn syn_options_map_onto_what_a_cookie_carries() {
 #[test]
 fn ipv4_and_ipv6_flows_differ() {
     for frame in [syn_v4(0), syn_v6()] {
-        let parsed = parse_frame(&frame[..]).unwrap();
-        let L3::Ip(packet) = parsed.l3 else { panic!() };
-        let Transport::Tcp(tcp) = packet.transport else {
-            panic!()
-        };
+        let (packet, tcp) = parse_tcp_frame(&frame[..]).unwrap();
         let key = FlowKey::from_client_segment(&packet.addrs, &tcp);
         assert_eq!(key.family, if frame == syn_v6() { 6 } else { 4 });
     }

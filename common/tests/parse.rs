@@ -3,7 +3,10 @@
 use etherparse::{PacketBuilder, TcpOptionElement};
 use proptest::prelude::*;
 use synguard_common::{
-    parse::{IpAddrs, L3, ParseError, ParsedFrame, TcpFlags, Transport, parse_frame},
+    parse::{
+        IpAddrs, L3, ParseError, TcpFlags, Transport, TransportKind, flags_are_valid, parse_frame,
+        parse_tcp_frame,
+    },
     tcp_options::TcpOptions,
     test_frames::*,
 };
@@ -13,14 +16,9 @@ fn options_ext_body() -> Vec<u8> {
     vec![0, 1, 4, 0, 0, 0, 0]
 }
 
-fn tcp_of(frame: &ParsedFrame) -> (IpAddrs, synguard_common::parse::TcpSegment) {
-    match frame.l3 {
-        L3::Ip(packet) => match packet.transport {
-            Transport::Tcp(tcp) => (packet.addrs, tcp),
-            other => panic!("expected TCP, got {other:?}"),
-        },
-        other => panic!("expected IP, got {other:?}"),
-    }
+fn tcp_of(frame: &[u8]) -> (IpAddrs, synguard_common::parse::TcpSegment) {
+    let (packet, tcp) = parse_tcp_frame(frame).expect("a well-formed TCP frame");
+    (packet.addrs, tcp)
 }
 
 #[test]
@@ -28,14 +26,8 @@ fn ipv4_syn_is_decoded() {
     let frame = syn_v4(0);
     let parsed = parse_frame(&frame[..]).unwrap();
     assert_eq!(parsed.vlan_tags, 0);
-    let (addrs, tcp) = tcp_of(&parsed);
-    assert_eq!(
-        addrs,
-        IpAddrs::V4 {
-            src: CLIENT4,
-            dst: SERVER4
-        }
-    );
+    let (addrs, tcp) = tcp_of(&frame[..]);
+    assert_eq!(addrs, IpAddrs::v4(CLIENT4, SERVER4));
     assert_eq!((tcp.src_port, tcp.dst_port), (CLIENT_PORT, SERVER_PORT));
     assert_eq!(tcp.seq, 0xdead_beef);
     assert_eq!(tcp.flags, TcpFlags(TcpFlags::SYN));
@@ -50,6 +42,8 @@ fn ipv4_syn_is_decoded() {
             sack_permitted: true,
             timestamps: Some((0x1122_3344, 0)),
             sack_blocks: 0,
+            timestamps_at: 28,
+            sack_at: 0,
         }
     );
 }
@@ -64,7 +58,7 @@ fn vlan_tags_are_skipped() {
             panic!("not IP")
         };
         assert_eq!(packet.l3_offset as usize, 14 + 4 * tags as usize);
-        assert_eq!(tcp_of(&parsed).1.seq, 0xdead_beef);
+        assert_eq!(tcp_of(&frame[..]).1.seq, 0xdead_beef);
     }
 }
 
@@ -80,14 +74,8 @@ fn three_vlan_tags_are_refused() {
 #[test]
 fn ipv6_tcp_is_decoded_with_payload_length() {
     let frame = ack_v6(b"hello");
-    let (addrs, tcp) = tcp_of(&parse_frame(&frame[..]).unwrap());
-    assert_eq!(
-        addrs,
-        IpAddrs::V6 {
-            src: CLIENT6,
-            dst: SERVER6
-        }
-    );
+    let (addrs, tcp) = tcp_of(&frame[..]);
+    assert_eq!(addrs, IpAddrs::v6(CLIENT6, SERVER6));
     assert_eq!(
         (tcp.src_port, tcp.dst_port, tcp.ack),
         (CLIENT_PORT, SERVER_PORT, 99)
@@ -109,7 +97,7 @@ fn ipv6_extension_chain_is_followed() {
         panic!("not IP")
     };
     assert_eq!(packet.l4_offset as usize, 14 + 40 + 24);
-    assert_eq!(tcp_of(&parsed).1.payload_len, 1);
+    assert_eq!(tcp_of(&frame[..]).1.payload_len, 1);
 }
 
 #[test]
@@ -133,9 +121,9 @@ fn ipv6_fragments_and_atomic_fragments() {
     let L3::Ip(packet) = parse_frame(&frame[..]).unwrap().l3 else {
         panic!("not IP")
     };
-    assert_eq!(packet.transport, Transport::Fragment);
+    assert_eq!(packet.transport.kind, TransportKind::Fragment);
     let frame = with_ipv6_extensions(&ack_v6(b""), &[(44, atomic)]);
-    tcp_of(&parse_frame(&frame[..]).unwrap());
+    tcp_of(&frame[..]);
 }
 
 #[test]
@@ -147,8 +135,8 @@ fn ipv4_fragments_are_not_parsed_as_tcp() {
             panic!("not IP")
         };
         assert_eq!(
-            packet.transport,
-            Transport::Fragment,
+            packet.transport.kind,
+            TransportKind::Fragment,
             "{flags_and_offset:#x}"
         );
     }
@@ -167,7 +155,13 @@ fn udp_is_other_protocol() {
     let L3::Ip(packet) = parse_frame(&udp_v4()[..]).unwrap().l3 else {
         panic!("not IP")
     };
-    assert_eq!(packet.transport, Transport::Other { protocol: 17 });
+    assert_eq!(
+        packet.transport,
+        Transport {
+            kind: TransportKind::Other,
+            protocol: 17
+        }
+    );
 }
 
 #[test]
@@ -206,7 +200,7 @@ fn ethernet_padding_is_not_payload() {
         .write(&mut frame, &[])
         .unwrap();
     frame.resize(60, 0); // minimum Ethernet frame
-    assert_eq!(tcp_of(&parse_frame(&frame[..]).unwrap()).1.payload_len, 0);
+    assert_eq!(tcp_of(&frame[..]).1.payload_len, 0);
 }
 
 #[test]
@@ -321,10 +315,14 @@ proptest! {
         let mut frame = Vec::new();
         builder.write(&mut frame, &payload).unwrap();
 
-        let (_, tcp) = tcp_of(&parse_frame(&frame[..]).unwrap());
+        let expected_flags = TcpFlags::ACK | (flags & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST | TcpFlags::PSH));
+        if !flags_are_valid(TcpFlags(expected_flags)) {
+            prop_assert_eq!(parse_frame(&frame[..]), Err(ParseError::BadTcpFlags));
+            return Ok(());
+        }
+        let (_, tcp) = tcp_of(&frame[..]);
         prop_assert_eq!((tcp.src_port, tcp.dst_port, tcp.seq, tcp.ack, tcp.window),
             (src_port, dst_port, seq, ack, window));
-        let expected_flags = TcpFlags::ACK | (flags & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST | TcpFlags::PSH));
         prop_assert_eq!(tcp.flags, TcpFlags(expected_flags));
         prop_assert_eq!(tcp.payload_len as usize, payload.len());
         for option in &options {

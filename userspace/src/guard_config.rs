@@ -22,8 +22,8 @@ use synguard_common::{
         COOKIE_KEYS_MAP, PROTECTED_CAPACITY, PROTECTED_MAP, ProtectedAddress, ProtectedPorts,
         SYN_ACK_SETTINGS_MAP, ipv4_mapped,
     },
+    segment::SynAckSettings,
     siphash::SipKey,
-    syn_ack::SynAckSettings,
 };
 
 /// A protected service: a destination prefix and its TCP ports (`CIDR:PORTS`, for example

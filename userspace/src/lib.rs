@@ -2,8 +2,8 @@
 //! The binary (`main.rs`) is the CLI on top of this library; tests and benchmarks use it too.
 
 pub mod attach;
+pub mod flow_events;
 pub mod guard_config;
-pub mod handshakes;
 pub mod object;
 pub mod privilege;
 pub mod prog_test_run;

@@ -11,14 +11,15 @@ use log::LevelFilter;
 use synguard_common::{
     cookie::{CookieKeys, FlowKey},
     counters::CounterBlock,
-    maps::{FLOWS_MAP, FlowEntry, HANDSHAKES_MAP, HandshakeEvent},
-    syn_ack::SynAckSettings,
+    maps::{FLOW_EVENTS_MAP, FLOWS_MAP, FlowEntry, FlowEvent},
+    segment::SynAckSettings,
     verdict::Action,
 };
 
 use crate::{
+    flow_events,
     guard_config::{self, ProtectedService},
-    handshakes, object, stats,
+    object, stats,
 };
 
 /// What one run of the program did to one frame.
@@ -42,7 +43,7 @@ pub struct DataPlane {
     ebpf: Ebpf,
     program: String,
     counters: PerCpuArray<MapData, CounterBlock>,
-    handshakes: Option<RingBuf<MapData>>,
+    events: Option<RingBuf<MapData>>,
 }
 
 impl DataPlane {
@@ -55,7 +56,7 @@ impl DataPlane {
             ebpf,
             program: program.to_string(),
             counters,
-            handshakes: None,
+            events: None,
         })
     }
 
@@ -71,19 +72,19 @@ impl DataPlane {
         guard_config::write_keys(&mut self.ebpf, keys)
     }
 
-    /// Handshake events emitted since the last call.
-    pub fn handshakes(&mut self) -> Result<Vec<HandshakeEvent>> {
-        if self.handshakes.is_none() {
+    /// Flow events emitted since the last call.
+    pub fn events(&mut self) -> Result<Vec<FlowEvent>> {
+        if self.events.is_none() {
             let map = self
                 .ebpf
-                .take_map(HANDSHAKES_MAP)
-                .context("handshake ring buffer missing")?;
-            self.handshakes = Some(RingBuf::try_from(map)?);
+                .take_map(FLOW_EVENTS_MAP)
+                .context("flow event ring buffer missing")?;
+            self.events = Some(RingBuf::try_from(map)?);
         }
-        let ring = self.handshakes.as_mut().expect("just set");
+        let ring = self.events.as_mut().expect("just set");
         let mut events = Vec::new();
         while let Some(record) = ring.next() {
-            events.push(handshakes::decode(&record).context("odd-sized handshake record")?);
+            events.push(flow_events::decode(&record).context("odd-sized flow event record")?);
         }
         Ok(events)
     }
@@ -99,19 +100,29 @@ impl DataPlane {
         }
     }
 
-    fn program(&mut self) -> Result<&mut Xdp> {
-        Ok(self
+    fn program(&mut self, name: &str) -> Result<&mut Xdp> {
+        let program: &mut Xdp = self
             .ebpf
-            .program_mut(&self.program)
-            .context("program vanished")?
-            .try_into()?)
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing"))?
+            .try_into()?;
+        if program.fd().is_err() {
+            program.load()?;
+        }
+        Ok(program)
     }
 
-    /// Runs the program once on `frame`.
+    /// Runs the program loaded first once on `frame`.
     pub fn run(&mut self, frame: &[u8]) -> Result<Outcome> {
+        let name = self.program.clone();
+        self.run_program(&name, frame)
+    }
+
+    /// Runs the named program (loaded on first use; maps shared) once on `frame`.
+    pub fn run_program(&mut self, name: &str, frame: &[u8]) -> Result<Outcome> {
         // Room for the frame plus anything a rewrite could add.
         let mut output = vec![0u8; frame.len() + 256];
-        let result = self.program()?.test_run(TestRunOptions {
+        let result = self.program(name)?.test_run(TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut output),
             ..TestRunOptions::new()
@@ -126,7 +137,8 @@ impl DataPlane {
     /// Runs the program once on `frame` and returns the kernel's time for that run, in ns
     /// (the run alone, not the syscall; BPF_PROG_TEST_RUN's own per-run work included).
     pub fn time_once(&mut self, frame: &[u8]) -> Result<u64> {
-        let result = self.program()?.test_run(TestRunOptions {
+        let name = self.program.clone();
+        let result = self.program(&name)?.test_run(TestRunOptions {
             data_in: Some(frame),
             ..TestRunOptions::new()
         })?;

@@ -11,11 +11,12 @@ use std::path::PathBuf;
 use aya::maps::RingBuf;
 use synguard::{
     attach::{self, AttachMode},
+    flow_events,
     guard_config::{self, CookieSecret, ProtectedService},
-    handshakes, object, privilege,
+    object, privilege,
     stats::{self, Reading},
 };
-use synguard_common::{maps::HANDSHAKES_MAP, syn_ack::SynAckSettings};
+use synguard_common::{maps::FLOW_EVENTS_MAP, segment::SynAckSettings};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -109,7 +110,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         info!("protecting {} ports {:?}", service.prefix, service.ports);
     }
     let handshakes = RingBuf::try_from(
-        ebpf.take_map(HANDSHAKES_MAP)
+        ebpf.take_map(FLOW_EVENTS_MAP)
             .context("handshake ring buffer missing from the eBPF object")?,
     )?;
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until the end.
@@ -169,11 +170,11 @@ async fn serve(args: RunArgs) -> Result<()> {
             guard = handshakes.readable_mut() => {
                 let mut guard = guard?;
                 while let Some(record) = guard.get_inner_mut().next() {
-                    if let Some(event) = handshakes::decode(&record) {
+                    if let Some(event) = flow_events::decode(&record) && event.kind == synguard_common::maps::event_kind::VALIDATED {
                         if args.json {
-                            println!("{}", handshakes::json(&event));
+                            println!("{}", flow_events::handshake_json(&event));
                         } else {
-                            info!("{}", handshakes::text(&event));
+                            info!("{}", flow_events::handshake_text(&event));
                         }
                     }
                 }

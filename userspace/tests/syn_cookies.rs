@@ -182,14 +182,15 @@ fn a_valid_third_ack_hands_the_flow_to_the_controller_once() {
     let outcome = guard.run(&ack).unwrap();
     assert_eq!(
         outcome.action().unwrap(),
-        Action::Drop,
-        "held until the flows stage forwards it"
+        Action::Pass,
+        "rewritten into the SYN to the server (see tests/flows.rs)"
     );
     assert_eq!(guard.counters().unwrap().get(Counter::CookieValid), 1);
-    let events = guard.handshakes().unwrap();
+    let events = guard.events().unwrap();
     assert_eq!(events.len(), 1);
     let event = events[0];
     assert_eq!(event.flow, flow_of(&syn));
+    assert_eq!(event.kind, synguard_common::maps::event_kind::VALIDATED);
     assert_eq!(
         (event.entry.client_isn, event.entry.guard_isn),
         (CLIENT_ISN, cookie)
@@ -207,7 +208,7 @@ fn a_valid_third_ack_hands_the_flow_to_the_controller_once() {
         guard.counters().unwrap().get(Counter::DropAwaitingBackend),
         1
     );
-    assert!(guard.handshakes().unwrap().is_empty());
+    assert!(guard.events().unwrap().is_empty());
 }
 
 #[test]
@@ -258,7 +259,7 @@ fn forged_stale_and_wrong_key_acks_are_dropped() {
         assert_eq!(outcome.action().unwrap(), Action::Drop, "{name}");
         assert_eq!(guard.counters().unwrap().get(counter), before + 1, "{name}");
     }
-    assert!(guard.handshakes().unwrap().is_empty());
+    assert!(guard.events().unwrap().is_empty());
     assert_eq!(guard.flow(&flow).unwrap(), None);
 }
 
@@ -286,7 +287,7 @@ fn cookies_survive_one_key_rotation_but_not_two() {
         1,
         "A as the previous key"
     );
-    let event = guard.handshakes().unwrap()[0];
+    let event = guard.events().unwrap()[0];
     assert_eq!(event.entry.options.window_scale, 7);
     assert_ne!(event.entry.options.window_scale, NO_WINDOW_SCALE);
 }

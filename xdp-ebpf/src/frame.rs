@@ -4,12 +4,12 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::generated::{bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    helpers::generated::{bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     programs::XdpContext,
 };
 use synguard_common::{
     frame::{FrameBytes, TCP_HEADER_BUF_LEN},
-    syn_ack::SYN_ACK_BUF_LEN,
+    segment::SEGMENT_BUF_LEN,
 };
 
 pub struct XdpFrame<'a>(pub &'a XdpContext);
@@ -66,20 +66,34 @@ impl XdpFrame<'_> {
         }
     }
 
-    /// Writes the first `len` bytes of `bytes` at `offset`; false when the frame is shorter.
+    /// Writes `len` bytes from `src` at `offset`; false when the frame is shorter. Callers
+    /// pass a `src` of at least `len` bytes.
     #[inline(always)]
-    pub fn store(&self, offset: usize, bytes: &[u8; SYN_ACK_BUF_LEN], len: usize) -> bool {
-        // Masked so the verifier sees len < SYN_ACK_BUF_LEN; real lengths are at most 80.
-        let len = len & (SYN_ACK_BUF_LEN - 1);
-        // SAFETY: the helper reads `len` bytes from a buffer that holds more.
+    fn copy_in(&self, offset: usize, src: *const u8, len: usize) -> bool {
+        // SAFETY: the helper reads `len` bytes from `src`, which holds that many.
         unsafe {
-            bpf_xdp_store_bytes(
-                self.0.ctx,
-                offset as u32,
-                bytes.as_ptr() as *mut c_void,
-                len as u32,
-            ) == 0
+            bpf_xdp_store_bytes(self.0.ctx, offset as u32, src as *mut c_void, len as u32) == 0
         }
+    }
+
+    /// Writes the first `len` bytes of a written segment at `offset`.
+    #[inline(always)]
+    pub fn store_segment(&self, offset: usize, bytes: &[u8; SEGMENT_BUF_LEN], len: usize) -> bool {
+        // Masked so the verifier sees len < SEGMENT_BUF_LEN; real lengths are at most 80.
+        self.copy_in(offset, bytes.as_ptr(), len & (SEGMENT_BUF_LEN - 1))
+    }
+
+    /// Writes a (rewritten) TCP header of `len` bytes (20..=60) back at `offset`.
+    #[inline(always)]
+    pub fn store_tcp_header(
+        &self,
+        offset: usize,
+        header: &[u8; TCP_HEADER_BUF_LEN],
+        len: usize,
+    ) -> bool {
+        // The same bounding form as the load (see `load_tcp_header`).
+        let len = ((len.wrapping_sub(20)) & 63) + 20;
+        self.copy_in(offset, header.as_ptr(), len)
     }
 
     /// Swaps destination and source MAC addresses, with direct access (no helper calls).
@@ -98,6 +112,25 @@ impl XdpFrame<'_> {
         }
         true
     }
+}
+
+/// Replaces everything from the IP header on with the `len`-byte segment in `bytes` (the L2
+/// header, VLAN tags included, stays); `reply` also swaps the MACs, for XDP_TX.
+#[inline(always)]
+pub fn replace_l3(
+    ctx: &XdpContext,
+    l3_offset: usize,
+    bytes: &[u8; SEGMENT_BUF_LEN],
+    len: usize,
+    reply: bool,
+) -> bool {
+    let delta = (l3_offset + len) as i32 - XdpFrame(ctx).len() as i32;
+    // SAFETY: resizes the frame; later accesses go through helpers that re-check bounds.
+    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        return false;
+    }
+    let resized = XdpFrame(ctx);
+    resized.store_segment(l3_offset, bytes, len) && (!reply || resized.swap_macs())
 }
 
 /// The benchmark floor's work: swap MACs, IPv4 addresses and TCP ports of an untagged

@@ -1,9 +1,15 @@
 //! synguard's XDP programs. Thin by design: parse, look up maps, act, count. Everything with
-//! logic in it (parser, verdicts, cookies, the SYN-ACK) lives in `synguard_common`, shared
-//! with the host tests.
+//! logic in it (parser, verdicts, cookies, segments, translation) lives in `synguard_common`,
+//! shared with the host tests.
+//!
+//! Two guard programs, one per side: `synguard` on the interface facing the clients (cookies,
+//! the backend SYN, client-to-server forwarding) and `synguard_server` on the interface facing
+//! the protected servers (the join, server-to-client forwarding).
 #![no_std]
 #![no_main]
 
+mod events;
+mod flows;
 mod frame;
 mod syn_cookie;
 
@@ -21,13 +27,12 @@ use synguard_common::{
     cookie::{CookieKeys, FlowKey},
     counters::{Counter, CounterBlock, Tally},
     maps::{
-        FLOWS_CAPACITY, FlowEntry, HANDSHAKES_RING_BYTES, PROTECTED_CAPACITY, ProtectedAddress,
-        ProtectedPorts, ipv4_mapped,
+        FLOW_EVENTS_RING_BYTES, FLOWS_CAPACITY, FlowEntry, PROTECTED_CAPACITY, ProtectedAddress,
+        ProtectedPorts, ipv4_mapped, phase,
     },
-    parse::{IpAddrs, L3, ParsedFrame, TcpSegment, Transport, parse_frame_with},
-    syn_ack::{SYN_ACK_BUF_LEN, SynAckSettings},
-    tcp_options::TcpOptionWalker,
-    verdict::{Action, ProtectedStep, Verdict, classify, protected_step},
+    parse::{IpAddrs, L3, ParseScratch, ParsedFrame, TcpSegment, TransportKind, parse_frame_with},
+    segment::{SEGMENT_BUF_LEN, SynAckSettings},
+    verdict::{Action, ClientStep, Known, ServerStep, Verdict, classify, client_step, server_step},
 };
 
 use crate::frame::XdpFrame;
@@ -36,16 +41,21 @@ use crate::frame::XdpFrame;
 #[map]
 static COUNTERS: PerCpuArray<CounterBlock> = PerCpuArray::with_max_entries(1, 0);
 
-/// Scratch space for the TCP option walk, kept in map memory on purpose (see
-/// `synguard_common::parse::parse_frame_with`).
+/// The parser's scratch space, kept in map memory on purpose (see
+/// `synguard_common::parse::parse_frame_with`). It also holds the TCP header that forwarding
+/// rewrites in place.
 #[map]
-static TCP_WALKER: PerCpuArray<TcpOptionWalker> = PerCpuArray::with_max_entries(1, 0);
+static PARSE_SCRATCH: PerCpuArray<ParseScratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// Scratch space for the SYN-ACK being written: too large for the 512-byte BPF stack.
+/// Scratch space for a segment being written: too large for the 512-byte BPF stack.
 #[map]
-static SYN_ACK_SCRATCH: PerCpuArray<[u8; SYN_ACK_BUF_LEN]> = PerCpuArray::with_max_entries(1, 0);
+static SEGMENT_SCRATCH: PerCpuArray<[u8; SEGMENT_BUF_LEN]> = PerCpuArray::with_max_entries(1, 0);
 
-/// A TCP segment to a protected service, handed to the cookie actions (scratch, per CPU).
+/// A new flow entry being built before it goes into the flows map (too large for the stack).
+#[map]
+static NEW_FLOW: PerCpuArray<FlowEntry> = PerCpuArray::with_max_entries(1, 0);
+
+/// A TCP segment to or from a protected service, handed to the actions (scratch, per CPU).
 #[map]
 static GUARDED: PerCpuArray<Guarded> = PerCpuArray::with_max_entries(1, 0);
 
@@ -62,87 +72,194 @@ static SYN_ACK_SETTINGS: Array<SynAckSettings> = Array::with_max_entries(1, 0);
 static PROTECTED: LpmTrie<ProtectedAddress, ProtectedPorts> =
     LpmTrie::with_max_entries(PROTECTED_CAPACITY, BPF_F_NO_PREALLOC);
 
-/// Flows whose cookie validated.
+/// Validated flows. The controller sets the size at load time (`--max-flows`).
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowEntry> = LruHashMap::with_max_entries(FLOWS_CAPACITY, 0);
 
-/// Validated handshakes, for the controller.
+/// Flow events (validations, joins, control segments), for the controller.
 #[map]
-static HANDSHAKES: RingBuf = RingBuf::with_byte_size(HANDSHAKES_RING_BYTES, 0);
+static FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(FLOW_EVENTS_RING_BYTES, 0);
 
-/// The guard: attached to the interface that faces the clients.
-#[xdp]
-pub fn synguard(ctx: XdpContext) -> u32 {
-    let Some(walker) = TCP_WALKER.get_ptr_mut(0) else {
-        // Index 0 of a one-entry array always exists; XDP_ABORTED shows in the xdp_exception
-        // tracepoint should that ever be wrong.
-        return XDP_ABORTED;
-    };
-    // SAFETY: per-CPU entry, used only during this run of the program.
-    let parsed = parse_frame_with(&XdpFrame(&ctx), unsafe { &mut *walker });
-    let mut verdict = classify(&parsed);
+/// A TCP segment of a protected service: what the actions need of it.
+pub struct Guarded {
+    pub flow: FlowKey,
+    pub tcp: TcpSegment,
+    pub l3_offset: u16,
+    pub l4_offset: u16,
+}
+
+/// A parsed frame: its verdict so far, what it adds to the counters, and (for well-formed TCP
+/// of a protected service) the segment for the actions.
+struct Parsed {
+    verdict: Verdict,
+    tally: Tally,
+    guarded: Option<&'static mut Guarded>,
+}
+
+/// Parses the frame; `from_client` says which side it came from (a client's segment counts
+/// only when its destination is protected, a server's is looked up in the flows map anyway).
+/// Plain code, no closures: a closure LLVM declines to inline becomes a BPF subprogram, and
+/// the Rust types crossing it trip the verifier.
+#[inline(always)]
+fn parse(ctx: &XdpContext, scratch: &mut ParseScratch, from_client: bool) -> Parsed {
+    let parsed = parse_frame_with(&XdpFrame(ctx), scratch);
+    let verdict = classify(&parsed);
     let tally = Tally::of(&parsed);
+    let mut guarded = None;
     if let (
         Ok(ParsedFrame {
             l3: L3::Ip(packet), ..
         }),
         Action::Pass,
     ) = (&parsed, verdict.action)
-        && let Transport::Tcp(tcp) = &packet.transport
-        && is_protected(&packet.addrs, tcp.dst_port)
-        && let Some(guarded) = GUARDED.get_ptr_mut(0)
+        && packet.transport.kind == TransportKind::Tcp
+        && let tcp = &scratch.segment
+        && (!from_client || is_protected(&packet.addrs, tcp.dst_port))
+        && let Some(slot) = GUARDED.get_ptr_mut(0)
     {
-        // Copied into map memory: the cookie work then needs no stack for it.
+        // Copied into map memory: the actions then need no stack for it.
         // SAFETY: per-CPU entry, used only during this run of the program.
-        let guarded = unsafe { &mut *guarded };
-        guarded.flow = FlowKey::from_client_segment(&packet.addrs, tcp);
-        guarded.tcp = *tcp;
-        guarded.l3_offset = packet.l3_offset;
-        verdict = guard_tcp(&ctx, guarded);
+        let slot = unsafe { &mut *slot };
+        slot.flow = if from_client {
+            FlowKey::from_client_segment(&packet.addrs, tcp)
+        } else {
+            FlowKey::from_server_segment(&packet.addrs, tcp)
+        };
+        slot.tcp = *tcp;
+        slot.l3_offset = packet.l3_offset;
+        slot.l4_offset = packet.l4_offset;
+        guarded = Some(slot);
     }
+    Parsed {
+        verdict,
+        tally,
+        guarded,
+    }
+}
+
+/// Counts the outcome and returns the XDP action.
+#[inline(always)]
+fn finish(ctx: &XdpContext, tally: Tally, verdict: Verdict) -> u32 {
     if let Some(block) = COUNTERS.get_ptr_mut(0) {
         // SAFETY: per-CPU value, only this CPU writes it and nothing else holds the pointer.
         unsafe { (*block).record(tally, verdict) };
     }
     if verdict.action == Action::Drop {
-        debug!(&ctx, "drop: {}", verdict.reason.name());
+        debug!(ctx, "drop: {}", verdict.reason.name());
     }
     verdict.action.xdp_code()
 }
 
-/// A TCP segment to a protected service: what the cookie actions need of it.
-pub struct Guarded {
-    pub flow: FlowKey,
-    pub tcp: TcpSegment,
-    pub l3_offset: u16,
+#[inline(always)]
+fn scratch() -> Option<&'static mut ParseScratch> {
+    // SAFETY: per-CPU entry, used only during this run of the program.
+    PARSE_SCRATCH
+        .get_ptr_mut(0)
+        .map(|scratch| unsafe { &mut *scratch })
+}
+
+/// What the flows map says of a flow, and its entry when there is one.
+#[inline(always)]
+fn lookup(flow: &FlowKey) -> (Known, *mut FlowEntry) {
+    match FLOWS.get_ptr_mut(flow) {
+        None => (Known::No, core::ptr::null_mut()),
+        Some(entry) => {
+            // SAFETY: a live map value; the LRU may recycle it only after this program returns.
+            let e = unsafe { &*entry };
+            let known = if e.phase != phase::JOINED {
+                Known::AwaitingBackend
+            } else if e.both_closed() {
+                Known::Closed
+            } else {
+                Known::Joined
+            };
+            (known, entry)
+        }
+    }
+}
+
+/// The client side: attached to the interface that faces the clients.
+#[xdp]
+pub fn synguard(ctx: XdpContext) -> u32 {
+    let Some(scratch) = scratch() else {
+        // Index 0 of a one-entry array always exists; XDP_ABORTED shows in the xdp_exception
+        // tracepoint should that ever be wrong.
+        return XDP_ABORTED;
+    };
+    let Parsed {
+        mut verdict,
+        tally,
+        guarded,
+    } = parse(&ctx, scratch, true);
+    if let Some(guarded) = guarded {
+        let (known, entry) = lookup(&guarded.flow);
+        verdict = match client_step(&guarded.tcp, known) {
+            ClientStep::AnswerWithCookie => syn_cookie::answer_syn(&ctx, guarded),
+            ClientStep::CheckCookie => syn_cookie::check_ack(&ctx, guarded),
+            // SAFETY (both): `entry` is non-null whenever the flow is known.
+            ClientStep::Forward => {
+                flows::to_server(&ctx, guarded, unsafe { &mut *entry }, &mut scratch.walker)
+            }
+            ClientStep::ResetBeforeJoin => flows::reset_before_join(guarded, unsafe { &*entry }),
+            ClientStep::AwaitBackend => Verdict {
+                action: Action::Drop,
+                reason: Counter::DropAwaitingBackend,
+            },
+            ClientStep::DropStray(reason) => Verdict {
+                action: Action::Drop,
+                reason,
+            },
+        };
+    }
+    finish(&ctx, tally, verdict)
+}
+
+/// The server side: attached to the interface that faces the protected servers.
+#[xdp]
+pub fn synguard_server(ctx: XdpContext) -> u32 {
+    let Some(scratch) = scratch() else {
+        return XDP_ABORTED;
+    };
+    let Parsed {
+        mut verdict,
+        tally,
+        guarded,
+    } = parse(&ctx, scratch, false);
+    if let Some(guarded) = guarded {
+        let (known, entry) = lookup(&guarded.flow);
+        let acks_our_syn = !entry.is_null()
+            // SAFETY: checked non-null just before.
+            && guarded.tcp.ack == unsafe { (*entry).client_isn }.wrapping_add(1);
+        // SAFETY (all arms but Untracked): `entry` is non-null whenever the flow is known.
+        verdict = match server_step(guarded.tcp.flags, known, acks_our_syn) {
+            ServerStep::Untracked => verdict,
+            ServerStep::Join => flows::join(&ctx, guarded, unsafe { &mut *entry }),
+            ServerStep::ReAck => flows::re_ack(&ctx, guarded, unsafe { &*entry }),
+            ServerStep::Forward => {
+                flows::to_client(&ctx, guarded, unsafe { &mut *entry }, &mut scratch.walker)
+            }
+            ServerStep::RefusedBeforeJoin => {
+                flows::refused_before_join(guarded, unsafe { &*entry })
+            }
+            ServerStep::AwaitBackend => Verdict {
+                action: Action::Drop,
+                reason: Counter::DropAwaitingBackend,
+            },
+        };
+    }
+    finish(&ctx, tally, verdict)
 }
 
 #[inline(always)]
 fn is_protected(addrs: &IpAddrs, port: u16) -> bool {
-    let address = match addrs {
-        IpAddrs::V4 { dst, .. } => ipv4_mapped(dst),
-        IpAddrs::V6 { dst, .. } => *dst,
+    let address = if addrs.is_v6() {
+        addrs.dst
+    } else {
+        ipv4_mapped(&[addrs.dst[0], addrs.dst[1], addrs.dst[2], addrs.dst[3]])
     };
     PROTECTED
         .get(Key::new(128, address))
         .is_some_and(|ports| ports.contains(port))
-}
-
-#[inline(always)]
-fn guard_tcp(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
-    let known = || FLOWS.get_ptr(&guarded.flow).is_some();
-    match protected_step(guarded.tcp.flags, known) {
-        ProtectedStep::AnswerWithCookie => syn_cookie::answer_syn(ctx, guarded),
-        ProtectedStep::CheckCookie => syn_cookie::check_ack(guarded),
-        ProtectedStep::AwaitBackend => Verdict {
-            action: Action::Drop,
-            reason: Counter::DropAwaitingBackend,
-        },
-        ProtectedStep::Pass => Verdict {
-            action: Action::Pass,
-            reason: Counter::PassTcp,
-        },
-    }
 }
 
 /// Does nothing but pass. Native XDP on veth delivers XDP_TX/XDP_REDIRECT frames only when the

@@ -1,20 +1,24 @@
-//! The two cookie actions: answer a SYN with a SYN-ACK (XDP_TX), check a third ACK.
+//! The two cookie actions: answer a SYN with a SYN-ACK (XDP_TX); check a third ACK and, when
+//! its cookie holds, turn it into the SYN that opens the connection to the server (XDP_PASS:
+//! the kernel routes it).
 
 use aya_ebpf::{
-    helpers::generated::{bpf_ktime_get_tai_ns, bpf_xdp_adjust_tail},
+    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_ktime_get_tai_ns},
     programs::XdpContext,
 };
 use synguard_common::{
     cookie::{self, CookieError, CookieOptions},
     counters::Counter,
-    frame::FrameBytes,
-    maps::{FlowEntry, HandshakeEvent, WireOptions},
-    syn_ack::write_syn_ack,
+    maps::{FlowDirection, TO_SERVER, WireOptions, event_kind, phase},
+    parse::TcpFlags,
+    segment::{SegmentSpec, write_segment},
+    seq::rescale_window,
     verdict::{Action, Verdict},
 };
 
 use crate::{
-    COOKIE_KEYS, FLOWS, Guarded, HANDSHAKES, SYN_ACK_SCRATCH, SYN_ACK_SETTINGS, frame::XdpFrame,
+    COOKIE_KEYS, FLOWS, Guarded, NEW_FLOW, SEGMENT_SCRATCH, SYN_ACK_SETTINGS, events,
+    frame::replace_l3,
 };
 
 #[inline(always)]
@@ -28,48 +32,62 @@ fn now_tai_ns() -> u64 {
     unsafe { bpf_ktime_get_tai_ns() }
 }
 
-/// Rewrites the SYN in place into our SYN-ACK: same L2 header with MACs swapped (VLAN tags
-/// kept), then fresh IP and TCP headers.
+/// The clock of `FlowEntry::last_seen_ns` (cheap, tick resolution is plenty for timeouts).
 #[inline(always)]
-pub fn answer_syn(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
-    let (syn, flow) = (&guarded.tcp, &guarded.flow);
-    let (Some(keys), Some(settings), Some(reply)) = (
-        COOKIE_KEYS.get(0),
-        SYN_ACK_SETTINGS.get(0),
-        SYN_ACK_SCRATCH.get_ptr_mut(0),
-    ) else {
+pub fn now_coarse_ns() -> u64 {
+    // SAFETY: no arguments, no memory.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// Writes `spec` over the frame from the IP header on; `reply` sends it back (XDP_TX), else
+/// the kernel routes it (XDP_PASS).
+#[inline(always)]
+pub fn emit(
+    ctx: &XdpContext,
+    guarded: &Guarded,
+    spec: &SegmentSpec,
+    reply: bool,
+    reason: Counter,
+) -> Verdict {
+    let Some(out) = SEGMENT_SCRATCH.get_ptr_mut(0) else {
         return verdict(Action::Drop, Counter::DropNoConfig);
     };
     // SAFETY: per-CPU entry, used only during this run of the program.
-    let reply = unsafe { &mut *reply };
+    let out = unsafe { &mut *out };
+    let len = write_segment(&guarded.flow, spec, out);
+    if !replace_l3(ctx, guarded.l3_offset as usize, out, len, reply) {
+        return verdict(Action::Drop, Counter::DropRewriteFailed);
+    }
+    verdict(if reply { Action::Tx } else { Action::Pass }, reason)
+}
+
+/// Answers the SYN with our SYN-ACK, the cookie as ISN.
+#[inline(always)]
+pub fn answer_syn(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
+    let (syn, flow) = (&guarded.tcp, &guarded.flow);
+    let (Some(keys), Some(settings)) = (COOKIE_KEYS.get(0), SYN_ACK_SETTINGS.get(0)) else {
+        return verdict(Action::Drop, Counter::DropNoConfig);
+    };
     if !keys.is_set() {
         return verdict(Action::Drop, Counter::DropNoConfig);
     }
     let now = now_tai_ns();
-    let options = CookieOptions::from_syn(syn, flow.family == 6);
+    let ipv6 = flow.family == 6;
+    let options = CookieOptions::from_syn(syn, ipv6);
     let (key, phase) = keys.current();
     let cookie = cookie::make(key, phase, flow, syn.seq, cookie::counter_at(now), &options);
     // Our TSval: a millisecond clock (RFC 7323 section 5.4 asks only for monotony).
     let tsval = (now / 1_000_000) as u32;
-    let len = write_syn_ack(flow, syn, cookie, &options, settings, tsval, reply);
-    let l3 = guarded.l3_offset as usize;
-    let delta = (l3 + len) as i32 - XdpFrame(ctx).len() as i32;
-    // SAFETY: resizes the frame; later accesses go through helpers that re-check bounds.
-    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
-        return verdict(Action::Drop, Counter::DropRewriteFailed);
-    }
-    let resized = XdpFrame(ctx);
-    if !resized.store(l3, reply, len) || !resized.swap_macs() {
-        return verdict(Action::Drop, Counter::DropRewriteFailed);
-    }
-    verdict(Action::Tx, Counter::TxSynCookie)
+    let spec = SegmentSpec::syn_ack(syn, cookie, &options, settings, ipv6, tsval);
+    emit(ctx, guarded, &spec, true, Counter::TxSynCookie)
 }
 
-/// Checks the cookie a third ACK echoes; a valid one records the flow and tells the controller.
+/// Checks the cookie a third ACK echoes. A valid one records the flow, tells the controller,
+/// and becomes the SYN to the server: the client's ISN and options, as its SYN had them.
 #[inline(always)]
-pub fn check_ack(guarded: &Guarded) -> Verdict {
+pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     let (ack, flow) = (&guarded.tcp, &guarded.flow);
-    let Some(keys) = COOKIE_KEYS.get(0) else {
+    let (Some(keys), Some(settings)) = (COOKIE_KEYS.get(0), SYN_ACK_SETTINGS.get(0)) else {
         return verdict(Action::Drop, Counter::DropNoConfig);
     };
     let now = now_tai_ns();
@@ -80,30 +98,69 @@ pub fn check_ack(guarded: &Guarded) -> Verdict {
         Err(CookieError::Expired) => return verdict(Action::Drop, Counter::DropCookieExpired),
         Err(CookieError::Invalid) => return verdict(Action::Drop, Counter::DropCookieInvalid),
     };
-    let (ts_val, ts_ecr) = match ack.options.timestamps {
-        Some(ts) => ts,
+    // We answered a window-scale option with ours (see `SegmentSpec::syn_ack`).
+    let (client_shift, client_view_of_server_shift) = match options.window_scale {
+        Some(shift) => (shift, settings.window_scale),
         None => (0, 0),
     };
-    let entry = FlowEntry {
-        client_isn,
-        guard_isn,
-        options: WireOptions::new(&options, ack.options.timestamps.is_some()),
-        validated_tai_ns: now,
+    let Some(entry) = NEW_FLOW.get_ptr_mut(0) else {
+        return verdict(Action::Drop, Counter::DropNoConfig);
     };
-    let Some(mut event) = HANDSHAKES.reserve::<HandshakeEvent>(0) else {
-        return verdict(Action::Drop, Counter::DropEventLost);
+    // SAFETY: per-CPU entry, used only during this run of the program. Every field is set
+    // below, so nothing of the previous flow built here survives.
+    let entry = unsafe { &mut *entry };
+    entry.client_isn = client_isn;
+    entry.guard_isn = guard_isn;
+    entry.server_isn = 0;
+    entry.seq_offset = 0;
+    entry.ts_offset = 0;
+    entry.guard_tsval = match ack.options.timestamps {
+        Some((_, tsecr)) => tsecr,
+        None => 0,
     };
-    // Written field by field into the ring buffer: no event-sized copy on the stack.
-    let slot = event.as_mut_ptr();
-    // SAFETY: the reservation holds one HandshakeEvent; every field is written before submit.
-    unsafe {
-        (*slot).flow = *flow;
-        (*slot).entry = entry;
-        (*slot).ts_val = ts_val;
-        (*slot).ts_ecr = ts_ecr;
+    entry.options = WireOptions::new(&options, ack.options.timestamps.is_some());
+    entry.client_shift = client_shift;
+    entry.server_view_of_client_shift = 0;
+    entry.server_shift = 0;
+    entry.client_view_of_server_shift = client_view_of_server_shift;
+    entry.server_mss = 0;
+    entry.phase = phase::AWAITING_BACKEND;
+    entry.server_timestamps = 0;
+    entry.validated_tai_ns = now;
+    entry.last_seen_ns = now_coarse_ns();
+    entry.to_server = FlowDirection {
+        next_seq: ack.seq,
+        window: (ack.window as u32) << client_shift,
+        ..FlowDirection::default()
+    };
+    entry.to_client = FlowDirection::default();
+    // A full LRU map evicts its oldest entry: insertion does not fail for lack of room. A
+    // SYN on a closed tuple overwrites the old connection here.
+    if FLOWS.insert(flow, &*entry, 0).is_err() {
+        return verdict(Action::Drop, Counter::DropRewriteFailed);
     }
-    event.submit(0);
-    // A full LRU map evicts its oldest entry: insertion does not fail for lack of room.
-    let _ = FLOWS.insert(flow, &entry, 0);
-    verdict(Action::Drop, Counter::CookieValid)
+    if !events::report(event_kind::VALIDATED, TO_SERVER, flow, ack, entry, 0, 0) {
+        let _ = FLOWS.remove(flow);
+        return verdict(Action::Drop, Counter::DropEventLost);
+    }
+    let mut flags = TcpFlags::SYN;
+    if options.ecn {
+        flags |= TcpFlags::ECE | TcpFlags::CWR; // RFC 3168 section 6.1.1
+    }
+    let spec = SegmentSpec {
+        to_client: false,
+        seq: client_isn,
+        ack: 0,
+        flags,
+        // A SYN's window is never scaled (RFC 7323 section 2.2).
+        window: rescale_window(ack.window, client_shift, 0),
+        mss: options.mss,
+        sack_permitted: options.sack_permitted,
+        timestamps: match ack.options.timestamps {
+            Some((tsval, _)) => Some((tsval, 0)),
+            None => None,
+        },
+        window_scale: options.window_scale,
+    };
+    emit(ctx, guarded, &spec, false, Counter::CookieValid)
 }

@@ -1,20 +1,21 @@
-//! Handshakes the data plane validated, as the controller receives them.
+//! Flow events from the data plane (validated handshakes, joins, control segments), as the
+//! controller receives them, and how they print.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use serde_json::{Value, json};
 use synguard_common::{
     cookie::FlowKey,
-    maps::{HandshakeEvent, NO_WINDOW_SCALE},
+    maps::{FlowEvent, NO_WINDOW_SCALE},
 };
 
 /// Decodes one ring-buffer record (None when it is not an event's size).
-pub fn decode(bytes: &[u8]) -> Option<HandshakeEvent> {
-    if bytes.len() != size_of::<HandshakeEvent>() {
+pub fn decode(bytes: &[u8]) -> Option<FlowEvent> {
+    if bytes.len() != size_of::<FlowEvent>() {
         return None;
     }
-    // SAFETY: right size, and every bit pattern is a valid HandshakeEvent (plain integers).
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const HandshakeEvent) })
+    // SAFETY: right size, and every bit pattern is a valid FlowEvent (plain integers).
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const FlowEvent) })
 }
 
 fn address(bytes: &[u8; 16], family: u8) -> IpAddr {
@@ -33,7 +34,8 @@ pub fn server(flow: &FlowKey) -> SocketAddr {
     SocketAddr::new(address(&flow.server, flow.family), flow.server_port)
 }
 
-pub fn json(event: &HandshakeEvent) -> Value {
+/// A validated handshake, as a JSON line.
+pub fn handshake_json(event: &FlowEvent) -> Value {
     let options = &event.entry.options;
     json!({
         "type": "handshake",
@@ -49,7 +51,8 @@ pub fn json(event: &HandshakeEvent) -> Value {
     })
 }
 
-pub fn text(event: &HandshakeEvent) -> String {
+/// A validated handshake, as a log line.
+pub fn handshake_text(event: &FlowEvent) -> String {
     let options = &event.entry.options;
     let window_scale = match options.window_scale {
         NO_WINDOW_SCALE => "none".to_string(),

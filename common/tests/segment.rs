@@ -1,40 +1,34 @@
-//! The SYN-ACK writer, checked by an independent implementation (etherparse): addresses and
+//! The segment writer's SYN-ACK, checked by an independent implementation (etherparse): addresses and
 //! ports swapped, ack = ISN + 1, our options, valid IPv4 and TCP checksums.
 
 use etherparse::{IpHeaders, PacketBuilder, TcpOptionElement};
 use proptest::prelude::*;
 use synguard_common::{
     cookie::{CookieOptions, FlowKey},
-    parse::{IpAddrs, L3, TcpFlags, TcpSegment, Transport, parse_frame},
-    syn_ack::{SYN_ACK_BUF_LEN, SynAckSettings, write_syn_ack},
+    parse::{IpAddrs, TcpFlags, TcpSegment, parse_tcp_frame},
+    segment::{SEGMENT_BUF_LEN, SegmentSpec, SynAckSettings, write_segment},
     test_frames::*,
 };
 
 fn tcp_of(frame: &[u8]) -> (IpAddrs, TcpSegment) {
-    let parsed = parse_frame(frame).unwrap();
-    let L3::Ip(packet) = parsed.l3 else {
-        panic!("not IP")
-    };
-    let Transport::Tcp(tcp) = packet.transport else {
-        panic!("not TCP")
-    };
+    let (packet, tcp) = parse_tcp_frame(frame).expect("a TCP frame");
     (packet.addrs, tcp)
 }
 
 /// Writes our answer to `syn_frame` and returns the L3 bytes.
 fn answer(syn_frame: &[u8], cookie: u32, tsval: u32) -> (Vec<u8>, CookieOptions) {
     let (addrs, syn) = tcp_of(syn_frame);
-    let options = CookieOptions::from_syn(&syn, matches!(addrs, IpAddrs::V6 { .. }));
-    let mut out = [0xaau8; SYN_ACK_BUF_LEN];
-    let len = write_syn_ack(
-        &FlowKey::from_client_segment(&addrs, &syn),
+    let options = CookieOptions::from_syn(&syn, addrs.is_v6());
+    let mut out = [0xaau8; SEGMENT_BUF_LEN];
+    let spec = SegmentSpec::syn_ack(
         &syn,
         cookie,
         &options,
         &SynAckSettings::default(),
+        addrs.is_v6(),
         tsval,
-        &mut out,
     );
+    let len = write_segment(&FlowKey::from_client_segment(&addrs, &syn), &spec, &mut out);
     (out[..len].to_vec(), options)
 }
 

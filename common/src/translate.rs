@@ -1,0 +1,87 @@
+//! Sequence translation of a forwarded TCP header, in place, with the checksum updated
+//! incrementally (RFC 1624).
+//!
+//! The client saw our cookie as the server's ISN; the server chose its own. Every number that
+//! lives in the server's sequence space is shifted by their difference on the way through:
+//! client to server the acknowledgement and the SACK block edges, server to client the
+//! sequence number. The same holds for timestamps when the server's clock differs from ours
+//! (server TSval, client TSecr), and for window fields when the two sides scale differently.
+//! A `Translation` of zeros changes nothing.
+
+use crate::{
+    frame::TCP_HEADER_BUF_LEN, parse::TcpFlags, seq::rescale_window, tcp_options::TcpOptions,
+};
+
+/// What to add to each field of a header going one way through the guard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Translation {
+    pub seq: u32,
+    pub ack: u32,
+    pub sack: u32,
+    pub tsval: u32,
+    pub tsecr: u32,
+    /// The shift the sender applied to its window field, and the one the receiver applies.
+    pub window_from: u8,
+    pub window_to: u8,
+}
+
+/// Adds `add` to the big-endian word at `at`; returns the RFC 1624 checksum adjustment
+/// (the complement of the old 16-bit halves plus the new ones).
+#[inline(always)]
+fn shift_word(header: &mut [u8; TCP_HEADER_BUF_LEN], at: usize, add: u32) -> u64 {
+    let at = at & 63;
+    let old = u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let new = old.wrapping_add(add);
+    header[at..at + 4].copy_from_slice(&new.to_be_bytes());
+    (!(old >> 16) & 0xffff) as u64
+        + (!old & 0xffff) as u64
+        + (new >> 16) as u64
+        + (new & 0xffff) as u64
+}
+
+/// Rewrites the header (20..=60 bytes at the start of `header`) whose decoded options are
+/// `options`, and fixes its checksum.
+#[inline(always)]
+pub fn translate_header(
+    header: &mut [u8; TCP_HEADER_BUF_LEN],
+    options: &TcpOptions,
+    t: &Translation,
+) {
+    let mut adjust = 0u64;
+    if t.seq != 0 {
+        adjust += shift_word(header, 4, t.seq);
+    }
+    if t.ack != 0 && header[13] & TcpFlags::ACK != 0 {
+        adjust += shift_word(header, 8, t.ack);
+    }
+    if t.window_from != t.window_to {
+        let old = u16::from_be_bytes([header[14], header[15]]);
+        let new = rescale_window(old, t.window_from, t.window_to);
+        header[14..16].copy_from_slice(&new.to_be_bytes());
+        adjust += (!old) as u64 + new as u64;
+    }
+    if options.timestamps_at != 0 {
+        let at = options.timestamps_at as usize;
+        if t.tsval != 0 {
+            adjust += shift_word(header, at, t.tsval);
+        }
+        if t.tsecr != 0 {
+            adjust += shift_word(header, at + 4, t.tsecr);
+        }
+    }
+    if t.sack != 0 && options.sack_at != 0 {
+        let mut block = 0;
+        // At most 4 blocks fit in 40 option bytes; each has a left and a right edge.
+        while block < 4 && block < options.sack_blocks as usize {
+            let at = options.sack_at as usize + block * 8;
+            adjust += shift_word(header, at, t.sack);
+            adjust += shift_word(header, at + 4, t.sack);
+            block += 1;
+        }
+    }
+    if adjust != 0 {
+        let old = u16::from_be_bytes([header[16], header[17]]);
+        let updated = crate::checksum::finish((!old) as u64 + adjust);
+        header[16..18].copy_from_slice(&updated.to_be_bytes());
+    }
+}

@@ -1,0 +1,309 @@
+//! Validated flows: the join with the server's SYN-ACK, and forwarding in both directions with
+//! sequence translation. Forwarded segments go back to the kernel (XDP_PASS), which routes them.
+
+use aya_ebpf::programs::XdpContext;
+use synguard_common::{
+    counters::Counter,
+    maps::{FlowDirection, FlowEntry, TO_CLIENT, TO_SERVER, event_kind, phase},
+    parse::{TcpFlags, TcpSegment},
+    segment::SegmentSpec,
+    seq::{in_window, rescale_window, seq_le, seq_lt},
+    tcp_options::TcpOptionWalker,
+    translate::{Translation, translate_header},
+    verdict::{Action, Verdict},
+};
+
+use crate::{
+    Guarded, events,
+    frame::XdpFrame,
+    syn_cookie::{emit, now_coarse_ns},
+};
+
+#[inline(always)]
+fn verdict(action: Action, reason: Counter) -> Verdict {
+    Verdict { action, reason }
+}
+
+/// Notes a segment the sender sent: its end, its FIN, its window, its size.
+#[inline(always)]
+fn track(sender: &mut FlowDirection, tcp: &TcpSegment, shift: u8) {
+    let flags = tcp.flags;
+    let data_end = tcp.seq.wrapping_add(tcp.payload_len as u32);
+    // SYN and FIN each take one sequence number (RFC 9293 section 3.4).
+    let mut end = data_end;
+    if flags.has(TcpFlags::SYN) {
+        end = end.wrapping_add(1);
+    }
+    if flags.has(TcpFlags::FIN) {
+        if sender.fin_seen == 0 {
+            sender.fin_seen = 1;
+            sender.fin_seq = data_end;
+        }
+        end = end.wrapping_add(1);
+    }
+    if seq_lt(sender.next_seq, end) {
+        sender.next_seq = end;
+    }
+    if !flags.has(TcpFlags::RST) && !flags.has(TcpFlags::SYN) {
+        sender.window = (tcp.window as u32) << (shift & 15);
+    }
+    // Plain adds: one direction of one flow arrives on one receive queue (RSS hashes the
+    // 4-tuple), so one CPU at a time counts it; the BPF target has no atomic fetch-add here.
+    sender.packets += 1;
+    sender.bytes += tcp.payload_len as u64;
+}
+
+/// Forwards a segment of a joined flow one way: out-of-window RSTs die here (RFC 5961 section
+/// 3: a blind RST must hit the receiver's window), the rest is translated, noted and passed on;
+/// SYN, FIN and RST, and the first ACK of a FIN, are reported to the controller.
+#[inline(always)]
+fn forward(
+    ctx: &XdpContext,
+    guarded: &Guarded,
+    entry: &mut FlowEntry,
+    walker: &mut TcpOptionWalker,
+    direction: u8,
+) -> Verdict {
+    let tcp = &guarded.tcp;
+    let offset = entry.seq_offset;
+    let ts_offset = if entry.server_timestamps != 0 {
+        entry.ts_offset
+    } else {
+        0
+    };
+    let to_server = direction == TO_SERVER;
+    let (translation, sender_shift, ack_as_server_sees, forwarded) = if to_server {
+        (
+            Translation {
+                ack: offset,
+                sack: offset,
+                tsecr: ts_offset,
+                window_from: entry.client_shift,
+                window_to: entry.server_view_of_client_shift,
+                ..Translation::default()
+            },
+            entry.client_shift,
+            tcp.ack.wrapping_add(offset),
+            Counter::ForwardToServer,
+        )
+    } else {
+        (
+            Translation {
+                seq: offset.wrapping_neg(),
+                tsval: ts_offset.wrapping_neg(),
+                window_from: entry.server_shift,
+                window_to: entry.client_view_of_server_shift,
+                ..Translation::default()
+            },
+            entry.server_shift,
+            tcp.ack,
+            Counter::ForwardToClient,
+        )
+    };
+    let (sender, receiver) = if to_server {
+        (&mut entry.to_server, &mut entry.to_client)
+    } else {
+        (&mut entry.to_client, &mut entry.to_server)
+    };
+    // What the receiver expects of the sender, and the window it offered.
+    let (receiver_next, receiver_window) = (sender.next_seq, receiver.window);
+    if tcp.flags.has(TcpFlags::RST) && !in_window(tcp.seq, receiver_next, receiver_window) {
+        return verdict(Action::Drop, Counter::DropRstOutOfWindow);
+    }
+    translate_header(&mut walker.header, &tcp.options, &translation);
+    if !XdpFrame(ctx).store_tcp_header(
+        guarded.l4_offset as usize,
+        &walker.header,
+        tcp.header_len as usize,
+    ) {
+        return verdict(Action::Drop, Counter::DropRewriteFailed);
+    }
+    track(sender, tcp, sender_shift);
+    let acks_fin = tcp.flags.has(TcpFlags::ACK)
+        && receiver.fin_seen != 0
+        && receiver.fin_acked == 0
+        && seq_le(receiver.fin_seq.wrapping_add(1), ack_as_server_sees);
+    if acks_fin {
+        receiver.fin_acked = 1;
+    }
+    entry.last_seen_ns = now_coarse_ns();
+    let report = |kind, entry: &FlowEntry| {
+        events::report_numbers(
+            kind,
+            direction,
+            &guarded.flow,
+            tcp,
+            tcp.seq,
+            ack_as_server_sees,
+            entry,
+            receiver_next,
+            receiver_window,
+        )
+    };
+    if acks_fin && !report(event_kind::FIN_ACKED, entry) {
+        // Unreported: let the next ACK try again.
+        if to_server {
+            entry.to_client.fin_acked = 0;
+        } else {
+            entry.to_server.fin_acked = 0;
+        }
+    }
+    if tcp.flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) != 0
+        && !report(event_kind::CONTROL, entry)
+    {
+        return verdict(Action::Drop, Counter::DropEventLost);
+    }
+    verdict(Action::Pass, forwarded)
+}
+
+#[inline(always)]
+pub fn to_server(
+    ctx: &XdpContext,
+    guarded: &Guarded,
+    entry: &mut FlowEntry,
+    walker: &mut TcpOptionWalker,
+) -> Verdict {
+    forward(ctx, guarded, entry, walker, TO_SERVER)
+}
+
+#[inline(always)]
+pub fn to_client(
+    ctx: &XdpContext,
+    guarded: &Guarded,
+    entry: &mut FlowEntry,
+    walker: &mut TcpOptionWalker,
+) -> Verdict {
+    forward(ctx, guarded, entry, walker, TO_CLIENT)
+}
+
+/// The server's SYN-ACK to our SYN: the flow's translation is now known. The SYN-ACK becomes
+/// the client's window update (our SYN-ACK offered a zero window), so the client sends at
+/// once; the controller sends the server its ACK (and a client that speaks first completes
+/// the server's handshake with its first segment anyway).
+#[inline(always)]
+pub fn join(ctx: &XdpContext, guarded: &Guarded, entry: &mut FlowEntry) -> Verdict {
+    let syn_ack = &guarded.tcp;
+    entry.server_isn = syn_ack.seq;
+    entry.seq_offset = syn_ack.seq.wrapping_sub(entry.guard_isn);
+    // Timestamps hold on the joined connection only when both ends use them.
+    let server_timestamps = match syn_ack.options.timestamps {
+        Some(ts) if entry.options.timestamps != 0 => Some(ts),
+        _ => None,
+    };
+    if let Some((tsval, _)) = server_timestamps {
+        entry.ts_offset = tsval.wrapping_sub(entry.guard_tsval);
+        entry.server_timestamps = 1;
+    }
+    // Scaling is on between client and server only when both SYNs carried the option
+    // (RFC 7323 section 2.2); our SYN to the server carried the client's.
+    if let Some(shift) = syn_ack.options.window_scale
+        && entry.options.window_scale != synguard_common::maps::NO_WINDOW_SCALE
+    {
+        entry.server_shift = if shift > 14 { 14 } else { shift };
+        entry.server_view_of_client_shift = entry.client_shift;
+    }
+    entry.server_mss = match syn_ack.options.mss {
+        Some(mss) => mss,
+        None => 0,
+    };
+    entry.to_client.next_seq = syn_ack.seq.wrapping_add(1);
+    entry.to_client.window = syn_ack.window as u32; // a SYN's window is never scaled
+    entry.phase = phase::JOINED;
+    entry.last_seen_ns = now_coarse_ns();
+    if !events::report(
+        event_kind::JOINED,
+        TO_CLIENT,
+        &guarded.flow,
+        syn_ack,
+        entry,
+        0,
+        0,
+    ) {
+        // The flow stays joined (the controller reads the phase from the map when its
+        // backend timer fires); the client's window probe opens its window through the server.
+        return verdict(Action::Drop, Counter::DropEventLost);
+    }
+    let update = SegmentSpec {
+        to_client: true,
+        seq: entry.guard_isn.wrapping_add(1),
+        ack: entry.client_isn.wrapping_add(1),
+        flags: TcpFlags::ACK,
+        window: rescale_window(syn_ack.window, 0, entry.client_view_of_server_shift),
+        mss: 0,
+        sack_permitted: false,
+        timestamps: match server_timestamps {
+            Some((tsval, tsecr)) => Some((tsval.wrapping_sub(entry.ts_offset), tsecr)),
+            None => None,
+        },
+        window_scale: None,
+    };
+    emit(ctx, guarded, &update, false, Counter::BackendJoined)
+}
+
+/// A SYN-ACK again on a joined flow: the server missed our ACK. Answer it in the client's
+/// name (XDP_TX back to the server).
+#[inline(always)]
+pub fn re_ack(ctx: &XdpContext, guarded: &Guarded, entry: &FlowEntry) -> Verdict {
+    let syn_ack = &guarded.tcp;
+    let window = entry.to_server.window >> (entry.server_view_of_client_shift & 15);
+    let ack = SegmentSpec {
+        to_client: false,
+        seq: entry.to_server.next_seq,
+        ack: syn_ack.seq.wrapping_add(1),
+        flags: TcpFlags::ACK,
+        window: if window > 0xffff {
+            0xffff
+        } else {
+            window as u16
+        },
+        mss: 0,
+        sack_permitted: false,
+        // Echo what the server sent; the client's clock value it last saw is still valid.
+        timestamps: match syn_ack.options.timestamps {
+            Some((tsval, tsecr)) if entry.server_timestamps != 0 => Some((tsecr, tsval)),
+            _ => None,
+        },
+        window_scale: None,
+    };
+    emit(ctx, guarded, &ack, true, Counter::TxBackendAck)
+}
+
+/// The client reset before the server answered: the controller ends the flow.
+#[inline(always)]
+pub fn reset_before_join(guarded: &Guarded, entry: &FlowEntry) -> Verdict {
+    let reported = events::report(
+        event_kind::CONTROL,
+        TO_SERVER,
+        &guarded.flow,
+        &guarded.tcp,
+        entry,
+        0,
+        0,
+    );
+    let reason = if reported {
+        Counter::ResetBeforeJoin
+    } else {
+        Counter::DropEventLost
+    };
+    verdict(Action::Drop, reason)
+}
+
+/// The server refused our SYN: the controller resets the client and counts a backend failure.
+#[inline(always)]
+pub fn refused_before_join(guarded: &Guarded, entry: &FlowEntry) -> Verdict {
+    let reported = events::report(
+        event_kind::CONTROL,
+        TO_CLIENT,
+        &guarded.flow,
+        &guarded.tcp,
+        entry,
+        0,
+        0,
+    );
+    let reason = if reported {
+        Counter::BackendRefused
+    } else {
+        Counter::DropEventLost
+    };
+    verdict(Action::Drop, reason)
+}
