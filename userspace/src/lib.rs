@@ -2,9 +2,14 @@
 //! The binary (`main.rs`) is the CLI on top of this library; tests and benchmarks use it too.
 
 pub mod attach;
+pub mod control;
+pub mod flow_control;
 pub mod flow_events;
+pub mod flows;
 pub mod guard_config;
+pub mod inject;
 pub mod object;
 pub mod privilege;
 pub mod prog_test_run;
 pub mod stats;
+pub mod tcp_state;

@@ -22,9 +22,37 @@ struct Cli {
 enum Command {
     /// Load the guard, attach it to an interface and report counters until SIGINT/SIGTERM.
     Run(run::RunArgs),
+    /// List the validated flows of a running guard: 4-tuple, state, age, traffic each way.
+    Flows(QueryArgs),
+    /// The running guard's flow state histogram (as `ss -s` shows one) and half-open count.
+    Status(QueryArgs),
     /// Lab plumbing: pin a pass program on a peer veth (see `cargo xtask lab`).
     #[command(hide = true)]
     LabPeerPass(lab_peer::LabPeerArgs),
+}
+
+#[derive(clap::Args)]
+struct QueryArgs {
+    /// The guard's client-side interface (needed only when several guards run).
+    #[arg(long, short = 'i', value_name = "IFACE")]
+    iface: Option<String>,
+    /// Print the controller's JSON answer as it is.
+    #[arg(long)]
+    json: bool,
+}
+
+fn query(
+    args: QueryArgs,
+    request: &str,
+    text: fn(&serde_json::Value) -> String,
+) -> anyhow::Result<()> {
+    let answer = synguard::control::ask(args.iface.as_deref(), request)?;
+    if args.json {
+        println!("{answer}");
+    } else {
+        println!("{}", text(&answer));
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -34,6 +62,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Flows(args) => query(args, "flows", synguard::flow_control::flows_text),
+        Command::Status(args) => query(args, "status", synguard::flow_control::status_text),
         Command::LabPeerPass(args) => lab_peer::lab_peer_pass(args),
     };
     match result {

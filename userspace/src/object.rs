@@ -3,13 +3,18 @@
 use anyhow::{Context, Result};
 use aya::{Ebpf, EbpfLoader, maps::MapData, maps::PerCpuArray, programs::Xdp};
 use log::LevelFilter;
-use synguard_common::counters::{COUNTERS_MAP, CounterBlock};
+use synguard_common::{
+    counters::{COUNTERS_MAP, CounterBlock},
+    maps::{FLOWS_CAPACITY, FLOWS_MAP},
+};
 
 /// The object built from `xdp-ebpf` by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-ebpf"));
 
-/// The guard program's name in the object.
+/// The guard program's name in the object (client side).
 pub const GUARD_PROGRAM: &str = "synguard";
+/// The guard's program for the interface facing the protected servers.
+pub const SERVER_PROGRAM: &str = "synguard_server";
 /// The program the lab attaches to peer veths (see the lab in xtask); also the benchmark's
 /// measure of what BPF_PROG_TEST_RUN itself costs.
 pub const PEER_PASS_PROGRAM: &str = "lab_peer_pass";
@@ -19,10 +24,16 @@ pub const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
 /// Loads the object (maps created, programs not yet verified). The in-kernel log level is fixed
 /// at load time, so disabled log statements cost nothing per packet.
 pub fn load(log_level: LevelFilter) -> Result<Ebpf> {
+    load_sized(log_level, FLOWS_CAPACITY)
+}
+
+/// [`load`] with a flows map of `max_flows` entries.
+pub fn load_sized(log_level: LevelFilter, max_flows: u32) -> Result<Ebpf> {
     // aya-log numbers levels Error=1 .. Trace=5, and 0 silences everything, like LevelFilter.
     let level = log_level as usize as u8;
     EbpfLoader::new()
         .override_global(aya_log::LEVEL, &level, true)
+        .map_max_entries(FLOWS_MAP, max_flows)
         .load(EBPF_OBJECT)
         .context("loading the eBPF object into the kernel")
 }
@@ -39,11 +50,11 @@ pub fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
     Ok(program)
 }
 
-/// The (already loaded) guard program.
-pub fn guard_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+/// An (already loaded) program of the object.
+pub fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
     Ok(ebpf
-        .program_mut(GUARD_PROGRAM)
-        .context("guard program missing from the eBPF object")?
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?
         .try_into()?)
 }
 

@@ -16,7 +16,11 @@ use synguard::{
     object, privilege,
     stats::{self, Reading},
 };
-use synguard_common::{maps::FLOW_EVENTS_MAP, segment::SynAckSettings};
+use synguard::{control, flow_control::FlowControl, flows::FlowTimers, tcp_state::State};
+use synguard_common::{
+    maps::{FLOW_EVENTS_MAP, FLOWS_CAPACITY, FLOWS_MAP, event_kind},
+    segment::SynAckSettings,
+};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -63,6 +67,55 @@ pub struct RunArgs {
     #[arg(long, value_name = "SHIFT", default_value_t = 7,
           value_parser = clap::value_parser!(u8).range(0..=14))]
     window_scale: u8,
+    /// Interface facing the protected servers: validated flows are joined and forwarded
+    /// there. Without it, handshakes validate but never reach a server.
+    #[arg(long, value_name = "IFACE")]
+    server_iface: Option<String>,
+    /// Most validated flows the data plane tracks (least recently used ones go first).
+    #[arg(long, value_name = "FLOWS", default_value_t = FLOWS_CAPACITY,
+          value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    max_flows: u32,
+    /// Maximum segment lifetime in seconds; TIME-WAIT lasts twice this.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0,
+          value_parser = seconds_parser(0.1, 600.0))]
+    msl: f64,
+    /// Seconds a server may take to answer before its client is reset.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0,
+          value_parser = seconds_parser(0.1, 120.0))]
+    backend_timeout: f64,
+    /// Idle timeout of a state (repeatable): STATE=SECONDS, 0 for never; states are
+    /// syn_received, established, fin_wait_1, fin_wait_2, close_wait, closing, last_ack.
+    #[arg(long, value_name = "STATE=SECONDS", value_parser = parse_idle_timeout)]
+    idle_timeout: Vec<(State, u64)>,
+}
+
+fn seconds_parser(min: f64, max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |text: &str| match text.parse::<f64>() {
+        Ok(seconds) if (min..=max).contains(&seconds) => Ok(seconds),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds between {min} and {max}"
+        )),
+    }
+}
+
+fn parse_idle_timeout(text: &str) -> Result<(State, u64), String> {
+    let (name, seconds) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not STATE=SECONDS"))?;
+    let state = State::ALL
+        .into_iter()
+        .find(|state| {
+            state.key() == name && !matches!(state, State::Closed | State::Listen | State::TimeWait)
+        })
+        .ok_or_else(|| {
+            format!("{name:?} is not a state with an idle timeout (TIME-WAIT follows --msl)")
+        })?;
+    let seconds = seconds
+        .parse::<u64>()
+        .ok()
+        .filter(|s| *s <= 30 * 86400)
+        .ok_or_else(|| format!("{seconds:?} is not a whole number of seconds up to 30 days"))?;
+    Ok((state, seconds))
 }
 
 fn parse_interval(text: &str) -> Result<f64, String> {
@@ -93,7 +146,20 @@ async fn serve(args: RunArgs) -> Result<()> {
         Some(path) => CookieSecret::from_file(path)?,
         None => CookieSecret::random()?,
     };
-    let mut ebpf = object::load(args.log_level)?;
+    let mut timers = FlowTimers {
+        msl_ns: (args.msl * 1e9) as u64,
+        backend_timeout_ns: (args.backend_timeout * 1e9) as u64,
+        ..FlowTimers::default()
+    };
+    for (state, seconds) in &args.idle_timeout {
+        timers.idle_ns[*state as usize] = seconds * 1_000_000_000;
+    }
+    if let Some(server_iface) = &args.server_iface
+        && *server_iface == args.iface
+    {
+        anyhow::bail!("--server-iface must differ from --iface: the guard sits between two links");
+    }
+    let mut ebpf = object::load_sized(args.log_level, args.max_flows)?;
     let (mut epoch, keys) = secret.keys_at(guard_config::unix_now(), args.cookie_rotation);
     guard_config::write_keys(&mut ebpf, &keys)?;
     guard_config::write_settings(
@@ -109,15 +175,20 @@ async fn serve(args: RunArgs) -> Result<()> {
     for service in &args.protect {
         info!("protecting {} ports {:?}", service.prefix, service.ports);
     }
-    let handshakes = RingBuf::try_from(
+    let events = RingBuf::try_from(
         ebpf.take_map(FLOW_EVENTS_MAP)
-            .context("handshake ring buffer missing from the eBPF object")?,
+            .context("flow event ring buffer missing from the eBPF object")?,
     )?;
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until the end.
-    let mut handshakes =
-        unsafe { AsyncFd::register_with_interest(handshakes, tokio::io::Interest::READABLE) }
+    let mut events =
+        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
             .map_err(|e| e.into_parts().1)
-            .context("watching the handshake ring buffer")?;
+            .context("watching the flow event ring buffer")?;
+    let mut flows = FlowControl::new(
+        ebpf.take_map(FLOWS_MAP)
+            .context("flows map missing from the eBPF object")?,
+        timers,
+    )?;
     let logger = EbpfLogger::init(&mut ebpf).context("starting the eBPF log reader")?;
     // SAFETY: the logger owns the ring buffer fd and lives inside the AsyncFd until the end.
     let mut logger =
@@ -125,19 +196,38 @@ async fn serve(args: RunArgs) -> Result<()> {
             .map_err(|e| e.into_parts().1)
             .context("watching the eBPF log ring buffer")?;
     let counters = object::counters_map(&mut ebpf)?;
+    // The server side first: once the client side runs, validated flows need it.
+    let server_link = match &args.server_iface {
+        Some(server_iface) => {
+            let program = object::load_xdp(&mut ebpf, object::SERVER_PROGRAM)?;
+            let attached = attach::attach(program, server_iface, args.mode)?;
+            report_attach(server_iface, &attached);
+            Some((server_iface.clone(), attached.link))
+        }
+        None => {
+            warn!("no --server-iface: handshakes validate but no flow reaches a server");
+            None
+        }
+    };
     let program = object::load_xdp(&mut ebpf, object::GUARD_PROGRAM)?;
-    let attached = attach::attach(program, &args.iface, args.mode)?;
-    match &attached.fallback_reason {
-        Some(reason) => warn!(
-            "attached to {} in generic mode: native refused ({reason})",
-            args.iface
-        ),
-        None => info!(
-            "attached to {} in {} mode",
-            args.iface,
-            attach::mode_name(attached.mode)
-        ),
-    }
+    let attached = match attach::attach(program, &args.iface, args.mode) {
+        Ok(attached) => attached,
+        Err(error) => {
+            // Nothing may stay changed after an error.
+            if let Some((server_iface, link)) = server_link {
+                let _ = object::program(&mut ebpf, object::SERVER_PROGRAM)?.detach(link);
+                let _ = server_iface;
+            }
+            return Err(error);
+        }
+    };
+    report_attach(&args.iface, &attached);
+    let control_path = control::socket_path(&args.iface);
+    let _ = std::fs::create_dir_all(control::SOCKET_DIR);
+    let _ = std::fs::remove_file(&control_path);
+    let control_socket = tokio::net::UnixListener::bind(&control_path)
+        .with_context(|| format!("creating the control socket {}", control_path.display()))?;
+    let mut flow_ticker = tokio::time::interval(Duration::from_millis(200));
 
     let mut rotation = tokio::time::interval(Duration::from_secs(1));
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -167,10 +257,12 @@ async fn serve(args: RunArgs) -> Result<()> {
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
             }
-            guard = handshakes.readable_mut() => {
+            guard = events.readable_mut() => {
                 let mut guard = guard?;
                 while let Some(record) = guard.get_inner_mut().next() {
-                    if let Some(event) = flow_events::decode(&record) && event.kind == synguard_common::maps::event_kind::VALIDATED {
+                    if let Some(event) = flows.on_record(&record)
+                        && event.kind == event_kind::VALIDATED
+                    {
                         if args.json {
                             println!("{}", flow_events::handshake_json(&event));
                         } else {
@@ -179,6 +271,12 @@ async fn serve(args: RunArgs) -> Result<()> {
                     }
                 }
                 guard.clear_ready();
+            }
+            _ = flow_ticker.tick() => flows.on_tick(),
+            accepted = control_socket.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    answer(stream, &flows).await;
+                }
             }
             _ = rotation.tick() => {
                 let (now_epoch, keys) = secret.keys_at(guard_config::unix_now(), args.cookie_rotation);
@@ -194,10 +292,45 @@ async fn serve(args: RunArgs) -> Result<()> {
     };
     // The last partial interval, so the totals printed last are the final ones.
     print(&stats::read(&counters)?, &before, before_at.elapsed());
-    let program = object::guard_program(&mut ebpf)?;
-    program
+    let _ = std::fs::remove_file(&control_path);
+    object::program(&mut ebpf, object::GUARD_PROGRAM)?
         .detach(attached.link)
         .with_context(|| format!("detaching from {}", args.iface))?;
+    if let Some((server_iface, link)) = server_link {
+        object::program(&mut ebpf, object::SERVER_PROGRAM)?
+            .detach(link)
+            .with_context(|| format!("detaching from {server_iface}"))?;
+    }
     info!("{signal_name}: detached from {}", args.iface);
     Ok(())
+}
+
+fn report_attach(iface: &str, attached: &attach::Attached) {
+    match &attached.fallback_reason {
+        Some(reason) => warn!("attached to {iface} in generic mode: native refused ({reason})"),
+        None => info!(
+            "attached to {iface} in {} mode",
+            attach::mode_name(attached.mode)
+        ),
+    }
+}
+
+/// Answers one control request (`flows` or `status`) with one JSON line.
+async fn answer(stream: tokio::net::UnixStream, flows: &FlowControl) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut stream = BufReader::new(stream);
+    let mut request = String::new();
+    let read = tokio::time::timeout(Duration::from_millis(500), stream.read_line(&mut request));
+    if !matches!(read.await, Ok(Ok(_))) {
+        return;
+    }
+    let reply = match request.trim() {
+        "flows" => flows.flows_json(),
+        "status" => flows.status_json(),
+        other => serde_json::json!({ "error": format!("unknown request {other:?}") }),
+    };
+    let _ = stream
+        .get_mut()
+        .write_all(format!("{reply}\n").as_bytes())
+        .await;
 }

@@ -140,7 +140,9 @@ fn forward(
             receiver_window,
         )
     };
-    if acks_fin && !report(event_kind::FIN_ACKED, entry) {
+    let control = tcp.flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) != 0;
+    // A control segment reports its ACK along with it (a FIN+ACK must not count twice).
+    if acks_fin && !control && !report(event_kind::FIN_ACKED, entry) {
         // Unreported: let the next ACK try again.
         if to_server {
             entry.to_client.fin_acked = 0;
@@ -148,9 +150,7 @@ fn forward(
             entry.to_server.fin_acked = 0;
         }
     }
-    if tcp.flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) != 0
-        && !report(event_kind::CONTROL, entry)
-    {
+    if control && !report(event_kind::CONTROL, entry) {
         return verdict(Action::Drop, Counter::DropEventLost);
     }
     verdict(Action::Pass, forwarded)

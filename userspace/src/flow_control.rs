@@ -1,0 +1,180 @@
+//! The flow table at work: data-plane events in, commands carried out (segments sent, entries
+//! removed from the flows map), and the answers `synguard flows` and `synguard status` print.
+
+use anyhow::{Context, Result};
+use aya::maps::{HashMap, MapData, MapError};
+use log::{debug, warn};
+use serde_json::{Value, json};
+use synguard_common::{
+    cookie::FlowKey,
+    maps::{FlowDirection, FlowEntry},
+};
+
+use crate::{
+    flow_events::{self, client, server},
+    flows::{Command, FlowTable, FlowTimers},
+    inject::Injector,
+    tcp_state::State,
+};
+
+pub struct FlowControl {
+    pub table: FlowTable,
+    map: HashMap<MapData, FlowKey, FlowEntry>,
+    injector: Injector,
+}
+
+/// The data plane's clock (`bpf_ktime_get_coarse_ns`).
+pub fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl FlowControl {
+    pub fn new(map: aya::maps::Map, timers: FlowTimers) -> Result<Self> {
+        Ok(Self {
+            table: FlowTable::new(timers),
+            map: HashMap::try_from(map).context("the flows map")?,
+            injector: Injector::new()?,
+        })
+    }
+
+    /// One ring-buffer record.
+    pub fn on_record(&mut self, record: &[u8]) -> Option<synguard_common::maps::FlowEvent> {
+        let event = flow_events::decode(record)?;
+        debug!(
+            "event kind {} dir {} flags {:#04x} seq {} ack {} len {}",
+            event.kind, event.direction, event.flags, event.seq, event.ack, event.payload_len
+        );
+        let commands = self.table.on_event(&event, monotonic_coarse_ns());
+        debug!(
+            "state {:?}, commands {commands:?}",
+            self.table.get(&event.flow).map(|f| f.server.state)
+        );
+        self.carry_out(&commands);
+        Some(event)
+    }
+
+    pub fn on_tick(&mut self) {
+        let map = &self.map;
+        let commands = self
+            .table
+            .on_tick(monotonic_coarse_ns(), |key| map.get(key, 0).ok());
+        self.carry_out(&commands);
+    }
+
+    fn carry_out(&mut self, commands: &[Command]) {
+        for command in commands {
+            match command {
+                Command::Remove { flow, guard_isn } => {
+                    // Only this connection's entry: a new one may already use the tuple.
+                    if self
+                        .map
+                        .get(flow, 0)
+                        .is_ok_and(|e| e.guard_isn == *guard_isn)
+                        && let Err(error) = self.map.remove(flow)
+                        && !matches!(error, MapError::KeyNotFound)
+                    {
+                        warn!("removing a closed flow from the data plane: {error}");
+                    }
+                }
+                other => {
+                    if let Err(error) = self.injector.send(other) {
+                        warn!("{error:#}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `synguard flows`: every flow with its state, age and traffic each way.
+    pub fn flows_json(&self) -> Value {
+        let now = monotonic_coarse_ns();
+        let direction = |d: &FlowDirection| json!({"packets": d.packets, "bytes": d.bytes});
+        let flows: Vec<Value> = self
+            .table
+            .iter()
+            .map(|(key, flow)| {
+                let entry = self.map.get(key, 0).unwrap_or_default();
+                json!({
+                    "client": client(key).to_string(),
+                    "server": server(key).to_string(),
+                    "state": flow.server.state.name(),
+                    "joined": flow.joined,
+                    "age_s": now.saturating_sub(flow.validated_ns) as f64 / 1e9,
+                    "to_server": direction(&entry.to_server),
+                    "to_client": direction(&entry.to_client),
+                })
+            })
+            .collect();
+        json!({ "flows": flows })
+    }
+
+    /// `synguard status`: the state histogram and the half-open count.
+    pub fn status_json(&self) -> Value {
+        let states: serde_json::Map<String, Value> = self
+            .table
+            .histogram()
+            .iter()
+            .map(|(state, count)| (state.name().to_string(), json!(count)))
+            .collect();
+        json!({
+            "flows": self.table.len(),
+            "states": states,
+            "awaiting_server": self.table.awaiting_server(),
+            "counts": self.table.counts,
+        })
+    }
+}
+
+/// `synguard status` in the manner of `ss -s`.
+pub fn status_text(status: &Value) -> String {
+    let count = |name: &str| status["states"][name].as_u64().unwrap_or(0);
+    let mut text = format!(
+        "Flows: {} (estab {}, synrecv {}, timewait {}, closewait {})\n\
+         Half-open: {} (validated, the server has not answered yet)\n\n",
+        status["flows"],
+        count("ESTAB"),
+        count("SYN-RECV"),
+        count("TIME-WAIT"),
+        count("CLOSE-WAIT"),
+        status["awaiting_server"],
+    );
+    text.push_str("State        Flows\n");
+    for state in State::ALL {
+        text.push_str(&format!("{:<12} {}\n", state.name(), count(state.name())));
+    }
+    text.push_str("\nEnded flows:");
+    if let Some(counts) = status["counts"].as_object() {
+        for (name, value) in counts {
+            text.push_str(&format!(" {name} {value}"));
+        }
+    }
+    text
+}
+
+/// `synguard flows` as a table.
+pub fn flows_text(flows: &Value) -> String {
+    let mut text = format!(
+        "{:<44} {:<44} {:<11} {:>8} {:>10} {:>12} {:>10} {:>12}\n",
+        "Client", "Server", "State", "Age(s)", "Pkts->srv", "Bytes->srv", "Pkts->cli", "Bytes->cli"
+    );
+    for flow in flows["flows"].as_array().into_iter().flatten() {
+        text.push_str(&format!(
+            "{:<44} {:<44} {:<11} {:>8.1} {:>10} {:>12} {:>10} {:>12}\n",
+            flow["client"].as_str().unwrap_or(""),
+            flow["server"].as_str().unwrap_or(""),
+            flow["state"].as_str().unwrap_or(""),
+            flow["age_s"].as_f64().unwrap_or(0.0),
+            flow["to_server"]["packets"],
+            flow["to_server"]["bytes"],
+            flow["to_client"]["packets"],
+            flow["to_client"]["bytes"],
+        ));
+    }
+    text
+}

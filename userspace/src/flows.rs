@@ -1,0 +1,373 @@
+//! The controller's table of validated flows: each flow's TCP state, its timers, and what the
+//! controller must do about them.
+//!
+//! Who does what, and why:
+//! - The data plane does everything per packet, because a SYN flood must never wait on
+//!   userspace: the cookie SYN-ACK; on a valid third ACK, the flow entry and the SYN to the
+//!   server (the client's ISN and options, rewritten from the ACK in place); on the server's
+//!   SYN-ACK, the translation offsets and the client's window update (our SYN-ACK offered a
+//!   zero window, so the client holds its data until the server is there: nothing is lost
+//!   and nothing waits for a retransmission timeout); forwarding with translation.
+//! - The controller owns the decision and the lifetime: it answers the server's SYN-ACK with
+//!   the ACK that completes the server's handshake (a client that speaks first completes it
+//!   anyway with its first segment), resets the client when the server refuses or never
+//!   answers, runs the state machine of every flow from the control segments the data plane
+//!   reports, and removes flows from the data plane when they close, idle out or time out.
+//!
+//! Time is passed in (monotonic nanoseconds, the data plane's coarse clock) so tests drive it.
+
+use std::collections::HashMap;
+
+use synguard_common::{
+    cookie::FlowKey,
+    maps::{FlowEntry, FlowEvent, TO_CLIENT, TO_SERVER, event_kind, phase},
+    parse::TcpFlags,
+};
+
+use crate::tcp_state::{Endpoint, Reaction, Segment, State};
+
+/// Timers of the flow table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowTimers {
+    /// Maximum segment lifetime; TIME-WAIT lasts twice this (RFC 9293 section 3.4.2).
+    pub msl_ns: u64,
+    /// How long the server may take to answer our SYN before the client is reset.
+    pub backend_timeout_ns: u64,
+    /// Idle timeout per state (indexed like `State::ALL`); 0 means never.
+    pub idle_ns: [u64; 11],
+}
+
+const SECOND: u64 = 1_000_000_000;
+
+impl Default for FlowTimers {
+    fn default() -> Self {
+        let mut idle_ns = [0; 11];
+        for (state, seconds) in DEFAULT_IDLE_SECONDS {
+            idle_ns[state as usize] = seconds * SECOND;
+        }
+        Self {
+            msl_ns: 60 * SECOND,
+            backend_timeout_ns: 3 * SECOND,
+            idle_ns,
+        }
+    }
+}
+
+/// Idle timeouts by state, after netfilter conntrack's defaults (seconds).
+pub const DEFAULT_IDLE_SECONDS: [(State, u64); 8] = [
+    (State::SynReceived, 60),
+    (State::Established, 3600),
+    (State::FinWait1, 120),
+    (State::FinWait2, 120),
+    (State::CloseWait, 3600),
+    (State::Closing, 120),
+    (State::LastAck, 30),
+    (State::SynSent, 120),
+];
+
+/// One validated flow, as the controller knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Flow {
+    /// The protected server's end of the connection.
+    pub server: Endpoint,
+    /// The server answered our SYN.
+    pub joined: bool,
+    pub client_isn: u32,
+    pub guard_isn: u32,
+    pub server_isn: u32,
+    pub validated_ns: u64,
+    pub state_since_ns: u64,
+    /// When TIME-WAIT ends (2*MSL after entering it or after the last FIN).
+    pub time_wait_until_ns: u64,
+}
+
+/// What the controller must do in the world after an event or a tick.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Complete the server's handshake in the client's name.
+    AckServer {
+        flow: FlowKey,
+        seq: u32,
+        ack: u32,
+        window: u16,
+        timestamps: Option<(u32, u32)>,
+    },
+    /// Reset the client (the server refused or never answered).
+    ResetClient { flow: FlowKey, seq: u32, ack: u32 },
+    /// Remove the flow from the data plane, if the entry there is still this connection's.
+    Remove { flow: FlowKey, guard_isn: u32 },
+}
+
+/// Why flows ended, and other events worth counting.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FlowCounts {
+    pub validated: u64,
+    pub joined: u64,
+    pub closed: u64,
+    pub backend_refused: u64,
+    pub backend_timeouts: u64,
+    pub client_gave_up: u64,
+    pub idle_timeouts: u64,
+    pub evicted: u64,
+    pub challenge_acks: u64,
+    pub ignored_segments: u64,
+    pub time_wait_restarts: u64,
+}
+
+#[derive(Default)]
+pub struct FlowTable {
+    pub timers: FlowTimers,
+    flows: HashMap<FlowKey, Flow>,
+    pub counts: FlowCounts,
+}
+
+impl FlowTable {
+    pub fn new(timers: FlowTimers) -> Self {
+        Self {
+            timers,
+            ..Self::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub fn get(&self, flow: &FlowKey) -> Option<&Flow> {
+        self.flows.get(flow)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &Flow)> {
+        self.flows.iter()
+    }
+
+    /// Flow count per state, in `State::ALL` order.
+    pub fn histogram(&self) -> [(State, usize); 11] {
+        let mut counts = State::ALL.map(|state| (state, 0));
+        for flow in self.flows.values() {
+            counts[flow.server.state as usize].1 += 1;
+        }
+        counts
+    }
+
+    /// Validated flows whose server has not answered yet.
+    pub fn awaiting_server(&self) -> usize {
+        self.flows.values().filter(|flow| !flow.joined).count()
+    }
+
+    /// Applies one data-plane event; returns what to do.
+    pub fn on_event(&mut self, event: &FlowEvent, now_ns: u64) -> Vec<Command> {
+        let mut commands = Vec::new();
+        let key = event.flow;
+        if event.kind == event_kind::VALIDATED {
+            // A new connection, also on a tuple whose previous one is over.
+            let mut server = Endpoint::listening();
+            let syn = Segment {
+                seq: event.entry.client_isn,
+                ack: 0,
+                flags: TcpFlags(TcpFlags::SYN),
+                len: 0,
+            };
+            server.received(&syn, 0);
+            self.flows.insert(
+                key,
+                Flow {
+                    server,
+                    joined: false,
+                    client_isn: event.entry.client_isn,
+                    guard_isn: event.entry.guard_isn,
+                    server_isn: 0,
+                    validated_ns: now_ns,
+                    state_since_ns: now_ns,
+                    time_wait_until_ns: 0,
+                },
+            );
+            self.counts.validated += 1;
+            return commands;
+        }
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return commands; // an event of a flow already forgotten
+        };
+        if flow.guard_isn != event.entry.guard_isn {
+            return commands; // a late event of an earlier connection on this tuple
+        }
+        let before = flow.server.state;
+        let segment = Segment {
+            seq: event.seq,
+            ack: event.ack,
+            flags: TcpFlags(event.flags),
+            len: event.payload_len,
+        };
+        let rst = segment.flags.has(TcpFlags::RST);
+        match (event.kind, event.direction) {
+            (event_kind::JOINED, _) => {
+                join(
+                    flow,
+                    &key,
+                    &event.entry,
+                    event.ts_val,
+                    event.ts_ecr,
+                    &mut commands,
+                );
+                self.counts.joined += 1;
+            }
+            (event_kind::CONTROL, TO_SERVER) if !flow.joined && rst => {
+                self.counts.client_gave_up += 1;
+                flow.server.state = State::Closed;
+            }
+            (event_kind::CONTROL, TO_CLIENT) if !flow.joined && rst => {
+                self.counts.backend_refused += 1;
+                commands.push(reset_client(&key, flow));
+                flow.server.state = State::Closed;
+            }
+            (event_kind::CONTROL | event_kind::FIN_ACKED, TO_SERVER) => {
+                if rst {
+                    // The data plane tracks what the server expects next; we see no data.
+                    flow.server.rcv_nxt = event.receiver_next;
+                }
+                match flow.server.received(&segment, event.receiver_window) {
+                    Reaction::Accepted => {}
+                    Reaction::ChallengeAck => self.counts.challenge_acks += 1,
+                    Reaction::Ignored => self.counts.ignored_segments += 1,
+                    Reaction::TimeWaitRestarted => {
+                        self.counts.time_wait_restarts += 1;
+                        flow.time_wait_until_ns = now_ns + 2 * self.timers.msl_ns;
+                    }
+                }
+            }
+            (event_kind::CONTROL | event_kind::FIN_ACKED, TO_CLIENT) => flow.server.sent(&segment),
+            _ => {}
+        }
+        let after = flow.server.state;
+        if after != before {
+            flow.state_since_ns = now_ns;
+            if after == State::TimeWait {
+                flow.time_wait_until_ns = now_ns + 2 * self.timers.msl_ns;
+            }
+        }
+        if after == State::Closed {
+            self.forget(&key, &mut commands);
+        }
+        commands
+    }
+
+    /// Runs the timers: servers that never answered, TIME-WAIT expiry, idle flows, flows the
+    /// data plane's LRU evicted. `entry_of` reads a flow's data-plane entry.
+    pub fn on_tick(
+        &mut self,
+        now_ns: u64,
+        entry_of: impl Fn(&FlowKey) -> Option<FlowEntry>,
+    ) -> Vec<Command> {
+        let mut commands = Vec::new();
+        let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+        for key in keys {
+            let Some(entry) = entry_of(&key) else {
+                self.counts.evicted += 1;
+                self.flows.remove(&key);
+                continue;
+            };
+            let flow = self.flows.get_mut(&key).expect("listed just above");
+            if !flow.joined
+                && now_ns.saturating_sub(flow.validated_ns) >= self.timers.backend_timeout_ns
+            {
+                if entry.phase == phase::JOINED {
+                    // The join happened but its event was lost: catch up from the map.
+                    let (client_tsval, server_tsval) = (0, 0);
+                    join(
+                        flow,
+                        &key,
+                        &entry,
+                        server_tsval,
+                        client_tsval,
+                        &mut commands,
+                    );
+                    self.counts.joined += 1;
+                } else {
+                    self.counts.backend_timeouts += 1;
+                    commands.push(reset_client(&key, flow));
+                    self.forget(&key, &mut commands);
+                    continue;
+                }
+            }
+            let state = flow.server.state;
+            let idle_limit = self.timers.idle_ns[state as usize];
+            let idle_for = now_ns.saturating_sub(entry.last_seen_ns.max(flow.state_since_ns));
+            if state == State::TimeWait && now_ns >= flow.time_wait_until_ns {
+                self.counts.closed += 1;
+                self.forget_quietly(&key, &mut commands);
+            } else if idle_limit != 0 && idle_for >= idle_limit {
+                self.counts.idle_timeouts += 1;
+                self.forget_quietly(&key, &mut commands);
+            }
+        }
+        commands
+    }
+
+    fn forget(&mut self, key: &FlowKey, commands: &mut Vec<Command>) {
+        if self
+            .flows
+            .get(key)
+            .is_some_and(|f| f.server.state == State::Closed && f.joined)
+        {
+            self.counts.closed += 1;
+        }
+        self.forget_quietly(key, commands);
+    }
+
+    fn forget_quietly(&mut self, key: &FlowKey, commands: &mut Vec<Command>) {
+        if let Some(flow) = self.flows.remove(key) {
+            commands.push(Command::Remove {
+                flow: *key,
+                guard_isn: flow.guard_isn,
+            });
+        }
+    }
+}
+
+/// The server answered: it sent its SYN-ACK, we acknowledge it in the client's name.
+fn join(
+    flow: &mut Flow,
+    key: &FlowKey,
+    entry: &FlowEntry,
+    server_tsval: u32,
+    client_tsval: u32,
+    commands: &mut Vec<Command>,
+) {
+    flow.joined = true;
+    flow.server_isn = entry.server_isn;
+    let syn_ack = Segment {
+        seq: entry.server_isn,
+        ack: flow.client_isn.wrapping_add(1),
+        flags: TcpFlags(TcpFlags::SYN | TcpFlags::ACK),
+        len: 0,
+    };
+    flow.server.sent(&syn_ack);
+    let ack = Segment {
+        seq: entry.to_server.next_seq,
+        ack: entry.server_isn.wrapping_add(1),
+        flags: TcpFlags(TcpFlags::ACK),
+        len: 0,
+    };
+    let window = entry.to_server.window >> (entry.server_view_of_client_shift & 15);
+    commands.push(Command::AckServer {
+        flow: *key,
+        seq: ack.seq,
+        ack: ack.ack,
+        window: window.min(0xffff) as u16,
+        timestamps: (entry.server_timestamps != 0 && server_tsval != 0)
+            .then_some((client_tsval, server_tsval)),
+    });
+    flow.server.received(&ack, 0);
+}
+
+fn reset_client(key: &FlowKey, flow: &Flow) -> Command {
+    Command::ResetClient {
+        flow: *key,
+        seq: flow.guard_isn.wrapping_add(1),
+        ack: flow.client_isn.wrapping_add(1),
+    }
+}
