@@ -7,10 +7,7 @@ use std::vec::Vec;
 
 use etherparse::{IpHeaders, PacketBuilder, PacketBuilderStep, TcpOptionElement, VlanId};
 
-use crate::{
-    cookie::FlowKey,
-    parse::{L3, parse_frame, parse_tcp_frame},
-};
+use crate::{cookie::FlowKey, parse::parse_tcp_frame};
 
 pub const MAC_CLIENT: [u8; 6] = [2, 0, 0, 0, 0, 1];
 pub const MAC_GUARD: [u8; 6] = [2, 0, 0, 0, 0, 2];
@@ -166,19 +163,15 @@ pub fn tcp_v4_with_flags(flags: u8, dst_port: u16) -> Vec<u8> {
     out
 }
 
-/// Asserts the IPv4 header checksum and the TCP checksum of an IP packet holding a bare TCP
-/// header (a SYN-ACK), computed independently by etherparse; returns the TCP header.
+/// Asserts the IPv4 header checksum and the TCP checksum (payload included) of an IP packet
+/// holding a TCP segment, computed independently by etherparse; returns the TCP header.
 pub fn assert_checksums(l3: &[u8]) -> etherparse::TcpHeader {
     use etherparse::{IpHeaders, TcpHeaderSlice};
     let (ip, rest) = IpHeaders::from_slice(l3).unwrap();
     let tcp = TcpHeaderSlice::from_slice(rest.payload)
         .unwrap()
         .to_header();
-    assert_eq!(
-        rest.payload.len(),
-        tcp.header_len(),
-        "no payload in a SYN-ACK"
-    );
+    let payload = &rest.payload[tcp.header_len()..];
     match &ip {
         IpHeaders::Ipv4(v4, _) => {
             assert_eq!(
@@ -188,7 +181,7 @@ pub fn assert_checksums(l3: &[u8]) -> etherparse::TcpHeader {
             );
             assert_eq!(
                 tcp.checksum,
-                tcp.calc_checksum_ipv4(v4, &[]).unwrap(),
+                tcp.calc_checksum_ipv4(v4, payload).unwrap(),
                 "TCP checksum"
             );
             assert_eq!(v4.total_len as usize, l3.len(), "IPv4 total length");
@@ -196,7 +189,7 @@ pub fn assert_checksums(l3: &[u8]) -> etherparse::TcpHeader {
         IpHeaders::Ipv6(v6, _) => {
             assert_eq!(
                 tcp.checksum,
-                tcp.calc_checksum_ipv6(v6, &[]).unwrap(),
+                tcp.calc_checksum_ipv6(v6, payload).unwrap(),
                 "TCP checksum"
             );
             assert_eq!(
@@ -215,7 +208,13 @@ pub fn assert_checksums(l3: &[u8]) -> etherparse::TcpHeader {
 pub fn assert_syn_ack(l3: &[u8]) -> (u32, Vec<TcpOptionElement>) {
     use etherparse::IpHeaders;
     let tcp = assert_checksums(l3);
-    match IpHeaders::from_slice(l3).unwrap().0 {
+    let (ip, rest) = IpHeaders::from_slice(l3).unwrap();
+    assert_eq!(
+        rest.payload.len(),
+        tcp.header_len(),
+        "no payload in a SYN-ACK"
+    );
+    match ip {
         IpHeaders::Ipv4(v4, _) => assert_eq!((v4.source, v4.destination), (SERVER4, CLIENT4)),
         IpHeaders::Ipv6(v6, _) => assert_eq!((v6.source, v6.destination), (SERVER6, CLIENT6)),
     }

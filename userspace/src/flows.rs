@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use synguard_common::{
     cookie::FlowKey,
-    maps::{FlowEntry, FlowEvent, TO_CLIENT, TO_SERVER, event_kind, phase},
+    maps::{FlowEntry, FlowEvent, NO_WINDOW_SCALE, TO_CLIENT, TO_SERVER, event_kind, phase},
     parse::TcpFlags,
 };
 
@@ -47,7 +47,7 @@ impl Default for FlowTimers {
         }
         Self {
             msl_ns: 60 * SECOND,
-            backend_timeout_ns: 3 * SECOND,
+            backend_timeout_ns: 5 * SECOND,
             idle_ns,
         }
     }
@@ -79,11 +79,35 @@ pub struct Flow {
     pub state_since_ns: u64,
     /// When TIME-WAIT ends (2*MSL after entering it or after the last FIN).
     pub time_wait_until_ns: u64,
+    /// The SYN to the server, kept for retransmission until the server answers (a server
+    /// with a full accept queue drops SYNs and waits for the retransmission).
+    pub backend_syn: BackendSyn,
+    /// When the SYN goes out again, and the interval after that (doubling, RFC 6298).
+    pub syn_retransmit_at_ns: u64,
+    pub syn_retransmit_interval_ns: u64,
 }
+
+/// What the data plane's SYN to the server carried: the client's ISN and options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendSyn {
+    pub seq: u32,
+    pub window: u16,
+    pub mss: u16,
+    pub window_scale: Option<u8>,
+    pub sack_permitted: bool,
+    pub ecn: bool,
+    /// The client's TSval (from its third ACK), when it uses timestamps.
+    pub tsval: Option<u32>,
+}
+
+/// First retransmission of the backend SYN; it doubles after each.
+pub const FIRST_SYN_RETRANSMIT_NS: u64 = 250_000_000;
 
 /// What the controller must do in the world after an event or a tick.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
+    /// Send the SYN to the server again (it has not answered).
+    SynServer { flow: FlowKey, syn: BackendSyn },
     /// Complete the server's handshake in the client's name.
     AckServer {
         flow: FlowKey,
@@ -106,6 +130,7 @@ pub struct FlowCounts {
     pub closed: u64,
     pub backend_refused: u64,
     pub backend_timeouts: u64,
+    pub syn_retransmits: u64,
     pub client_gave_up: u64,
     pub idle_timeouts: u64,
     pub evicted: u64,
@@ -173,6 +198,17 @@ impl FlowTable {
                 len: 0,
             };
             server.received(&syn, 0);
+            let options = &event.entry.options;
+            let backend_syn = BackendSyn {
+                seq: event.entry.client_isn,
+                window: (event.entry.to_server.window).min(0xffff) as u16,
+                mss: options.mss,
+                window_scale: (options.window_scale != NO_WINDOW_SCALE)
+                    .then_some(options.window_scale),
+                sack_permitted: options.sack_permitted != 0,
+                ecn: options.ecn != 0,
+                tsval: (options.timestamps != 0).then_some(event.ts_val),
+            };
             self.flows.insert(
                 key,
                 Flow {
@@ -184,6 +220,9 @@ impl FlowTable {
                     validated_ns: now_ns,
                     state_since_ns: now_ns,
                     time_wait_until_ns: 0,
+                    backend_syn,
+                    syn_retransmit_at_ns: now_ns + FIRST_SYN_RETRANSMIT_NS,
+                    syn_retransmit_interval_ns: FIRST_SYN_RETRANSMIT_NS,
                 },
             );
             self.counts.validated += 1;
@@ -292,6 +331,14 @@ impl FlowTable {
                     self.forget(&key, &mut commands);
                     continue;
                 }
+            } else if !flow.joined && now_ns >= flow.syn_retransmit_at_ns {
+                self.counts.syn_retransmits += 1;
+                commands.push(Command::SynServer {
+                    flow: key,
+                    syn: flow.backend_syn,
+                });
+                flow.syn_retransmit_interval_ns *= 2;
+                flow.syn_retransmit_at_ns = now_ns + flow.syn_retransmit_interval_ns;
             }
             let state = flow.server.state;
             let idle_limit = self.timers.idle_ns[state as usize];

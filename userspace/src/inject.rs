@@ -14,7 +14,7 @@ use synguard_common::cookie::FlowKey;
 
 use crate::{
     flow_events::{client, server},
-    flows::Command,
+    flows::{BackendSyn, Command},
 };
 
 pub struct Injector {
@@ -61,6 +61,10 @@ impl Injector {
             Command::ResetClient { flow, seq, ack } => {
                 self.send_segment(&flow, true, seq, ack, 0, None, true)
             }
+            Command::SynServer { flow, syn } => {
+                let packet = build_syn(client(&flow), server(&flow), &syn)?;
+                self.send_packet(&flow, server(&flow), &packet)
+            }
             Command::Remove { .. } => Ok(()),
         }
     }
@@ -82,6 +86,10 @@ impl Injector {
             (client(flow), server(flow))
         };
         let packet = build(from, to, seq, ack, window, timestamps, reset)?;
+        self.send_packet(flow, to, &packet)
+    }
+
+    fn send_packet(&self, flow: &FlowKey, to: SocketAddr, packet: &[u8]) -> Result<()> {
         let fd = if flow.family == 4 { &self.v4 } else { &self.v6 };
         let dest = socket2_addr(SocketAddr::new(to.ip(), 0));
         // SAFETY: buffer and address outlive the call; lengths match them.
@@ -102,6 +110,47 @@ impl Injector {
     }
 }
 
+/// The SYN to the server, as the data plane first wrote it (see `synguard_common::segment`).
+fn build_syn(from: SocketAddr, to: SocketAddr, syn: &BackendSyn) -> Result<Vec<u8>> {
+    use etherparse::TcpOptionElement as O;
+    let builder = ip_builder(from, to)?;
+    let mut tcp = builder
+        .tcp(from.port(), to.port(), syn.seq, syn.window)
+        .syn();
+    if syn.ecn {
+        tcp = tcp.ece().cwr();
+    }
+    let mut options = vec![O::MaximumSegmentSize(syn.mss)];
+    match syn.tsval {
+        Some(tsval) if syn.sack_permitted => {
+            options.extend([O::SelectiveAcknowledgementPermitted, O::Timestamp(tsval, 0)])
+        }
+        Some(tsval) => options.extend([O::Noop, O::Noop, O::Timestamp(tsval, 0)]),
+        None if syn.sack_permitted => {
+            options.extend([O::Noop, O::Noop, O::SelectiveAcknowledgementPermitted])
+        }
+        None => {}
+    }
+    if let Some(shift) = syn.window_scale {
+        options.extend([O::Noop, O::WindowScale(shift)]);
+    }
+    let tcp = tcp.options(&options)?;
+    let mut packet = Vec::with_capacity(tcp.size(0));
+    tcp.write(&mut packet, &[])?;
+    Ok(packet)
+}
+
+fn ip_builder(
+    from: SocketAddr,
+    to: SocketAddr,
+) -> Result<etherparse::PacketBuilderStep<etherparse::IpHeaders>> {
+    Ok(match (from.ip(), to.ip()) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => PacketBuilder::ipv4(src.octets(), dst.octets(), 64),
+        (IpAddr::V6(src), IpAddr::V6(dst)) => PacketBuilder::ipv6(src.octets(), dst.octets(), 64),
+        _ => anyhow::bail!("mixed address families {from} -> {to}"),
+    })
+}
+
 /// An IP packet with a header-only TCP segment, checksums filled in.
 fn build(
     from: SocketAddr,
@@ -112,12 +161,9 @@ fn build(
     timestamps: Option<(u32, u32)>,
     reset: bool,
 ) -> Result<Vec<u8>> {
-    let builder = match (from.ip(), to.ip()) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => PacketBuilder::ipv4(src.octets(), dst.octets(), 64),
-        (IpAddr::V6(src), IpAddr::V6(dst)) => PacketBuilder::ipv6(src.octets(), dst.octets(), 64),
-        _ => anyhow::bail!("mixed address families {from} -> {to}"),
-    };
-    let mut tcp = builder.tcp(from.port(), to.port(), seq, window).ack(ack);
+    let mut tcp = ip_builder(from, to)?
+        .tcp(from.port(), to.port(), seq, window)
+        .ack(ack);
     if reset {
         tcp = tcp.rst();
     }

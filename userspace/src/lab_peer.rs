@@ -10,7 +10,6 @@ use std::{fs::File, os::fd::AsRawFd, path::PathBuf};
 use anyhow::{Context, Result, bail};
 use aya::programs::{XdpMode, links::FdLink};
 use clap::Args;
-use log::LevelFilter;
 use synguard::{object, privilege};
 
 #[derive(Args)]
@@ -24,12 +23,19 @@ pub struct LabPeerArgs {
     /// Where to pin the link in bpffs.
     #[arg(long)]
     pin: PathBuf,
+    /// Drop about one in N data frames arriving there (loss for the lab's SACK tests).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    drop_one_in: u32,
 }
 
 pub fn lab_peer_pass(args: LabPeerArgs) -> Result<()> {
     privilege::require_xdp_privileges("synguard lab-peer-pass")?;
     enter_netns(&args.netns)?;
-    let mut ebpf = object::load(LevelFilter::Off)?;
+    let mut ebpf = aya::EbpfLoader::new()
+        .override_global(aya_log::LEVEL, &0u8, true)
+        .override_global(object::LAB_DROP_ONE_IN, &args.drop_one_in, true)
+        .load(object::EBPF_OBJECT)
+        .context("loading the eBPF object")?;
     let program = object::load_xdp(&mut ebpf, object::PEER_PASS_PROGRAM)?;
     let link_id = program
         .attach(&args.iface, XdpMode::Driver)

@@ -18,6 +18,8 @@ pub const SERVER_PROGRAM: &str = "synguard_server";
 /// The program the lab attaches to peer veths (see the lab in xtask); also the benchmark's
 /// measure of what BPF_PROG_TEST_RUN itself costs.
 pub const PEER_PASS_PROGRAM: &str = "lab_peer_pass";
+/// Its loss knob (a global set at load time).
+pub const LAB_DROP_ONE_IN: &str = "LAB_DROP_ONE_IN";
 /// The benchmark floor: swap addresses and ports, XDP_TX.
 pub const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
 

@@ -80,7 +80,7 @@ pub struct RunArgs {
           value_parser = seconds_parser(0.1, 600.0))]
     msl: f64,
     /// Seconds a server may take to answer before its client is reset.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3.0,
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0,
           value_parser = seconds_parser(0.1, 120.0))]
     backend_timeout: f64,
     /// Idle timeout of a state (repeatable): STATE=SECONDS, 0 for never; states are
@@ -227,7 +227,7 @@ async fn serve(args: RunArgs) -> Result<()> {
     let _ = std::fs::remove_file(&control_path);
     let control_socket = tokio::net::UnixListener::bind(&control_path)
         .with_context(|| format!("creating the control socket {}", control_path.display()))?;
-    let mut flow_ticker = tokio::time::interval(Duration::from_millis(200));
+    let mut flow_ticker = tokio::time::interval(Duration::from_millis(100));
 
     let mut rotation = tokio::time::interval(Duration::from_secs(1));
     let mut sigint = signal(SignalKind::interrupt())?;

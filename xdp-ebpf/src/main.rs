@@ -262,10 +262,25 @@ fn is_protected(addrs: &IpAddrs, port: u16) -> bool {
         .is_some_and(|ports| ports.contains(port))
 }
 
-/// Does nothing but pass. Native XDP on veth delivers XDP_TX/XDP_REDIRECT frames only when the
-/// peer device runs an XDP program too, so the lab attaches this one to the peers.
+/// Set at load time for the lab's loss tests: drop about one in this many frames larger than
+/// a bare ACK (0: drop nothing). This kernel has no netem, so the lab makes its own loss.
+#[unsafe(no_mangle)]
+static LAB_DROP_ONE_IN: u32 = 0;
+
+/// Passes everything (or, for loss tests, nearly everything). Native XDP on veth delivers
+/// XDP_TX/XDP_REDIRECT frames only when the peer device runs an XDP program too, so the lab
+/// attaches this one to the peers.
 #[xdp]
-pub fn lab_peer_pass(_ctx: XdpContext) -> u32 {
+pub fn lab_peer_pass(ctx: XdpContext) -> u32 {
+    // SAFETY: a read-only global the loader may have overridden.
+    let one_in = unsafe { core::ptr::read_volatile(&LAB_DROP_ONE_IN) };
+    // SAFETY: no arguments, no memory.
+    if one_in != 0
+        && ctx.data_end() - ctx.data() > 100
+        && unsafe { aya_ebpf::helpers::generated::bpf_get_prandom_u32() } % one_in == 0
+    {
+        return aya_ebpf::bindings::xdp_action::XDP_DROP;
+    }
     XDP_PASS
 }
 

@@ -214,6 +214,28 @@ impl Lab {
         Ok(())
     }
 
+    /// Makes the client's side drop about one in `one_in` data frames it receives (0: none),
+    /// by re-pinning its peer program with that setting.
+    pub fn set_client_loss(&self, synguard: &Path, one_in: u32) -> Result<()> {
+        let pin = self.pin_dir().join(Host::Client.role());
+        fs::remove_file(&pin).with_context(|| format!("unpinning {}", pin.display()))?;
+        cmd::output(
+            Command::new(synguard)
+                .args([
+                    "lab-peer-pass",
+                    "--netns",
+                    &self.netns(Host::Client),
+                    "--iface",
+                    PEER_IFACE,
+                    "--drop-one-in",
+                    &one_in.to_string(),
+                ])
+                .arg("--pin")
+                .arg(&pin),
+        )?;
+        Ok(())
+    }
+
     fn start_server(&self, server: &[String]) -> Result<()> {
         let log = fs::File::create(self.state_dir().join("server.log"))?;
         let (program, args) = server.split_first().context("empty server command")?;

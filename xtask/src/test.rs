@@ -76,6 +76,8 @@ pub fn run(tiers: &[Tier]) -> Result<()> {
                     "dataplane",
                     "--test",
                     "syn_cookies",
+                    "--test",
+                    "flows",
                 ]))?;
             }
             Tier::Lab => {
@@ -96,6 +98,8 @@ fn lab_tests(synguard: &Path) -> Result<()> {
             "xtask",
             "--test",
             "lab",
+            "--test",
+            "flows",
             "--",
             "--test-threads=1",
         ])

@@ -1,0 +1,406 @@
+//! Data-plane tests of validated flows: both guard programs of the real compiled object,
+//! sharing their maps, through BPF_PROG_TEST_RUN. The third ACK becomes the backend SYN, the
+//! server's SYN-ACK the client's window update, and segments both ways are translated; every
+//! output is byte-checked (sequence numbers, SACK blocks, timestamps, windows, checksums).
+//! They need root (CAP_BPF): run them through `cargo xtask test`.
+
+mod support;
+
+use etherparse::{PacketBuilder, TcpOptionElement as O};
+use support::{guard, syn_ack_for};
+use synguard::{object::SERVER_PROGRAM, prog_test_run::DataPlane};
+use synguard_common::{
+    counters::Counter,
+    maps::{event_kind, phase},
+    parse::TcpFlags as F,
+    test_frames::*,
+    verdict::Action,
+};
+
+const SERVER_ISN: u32 = 0x7000_0000;
+const CLIENT_TS: u32 = 0x1122_4000;
+const SERVER_TS: u32 = 0x5555_0000;
+
+/// A TCP/IPv4 frame of the fixture flow, either way.
+fn segment(
+    from_client: bool,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    options: &[O],
+    payload: &[u8],
+) -> Vec<u8> {
+    let (src, dst, sport, dport) = if from_client {
+        (CLIENT4, SERVER4, CLIENT_PORT, SERVER_PORT)
+    } else {
+        (SERVER4, CLIENT4, SERVER_PORT, CLIENT_PORT)
+    };
+    let mut tcp = PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, seq, window);
+    if flags & F::ACK != 0 {
+        tcp = tcp.ack(ack);
+    }
+    if flags & F::SYN != 0 {
+        tcp = tcp.syn();
+    }
+    if flags & F::FIN != 0 {
+        tcp = tcp.fin();
+    }
+    if flags & F::RST != 0 {
+        tcp = tcp.rst();
+    }
+    let tcp = tcp.options(options).unwrap();
+    let mut frame = Vec::new();
+    tcp.write(&mut frame, payload).unwrap();
+    frame
+}
+
+/// Runs `frame` through the named program; expects XDP_PASS and returns the TCP header of
+/// the output (its checksums verified) and the payload.
+fn passes(guard: &mut DataPlane, program: &str, frame: &[u8]) -> (etherparse::TcpHeader, Vec<u8>) {
+    let outcome = guard.run_program(program, frame).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Pass);
+    let l3 = &outcome.output[14..];
+    let tcp = assert_checksums(l3);
+    let (_, rest) = etherparse::IpHeaders::from_slice(l3).unwrap();
+    (tcp.clone(), rest.payload[tcp.header_len()..].to_vec())
+}
+
+fn options(tcp: &etherparse::TcpHeader) -> Vec<O> {
+    tcp.options_iterator()
+        .map(Result::unwrap)
+        .filter(|o| *o != O::Noop)
+        .collect()
+}
+
+/// Runs the handshake: SYN, third ACK (checked: the backend SYN), server SYN-ACK (checked:
+/// the window update). Returns the cookie and our TSval.
+fn joined(guard: &mut DataPlane) -> (u32, u32) {
+    let syn = syn_v4(0);
+    let (cookie, tsval, _) = syn_ack_for(guard, &syn, 0);
+    let tsval = tsval.unwrap();
+    let third = segment(
+        true,
+        CLIENT_ISN + 1,
+        cookie.wrapping_add(1),
+        F::ACK,
+        502,
+        &[O::Noop, O::Noop, O::Timestamp(CLIENT_TS, tsval)],
+        &[],
+    );
+    let (backend_syn, _) = passes(guard, synguard::object::GUARD_PROGRAM, &third);
+    assert!(backend_syn.syn && !backend_syn.ack, "a SYN");
+    assert_eq!(backend_syn.sequence_number, CLIENT_ISN, "the client's ISN");
+    assert_eq!(
+        (backend_syn.source_port, backend_syn.destination_port),
+        (CLIENT_PORT, SERVER_PORT)
+    );
+    assert_eq!(
+        backend_syn.window_size,
+        502 << 7,
+        "the client's window, unscaled"
+    );
+    assert_eq!(
+        options(&backend_syn),
+        [
+            O::MaximumSegmentSize(1460),
+            O::SelectiveAcknowledgementPermitted,
+            O::Timestamp(CLIENT_TS, 0),
+            O::WindowScale(7),
+        ],
+        "the client's own options"
+    );
+    let syn_ack = segment(
+        false,
+        SERVER_ISN,
+        CLIENT_ISN + 1,
+        F::SYN | F::ACK,
+        65160,
+        &[
+            O::MaximumSegmentSize(1400),
+            O::SelectiveAcknowledgementPermitted,
+            O::Timestamp(SERVER_TS, CLIENT_TS),
+            O::Noop,
+            O::WindowScale(9),
+        ],
+        &[],
+    );
+    let (update, _) = passes(guard, SERVER_PROGRAM, &syn_ack);
+    assert!(update.ack && !update.syn, "a bare ACK");
+    assert_eq!(
+        (update.source_port, update.destination_port),
+        (SERVER_PORT, CLIENT_PORT)
+    );
+    assert_eq!(
+        update.sequence_number,
+        cookie.wrapping_add(1),
+        "our ISN + 1"
+    );
+    assert_eq!(update.acknowledgment_number, CLIENT_ISN + 1);
+    assert_eq!(
+        update.window_size,
+        65160 >> 7,
+        "scaled by the shift we announced"
+    );
+    assert_eq!(
+        options(&update),
+        [O::Timestamp(tsval, CLIENT_TS)],
+        "timestamps on our clock, no SYN options"
+    );
+    (cookie, tsval)
+}
+
+#[test]
+fn handshake_joins_and_both_directions_translate_byte_for_byte() {
+    let mut guard = guard();
+    let (cookie, tsval) = joined(&mut guard);
+    let offset = SERVER_ISN.wrapping_sub(cookie);
+    let entry = guard.flow(&flow_of(&syn_v4(0))).unwrap().unwrap();
+    assert_eq!(entry.phase, phase::JOINED);
+    assert_eq!((entry.server_isn, entry.seq_offset), (SERVER_ISN, offset));
+    let kinds: Vec<u8> = guard.events().unwrap().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [event_kind::VALIDATED, event_kind::JOINED]);
+
+    // Client to server: ack, SACK edges and TSecr move into the server's spaces.
+    let data = segment(
+        true,
+        CLIENT_ISN + 1,
+        cookie.wrapping_add(101),
+        F::ACK,
+        500,
+        &[
+            O::Noop,
+            O::Noop,
+            O::Timestamp(CLIENT_TS + 1, tsval + 5),
+            O::Noop,
+            O::Noop,
+            O::SelectiveAcknowledgement(
+                (cookie.wrapping_add(201), cookie.wrapping_add(301)),
+                [
+                    Some((cookie.wrapping_add(401), cookie.wrapping_add(501))),
+                    None,
+                    None,
+                ],
+            ),
+        ],
+        b"hello",
+    );
+    let (tcp, payload) = passes(&mut guard, synguard::object::GUARD_PROGRAM, &data);
+    assert_eq!(payload, b"hello");
+    assert_eq!(
+        tcp.sequence_number,
+        CLIENT_ISN + 1,
+        "the client's space is shared"
+    );
+    assert_eq!(tcp.acknowledgment_number, SERVER_ISN.wrapping_add(101));
+    assert_eq!(
+        tcp.window_size, 500,
+        "both sides scale the client's window alike"
+    );
+    assert_eq!(
+        options(&tcp),
+        [
+            O::Timestamp(CLIENT_TS + 1, SERVER_TS + 5),
+            O::SelectiveAcknowledgement(
+                (SERVER_ISN + 201, SERVER_ISN + 301),
+                [Some((SERVER_ISN + 401, SERVER_ISN + 501)), None, None]
+            ),
+        ]
+    );
+
+    // Server to client: seq and TSval back into ours, the window re-scaled (shift 9 -> 7).
+    let reply = segment(
+        false,
+        SERVER_ISN + 1,
+        CLIENT_ISN + 6,
+        F::ACK,
+        100,
+        &[
+            O::Noop,
+            O::Noop,
+            O::Timestamp(SERVER_TS + 10, CLIENT_TS + 1),
+        ],
+        b"world",
+    );
+    let (tcp, payload) = passes(&mut guard, SERVER_PROGRAM, &reply);
+    assert_eq!(payload, b"world");
+    assert_eq!(tcp.sequence_number, cookie.wrapping_add(1));
+    assert_eq!(tcp.acknowledgment_number, CLIENT_ISN + 6);
+    assert_eq!(tcp.window_size, 100 << 2);
+    assert_eq!(options(&tcp), [O::Timestamp(tsval + 10, CLIENT_TS + 1)]);
+
+    let entry = guard.flow(&flow_of(&syn_v4(0))).unwrap().unwrap();
+    assert_eq!(
+        (entry.to_server.packets, entry.to_server.bytes),
+        (1, 5),
+        "per-flow accounting"
+    );
+    assert_eq!((entry.to_client.packets, entry.to_client.bytes), (1, 5));
+    let counters = guard.counters().unwrap();
+    assert_eq!(counters.get(Counter::ForwardToServer), 1);
+    assert_eq!(counters.get(Counter::ForwardToClient), 1);
+    assert_eq!(counters.get(Counter::BackendJoined), 1);
+}
+
+#[test]
+fn fins_and_resets_are_reported_and_blind_resets_die() {
+    let mut guard = guard();
+    let (cookie, _) = joined(&mut guard);
+    guard.events().unwrap();
+    // A blind RST far outside the server's window: dropped, nothing reported.
+    let blind = segment(
+        true,
+        CLIENT_ISN.wrapping_add(1 << 30),
+        0,
+        F::RST,
+        0,
+        &[],
+        &[],
+    );
+    let outcome = guard.run(&blind).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Drop);
+    assert_eq!(
+        guard.counters().unwrap().get(Counter::DropRstOutOfWindow),
+        1
+    );
+    assert!(guard.events().unwrap().is_empty());
+
+    // The server closes: its FIN is reported in its own space; the client's ACK of it too.
+    let fin = segment(
+        false,
+        SERVER_ISN + 1,
+        CLIENT_ISN + 1,
+        F::FIN | F::ACK,
+        100,
+        &[],
+        &[],
+    );
+    let (tcp, _) = passes(&mut guard, SERVER_PROGRAM, &fin);
+    assert!(tcp.fin);
+    let ack_of_fin = segment(
+        true,
+        CLIENT_ISN + 1,
+        cookie.wrapping_add(2),
+        F::ACK,
+        500,
+        &[],
+        &[],
+    );
+    passes(&mut guard, synguard::object::GUARD_PROGRAM, &ack_of_fin);
+    let events = guard.events().unwrap();
+    let summary: Vec<(u8, u8, u32, u32)> = events
+        .iter()
+        .map(|e| (e.kind, e.flags, e.seq, e.ack))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                event_kind::CONTROL,
+                F::FIN | F::ACK,
+                SERVER_ISN + 1,
+                CLIENT_ISN + 1
+            ),
+            (
+                event_kind::FIN_ACKED,
+                F::ACK,
+                CLIENT_ISN + 1,
+                SERVER_ISN + 2
+            ),
+        ]
+    );
+    // An in-window RST goes through, reported with what the receiver expected.
+    let reset = segment(true, CLIENT_ISN + 1, 0, F::RST, 0, &[], &[]);
+    passes(&mut guard, synguard::object::GUARD_PROGRAM, &reset);
+    let event = guard.events().unwrap()[0];
+    assert_eq!((event.kind, event.flags), (event_kind::CONTROL, F::RST));
+    assert_eq!(event.receiver_next, CLIENT_ISN + 1);
+}
+
+#[test]
+fn segments_of_no_flow_die_by_kind() {
+    let mut guard = guard();
+    let cases = [
+        (F::FIN | F::ACK, &b""[..], Counter::DropStrayFin),
+        (F::RST, &b""[..], Counter::DropStrayRst),
+        (F::ACK, &b"data"[..], Counter::DropStrayData),
+        (F::SYN | F::ACK, &b""[..], Counter::DropStraySynAck),
+    ];
+    for (flags, payload, counter) in cases {
+        let frame = segment(true, 5, 0x1eed_beef, flags, 100, &[], payload);
+        let outcome = guard.run(&frame).unwrap();
+        assert_eq!(
+            outcome.action().unwrap(),
+            Action::Drop,
+            "{}",
+            counter.name()
+        );
+        assert_eq!(
+            guard.counters().unwrap().get(counter),
+            1,
+            "{}",
+            counter.name()
+        );
+    }
+    // A bare ACK must carry a cookie: this one fails it (invalid or, by its counter bits,
+    // expired).
+    let forged = segment(true, 5, 0x1eed_beef, F::ACK, 100, &[], &[]);
+    assert_eq!(guard.run(&forged).unwrap().action().unwrap(), Action::Drop);
+    let counters = guard.counters().unwrap();
+    assert_eq!(
+        counters.get(Counter::DropCookieInvalid) + counters.get(Counter::DropCookieExpired),
+        1
+    );
+    // Server-side traffic of no validated flow is the server's own business: it passes.
+    let own = segment(false, 1, 2, F::ACK, 100, &[], b"x");
+    let outcome = guard.run_program(SERVER_PROGRAM, &own).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Pass);
+    assert!(guard.events().unwrap().is_empty());
+}
+
+#[test]
+fn a_refusing_server_and_an_early_client_reset_are_reported_not_forwarded() {
+    let mut guard = guard();
+    let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn_v4(0), 0);
+    let third = segment(
+        true,
+        CLIENT_ISN + 1,
+        cookie.wrapping_add(1),
+        F::ACK,
+        502,
+        &[O::Noop, O::Noop, O::Timestamp(CLIENT_TS, tsval.unwrap())],
+        &[],
+    );
+    passes(&mut guard, synguard::object::GUARD_PROGRAM, &third);
+    // Before the server answers, the client's segments wait (our zero window holds data).
+    let probe = segment(
+        true,
+        CLIENT_ISN,
+        cookie.wrapping_add(1),
+        F::ACK,
+        502,
+        &[],
+        &[],
+    );
+    assert_eq!(guard.run(&probe).unwrap().action().unwrap(), Action::Drop);
+    assert_eq!(
+        guard.counters().unwrap().get(Counter::DropAwaitingBackend),
+        1
+    );
+    // The server refuses: dropped and reported (the controller resets the client).
+    let refusal = segment(false, 0, CLIENT_ISN + 1, F::RST | F::ACK, 0, &[], &[]);
+    let outcome = guard.run_program(SERVER_PROGRAM, &refusal).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Drop);
+    assert_eq!(guard.counters().unwrap().get(Counter::BackendRefused), 1);
+    let last = *guard.events().unwrap().last().unwrap();
+    assert_eq!(
+        (last.kind, last.flags),
+        (event_kind::CONTROL, F::RST | F::ACK)
+    );
+    // The client gives up first in another flow of the same shape: reported too.
+    let early = segment(true, CLIENT_ISN + 1, 0, F::RST, 0, &[], &[]);
+    assert_eq!(guard.run(&early).unwrap().action().unwrap(), Action::Drop);
+    assert_eq!(guard.counters().unwrap().get(Counter::ResetBeforeJoin), 1);
+}

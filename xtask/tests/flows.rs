@@ -1,0 +1,531 @@
+//! Lab tests of validated flows: real kernel TCP on both ends, joined through the guard's
+//! cookies, forwarded with sequence translation, tracked by the controller's state machine.
+//! They need root and the synguard binary: run them through `cargo xtask test`.
+
+mod support;
+
+use std::{
+    hash::Hasher,
+    io::{ErrorKind, Read, Write},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    sync::{Arc, Barrier},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{Guard, in_netns, new_lab, synguard_bin, wait_for};
+use xtask::{
+    cmd,
+    lab::{GUARD_SERVER_IFACE, Host, Lab, PEER_IFACE, SERVER_ADDR},
+    lab_server::BODY,
+};
+
+/// The protected port the tests' own servers listen on (80 is the lab's HTTP server).
+const PORT: u16 = 5000;
+/// A protected address in the server's subnet that no host holds.
+const SILENT_SERVER: &str = "198.19.1.77:5000";
+/// A short MSL, so TIME-WAIT ends within the test.
+const MSL_SECONDS: f64 = 1.0;
+
+fn guarded(lab: &Lab, extra: &[&str]) -> Guard {
+    let protect = format!("198.19.1.0/24:80,{PORT},{}", PORT + 1);
+    let msl = MSL_SECONDS.to_string();
+    let mut args = vec![
+        "--protect",
+        &protect,
+        "--server-iface",
+        GUARD_SERVER_IFACE,
+        "--msl",
+        &msl,
+        "--backend-timeout",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    Guard::start(lab, "native", &args)
+}
+
+/// The running guard's answer to `synguard status|flows --json`.
+fn ask(lab: &Lab, what: &str) -> Value {
+    let bin = synguard_bin();
+    let out = cmd::stdout(&mut lab.exec(Host::Guard, bin.to_str().unwrap(), [what, "--json"]))
+        .unwrap_or_else(|e| panic!("synguard {what}: {e:#}"));
+    serde_json::from_str(&out).unwrap()
+}
+
+fn flow_count(lab: &Lab) -> u64 {
+    ask(lab, "status")["flows"].as_u64().unwrap()
+}
+
+fn state_count(lab: &Lab, state: &str) -> u64 {
+    ask(lab, "status")["states"][state].as_u64().unwrap()
+}
+
+fn count(lab: &Lab, name: &str) -> u64 {
+    ask(lab, "status")["counts"][name].as_u64().unwrap()
+}
+
+fn server_addr(port: u16) -> SocketAddr {
+    format!("{SERVER_ADDR}:{port}").parse().unwrap()
+}
+
+fn listen(lab: &Lab, port: u16) -> TcpListener {
+    in_netns(lab, Host::Server, move || {
+        let listener = TcpListener::bind(server_addr(port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        listener
+    })
+}
+
+/// The next connection, within 30 s (a test that fails must not hang).
+fn accept(listener: &TcpListener) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                return stream;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("no connection reached the server: {e}"),
+        }
+    }
+}
+
+fn connect(lab: &Lab, port: u16) -> TcpStream {
+    in_netns(lab, Host::Client, move || {
+        let stream = TcpStream::connect_timeout(&server_addr(port), Duration::from_secs(5))
+            .expect("connecting through the guard");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream
+    })
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so each end can check the other's stream.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+fn digest(bytes: &[u8]) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(bytes);
+    hasher.finish()
+}
+
+fn read_all(stream: &mut TcpStream) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).expect("reading to EOF");
+    bytes
+}
+
+/// Waits until the guard holds no flow; the time it took.
+fn wait_until_no_flows(lab: &Lab, limit: Duration) -> Duration {
+    let started = Instant::now();
+    wait_for("the flow table to empty", limit, || flow_count(lab) == 0);
+    started.elapsed()
+}
+
+#[test]
+fn http_and_100_mib_each_way_arrive_intact() {
+    let lab = new_lab();
+    let guard = guarded(&lab, &[]);
+    let page = cmd::stdout(&mut lab.exec(
+        Host::Client,
+        "curl",
+        ["-sS", "--max-time", "5", &format!("http://{SERVER_ADDR}/")],
+    ))
+    .unwrap();
+    assert_eq!(page, BODY, "HTTP through the guard");
+
+    const SIZE: usize = 100 << 20;
+    let listener = listen(&lab, PORT);
+    let server = thread::spawn(move || {
+        // Download: the server sends, the client checks.
+        let mut download = accept(&listener);
+        download.write_all(&pattern(SIZE, 1)).unwrap();
+        drop(download);
+        // Upload: the client sends, the server reports what it got.
+        let mut upload = accept(&listener);
+        let received = read_all(&mut upload);
+        upload
+            .write_all(&(received.len() as u64).to_be_bytes())
+            .unwrap();
+        upload.write_all(&digest(&received).to_be_bytes()).unwrap();
+    });
+    let mut download = connect(&lab, PORT);
+    let received = read_all(&mut download);
+    assert_eq!(received.len(), SIZE, "download length");
+    assert_eq!(
+        digest(&received),
+        digest(&pattern(SIZE, 1)),
+        "download content"
+    );
+    drop(download);
+
+    let mut upload = connect(&lab, PORT);
+    upload.write_all(&pattern(SIZE, 2)).unwrap();
+    upload.shutdown(Shutdown::Write).unwrap();
+    let report = read_all(&mut upload);
+    assert_eq!(report.len(), 16, "the server's report");
+    assert_eq!(
+        u64::from_be_bytes(report[..8].try_into().unwrap()),
+        SIZE as u64
+    );
+    assert_eq!(
+        u64::from_be_bytes(report[8..].try_into().unwrap()),
+        digest(&pattern(SIZE, 2)),
+        "upload content"
+    );
+    server.join().unwrap();
+    drop(upload);
+
+    assert!(count(&lab, "validated") >= 3 && count(&lab, "joined") >= 3);
+    let limit = Duration::from_secs_f64(2.0 * MSL_SECONDS + 2.0);
+    wait_until_no_flows(&lab, limit);
+    wait_for(
+        "the counters to show the traffic",
+        Duration::from_secs(5),
+        || {
+            guard.total("forward_to_client") > (SIZE / 1500) as u64
+                && guard.total("forward_to_server") > (SIZE / 1500) as u64
+        },
+    );
+    assert!(guard.total("backend_joined") >= 3);
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn every_way_of_closing_is_tracked_and_ends_the_flow() {
+    let lab = new_lab();
+    let guard = guarded(&lab, &[]);
+    let listener = listen(&lab, PORT);
+    let two_msl = Duration::from_secs_f64(2.0 * MSL_SECONDS);
+
+    // Half-close: the client shuts its write side; the server keeps sending 10 MiB.
+    let mut client = connect(&lab, PORT);
+    let mut server = accept(&listener);
+    client.write_all(b"request").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&mut server), b"request");
+    wait_for("CLOSE-WAIT", Duration::from_secs(5), || {
+        state_count(&lab, "CLOSE-WAIT") == 1
+    });
+    let body = pattern(10 << 20, 3);
+    server.write_all(&body).unwrap();
+    drop(server); // the server closes: LAST-ACK, then CLOSED on the client's ACK
+    assert_eq!(
+        digest(&read_all(&mut client)),
+        digest(&body),
+        "half-close data"
+    );
+    drop(client);
+    wait_until_no_flows(&lab, Duration::from_secs(2));
+
+    // The server closes first: FIN-WAIT-2 while the client has not closed, then TIME-WAIT,
+    // which ends after 2*MSL.
+    let mut client = connect(&lab, PORT);
+    let server = accept(&listener);
+    drop(server);
+    assert!(read_all(&mut client).is_empty());
+    wait_for("FIN-WAIT-2", Duration::from_secs(5), || {
+        state_count(&lab, "FIN-WAIT-2") == 1
+    });
+    drop(client);
+    wait_for("TIME-WAIT", Duration::from_secs(5), || {
+        state_count(&lab, "TIME-WAIT") == 1
+    });
+    let waited = wait_until_no_flows(&lab, two_msl + Duration::from_secs(2));
+    assert!(
+        waited + Duration::from_millis(300) >= two_msl,
+        "TIME-WAIT lasted {waited:?}, less than 2*MSL"
+    );
+
+    // Simultaneous close: both ends shut down at once.
+    let mut client = connect(&lab, PORT);
+    let mut server = accept(&listener);
+    let barrier = Arc::new(Barrier::new(2));
+    let other = Arc::clone(&barrier);
+    let closer = thread::spawn(move || {
+        other.wait();
+        server.shutdown(Shutdown::Write).unwrap();
+        read_all(&mut server)
+    });
+    barrier.wait();
+    client.shutdown(Shutdown::Write).unwrap();
+    assert!(read_all(&mut client).is_empty());
+    assert!(closer.join().unwrap().is_empty());
+    drop(client);
+    wait_until_no_flows(&lab, two_msl + Duration::from_secs(2));
+
+    // RST mid-stream: the client aborts while the server sends.
+    let client = connect(&lab, PORT);
+    let mut server = accept(&listener);
+    let sender = thread::spawn(move || {
+        let chunk = pattern(1 << 16, 4);
+        loop {
+            if let Err(error) = server.write_all(&chunk) {
+                return error.kind();
+            }
+        }
+    });
+    thread::sleep(Duration::from_millis(100)); // let data flow (not a synchronisation)
+    socket2_linger_zero(&client);
+    drop(client); // with SO_LINGER 0: a RST
+    let kind = sender.join().unwrap();
+    assert!(
+        matches!(kind, ErrorKind::ConnectionReset | ErrorKind::BrokenPipe),
+        "the server saw {kind:?}"
+    );
+    wait_until_no_flows(&lab, Duration::from_secs(2));
+    assert!(count(&lab, "closed") >= 4, "{}", ask(&lab, "status"));
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+fn socket2_linger_zero(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt with a linger struct we own, on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+#[test]
+fn a_thousand_concurrent_connections() {
+    raise_fd_limit(8192);
+    let lab = new_lab();
+    let guard = guarded(&lab, &[]);
+    let listener = listen(&lab, PORT);
+    const N: usize = 1000;
+    let acceptor = thread::spawn(move || (0..N).map(|_| accept(&listener)).collect::<Vec<_>>());
+    let clients: Vec<TcpStream> = in_netns(&lab, Host::Client, || {
+        (0..N)
+            .map(|_| {
+                TcpStream::connect_timeout(&server_addr(PORT), Duration::from_secs(5)).unwrap()
+            })
+            .collect()
+    });
+    let mut servers = acceptor.join().unwrap();
+    for (i, (client, server)) in clients.iter().zip(servers.iter_mut()).enumerate() {
+        (&*client).write_all(&(i as u32).to_be_bytes()).unwrap();
+        let mut got = [0u8; 4];
+        server.read_exact(&mut got).unwrap();
+        server.write_all(&got).unwrap();
+    }
+    for client in &clients {
+        let mut echo = [0u8; 4];
+        (&*client).read_exact(&mut echo).unwrap();
+    }
+    wait_for("1000 established flows", Duration::from_secs(10), || {
+        state_count(&lab, "ESTAB") == N as u64
+    });
+    assert_eq!(
+        ask(&lab, "flows")["flows"].as_array().unwrap().len(),
+        N,
+        "synguard flows lists them all"
+    );
+    drop(clients);
+    drop(servers);
+    wait_until_no_flows(&lab, Duration::from_secs_f64(2.0 * MSL_SECONDS + 5.0));
+    assert!(guard.total("cookie_valid") >= N as u64);
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+fn raise_fd_limit(to: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: to,
+        rlim_max: to,
+    };
+    // SAFETY: setrlimit with a struct we own.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+}
+
+/// `nstat` counters of a namespace (absolute values).
+fn nstat(lab: &Lab, host: Host, name: &str) -> u64 {
+    let out = cmd::stdout(&mut lab.exec(host, "nstat", ["-az", name])).unwrap();
+    out.lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            (fields.next() == Some(name)).then(|| fields.next().unwrap().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn sack_blocks_are_translated_under_loss() {
+    let lab = new_lab();
+    let guard = guarded(&lab, &[]);
+    // Loss on the way to the client (about 2%, made by the client's peer program: this
+    // kernel has no netem): the client's ACKs then carry SACK blocks, which the guard must
+    // shift into the server's sequence space.
+    lab.set_client_loss(&synguard_bin(), 50).unwrap();
+    let discarded_before = nstat(&lab, Host::Server, "TcpExtTCPSACKDiscard");
+    let recovered_before = nstat(&lab, Host::Server, "TcpExtTCPSackRecovery");
+    let listener = listen(&lab, PORT);
+    const SIZE: usize = 20 << 20;
+    let server = thread::spawn(move || {
+        let mut stream = accept(&listener);
+        stream.write_all(&pattern(SIZE, 5)).unwrap();
+    });
+    let mut client = connect(&lab, PORT);
+    assert_eq!(digest(&read_all(&mut client)), digest(&pattern(SIZE, 5)));
+    server.join().unwrap();
+    let recovered = nstat(&lab, Host::Server, "TcpExtTCPSackRecovery") - recovered_before;
+    let discarded = nstat(&lab, Host::Server, "TcpExtTCPSACKDiscard") - discarded_before;
+    assert!(
+        recovered > 0,
+        "the server recovered with SACK {recovered} times"
+    );
+    assert_eq!(
+        discarded, 0,
+        "the server discarded SACK blocks: translation is off"
+    );
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+/// Packets the server's interface received so far.
+fn server_rx_packets(lab: &Lab) -> u64 {
+    let out = cmd::stdout(&mut lab.exec(
+        Host::Server,
+        "cat",
+        [format!("/sys/class/net/{PEER_IFACE}/statistics/rx_packets")],
+    ))
+    .unwrap();
+    out.trim().parse().unwrap()
+}
+
+fn flood(lab: &Lab, flag: &str, extra: &[&str]) {
+    // Bounded in time; hping3's exit status under `timeout` is not ours to judge.
+    let mut args = vec!["2", "hping3", flag, "--flood", "-p", "5000"];
+    args.extend_from_slice(extra);
+    args.push(SERVER_ADDR);
+    let _ = lab
+        .exec(Host::Client, "timeout", args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+#[test]
+fn ack_and_rst_floods_reach_neither_the_server_nor_live_flows() {
+    let lab = new_lab();
+    let guard = guarded(&lab, &[]);
+    let listener = listen(&lab, PORT);
+    // A live flow that keeps sending through the floods.
+    let server = thread::spawn(move || {
+        let mut stream = accept(&listener);
+        let chunk = pattern(1 << 16, 6);
+        let mut sent = 0u64;
+        while stream.write_all(&chunk).is_ok() {
+            sent += chunk.len() as u64;
+            thread::sleep(Duration::from_millis(2));
+        }
+        sent
+    });
+    let mut client = connect(&lab, PORT);
+    let client_port = client.local_addr().unwrap().port().to_string();
+    let reader = thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < deadline {
+            total += client.read(&mut buf).expect("the live flow survives") as u64;
+        }
+        total
+    });
+    wait_for(
+        "the live flow to carry data",
+        Duration::from_secs(5),
+        || guard.total("forward_to_client") > 100,
+    );
+    let rx_before = server_rx_packets(&lab);
+    let forwarded_before = guard.total("forward_to_server") + guard.total("cookie_valid");
+    flood(&lab, "-A", &["--rand-source"]);
+    flood(&lab, "-R", &[]);
+    flood(&lab, "-F", &["-A"]);
+    // Blind RSTs aimed at the live flow's own 4-tuple, with guessed sequence numbers.
+    flood(&lab, "-R", &["-s", &client_port, "-k"]);
+    wait_for(
+        "the counters after the floods",
+        Duration::from_secs(5),
+        || {
+            guard.total("drop_cookie_invalid") > 1000
+                && guard.total("drop_stray_rst") > 1000
+                && guard.total("drop_stray_fin") > 1000
+                && guard.total("drop_rst_out_of_window") > 1000
+        },
+    );
+    let received = reader.join().unwrap();
+    assert!(
+        received > 1 << 20,
+        "the live flow kept flowing ({received} bytes)"
+    );
+    let forwarded =
+        guard.total("forward_to_server") + guard.total("cookie_valid") - forwarded_before;
+    let rx = server_rx_packets(&lab) - rx_before;
+    // Everything the server received is what the guard forwarded (plus neighbour discovery
+    // and our own ACKs): none of the flood.
+    assert!(
+        rx <= forwarded + 50,
+        "the server received {rx} packets, the guard forwarded {forwarded}"
+    );
+    drop(server);
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn refusing_and_silent_servers_get_the_client_reset() {
+    let lab = new_lab();
+    let guard = guarded(&lab, &[]);
+    // Nothing listens on PORT + 1: the server's RST makes the guard reset the client.
+    let mut refused = connect(&lab, PORT + 1);
+    let mut buf = [0u8; 1];
+    let error = refused.read(&mut buf).expect_err("a reset");
+    assert_eq!(error.kind(), ErrorKind::ConnectionReset);
+    assert_eq!(count(&lab, "backend_refused"), 1);
+
+    // A server that never answers (an address nobody holds): after --backend-timeout the
+    // client is reset.
+    let mut silent = in_netns(&lab, Host::Client, || {
+        TcpStream::connect_timeout(&SILENT_SERVER.parse().unwrap(), Duration::from_secs(5))
+            .expect("the guard answers for the silent server")
+    });
+    let started = Instant::now();
+    let error = silent.read(&mut buf).expect_err("a reset");
+    assert_eq!(error.kind(), ErrorKind::ConnectionReset);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(count(&lab, "backend_timeouts"), 1);
+    assert_eq!(flow_count(&lab), 0);
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
+}

@@ -1,0 +1,174 @@
+//! What the lab test files share: the lab, polling, and synguard running in the guard
+//! namespace with its output collected; plus sockets opened inside a lab namespace.
+#![allow(dead_code)] // each test file uses its own part
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    os::fd::AsRawFd,
+    path::PathBuf,
+    process::{Child, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use xtask::lab::{self, GUARD_CLIENT_IFACE, Host, Lab, LabGuard};
+
+pub fn synguard_bin() -> PathBuf {
+    std::env::var_os("SYNGUARD_BIN")
+        .map(PathBuf::from)
+        .expect("SYNGUARD_BIN is not set: run the lab tests through `cargo xtask test`")
+}
+
+pub fn new_lab() -> LabGuard {
+    xtask::bootstrap::require_root().expect("the lab tests need root");
+    let server = lab::server_command(std::path::Path::new(env!("CARGO_BIN_EXE_xtask")));
+    LabGuard(Lab::up(&lab::unique_suffix(), &synguard_bin(), &server).expect("lab up"))
+}
+
+/// Polls `condition` every 50 ms until it holds or `limit` passes.
+pub fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// synguard running in the guard namespace, its JSON counter lines collected as they come.
+pub struct Guard {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Guard {
+    pub fn start(lab: &Lab, mode: &str, extra: &[&str]) -> Guard {
+        let bin = synguard_bin();
+        let mut child = lab
+            .exec(
+                Host::Guard,
+                bin.to_str().unwrap(),
+                [
+                    "run",
+                    "--iface",
+                    GUARD_CLIENT_IFACE,
+                    "--mode",
+                    mode,
+                    "--json",
+                    "--interval",
+                    "0.2",
+                ],
+            )
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting synguard");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = Arc::clone(&lines);
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("synguard printed a non-JSON line {line:?}: {e}"));
+                sink.lock().unwrap().push(value);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        let guard = Guard {
+            child,
+            lines,
+            stderr,
+        };
+        wait_for("synguard to attach", Duration::from_secs(30), || {
+            lab.has_xdp(Host::Guard, GUARD_CLIENT_IFACE).unwrap()
+        });
+        guard
+    }
+
+    /// The totals of the latest counter line (one snapshot: compare fields of one line).
+    pub fn totals(&self) -> Value {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|line| line["type"] == "counters")
+            .map(|line| line["total"].clone())
+            .unwrap_or(Value::Null)
+    }
+
+    pub fn total(&self, counter: &str) -> u64 {
+        self.totals()[counter].as_u64().unwrap_or(0)
+    }
+
+    /// The handshake event for a client port, once it arrived.
+    pub fn handshake(&self, client_port: u16) -> Option<Value> {
+        let suffix = format!(":{client_port}");
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|line| {
+                line["type"] == "handshake"
+                    && line["client"]
+                        .as_str()
+                        .is_some_and(|c| c.ends_with(&suffix))
+            })
+            .cloned()
+    }
+
+    /// `signal`, then the exit status and everything synguard wrote to stderr.
+    pub fn stop_with(mut self, signal: i32) -> (std::process::ExitStatus, String) {
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let status = self.child.wait().unwrap();
+        // The reader threads end with the pipes; give them the moment they need.
+        wait_for("stderr to drain", Duration::from_secs(5), || {
+            self.stderr.lock().unwrap().contains("detached") || !status.success()
+        });
+        let stderr = self.stderr.lock().unwrap().clone();
+        (status, stderr)
+    }
+
+    pub fn stop(self) -> (std::process::ExitStatus, String) {
+        self.stop_with(libc::SIGINT)
+    }
+}
+
+/// Runs `work` on a thread that entered `host`'s network namespace: sockets it opens live
+/// there (and stay there when handed back to other threads).
+pub fn in_netns<T: Send + 'static>(
+    lab: &Lab,
+    host: Host,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let path = format!("/run/netns/{}", lab.netns(host));
+    thread::spawn(move || {
+        let netns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns(2) on this thread only, with a namespace fd we hold open.
+        let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        work()
+    })
+    .join()
+    .expect("namespace thread panicked")
+}
