@@ -91,14 +91,11 @@ impl SegmentSpec {
                 settings.mss_v4
             },
             sack_permitted: client.sack_permitted,
-            timestamps: match syn.options.timestamps {
-                Some((client_tsval, _)) => Some((our_tsval, client_tsval)),
-                None => None,
-            },
-            window_scale: match client.window_scale {
-                Some(_) => Some(settings.window_scale),
-                None => None,
-            },
+            timestamps: syn
+                .options
+                .timestamps
+                .map(|(client_tsval, _)| (our_tsval, client_tsval)),
+            window_scale: client.window_scale.map(|_| settings.window_scale),
         }
     }
 }

@@ -172,7 +172,8 @@ impl Endpoint {
 
     /// The endpoint sent `segment` (RFC 9293 section 3.10: OPEN, SEND, CLOSE, ABORT).
     pub fn sent(&mut self, segment: &Segment) {
-        if seq_lt(self.snd_nxt, segment.end()) || self.state == State::Closed {
+        // A SYN sets the send sequence (our ISS); later segments only move it forward.
+        if segment.has(TcpFlags::SYN) || seq_lt(self.snd_nxt, segment.end()) {
             self.snd_nxt = segment.end();
         }
         if segment.has(TcpFlags::RST) {

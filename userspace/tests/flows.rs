@@ -404,3 +404,50 @@ fn a_refusing_server_and_an_early_client_reset_are_reported_not_forwarded() {
     assert_eq!(guard.run(&early).unwrap().action().unwrap(), Action::Drop);
     assert_eq!(guard.counters().unwrap().get(Counter::ResetBeforeJoin), 1);
 }
+
+#[test]
+fn a_retransmitted_server_syn_ack_is_answered_with_the_ack() {
+    let mut guard = guard();
+    joined(&mut guard);
+    let again = segment(
+        false,
+        SERVER_ISN,
+        CLIENT_ISN + 1,
+        F::SYN | F::ACK,
+        65160,
+        &[
+            O::MaximumSegmentSize(1400),
+            O::SelectiveAcknowledgementPermitted,
+            O::Timestamp(SERVER_TS + 1000, CLIENT_TS),
+            O::Noop,
+            O::WindowScale(9),
+        ],
+        &[],
+    );
+    let outcome = guard.run_program(SERVER_PROGRAM, &again).unwrap();
+    assert_eq!(
+        outcome.action().unwrap(),
+        Action::Tx,
+        "sent back to the server"
+    );
+    let out = &outcome.output;
+    assert_eq!(
+        (&out[..6], &out[6..12]),
+        (&MAC_CLIENT[..], &MAC_GUARD[..]),
+        "MACs swapped"
+    );
+    let tcp = assert_checksums(&out[14..]);
+    assert!(tcp.ack && !tcp.syn);
+    assert_eq!(
+        (tcp.source_port, tcp.destination_port),
+        (CLIENT_PORT, SERVER_PORT)
+    );
+    assert_eq!(tcp.sequence_number, CLIENT_ISN + 1);
+    assert_eq!(tcp.acknowledgment_number, SERVER_ISN + 1);
+    assert_eq!(
+        tcp.window_size, 502,
+        "the client's window in the server's scale"
+    );
+    assert_eq!(options(&tcp), [O::Timestamp(CLIENT_TS, SERVER_TS + 1000)]);
+    assert_eq!(guard.counters().unwrap().get(Counter::TxBackendAck), 1);
+}

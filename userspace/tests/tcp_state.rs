@@ -5,7 +5,8 @@ use synguard::tcp_state::{Endpoint, Reaction, Segment, State};
 use synguard_common::parse::TcpFlags as F;
 
 const CLIENT_ISN: u32 = 0xffff_fff0; // wraps within the first few segments
-const SERVER_ISN: u32 = 0x5000_0000;
+/// Above 2^31: "after 0" fails for it in sequence space, so nothing may start from 0.
+const SERVER_ISN: u32 = 0xd000_0000;
 const WINDOW: u32 = 64_000;
 
 #[derive(Clone, Copy)]

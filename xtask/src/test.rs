@@ -58,6 +58,10 @@ pub fn run(tiers: &[Tier]) -> Result<()> {
                     "synguard",
                     "--lib",
                     "--bins",
+                    "--test",
+                    "tcp_state",
+                    "--test",
+                    "flow_table",
                 ]))?;
                 cmd::visible(&mut cargo_in_root([
                     "test",

@@ -38,8 +38,6 @@ fn guarded(lab: &Lab, extra: &[&str]) -> Guard {
         GUARD_SERVER_IFACE,
         "--msl",
         &msl,
-        "--backend-timeout",
-        "1",
     ];
     args.extend_from_slice(extra);
     Guard::start(lab, "native", &args)
@@ -90,7 +88,7 @@ fn accept(listener: &TcpListener) -> TcpStream {
                 return stream;
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                thread::sleep(Duration::from_millis(5));
+                thread::sleep(Duration::from_millis(1));
             }
             Err(e) => panic!("no connection reached the server: {e}"),
         }
@@ -227,13 +225,17 @@ fn every_way_of_closing_is_tracked_and_ends_the_flow() {
         state_count(&lab, "CLOSE-WAIT") == 1
     });
     let body = pattern(10 << 20, 3);
-    server.write_all(&body).unwrap();
-    drop(server); // the server closes: LAST-ACK, then CLOSED on the client's ACK
+    let sent = body.clone();
+    let sender = thread::spawn(move || {
+        server.write_all(&sent).unwrap();
+        // The server closes: LAST-ACK, then CLOSED on the client's ACK.
+    });
     assert_eq!(
         digest(&read_all(&mut client)),
         digest(&body),
         "half-close data"
     );
+    sender.join().unwrap();
     drop(client);
     wait_until_no_flows(&lab, Duration::from_secs(2));
 
@@ -324,28 +326,53 @@ fn a_thousand_concurrent_connections() {
     let guard = guarded(&lab, &[]);
     let listener = listen(&lab, PORT);
     const N: usize = 1000;
-    let acceptor = thread::spawn(move || (0..N).map(|_| accept(&listener)).collect::<Vec<_>>());
-    let clients: Vec<TcpStream> = in_netns(&lab, Host::Client, || {
+    // Each server connection echoes the 4 bytes its client sent first (clients speak first,
+    // as real ones do: a final ACK the server's full accept queue dropped is then made good
+    // by the data segment, with or without a guard in between).
+    let echoer = thread::spawn(move || {
         (0..N)
             .map(|_| {
-                TcpStream::connect_timeout(&server_addr(PORT), Duration::from_secs(5)).unwrap()
+                let mut server = accept(&listener);
+                let mut got = [0u8; 4];
+                server.read_exact(&mut got).map(|_| {
+                    server.write_all(&got).unwrap();
+                    server
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    });
+    let clients: Vec<TcpStream> = in_netns(&lab, Host::Client, || {
+        (0..N as u32)
+            .map(|i| {
+                let mut client =
+                    TcpStream::connect_timeout(&server_addr(PORT), Duration::from_secs(5)).unwrap();
+                client.write_all(&i.to_be_bytes()).unwrap();
+                client
             })
             .collect()
     });
-    let mut servers = acceptor.join().unwrap();
-    for (i, (client, server)) in clients.iter().zip(servers.iter_mut()).enumerate() {
-        (&*client).write_all(&(i as u32).to_be_bytes()).unwrap();
-        let mut got = [0u8; 4];
-        server.read_exact(&mut got).unwrap();
-        server.write_all(&got).unwrap();
-    }
-    for client in &clients {
+    let servers = match echoer.join() {
+        Ok(Ok(servers)) => servers,
+        other => panic!(
+            "not every connection reached the server ({other:?}): {}",
+            ask(&lab, "status")
+        ),
+    };
+    for (i, client) in clients.iter().enumerate() {
         let mut echo = [0u8; 4];
         (&*client).read_exact(&mut echo).unwrap();
+        assert_eq!(echo, (i as u32).to_be_bytes());
     }
-    wait_for("1000 established flows", Duration::from_secs(10), || {
-        state_count(&lab, "ESTAB") == N as u64
-    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state_count(&lab, "ESTAB") != N as u64 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        state_count(&lab, "ESTAB"),
+        N as u64,
+        "{}",
+        ask(&lab, "status")
+    );
     assert_eq!(
         ask(&lab, "flows")["flows"].as_array().unwrap().len(),
         N,
@@ -506,7 +533,7 @@ fn ack_and_rst_floods_reach_neither_the_server_nor_live_flows() {
 #[test]
 fn refusing_and_silent_servers_get_the_client_reset() {
     let lab = new_lab();
-    let guard = guarded(&lab, &[]);
+    let guard = guarded(&lab, &["--backend-timeout", "1"]);
     // Nothing listens on PORT + 1: the server's RST makes the guard reset the client.
     let mut refused = connect(&lab, PORT + 1);
     let mut buf = [0u8; 1];

@@ -1,0 +1,351 @@
+//! The controller's flow table on synthetic data-plane events, with a clock the test drives:
+//! joins, backend SYN retransmission and timeout, refusals, TIME-WAIT (2*MSL, restarted by a
+//! retransmitted FIN), idle timeouts, LRU evictions, late events of an older connection.
+
+use synguard::{
+    flows::{Command, FIRST_SYN_RETRANSMIT_NS, FlowTable, FlowTimers},
+    tcp_state::State,
+};
+use synguard_common::{
+    cookie::FlowKey,
+    maps::{FlowEntry, FlowEvent, TO_CLIENT, TO_SERVER, event_kind, phase},
+    parse::TcpFlags as F,
+};
+
+const MS: u64 = 1_000_000;
+const S: u64 = 1_000 * MS;
+const CLIENT_ISN: u32 = 1000;
+const COOKIE: u32 = 0x4000_0000;
+const SERVER_ISN: u32 = 0x9000_0000;
+
+fn key(port: u16) -> FlowKey {
+    FlowKey {
+        client: [198, 18, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        server: [198, 19, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        client_port: port,
+        server_port: 80,
+        family: 4,
+        _pad: [0; 3],
+    }
+}
+
+fn entry(joined: bool) -> FlowEntry {
+    let mut entry = FlowEntry {
+        client_isn: CLIENT_ISN,
+        guard_isn: COOKIE,
+        phase: if joined {
+            phase::JOINED
+        } else {
+            phase::AWAITING_BACKEND
+        },
+        ..FlowEntry::default()
+    };
+    entry.to_server.next_seq = CLIENT_ISN + 1;
+    entry.to_server.window = 64_000;
+    if joined {
+        entry.server_isn = SERVER_ISN;
+    }
+    entry
+}
+
+fn event(kind: u8, direction: u8, flags: u8, seq: u32, ack: u32) -> FlowEvent {
+    FlowEvent {
+        flow: key(40000),
+        kind,
+        direction,
+        flags,
+        seq,
+        ack,
+        entry: entry(kind != event_kind::VALIDATED),
+        receiver_window: 64_000,
+        ..FlowEvent::default()
+    }
+}
+
+fn timers() -> FlowTimers {
+    FlowTimers {
+        msl_ns: S,
+        backend_timeout_ns: 3 * S,
+        ..FlowTimers::default()
+    }
+}
+
+/// A table holding one joined, established flow (at time 0).
+fn established() -> FlowTable {
+    let mut table = FlowTable::new(timers());
+    assert!(
+        table
+            .on_event(
+                &event(
+                    event_kind::VALIDATED,
+                    TO_SERVER,
+                    F::ACK,
+                    CLIENT_ISN + 1,
+                    COOKIE + 1
+                ),
+                0
+            )
+            .is_empty()
+    );
+    let commands = table.on_event(
+        &event(
+            event_kind::JOINED,
+            TO_CLIENT,
+            F::SYN | F::ACK,
+            SERVER_ISN,
+            CLIENT_ISN + 1,
+        ),
+        0,
+    );
+    assert_eq!(
+        commands,
+        [Command::AckServer {
+            flow: key(40000),
+            seq: CLIENT_ISN + 1,
+            ack: SERVER_ISN + 1,
+            window: 64_000,
+            timestamps: None,
+        }],
+        "the server's handshake is completed in the client's name"
+    );
+    assert_eq!(state(&table), State::Established);
+    table
+}
+
+fn state(table: &FlowTable) -> State {
+    table.get(&key(40000)).expect("flow present").server.state
+}
+
+/// Map lookups as the data plane would answer them: the entry, last seen at `last_seen`.
+fn map_with(joined: bool, last_seen: u64) -> impl Fn(&FlowKey) -> Option<FlowEntry> {
+    move |_| {
+        let mut entry = entry(joined);
+        entry.last_seen_ns = last_seen;
+        Some(entry)
+    }
+}
+
+#[test]
+fn backend_syn_is_retransmitted_then_the_client_reset() {
+    let mut table = FlowTable::new(timers());
+    table.on_event(
+        &event(
+            event_kind::VALIDATED,
+            TO_SERVER,
+            F::ACK,
+            CLIENT_ISN + 1,
+            COOKIE + 1,
+        ),
+        0,
+    );
+    assert_eq!(state(&table), State::SynReceived);
+    assert_eq!(table.awaiting_server(), 1);
+    assert!(
+        table
+            .on_tick(FIRST_SYN_RETRANSMIT_NS - 1, map_with(false, 0))
+            .is_empty()
+    );
+    let mut retransmits = Vec::new();
+    for now in (1..=29).map(|tenth| tenth * 100 * MS) {
+        for command in table.on_tick(now, map_with(false, 0)) {
+            assert!(matches!(command, Command::SynServer { syn, .. } if syn.seq == CLIENT_ISN));
+            retransmits.push(now);
+        }
+    }
+    assert_eq!(
+        retransmits,
+        [300 * MS, 800 * MS, 1800 * MS],
+        "250 ms, doubling"
+    );
+    let commands = table.on_tick(3 * S, map_with(false, 0));
+    assert_eq!(
+        commands,
+        [
+            Command::ResetClient {
+                flow: key(40000),
+                seq: COOKIE + 1,
+                ack: CLIENT_ISN + 1
+            },
+            Command::Remove {
+                flow: key(40000),
+                guard_isn: COOKIE
+            },
+        ]
+    );
+    assert!(table.is_empty());
+    assert_eq!(table.counts.backend_timeouts, 1);
+}
+
+#[test]
+fn a_join_whose_event_was_lost_is_caught_up_from_the_map() {
+    let mut table = FlowTable::new(timers());
+    table.on_event(
+        &event(
+            event_kind::VALIDATED,
+            TO_SERVER,
+            F::ACK,
+            CLIENT_ISN + 1,
+            COOKIE + 1,
+        ),
+        0,
+    );
+    let commands = table.on_tick(3 * S, map_with(true, 3 * S));
+    assert!(matches!(commands[..], [Command::AckServer { ack, .. }] if ack == SERVER_ISN + 1));
+    assert_eq!(state(&table), State::Established);
+}
+
+#[test]
+fn a_refusing_server_resets_the_client() {
+    let mut table = FlowTable::new(timers());
+    table.on_event(
+        &event(
+            event_kind::VALIDATED,
+            TO_SERVER,
+            F::ACK,
+            CLIENT_ISN + 1,
+            COOKIE + 1,
+        ),
+        0,
+    );
+    let mut refusal = event(
+        event_kind::CONTROL,
+        TO_CLIENT,
+        F::RST | F::ACK,
+        0,
+        CLIENT_ISN + 1,
+    );
+    refusal.entry = entry(false);
+    let commands = table.on_event(&refusal, 10 * MS);
+    assert!(matches!(commands[0], Command::ResetClient { seq, .. } if seq == COOKIE + 1));
+    assert!(matches!(commands[1], Command::Remove { .. }));
+    assert_eq!(table.counts.backend_refused, 1);
+    assert!(table.is_empty());
+}
+
+#[test]
+fn time_wait_lasts_two_msl_and_restarts_on_a_retransmitted_fin() {
+    let mut table = established();
+    // The server closes, the client acknowledges and closes: TIME-WAIT at t = 1 s.
+    table.on_event(
+        &event(
+            event_kind::CONTROL,
+            TO_CLIENT,
+            F::FIN | F::ACK,
+            SERVER_ISN + 1,
+            CLIENT_ISN + 1,
+        ),
+        500 * MS,
+    );
+    assert_eq!(state(&table), State::FinWait1);
+    let client_fin = event(
+        event_kind::CONTROL,
+        TO_SERVER,
+        F::FIN | F::ACK,
+        CLIENT_ISN + 1,
+        SERVER_ISN + 2,
+    );
+    table.on_event(&client_fin, S);
+    assert_eq!(state(&table), State::TimeWait);
+    assert!(table.on_tick(2 * S, map_with(true, S)).is_empty());
+    // The client's FIN again at 2.5 s: TIME-WAIT now ends at 4.5 s, not 3 s.
+    table.on_event(&client_fin, 2500 * MS);
+    assert_eq!(table.counts.time_wait_restarts, 1);
+    assert!(table.on_tick(3 * S, map_with(true, 2500 * MS)).is_empty());
+    let commands = table.on_tick(4500 * MS, map_with(true, 2500 * MS));
+    assert_eq!(
+        commands,
+        [Command::Remove {
+            flow: key(40000),
+            guard_isn: COOKIE
+        }]
+    );
+    assert_eq!(table.counts.closed, 1);
+}
+
+#[test]
+fn last_ack_closes_at_once_and_resets_close_from_any_state() {
+    let mut table = established();
+    table.on_event(
+        &event(
+            event_kind::CONTROL,
+            TO_SERVER,
+            F::FIN | F::ACK,
+            CLIENT_ISN + 1,
+            SERVER_ISN + 1,
+        ),
+        MS,
+    );
+    assert_eq!(state(&table), State::CloseWait);
+    assert_eq!(
+        table.histogram()[State::CloseWait as usize],
+        (State::CloseWait, 1)
+    );
+    table.on_event(
+        &event(
+            event_kind::CONTROL,
+            TO_CLIENT,
+            F::FIN | F::ACK,
+            SERVER_ISN + 1,
+            CLIENT_ISN + 2,
+        ),
+        2 * MS,
+    );
+    assert_eq!(state(&table), State::LastAck);
+    let commands = table.on_event(
+        &event(
+            event_kind::FIN_ACKED,
+            TO_SERVER,
+            F::ACK,
+            CLIENT_ISN + 2,
+            SERVER_ISN + 2,
+        ),
+        3 * MS,
+    );
+    assert!(matches!(commands[..], [Command::Remove { .. }]));
+    assert!(table.is_empty());
+
+    let mut table = established();
+    let mut rst = event(event_kind::CONTROL, TO_SERVER, F::RST, CLIENT_ISN + 1, 0);
+    rst.receiver_next = CLIENT_ISN + 1;
+    let commands = table.on_event(&rst, MS);
+    assert!(matches!(commands[..], [Command::Remove { .. }]));
+    let mut table = established();
+    rst.seq = CLIENT_ISN + 100; // in the window, not exactly next: a challenge ACK
+    assert!(table.on_event(&rst, MS).is_empty());
+    assert_eq!(
+        (state(&table), table.counts.challenge_acks),
+        (State::Established, 1)
+    );
+}
+
+#[test]
+fn idle_flows_time_out_per_state() {
+    let mut timers = timers();
+    timers.idle_ns[State::Established as usize] = 10 * S;
+    let mut table = established();
+    table.timers = timers;
+    assert!(table.on_tick(9 * S, map_with(true, 0)).is_empty());
+    // Traffic at 5 s keeps it alive past 10 s.
+    assert!(table.on_tick(14 * S, map_with(true, 5 * S)).is_empty());
+    let commands = table.on_tick(15 * S, map_with(true, 5 * S));
+    assert!(matches!(commands[..], [Command::Remove { .. }]));
+    assert_eq!(table.counts.idle_timeouts, 1);
+}
+
+#[test]
+fn evicted_entries_and_late_events_of_older_connections() {
+    let mut table = established();
+    assert!(
+        table.on_tick(S, |_| None).is_empty(),
+        "nothing to remove: it is gone"
+    );
+    assert!(table.is_empty());
+    assert_eq!(table.counts.evicted, 1);
+
+    let mut table = established();
+    let mut stale = event(event_kind::CONTROL, TO_SERVER, F::RST, CLIENT_ISN + 1, 0);
+    stale.entry.guard_isn = COOKIE ^ 1; // another connection on the same tuple
+    stale.receiver_next = CLIENT_ISN + 1;
+    assert!(table.on_event(&stale, MS).is_empty());
+    assert_eq!(state(&table), State::Established);
+}
