@@ -89,6 +89,9 @@ pub enum ClientStep {
     AnswerWithCookie,
     /// A bare ACK of no known flow: it must echo a valid cookie.
     CheckCookie,
+    /// A bare ACK on a tuple whose connection is over: the third ACK of a new connection
+    /// when it echoes a valid cookie, else a late segment of the old one (forwarded).
+    CheckCookieElseForward,
     /// A segment of a joined flow: translate and forward (a SYN included: the server answers
     /// it with a challenge ACK, RFC 5961 section 4).
     Forward,
@@ -107,8 +110,12 @@ pub enum ClientStep {
 pub fn client_step(tcp: &TcpSegment, known: Known) -> ClientStep {
     let flags = tcp.flags;
     let syn = flags.has(TcpFlags::SYN);
+    let bare_ack = flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) == 0
+        && flags.has(TcpFlags::ACK)
+        && tcp.payload_len == 0;
     match known {
         Known::Joined => return ClientStep::Forward,
+        Known::Closed if bare_ack => return ClientStep::CheckCookieElseForward,
         Known::Closed if !syn => return ClientStep::Forward,
         Known::AwaitingBackend if flags.has(TcpFlags::RST) => return ClientStep::ResetBeforeJoin,
         Known::AwaitingBackend => return ClientStep::AwaitBackend,
@@ -340,9 +347,10 @@ mod tests {
         );
         assert_eq!(
             step(F::ACK, 0, Known::Closed),
-            Forward,
-            "the last ACK still goes through"
+            CheckCookieElseForward,
+            "a new connection's third ACK, or the old one's last"
         );
+        assert_eq!(step(F::FIN | F::ACK, 0, Known::Closed), Forward);
     }
 
     #[test]

@@ -451,3 +451,69 @@ fn a_retransmitted_server_syn_ack_is_answered_with_the_ack() {
     assert_eq!(options(&tcp), [O::Timestamp(CLIENT_TS, SERVER_TS + 1000)]);
     assert_eq!(guard.counters().unwrap().get(Counter::TxBackendAck), 1);
 }
+
+#[test]
+fn a_closed_tuple_is_reused_by_a_new_connection() {
+    let mut guard = guard();
+    let (cookie, _) = joined(&mut guard);
+    // Both ends close and acknowledge each other's FIN.
+    let server_fin = segment(
+        false,
+        SERVER_ISN + 1,
+        CLIENT_ISN + 1,
+        F::FIN | F::ACK,
+        100,
+        &[],
+        &[],
+    );
+    passes(&mut guard, SERVER_PROGRAM, &server_fin);
+    let client_fin = segment(
+        true,
+        CLIENT_ISN + 1,
+        cookie.wrapping_add(2),
+        F::FIN | F::ACK,
+        500,
+        &[],
+        &[],
+    );
+    passes(&mut guard, synguard::object::GUARD_PROGRAM, &client_fin);
+    let last_ack = segment(false, SERVER_ISN + 2, CLIENT_ISN + 2, F::ACK, 100, &[], &[]);
+    passes(&mut guard, SERVER_PROGRAM, &last_ack);
+    let flow = flow_of(&syn_v4(0));
+    assert!(guard.flow(&flow).unwrap().unwrap().both_closed());
+    // A late ACK of the old connection still goes through...
+    let late = segment(
+        true,
+        CLIENT_ISN + 2,
+        cookie.wrapping_add(2),
+        F::ACK,
+        500,
+        &[],
+        &[],
+    );
+    passes(&mut guard, synguard::object::GUARD_PROGRAM, &late);
+    guard.events().unwrap();
+    // ...and a new connection on the same tuple gets a cookie and replaces the old flow.
+    let (new_cookie, new_tsval, _) = syn_ack_for(&mut guard, &syn_v4(0), 0);
+    let third = segment(
+        true,
+        CLIENT_ISN + 1,
+        new_cookie.wrapping_add(1),
+        F::ACK,
+        502,
+        &[
+            O::Noop,
+            O::Noop,
+            O::Timestamp(CLIENT_TS + 9, new_tsval.unwrap()),
+        ],
+        &[],
+    );
+    let (backend_syn, _) = passes(&mut guard, synguard::object::GUARD_PROGRAM, &third);
+    assert!(backend_syn.syn, "the new connection's SYN to the server");
+    let entry = guard.flow(&flow).unwrap().unwrap();
+    assert_eq!(
+        (entry.guard_isn, entry.phase),
+        (new_cookie, phase::AWAITING_BACKEND)
+    );
+    assert_eq!(guard.events().unwrap()[0].kind, event_kind::VALIDATED);
+}

@@ -196,6 +196,14 @@ pub fn synguard(ctx: XdpContext) -> u32 {
         verdict = match client_step(&guarded.tcp, known) {
             ClientStep::AnswerWithCookie => syn_cookie::answer_syn(&ctx, guarded),
             ClientStep::CheckCookie => syn_cookie::check_ack(&ctx, guarded),
+            ClientStep::CheckCookieElseForward => match syn_cookie::check_ack(&ctx, guarded) {
+                // No valid cookie: the entry was left alone, so the pointer still holds.
+                Verdict {
+                    action: Action::Drop,
+                    reason: Counter::DropCookieInvalid | Counter::DropCookieExpired,
+                } => flows::to_server(&ctx, guarded, unsafe { &mut *entry }, &mut scratch.walker),
+                validated => validated,
+            },
             // SAFETY (both): `entry` is non-null whenever the flow is known.
             ClientStep::Forward => {
                 flows::to_server(&ctx, guarded, unsafe { &mut *entry }, &mut scratch.walker)

@@ -2,6 +2,7 @@
 //! The library part is what the lab tests (tests/lab.rs) share with the commands.
 
 pub mod bench;
+pub mod bench_forward;
 pub mod bootstrap;
 pub mod build;
 pub mod cmd;

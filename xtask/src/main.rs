@@ -88,7 +88,7 @@ fn run(task: Task) -> Result<()> {
         Task::Lab { action } => lab_command(action, &xtask),
         Task::Test { tier } => test::run(&tier),
         Task::Demo => demo::run(&xtask),
-        Task::Bench { which } => bench::run(&which),
+        Task::Bench { which } => bench::run(&which, &xtask),
         Task::LabHttpServer { listen } => lab_server::serve(&listen),
     }
 }

@@ -1,0 +1,255 @@
+//! `cargo xtask bench forward`: what forwarding through synguard costs, measured in one lab
+//! run against plain kernel routing in the same guard namespace: iperf3 throughput client to
+//! server, and new connections per second (connect, one byte each way, close), medians over
+//! repeats. Then the controller's own event path (see userspace/benches/controller.rs).
+//! Results go to results/bench-forward.json.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    path::Path,
+    process::{Child, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{
+    build::{self, Profile, workspace_root},
+    cmd,
+    lab::{self, GUARD_CLIENT_IFACE, GUARD_SERVER_IFACE, Host, Lab, LabGuard, SERVER_ADDR},
+};
+
+const IPERF_PORT: u16 = 5201;
+const ECHO_PORT: u16 = 5202;
+const REPEATS: usize = 3;
+const SECONDS: u64 = 3;
+const CONNECT_THREADS: usize = 4;
+
+pub fn run(xtask: &Path) -> Result<()> {
+    let synguard = build::synguard(Profile::Release)?;
+    let lab = LabGuard(Lab::up(
+        &lab::unique_suffix(),
+        &synguard,
+        &lab::server_command(xtask),
+    )?);
+    let mut iperf = lab
+        .exec(
+            Host::Server,
+            "iperf3",
+            ["-s", "-p", &IPERF_PORT.to_string()],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting iperf3 in the server namespace")?;
+    let stop_echo = Arc::new(AtomicBool::new(false));
+    let echo = echo_server(&lab, Arc::clone(&stop_echo))?;
+    thread::sleep(Duration::from_millis(300)); // iperf3 -s has no readiness signal to poll
+    let result = measure_both(&lab, &synguard);
+    stop_echo.store(true, Ordering::Relaxed);
+    let _ = iperf.kill();
+    let _ = iperf.wait();
+    let _ = echo.join();
+    let (routing, guarded) = result?;
+    let controller = controller_bench()?;
+    let ratio =
+        |key: &str| guarded[key].as_f64().unwrap_or(0.0) / routing[key].as_f64().unwrap_or(1.0);
+    let report = json!({
+        "plain_routing": routing,
+        "synguard": guarded,
+        "throughput_ratio": ratio("throughput_gbps"),
+        "connections_ratio": ratio("connections_per_s"),
+        "controller": controller,
+    });
+    println!(
+        "forward: throughput {:.2} Gbit/s routed, {:.2} Gbit/s through synguard (ratio {:.2}); \
+         new connections {:.0}/s routed, {:.0}/s through synguard (ratio {:.2})",
+        routing["throughput_gbps"].as_f64().unwrap_or(0.0),
+        guarded["throughput_gbps"].as_f64().unwrap_or(0.0),
+        report["throughput_ratio"].as_f64().unwrap_or(0.0),
+        routing["connections_per_s"].as_f64().unwrap_or(0.0),
+        guarded["connections_per_s"].as_f64().unwrap_or(0.0),
+        report["connections_ratio"].as_f64().unwrap_or(0.0),
+    );
+    let dir = workspace_root().join("results");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("bench-forward.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!("written to results/bench-forward.json");
+    Ok(())
+}
+
+fn measure_both(lab: &Lab, synguard: &Path) -> Result<(Value, Value)> {
+    let routing = measure(lab)?;
+    let protect = format!("{SERVER_ADDR}/32:{IPERF_PORT},{ECHO_PORT}");
+    let mut guard = lab
+        .exec(
+            Host::Guard,
+            synguard.to_str().context("binary path")?,
+            [
+                "run",
+                "--iface",
+                GUARD_CLIENT_IFACE,
+                "--server-iface",
+                GUARD_SERVER_IFACE,
+                "--protect",
+                &protect,
+                "--interval",
+                "3600",
+                "--log-level",
+                "warn",
+            ],
+        )
+        .stdout(Stdio::null())
+        .spawn()?;
+    let attached = Instant::now();
+    while !lab.has_xdp(Host::Guard, GUARD_CLIENT_IFACE)? {
+        if attached.elapsed() > Duration::from_secs(30) {
+            stop(&mut guard);
+            bail!("synguard did not attach within 30 s");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let guarded = measure(lab);
+    stop(&mut guard);
+    Ok((routing, guarded?))
+}
+
+fn stop(guard: &mut Child) {
+    // SAFETY: plain kill(2) on our child.
+    unsafe { libc::kill(guard.id() as i32, libc::SIGINT) };
+    let _ = guard.wait();
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn measure(lab: &Lab) -> Result<Value> {
+    let mut throughput = Vec::new();
+    for _ in 0..REPEATS {
+        let out = cmd::stdout(&mut lab.exec(
+            Host::Client,
+            "iperf3",
+            [
+                "-c",
+                SERVER_ADDR,
+                "-p",
+                &IPERF_PORT.to_string(),
+                "-t",
+                &SECONDS.to_string(),
+                "-J",
+            ],
+        ))?;
+        let report: Value = serde_json::from_str(&out).context("iperf3 -J output")?;
+        let bps = report["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .context("iperf3 reported no throughput")?;
+        throughput.push(bps / 1e9);
+    }
+    let mut connections = Vec::new();
+    for _ in 0..REPEATS {
+        connections.push(connection_rate(lab)?);
+    }
+    Ok(json!({
+        "throughput_gbps": median(throughput.clone()),
+        "throughput_gbps_runs": throughput,
+        "connections_per_s": median(connections.clone()),
+        "connections_per_s_runs": connections,
+    }))
+}
+
+/// Runs `work` on a thread inside a lab namespace.
+fn in_netns<T: Send + 'static>(
+    lab: &Lab,
+    host: Host,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<thread::JoinHandle<T>> {
+    let netns = std::fs::File::open(format!("/run/netns/{}", lab.netns(host)))?;
+    Ok(thread::spawn(move || {
+        // SAFETY: setns(2) on this thread only, with a namespace fd we hold open.
+        let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        work()
+    }))
+}
+
+/// One byte in, one byte out, close: the server half of the connection-rate test.
+fn echo_server(lab: &Lab, stop: Arc<AtomicBool>) -> Result<thread::JoinHandle<()>> {
+    let addr: SocketAddr = format!("{SERVER_ADDR}:{ECHO_PORT}").parse()?;
+    let listener = in_netns(lab, Host::Server, move || TcpListener::bind(addr))?
+        .join()
+        .expect("bind thread")?;
+    listener.set_nonblocking(true)?;
+    Ok(thread::spawn(move || {
+        let mut byte = [0u8; 1];
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    let _ = stream.set_nonblocking(false);
+                    if stream.read_exact(&mut byte).is_ok() {
+                        let _ = stream.write_all(&byte);
+                    }
+                }
+                Err(_) => thread::sleep(Duration::from_micros(100)),
+            }
+        }
+    }))
+}
+
+/// Completed connections per second over `SECONDS`, from `CONNECT_THREADS` clients.
+fn connection_rate(lab: &Lab) -> Result<f64> {
+    let addr: SocketAddr = format!("{SERVER_ADDR}:{ECHO_PORT}").parse()?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(SECONDS);
+    let workers: Vec<_> = (0..CONNECT_THREADS)
+        .map(|_| {
+            in_netns(lab, Host::Client, move || {
+                let mut done = 0u64;
+                let mut byte = [7u8; 1];
+                while Instant::now() < deadline {
+                    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                    else {
+                        continue;
+                    };
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                    if stream.write_all(&byte).is_ok() && stream.read_exact(&mut byte).is_ok() {
+                        done += 1;
+                    }
+                }
+                done
+            })
+        })
+        .collect::<Result<_>>()?;
+    let total: u64 = workers.into_iter().map(|w| w.join().unwrap_or(0)).sum();
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The controller bench's JSON line (validated flows per second, memory per flow).
+fn controller_bench() -> Result<Value> {
+    let out = cmd::stdout(cmd::cargo().current_dir(workspace_root()).args([
+        "bench",
+        "--package",
+        "synguard",
+        "--bench",
+        "controller",
+    ]))?;
+    println!("{}", out.trim());
+    let line = out
+        .lines()
+        .rev()
+        .find(|line| line.starts_with('{'))
+        .context("the controller bench printed no JSON")?;
+    Ok(serde_json::from_str(line)?)
+}
