@@ -204,10 +204,7 @@ async fn serve(args: RunArgs) -> Result<()> {
             report_attach(server_iface, &attached);
             Some((server_iface.clone(), attached.link))
         }
-        None => {
-            warn!("no --server-iface: handshakes validate but no flow reaches a server");
-            None
-        }
+        None => None,
     };
     let program = object::load_xdp(&mut ebpf, object::GUARD_PROGRAM)?;
     let attached = match attach::attach(program, &args.iface, args.mode) {
@@ -222,6 +219,9 @@ async fn serve(args: RunArgs) -> Result<()> {
         }
     };
     report_attach(&args.iface, &attached);
+    if server_link.is_none() {
+        warn!("no --server-iface: handshakes validate but no flow reaches a server");
+    }
     let control_path = control::socket_path(&args.iface);
     let _ = std::fs::create_dir_all(control::SOCKET_DIR);
     let _ = std::fs::remove_file(&control_path);

@@ -62,6 +62,22 @@ fn event(kind: u8, direction: u8, flags: u8, seq: u32, ack: u32) -> FlowEvent {
     }
 }
 
+/// The third ACK's cookie validated.
+fn validated() -> FlowEvent {
+    event(
+        event_kind::VALIDATED,
+        TO_SERVER,
+        F::ACK,
+        CLIENT_ISN + 1,
+        COOKIE + 1,
+    )
+}
+
+/// A SYN, FIN or RST of the flow, as the data plane reports it.
+fn control(direction: u8, flags: u8, seq: u32, ack: u32) -> FlowEvent {
+    control(direction, flags, seq, ack)
+}
+
 fn timers() -> FlowTimers {
     FlowTimers {
         msl_ns: S,
@@ -128,16 +144,7 @@ fn map_with(joined: bool, last_seen: u64) -> impl Fn(&FlowKey) -> Option<FlowEnt
 #[test]
 fn backend_syn_is_retransmitted_then_the_client_reset() {
     let mut table = FlowTable::new(timers());
-    table.on_event(
-        &event(
-            event_kind::VALIDATED,
-            TO_SERVER,
-            F::ACK,
-            CLIENT_ISN + 1,
-            COOKIE + 1,
-        ),
-        0,
-    );
+    table.on_event(&validated(), 0);
     assert_eq!(state(&table), State::SynReceived);
     assert_eq!(table.awaiting_server(), 1);
     assert!(
@@ -179,16 +186,7 @@ fn backend_syn_is_retransmitted_then_the_client_reset() {
 #[test]
 fn a_join_whose_event_was_lost_is_caught_up_from_the_map() {
     let mut table = FlowTable::new(timers());
-    table.on_event(
-        &event(
-            event_kind::VALIDATED,
-            TO_SERVER,
-            F::ACK,
-            CLIENT_ISN + 1,
-            COOKIE + 1,
-        ),
-        0,
-    );
+    table.on_event(&validated(), 0);
     let commands = table.on_tick(3 * S, map_with(true, 3 * S));
     assert!(matches!(commands[..], [Command::AckServer { ack, .. }] if ack == SERVER_ISN + 1));
     assert_eq!(state(&table), State::Established);
@@ -197,23 +195,8 @@ fn a_join_whose_event_was_lost_is_caught_up_from_the_map() {
 #[test]
 fn a_refusing_server_resets_the_client() {
     let mut table = FlowTable::new(timers());
-    table.on_event(
-        &event(
-            event_kind::VALIDATED,
-            TO_SERVER,
-            F::ACK,
-            CLIENT_ISN + 1,
-            COOKIE + 1,
-        ),
-        0,
-    );
-    let mut refusal = event(
-        event_kind::CONTROL,
-        TO_CLIENT,
-        F::RST | F::ACK,
-        0,
-        CLIENT_ISN + 1,
-    );
+    table.on_event(&validated(), 0);
+    let mut refusal = control(TO_CLIENT, F::RST | F::ACK, 0, CLIENT_ISN + 1);
     refusal.entry = entry(false);
     let commands = table.on_event(&refusal, 10 * MS);
     assert!(matches!(commands[0], Command::ResetClient { seq, .. } if seq == COOKIE + 1));
@@ -227,23 +210,11 @@ fn time_wait_lasts_two_msl_and_restarts_on_a_retransmitted_fin() {
     let mut table = established();
     // The server closes, the client acknowledges and closes: TIME-WAIT at t = 1 s.
     table.on_event(
-        &event(
-            event_kind::CONTROL,
-            TO_CLIENT,
-            F::FIN | F::ACK,
-            SERVER_ISN + 1,
-            CLIENT_ISN + 1,
-        ),
+        &control(TO_CLIENT, F::FIN | F::ACK, SERVER_ISN + 1, CLIENT_ISN + 1),
         500 * MS,
     );
     assert_eq!(state(&table), State::FinWait1);
-    let client_fin = event(
-        event_kind::CONTROL,
-        TO_SERVER,
-        F::FIN | F::ACK,
-        CLIENT_ISN + 1,
-        SERVER_ISN + 2,
-    );
+    let client_fin = control(TO_SERVER, F::FIN | F::ACK, CLIENT_ISN + 1, SERVER_ISN + 2);
     table.on_event(&client_fin, S);
     assert_eq!(state(&table), State::TimeWait);
     assert!(table.on_tick(2 * S, map_with(true, S)).is_empty());
@@ -266,13 +237,7 @@ fn time_wait_lasts_two_msl_and_restarts_on_a_retransmitted_fin() {
 fn last_ack_closes_at_once_and_resets_close_from_any_state() {
     let mut table = established();
     table.on_event(
-        &event(
-            event_kind::CONTROL,
-            TO_SERVER,
-            F::FIN | F::ACK,
-            CLIENT_ISN + 1,
-            SERVER_ISN + 1,
-        ),
+        &control(TO_SERVER, F::FIN | F::ACK, CLIENT_ISN + 1, SERVER_ISN + 1),
         MS,
     );
     assert_eq!(state(&table), State::CloseWait);
@@ -281,13 +246,7 @@ fn last_ack_closes_at_once_and_resets_close_from_any_state() {
         (State::CloseWait, 1)
     );
     table.on_event(
-        &event(
-            event_kind::CONTROL,
-            TO_CLIENT,
-            F::FIN | F::ACK,
-            SERVER_ISN + 1,
-            CLIENT_ISN + 2,
-        ),
+        &control(TO_CLIENT, F::FIN | F::ACK, SERVER_ISN + 1, CLIENT_ISN + 2),
         2 * MS,
     );
     assert_eq!(state(&table), State::LastAck);
@@ -305,7 +264,7 @@ fn last_ack_closes_at_once_and_resets_close_from_any_state() {
     assert!(table.is_empty());
 
     let mut table = established();
-    let mut rst = event(event_kind::CONTROL, TO_SERVER, F::RST, CLIENT_ISN + 1, 0);
+    let mut rst = control(TO_SERVER, F::RST, CLIENT_ISN + 1, 0);
     rst.receiver_next = CLIENT_ISN + 1;
     let commands = table.on_event(&rst, MS);
     assert!(matches!(commands[..], [Command::Remove { .. }]));
@@ -343,7 +302,7 @@ fn evicted_entries_and_late_events_of_older_connections() {
     assert_eq!(table.counts.evicted, 1);
 
     let mut table = established();
-    let mut stale = event(event_kind::CONTROL, TO_SERVER, F::RST, CLIENT_ISN + 1, 0);
+    let mut stale = control(TO_SERVER, F::RST, CLIENT_ISN + 1, 0);
     stale.entry.guard_isn = COOKIE ^ 1; // another connection on the same tuple
     stale.receiver_next = CLIENT_ISN + 1;
     assert!(table.on_event(&stale, MS).is_empty());

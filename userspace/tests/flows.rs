@@ -75,6 +75,39 @@ fn options(tcp: &etherparse::TcpHeader) -> Vec<O> {
         .collect()
 }
 
+/// The server's SYN-ACK to the backend SYN (its options differ from ours on purpose: MSS
+/// 1400, window scale 9), stamped `tsval`.
+fn server_syn_ack(tsval: u32) -> Vec<u8> {
+    segment(
+        false,
+        SERVER_ISN,
+        CLIENT_ISN + 1,
+        F::SYN | F::ACK,
+        65160,
+        &[
+            O::MaximumSegmentSize(1400),
+            O::SelectiveAcknowledgementPermitted,
+            O::Timestamp(tsval, CLIENT_TS),
+            O::Noop,
+            O::WindowScale(9),
+        ],
+        &[],
+    )
+}
+
+/// The server's FIN, before any data.
+fn server_fin() -> Vec<u8> {
+    segment(
+        false,
+        SERVER_ISN + 1,
+        CLIENT_ISN + 1,
+        F::FIN | F::ACK,
+        100,
+        &[],
+        &[],
+    )
+}
+
 /// Runs the handshake: SYN, third ACK (checked: the backend SYN), server SYN-ACK (checked:
 /// the window update). Returns the cookie and our TSval.
 fn joined(guard: &mut DataPlane) -> (u32, u32) {
@@ -112,21 +145,7 @@ fn joined(guard: &mut DataPlane) -> (u32, u32) {
         ],
         "the client's own options"
     );
-    let syn_ack = segment(
-        false,
-        SERVER_ISN,
-        CLIENT_ISN + 1,
-        F::SYN | F::ACK,
-        65160,
-        &[
-            O::MaximumSegmentSize(1400),
-            O::SelectiveAcknowledgementPermitted,
-            O::Timestamp(SERVER_TS, CLIENT_TS),
-            O::Noop,
-            O::WindowScale(9),
-        ],
-        &[],
-    );
+    let syn_ack = server_syn_ack(SERVER_TS);
     let (update, _) = passes(guard, SERVER_PROGRAM, &syn_ack);
     assert!(update.ack && !update.syn, "a bare ACK");
     assert_eq!(
@@ -268,15 +287,7 @@ fn fins_and_resets_are_reported_and_blind_resets_die() {
     assert!(guard.events().unwrap().is_empty());
 
     // The server closes: its FIN is reported in its own space; the client's ACK of it too.
-    let fin = segment(
-        false,
-        SERVER_ISN + 1,
-        CLIENT_ISN + 1,
-        F::FIN | F::ACK,
-        100,
-        &[],
-        &[],
-    );
+    let fin = server_fin();
     let (tcp, _) = passes(&mut guard, SERVER_PROGRAM, &fin);
     assert!(tcp.fin);
     let ack_of_fin = segment(
@@ -409,21 +420,7 @@ fn a_refusing_server_and_an_early_client_reset_are_reported_not_forwarded() {
 fn a_retransmitted_server_syn_ack_is_answered_with_the_ack() {
     let mut guard = guard();
     joined(&mut guard);
-    let again = segment(
-        false,
-        SERVER_ISN,
-        CLIENT_ISN + 1,
-        F::SYN | F::ACK,
-        65160,
-        &[
-            O::MaximumSegmentSize(1400),
-            O::SelectiveAcknowledgementPermitted,
-            O::Timestamp(SERVER_TS + 1000, CLIENT_TS),
-            O::Noop,
-            O::WindowScale(9),
-        ],
-        &[],
-    );
+    let again = server_syn_ack(SERVER_TS + 1000);
     let outcome = guard.run_program(SERVER_PROGRAM, &again).unwrap();
     assert_eq!(
         outcome.action().unwrap(),
@@ -457,15 +454,7 @@ fn a_closed_tuple_is_reused_by_a_new_connection() {
     let mut guard = guard();
     let (cookie, _) = joined(&mut guard);
     // Both ends close and acknowledge each other's FIN.
-    let server_fin = segment(
-        false,
-        SERVER_ISN + 1,
-        CLIENT_ISN + 1,
-        F::FIN | F::ACK,
-        100,
-        &[],
-        &[],
-    );
+    let server_fin = server_fin();
     passes(&mut guard, SERVER_PROGRAM, &server_fin);
     let client_fin = segment(
         true,

@@ -4,7 +4,9 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::generated::{bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    helpers::generated::{
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    },
     programs::XdpContext,
 };
 use synguard_common::{
@@ -127,10 +129,30 @@ pub fn replace_l3(
     let delta = (l3_offset + len) as i32 - XdpFrame(ctx).len() as i32;
     // SAFETY: resizes the frame; later accesses go through helpers that re-check bounds.
     if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
-        return false;
+        // Some drivers leave little tailroom (veth under a small skb): grow at the front
+        // instead, where XDP always has headroom, and move the L2 header there.
+        if delta < 0 || !grow_at_head(ctx, l3_offset, delta) {
+            return false;
+        }
     }
     let resized = XdpFrame(ctx);
     resized.store_segment(l3_offset, bytes, len) && (!reply || resized.swap_macs())
+}
+
+/// Longest L2 header the parser accepts: Ethernet and two VLAN tags.
+const MAX_L2_LEN: usize = 22;
+
+/// Prepends `delta` bytes and moves the `l2_len`-byte L2 header to the new start.
+#[inline(always)]
+fn grow_at_head(ctx: &XdpContext, l2_len: usize, delta: i32) -> bool {
+    let mut l2 = [0u8; 32];
+    let l2_len = l2_len & 31;
+    if l2_len < 14 || l2_len > MAX_L2_LEN || !XdpFrame(ctx).copy_out(0, l2.as_mut_ptr(), l2_len) {
+        return false;
+    }
+    // SAFETY: moves the frame start; later accesses go through helpers that re-check bounds.
+    let moved = unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta) } == 0;
+    moved && XdpFrame(ctx).copy_in(0, l2.as_ptr(), l2_len)
 }
 
 /// The benchmark floor's work: swap MACs, IPv4 addresses and TCP ports of an untagged

@@ -363,6 +363,11 @@ fn a_real_linux_client_completes_the_handshake_with_our_cookie() {
         Duration::from_secs(5),
         || guard.total("cookie_valid") >= 3,
     );
+    assert_eq!(
+        guard.total("drop_rewrite_failed"),
+        0,
+        "every third ACK became a SYN"
+    );
     assert_eq!(guard.total("tx_syn_cookie"), 3);
     assert_eq!(guard.total("cookie_valid"), 3);
     let (status, stderr) = guard.stop();
