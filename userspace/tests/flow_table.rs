@@ -75,7 +75,7 @@ fn validated() -> FlowEvent {
 
 /// A SYN, FIN or RST of the flow, as the data plane reports it.
 fn control(direction: u8, flags: u8, seq: u32, ack: u32) -> FlowEvent {
-    control(direction, flags, seq, ack)
+    event(event_kind::CONTROL, direction, flags, seq, ack)
 }
 
 fn timers() -> FlowTimers {
