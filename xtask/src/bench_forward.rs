@@ -55,6 +55,11 @@ pub fn run(xtask: &Path) -> Result<()> {
     thread::sleep(Duration::from_millis(300)); // iperf3 -s has no readiness signal to poll
     let result = measure_both(&lab, &synguard);
     stop_echo.store(true, Ordering::Relaxed);
+    let addr: SocketAddr = format!("{SERVER_ADDR}:{ECHO_PORT}").parse()?;
+    let _ = in_netns(&lab, Host::Client, move || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+    })?
+    .join();
     let _ = iperf.kill();
     let _ = iperf.wait();
     let _ = echo.join();
@@ -191,18 +196,17 @@ fn echo_server(lab: &Lab, stop: Arc<AtomicBool>) -> Result<thread::JoinHandle<()
     let listener = in_netns(lab, Host::Server, move || TcpListener::bind(addr))?
         .join()
         .expect("bind thread")?;
-    listener.set_nonblocking(true)?;
+    // Blocking accepts, one connection at a time (polling would add its own latency to
+    // every connection); `stop_echo_server` wakes it with one last connection.
     Ok(thread::spawn(move || {
         let mut byte = [0u8; 1];
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((mut stream, _)) => {
-                    let _ = stream.set_nonblocking(false);
-                    if stream.read_exact(&mut byte).is_ok() {
-                        let _ = stream.write_all(&byte);
-                    }
-                }
-                Err(_) => thread::sleep(Duration::from_micros(100)),
+        while let Ok((mut stream, _)) = listener.accept() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            if stream.read_exact(&mut byte).is_ok() {
+                let _ = stream.write_all(&byte);
             }
         }
     }))
