@@ -11,11 +11,23 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
-/// Where the controller attached to `iface` listens.
+/// Where the controllers listen.
 pub const SOCKET_DIR: &str = "/run/synguard";
 
+/// This process's network namespace (its inode): interface names repeat across namespaces,
+/// so the socket names carry it.
+fn netns_id() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/net").map_or(0, |meta| meta.ino())
+}
+
+fn socket_prefix() -> String {
+    format!("net{}-", netns_id())
+}
+
+/// Where the controller attached to `iface` in this network namespace listens.
 pub fn socket_path(iface: &str) -> PathBuf {
-    Path::new(SOCKET_DIR).join(format!("{iface}.sock"))
+    Path::new(SOCKET_DIR).join(format!("{}{iface}.sock", socket_prefix()))
 }
 
 /// The socket to talk to: the one of `iface`, or the only one there is.
@@ -23,21 +35,29 @@ fn pick_socket(iface: Option<&str>) -> Result<PathBuf> {
     if let Some(iface) = iface {
         return Ok(socket_path(iface));
     }
+    let prefix = socket_prefix();
     let mut sockets: Vec<PathBuf> = std::fs::read_dir(SOCKET_DIR)
         .map(|dir| {
             dir.filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|path| path.extension().is_some_and(|ext| ext == "sock"))
+                .filter(|path| {
+                    path.file_name()
+                        .and_then(|name| name.to_str())
+                        .is_some_and(|name| name.starts_with(&prefix) && name.ends_with(".sock"))
+                })
                 .collect()
         })
         .unwrap_or_default();
     match sockets.len() {
-        0 => bail!("no synguard is running here: start one with `synguard run --iface IFACE`"),
+        0 => bail!(
+            "no synguard is running in this network namespace: start one with `synguard run --iface IFACE`"
+        ),
         1 => Ok(sockets.remove(0)),
         _ => bail!(
             "several synguards are running ({}): pick one with --iface",
             sockets
                 .iter()
                 .filter_map(|p| p.file_stem().and_then(|s| s.to_str()))
+                .map(|stem| stem.trim_start_matches(&prefix))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
