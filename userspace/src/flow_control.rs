@@ -82,6 +82,14 @@ impl FlowControl {
                         warn!("removing a closed flow from the data plane: {error}");
                     }
                 }
+                Command::AckServer { flow, .. }
+                    if self.map.get(flow, 0).is_ok_and(|e| e.to_server.packets > 0) =>
+                {
+                    // The client's own segments already completed the server's handshake.
+                    // Sent late, our ACK could reach a server whose connection is already
+                    // over (its TIME-WAIT answers, and the client resets): leave it out.
+                    self.table.counts.server_acks_skipped += 1;
+                }
                 other => {
                     if let Err(error) = self.injector.send(other) {
                         warn!("{error:#}");

@@ -131,6 +131,8 @@ pub struct FlowCounts {
     pub backend_refused: u64,
     pub backend_timeouts: u64,
     pub syn_retransmits: u64,
+    /// ACKs to the server left out because the client's segments got there first.
+    pub server_acks_skipped: u64,
     pub client_gave_up: u64,
     pub idle_timeouts: u64,
     pub evicted: u64,
