@@ -28,7 +28,10 @@ use crate::{
 };
 
 const IPERF_PORT: u16 = 5201;
-const ECHO_PORT: u16 = 5202;
+/// Each connection-rate run (phase x repeat) gets its own server port: a run opens tens of
+/// thousands of connections, and the server's TIME-WAIT on their 4-tuples would slow down
+/// whichever run came next on the same port.
+const ECHO_BASE_PORT: u16 = 5210;
 const REPEATS: usize = 3;
 const SECONDS: u64 = 3;
 const CONNECT_THREADS: usize = 4;
@@ -51,18 +54,26 @@ pub fn run(xtask: &Path) -> Result<()> {
         .spawn()
         .context("starting iperf3 in the server namespace")?;
     let stop_echo = Arc::new(AtomicBool::new(false));
-    let echo = echo_server(&lab, Arc::clone(&stop_echo))?;
+    let ports: Vec<u16> = (0..2 * REPEATS as u16)
+        .map(|i| ECHO_BASE_PORT + i)
+        .collect();
+    let echoes = ports
+        .iter()
+        .map(|port| echo_server(&lab, *port, Arc::clone(&stop_echo)))
+        .collect::<Result<Vec<_>>>()?;
     thread::sleep(Duration::from_millis(300)); // iperf3 -s has no readiness signal to poll
     let result = measure_both(&lab, &synguard);
     stop_echo.store(true, Ordering::Relaxed);
-    let addr: SocketAddr = format!("{SERVER_ADDR}:{ECHO_PORT}").parse()?;
-    let _ = in_netns(&lab, Host::Client, move || {
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-    })?
-    .join();
+    for (port, echo) in ports.iter().zip(echoes) {
+        let addr = echo_addr(*port);
+        let _ = in_netns(&lab, Host::Client, move || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        })?
+        .join();
+        let _ = echo.join();
+    }
     let _ = iperf.kill();
     let _ = iperf.wait();
-    let _ = echo.join();
     let (routing, guarded) = result?;
     let controller = controller_bench()?;
     let ratio =
@@ -95,8 +106,11 @@ pub fn run(xtask: &Path) -> Result<()> {
 }
 
 fn measure_both(lab: &Lab, synguard: &Path) -> Result<(Value, Value)> {
-    let routing = measure(lab)?;
-    let protect = format!("{SERVER_ADDR}/32:{IPERF_PORT},{ECHO_PORT}");
+    let routing = measure(lab, 0)?;
+    let protect = format!(
+        "{SERVER_ADDR}/32:{IPERF_PORT},{ECHO_BASE_PORT}-{}",
+        ECHO_BASE_PORT + 2 * REPEATS as u16 - 1
+    );
     let mut guard = lab
         .exec(
             Host::Guard,
@@ -125,7 +139,7 @@ fn measure_both(lab: &Lab, synguard: &Path) -> Result<(Value, Value)> {
         }
         thread::sleep(Duration::from_millis(50));
     }
-    let guarded = measure(lab);
+    let guarded = measure(lab, 1);
     stop(&mut guard);
     Ok((routing, guarded?))
 }
@@ -141,7 +155,12 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn measure(lab: &Lab) -> Result<Value> {
+fn echo_addr(port: u16) -> SocketAddr {
+    SocketAddr::new(SERVER_ADDR.parse().expect("the lab's address"), port)
+}
+
+/// Measures one phase (0: plain routing, 1: synguard).
+fn measure(lab: &Lab, phase: u16) -> Result<Value> {
     let mut throughput = Vec::new();
     for _ in 0..REPEATS {
         let out = cmd::stdout(&mut lab.exec(
@@ -164,8 +183,9 @@ fn measure(lab: &Lab) -> Result<Value> {
         throughput.push(bps / 1e9);
     }
     let mut connections = Vec::new();
-    for _ in 0..REPEATS {
-        connections.push(connection_rate(lab)?);
+    for repeat in 0..REPEATS as u16 {
+        let port = ECHO_BASE_PORT + phase * REPEATS as u16 + repeat;
+        connections.push(connection_rate(lab, echo_addr(port))?);
     }
     Ok(json!({
         "throughput_gbps": median(throughput.clone()),
@@ -191,8 +211,8 @@ fn in_netns<T: Send + 'static>(
 }
 
 /// One byte in, one byte out, close: the server half of the connection-rate test.
-fn echo_server(lab: &Lab, stop: Arc<AtomicBool>) -> Result<thread::JoinHandle<()>> {
-    let addr: SocketAddr = format!("{SERVER_ADDR}:{ECHO_PORT}").parse()?;
+fn echo_server(lab: &Lab, port: u16, stop: Arc<AtomicBool>) -> Result<thread::JoinHandle<()>> {
+    let addr = echo_addr(port);
     let listener = in_netns(lab, Host::Server, move || TcpListener::bind(addr))?
         .join()
         .expect("bind thread")?;
@@ -213,8 +233,7 @@ fn echo_server(lab: &Lab, stop: Arc<AtomicBool>) -> Result<thread::JoinHandle<()
 }
 
 /// Completed connections per second over `SECONDS`, from `CONNECT_THREADS` clients.
-fn connection_rate(lab: &Lab) -> Result<f64> {
-    let addr: SocketAddr = format!("{SERVER_ADDR}:{ECHO_PORT}").parse()?;
+fn connection_rate(lab: &Lab, addr: SocketAddr) -> Result<f64> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(SECONDS);
     let workers: Vec<_> = (0..CONNECT_THREADS)

@@ -504,11 +504,12 @@ fn ack_and_rst_floods_reach_neither_the_server_nor_live_flows() {
     wait_for(
         "the counters after the floods",
         Duration::from_secs(5),
+        // hping3's rate depends on the machine's load: a hundred of each proves the kind.
         || {
-            guard.total("drop_cookie_invalid") > 1000
-                && guard.total("drop_stray_rst") > 1000
-                && guard.total("drop_stray_fin") > 1000
-                && guard.total("drop_rst_out_of_window") > 1000
+            guard.total("drop_cookie_invalid") > 100
+                && guard.total("drop_stray_rst") > 100
+                && guard.total("drop_stray_fin") > 100
+                && guard.total("drop_rst_out_of_window") > 100
         },
     );
     let received = reader.join().unwrap();
