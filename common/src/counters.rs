@@ -36,6 +36,7 @@ counters! {
     Passed => "passed": "frames handed to the kernel stack (XDP_PASS)",
     Dropped => "dropped": "frames dropped (XDP_DROP)",
     Transmitted => "transmitted": "frames sent back out (XDP_TX): cookie SYN-ACKs, ACKs to the server",
+    Redirected => "redirected": "forwarded frames sent straight to their next hop (XDP_REDIRECT)",
     Ipv4 => "ipv4": "well-formed IPv4 packets",
     Ipv6 => "ipv6": "well-formed IPv6 packets",
     VlanTagged => "vlan_tagged": "frames with one or two VLAN tags",
@@ -73,7 +74,7 @@ counters! {
     DropStrayData => "drop_stray_data": "dropped: data segments of no validated flow",
     DropEventLost => "drop_event_lost": "dropped: the flow event ring buffer was full (the sender retransmits)",
     DropRewriteFailed => "drop_rewrite_failed": "dropped: the frame could not be resized or rewritten",
-    DropNoConfig => "drop_no_config": "dropped: cookie keys or settings missing (controller not started)",
+    DropNoConfig => "drop_no_config": "dropped: cookie keys, settings or forwarding programs missing (controller not started)",
 }
 
 impl Counter {
@@ -145,7 +146,11 @@ impl Default for CounterBlock {
 impl CounterBlock {
     #[inline(always)]
     pub fn bump(&mut self, counter: Counter) {
-        self.values[counter as usize] += 1;
+        // A checked index: a counter read back from map memory (a tail-called program's
+        // tally) is any number to the verifier until compared.
+        if let Some(value) = self.values.get_mut(counter as usize) {
+            *value += 1;
+        }
     }
 
     pub fn get(&self, counter: Counter) -> u64 {
@@ -160,6 +165,7 @@ impl CounterBlock {
             Action::Pass => Counter::Passed,
             Action::Drop => Counter::Dropped,
             Action::Tx => Counter::Transmitted,
+            Action::Redirect => Counter::Redirected,
         });
         self.bump(verdict.reason);
         if tally.vlan_tagged {

@@ -22,6 +22,8 @@ pub enum Action {
     Drop,
     /// Sent back out of the interface it came in on (the SYN-ACK).
     Tx,
+    /// Sent out of another interface, to the next hop (forwarded flows).
+    Redirect,
 }
 
 impl Action {
@@ -32,6 +34,7 @@ impl Action {
             Action::Drop => 1,
             Action::Pass => 2,
             Action::Tx => 3,
+            Action::Redirect => 4,
         }
     }
 
@@ -41,6 +44,7 @@ impl Action {
             1 => Some(Action::Drop),
             2 => Some(Action::Pass),
             3 => Some(Action::Tx),
+            4 => Some(Action::Redirect),
             _ => None,
         }
     }
@@ -378,7 +382,7 @@ mod tests {
 
     #[test]
     fn xdp_codes_roundtrip() {
-        for action in [Action::Pass, Action::Drop, Action::Tx] {
+        for action in [Action::Pass, Action::Drop, Action::Tx, Action::Redirect] {
             assert_eq!(Action::from_xdp_code(action.xdp_code()), Some(action));
         }
         assert_eq!(Action::from_xdp_code(0), None); // XDP_ABORTED is never ours

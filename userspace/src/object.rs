@@ -1,11 +1,15 @@
 //! The compiled eBPF object, embedded at build time, and loading it into the kernel.
 
 use anyhow::{Context, Result};
-use aya::{Ebpf, EbpfLoader, maps::MapData, maps::PerCpuArray, programs::Xdp};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, ProgramArray},
+    programs::Xdp,
+};
 use log::LevelFilter;
 use synguard_common::{
     counters::{COUNTERS_MAP, CounterBlock},
-    maps::{FLOWS_CAPACITY, FLOWS_MAP},
+    maps::{FLOWS_CAPACITY, FLOWS_MAP, TO_CLIENT, TO_SERVER},
 };
 
 /// The object built from `xdp-ebpf` by `build.rs`.
@@ -50,6 +54,30 @@ pub fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
         .load()
         .with_context(|| format!("the kernel refused to load program {name}"))?;
     Ok(program)
+}
+
+/// The forwarding programs, by their index in the `FORWARD` tail-call map.
+pub const FORWARD_PROGRAMS: [(u32, &str); 2] = [
+    (TO_SERVER as u32, "forward_to_server"),
+    (TO_CLIENT as u32, "forward_to_client"),
+];
+
+/// Loads the forwarding programs and puts them where the guard programs tail-call them.
+pub fn load_forwarding(ebpf: &mut Ebpf) -> Result<()> {
+    for (index, name) in FORWARD_PROGRAMS {
+        let fd = load_xdp(ebpf, name)?
+            .fd()
+            .with_context(|| format!("program {name} has no fd"))?
+            .try_clone()?;
+        let mut jumps: ProgramArray<_> = ProgramArray::try_from(
+            ebpf.map_mut("FORWARD")
+                .context("map FORWARD missing from the eBPF object")?,
+        )?;
+        jumps
+            .set(index, &fd, 0)
+            .with_context(|| format!("registering {name} for tail calls"))?;
+    }
+    Ok(())
 }
 
 /// An (already loaded) program of the object.

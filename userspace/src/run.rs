@@ -196,6 +196,7 @@ async fn serve(args: RunArgs) -> Result<()> {
             .map_err(|e| e.into_parts().1)
             .context("watching the eBPF log ring buffer")?;
     let counters = object::counters_map(&mut ebpf)?;
+    object::load_forwarding(&mut ebpf)?;
     // The server side first: once the client side runs, validated flows need it.
     let server_link = match &args.server_iface {
         Some(server_iface) => {

@@ -16,6 +16,7 @@ use synguard_common::{
 use crate::{
     Guarded, events,
     frame::XdpFrame,
+    route,
     syn_cookie::{emit, now_coarse_ns},
 };
 
@@ -57,7 +58,7 @@ fn track(sender: &mut FlowDirection, tcp: &TcpSegment, shift: u8) {
 /// 3: a blind RST must hit the receiver's window), the rest is translated, noted and passed on;
 /// SYN, FIN and RST, and the first ACK of a FIN, are reported to the controller.
 #[inline(always)]
-fn forward(
+pub fn forward(
     ctx: &XdpContext,
     guarded: &Guarded,
     entry: &mut FlowEntry,
@@ -153,27 +154,11 @@ fn forward(
     if control && !report(event_kind::CONTROL, entry) {
         return verdict(Action::Drop, Counter::DropEventLost);
     }
-    verdict(Action::Pass, forwarded)
-}
-
-#[inline(always)]
-pub fn to_server(
-    ctx: &XdpContext,
-    guarded: &Guarded,
-    entry: &mut FlowEntry,
-    walker: &mut TcpOptionWalker,
-) -> Verdict {
-    forward(ctx, guarded, entry, walker, TO_SERVER)
-}
-
-#[inline(always)]
-pub fn to_client(
-    ctx: &XdpContext,
-    guarded: &Guarded,
-    entry: &mut FlowEntry,
-    walker: &mut TcpOptionWalker,
-) -> Verdict {
-    forward(ctx, guarded, entry, walker, TO_CLIENT)
+    match route::redirect(ctx, guarded, to_server) {
+        Some(code) if code == Action::Redirect.xdp_code() => verdict(Action::Redirect, forwarded),
+        // No next hop we can reach ourselves: the kernel routes it.
+        _ => verdict(Action::Pass, forwarded),
+    }
 }
 
 /// The server's SYN-ACK to our SYN: the flow's translation is now known. The SYN-ACK becomes

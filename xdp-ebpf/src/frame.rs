@@ -78,6 +78,12 @@ impl XdpFrame<'_> {
         }
     }
 
+    /// Writes a few fixed bytes at `offset`.
+    #[inline(always)]
+    pub fn store_small<const N: usize>(&self, offset: usize, bytes: &[u8; N]) -> bool {
+        self.copy_in(offset, bytes.as_ptr(), N)
+    }
+
     /// Writes the first `len` bytes of a written segment at `offset`.
     #[inline(always)]
     pub fn store_segment(&self, offset: usize, bytes: &[u8; SEGMENT_BUF_LEN], len: usize) -> bool {

@@ -11,6 +11,7 @@
 mod events;
 mod flows;
 mod frame;
+mod route;
 mod syn_cookie;
 
 use aya_ebpf::{
@@ -19,7 +20,7 @@ use aya_ebpf::{
         xdp_action::{XDP_ABORTED, XDP_PASS, XDP_TX},
     },
     macros::{map, xdp},
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
@@ -28,7 +29,7 @@ use synguard_common::{
     counters::{Counter, CounterBlock, Tally},
     maps::{
         FLOW_EVENTS_RING_BYTES, FLOWS_CAPACITY, FlowEntry, PROTECTED_CAPACITY, ProtectedAddress,
-        ProtectedPorts, ipv4_mapped, phase,
+        ProtectedPorts, TO_CLIENT, TO_SERVER, ipv4_mapped, phase,
     },
     parse::{IpAddrs, L3, ParseScratch, ParsedFrame, TcpSegment, TransportKind, parse_frame_with},
     segment::{SEGMENT_BUF_LEN, SynAckSettings},
@@ -50,6 +51,17 @@ static PARSE_SCRATCH: PerCpuArray<ParseScratch> = PerCpuArray::with_max_entries(
 /// Scratch space for a segment being written: too large for the 512-byte BPF stack.
 #[map]
 static SEGMENT_SCRATCH: PerCpuArray<[u8; SEGMENT_BUF_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch space for the FIB lookup of a forwarded frame (too large for the stack).
+#[map]
+static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
+    PerCpuArray::with_max_entries(1, 0);
+
+/// The forwarding programs, reached by tail call at index `TO_SERVER` or `TO_CLIENT`: their
+/// own instruction budget, and none of their code in the cookie paths. The controller fills
+/// it at load time (`synguard::object::load_forwarding`).
+#[map]
+static FORWARD: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
 /// A new flow entry being built before it goes into the flows map (too large for the stack).
 #[map]
@@ -86,6 +98,8 @@ pub struct Guarded {
     pub tcp: TcpSegment,
     pub l3_offset: u16,
     pub l4_offset: u16,
+    /// What the frame adds to the counters, for a tail-called program to record.
+    pub tally: Tally,
 }
 
 /// A parsed frame: its verdict so far, what it adds to the counters, and (for well-formed TCP
@@ -201,13 +215,11 @@ pub fn synguard(ctx: XdpContext) -> u32 {
                 Verdict {
                     action: Action::Drop,
                     reason: Counter::DropCookieInvalid | Counter::DropCookieExpired,
-                } => flows::to_server(&ctx, guarded, unsafe { &mut *entry }, &mut scratch.walker),
+                } => jump_to_forward(&ctx, guarded, tally, TO_SERVER),
                 validated => validated,
             },
             // SAFETY (both): `entry` is non-null whenever the flow is known.
-            ClientStep::Forward => {
-                flows::to_server(&ctx, guarded, unsafe { &mut *entry }, &mut scratch.walker)
-            }
+            ClientStep::Forward => jump_to_forward(&ctx, guarded, tally, TO_SERVER),
             ClientStep::ResetBeforeJoin => flows::reset_before_join(guarded, unsafe { &*entry }),
             ClientStep::AwaitBackend => Verdict {
                 action: Action::Drop,
@@ -243,9 +255,7 @@ pub fn synguard_server(ctx: XdpContext) -> u32 {
             ServerStep::Untracked => verdict,
             ServerStep::Join => flows::join(&ctx, guarded, unsafe { &mut *entry }),
             ServerStep::ReAck => flows::re_ack(&ctx, guarded, unsafe { &*entry }),
-            ServerStep::Forward => {
-                flows::to_client(&ctx, guarded, unsafe { &mut *entry }, &mut scratch.walker)
-            }
+            ServerStep::Forward => jump_to_forward(&ctx, guarded, tally, TO_CLIENT),
             ServerStep::RefusedBeforeJoin => {
                 flows::refused_before_join(guarded, unsafe { &*entry })
             }
@@ -256,6 +266,63 @@ pub fn synguard_server(ctx: XdpContext) -> u32 {
         };
     }
     finish(&ctx, tally, verdict)
+}
+
+/// Hands the segment to the forwarding program of `direction`; returns only when that
+/// program is missing (the controller has not loaded it).
+#[inline(always)]
+fn jump_to_forward(
+    ctx: &XdpContext,
+    guarded: &mut Guarded,
+    tally: Tally,
+    direction: u8,
+) -> Verdict {
+    guarded.tally = tally;
+    // SAFETY: a tail call with our own context; on success it does not return.
+    unsafe { FORWARD.tail_call(ctx, direction as u32) };
+    Verdict {
+        action: Action::Drop,
+        reason: Counter::DropNoConfig,
+    }
+}
+
+/// Forwards a segment of a joined flow from the clients to the server (tail-called).
+#[xdp]
+pub fn forward_to_server(ctx: XdpContext) -> u32 {
+    forward_program(&ctx, TO_SERVER)
+}
+
+/// Forwards a segment of a joined flow from the server to its client (tail-called).
+#[xdp]
+pub fn forward_to_client(ctx: XdpContext) -> u32 {
+    forward_program(&ctx, TO_CLIENT)
+}
+
+/// The caller left the parsed segment in the per-CPU scratch maps (a tail call stays on its
+/// CPU and keeps the frame as the caller left it).
+#[inline(always)]
+fn forward_program(ctx: &XdpContext, direction: u8) -> u32 {
+    let (Some(scratch), Some(guarded)) = (scratch(), GUARDED.get_ptr_mut(0)) else {
+        return XDP_ABORTED;
+    };
+    // SAFETY: per-CPU entry, used only during this run of the program.
+    let guarded = unsafe { &mut *guarded };
+    let verdict = match FLOWS.get_ptr_mut(&guarded.flow) {
+        // SAFETY: a live map value for as long as this program runs.
+        Some(entry) => flows::forward(
+            ctx,
+            guarded,
+            unsafe { &mut *entry },
+            &mut scratch.walker,
+            direction,
+        ),
+        // Evicted between the caller's lookup and now.
+        None => Verdict {
+            action: Action::Drop,
+            reason: Counter::DropRewriteFailed,
+        },
+    };
+    finish(ctx, guarded.tally, verdict)
 }
 
 #[inline(always)]

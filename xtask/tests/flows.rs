@@ -204,6 +204,13 @@ fn http_and_100_mib_each_way_arrive_intact() {
         },
     );
     assert!(guard.total("backend_joined") >= 3);
+    // Forwarded frames go straight to their next hop (XDP_REDIRECT); the kernel routes only
+    // those whose neighbour it has not resolved yet.
+    assert!(
+        guard.total("redirected") > (SIZE / 1500) as u64,
+        "forwarded by XDP_REDIRECT: {}",
+        guard.totals()
+    );
     let (status, stderr) = guard.stop();
     assert!(status.success(), "{stderr}");
 }

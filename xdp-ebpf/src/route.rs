@@ -1,0 +1,122 @@
+//! Sending a forwarded frame to its next hop ourselves: the kernel's FIB gives the egress
+//! interface and the MAC addresses (`bpf_fib_lookup`); we take one off the TTL and redirect.
+//! What the lookup cannot settle (no neighbour entry yet, an expiring TTL, a VLAN-tagged
+//! frame, no route) goes to the kernel stack, which routes it the slow way and resolves the
+//! neighbour for the frames after it.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::bpf_fib_lookup,
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect},
+    programs::XdpContext,
+};
+use synguard_common::{
+    checksum,
+    frame::FrameBytes,
+    parse::{ETH_HEADER_LEN, IPPROTO_TCP},
+};
+
+use crate::{FIB_SCRATCH, Guarded, frame::XdpFrame};
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// An address as the four words `bpf_fib_lookup` takes (network byte order kept).
+#[inline(always)]
+fn words(address: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([address[0], address[1], address[2], address[3]]),
+        u32::from_ne_bytes([address[4], address[5], address[6], address[7]]),
+        u32::from_ne_bytes([address[8], address[9], address[10], address[11]]),
+        u32::from_ne_bytes([address[12], address[13], address[14], address[15]]),
+    ]
+}
+
+/// Redirects the (already rewritten) frame; `None` when the kernel must route it.
+#[inline(always)]
+pub fn redirect(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Option<u32> {
+    if guarded.l3_offset as usize != ETH_HEADER_LEN {
+        return None; // VLAN-tagged: the egress tagging is the kernel's business
+    }
+    let params = FIB_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU entry, used only during this run of the program.
+    let p = unsafe { &mut *params };
+    let flow = &guarded.flow;
+    let (src, dst, sport, dport) = if to_server {
+        (
+            &flow.client,
+            &flow.server,
+            flow.client_port,
+            flow.server_port,
+        )
+    } else {
+        (
+            &flow.server,
+            &flow.client,
+            flow.server_port,
+            flow.client_port,
+        )
+    };
+    let frame = XdpFrame(ctx);
+    let l3 = ETH_HEADER_LEN;
+    let ipv4 = flow.family == 4;
+    let header: [u8; 12] = frame.load(l3)?;
+    let ttl = if ipv4 { header[8] } else { header[7] };
+    if ttl <= 1 {
+        return None; // the kernel sends the ICMP time-exceeded
+    }
+    p.l4_protocol = IPPROTO_TCP;
+    p.sport = sport.to_be();
+    p.dport = dport.to_be();
+    // SAFETY: reading the context's plain integer field.
+    p.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    p.__bindgen_anon_5.tbid = 0;
+    p.__bindgen_anon_2.rt_metric = 0;
+    p.__bindgen_anon_3.ipv6_src = words(src);
+    p.__bindgen_anon_4.ipv6_dst = words(dst);
+    if ipv4 {
+        p.family = AF_INET;
+        p.__bindgen_anon_1.tot_len = u16::from_be_bytes([header[2], header[3]]);
+        p.__bindgen_anon_2.tos = header[1];
+    } else {
+        p.family = AF_INET6;
+        p.__bindgen_anon_1.tot_len = u16::from_be_bytes([header[4], header[5]]).wrapping_add(40);
+    }
+    // SAFETY: the params live in map memory of the size passed.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.ctx as *mut c_void,
+            params,
+            size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // What routing owes the packet: one hop less (RFC 791, RFC 8200), the next hop's MACs.
+    if ipv4 {
+        let old = u16::from_be_bytes([header[8], header[9]]);
+        let new = old.wrapping_sub(0x100);
+        let sum = u16::from_be_bytes([header[10], header[11]]);
+        let updated = checksum::finish((!sum) as u64 + (!old) as u64 + new as u64);
+        let [n0, n1] = new.to_be_bytes();
+        let [s0, s1] = updated.to_be_bytes();
+        if !frame.store_small(l3 + 8, &[n0, n1, s0, s1]) {
+            return None;
+        }
+    } else if !frame.store_small(l3 + 7, &[ttl.wrapping_sub(1)]) {
+        return None;
+    }
+    let d = p.dmac;
+    let s = p.smac;
+    let macs = [
+        d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1], s[2], s[3], s[4], s[5],
+    ];
+    if !frame.store_small(0, &macs) {
+        return None;
+    }
+    // SAFETY: plain helper call.
+    Some(unsafe { bpf_redirect(p.ifindex, 0) } as u32)
+}
