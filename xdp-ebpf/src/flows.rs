@@ -253,42 +253,31 @@ pub fn re_ack(ctx: &XdpContext, guarded: &Guarded, entry: &FlowEntry) -> Verdict
     emit(ctx, guarded, &ack, true, Counter::TxBackendAck)
 }
 
-/// The client reset before the server answered: the controller ends the flow.
+/// A RST before the server answered, from the client (`TO_SERVER`: the controller ends the
+/// flow) or from the server (`TO_CLIENT`: it refused; the controller resets the client and
+/// counts a backend failure). Reported, then dropped: there is no translation yet.
 #[inline(always)]
-pub fn reset_before_join(guarded: &Guarded, entry: &FlowEntry) -> Verdict {
+pub fn reset_before_join(
+    guarded: &Guarded,
+    entry: &FlowEntry,
+    direction: u8,
+    reason: Counter,
+) -> Verdict {
     let reported = events::report(
         event_kind::CONTROL,
-        TO_SERVER,
+        direction,
         &guarded.flow,
         &guarded.tcp,
         entry,
         0,
         0,
     );
-    let reason = if reported {
-        Counter::ResetBeforeJoin
-    } else {
-        Counter::DropEventLost
-    };
-    verdict(Action::Drop, reason)
-}
-
-/// The server refused our SYN: the controller resets the client and counts a backend failure.
-#[inline(always)]
-pub fn refused_before_join(guarded: &Guarded, entry: &FlowEntry) -> Verdict {
-    let reported = events::report(
-        event_kind::CONTROL,
-        TO_CLIENT,
-        &guarded.flow,
-        &guarded.tcp,
-        entry,
-        0,
-        0,
-    );
-    let reason = if reported {
-        Counter::BackendRefused
-    } else {
-        Counter::DropEventLost
-    };
-    verdict(Action::Drop, reason)
+    verdict(
+        Action::Drop,
+        if reported {
+            reason
+        } else {
+            Counter::DropEventLost
+        },
+    )
 }

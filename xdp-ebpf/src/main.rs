@@ -220,7 +220,12 @@ pub fn synguard(ctx: XdpContext) -> u32 {
             },
             // SAFETY (both): `entry` is non-null whenever the flow is known.
             ClientStep::Forward => jump_to_forward(&ctx, guarded, tally, TO_SERVER),
-            ClientStep::ResetBeforeJoin => flows::reset_before_join(guarded, unsafe { &*entry }),
+            ClientStep::ResetBeforeJoin => flows::reset_before_join(
+                guarded,
+                unsafe { &*entry },
+                TO_SERVER,
+                Counter::ResetBeforeJoin,
+            ),
             ClientStep::AwaitBackend => Verdict {
                 action: Action::Drop,
                 reason: Counter::DropAwaitingBackend,
@@ -256,9 +261,12 @@ pub fn synguard_server(ctx: XdpContext) -> u32 {
             ServerStep::Join => flows::join(&ctx, guarded, unsafe { &mut *entry }),
             ServerStep::ReAck => flows::re_ack(&ctx, guarded, unsafe { &*entry }),
             ServerStep::Forward => jump_to_forward(&ctx, guarded, tally, TO_CLIENT),
-            ServerStep::RefusedBeforeJoin => {
-                flows::refused_before_join(guarded, unsafe { &*entry })
-            }
+            ServerStep::RefusedBeforeJoin => flows::reset_before_join(
+                guarded,
+                unsafe { &*entry },
+                TO_CLIENT,
+                Counter::BackendRefused,
+            ),
             ServerStep::AwaitBackend => Verdict {
                 action: Action::Drop,
                 reason: Counter::DropAwaitingBackend,
