@@ -95,6 +95,19 @@ fn server_syn_ack(tsval: u32) -> Vec<u8> {
     )
 }
 
+/// The client's third ACK echoing `cookie`, stamped `client_ts` (echoing our `tsval`).
+fn third_ack(cookie: u32, client_ts: u32, tsval: u32) -> Vec<u8> {
+    segment(
+        true,
+        CLIENT_ISN + 1,
+        cookie.wrapping_add(1),
+        F::ACK,
+        502,
+        &[O::Noop, O::Noop, O::Timestamp(client_ts, tsval)],
+        &[],
+    )
+}
+
 /// The server's FIN, before any data.
 fn server_fin() -> Vec<u8> {
     segment(
@@ -114,15 +127,7 @@ fn joined(guard: &mut DataPlane) -> (u32, u32) {
     let syn = syn_v4(0);
     let (cookie, tsval, _) = syn_ack_for(guard, &syn, 0);
     let tsval = tsval.unwrap();
-    let third = segment(
-        true,
-        CLIENT_ISN + 1,
-        cookie.wrapping_add(1),
-        F::ACK,
-        502,
-        &[O::Noop, O::Noop, O::Timestamp(CLIENT_TS, tsval)],
-        &[],
-    );
+    let third = third_ack(cookie, CLIENT_TS, tsval);
     let (backend_syn, _) = passes(guard, synguard::object::GUARD_PROGRAM, &third);
     assert!(backend_syn.syn && !backend_syn.ack, "a SYN");
     assert_eq!(backend_syn.sequence_number, CLIENT_ISN, "the client's ISN");
@@ -375,15 +380,7 @@ fn segments_of_no_flow_die_by_kind() {
 fn a_refusing_server_and_an_early_client_reset_are_reported_not_forwarded() {
     let mut guard = guard();
     let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn_v4(0), 0);
-    let third = segment(
-        true,
-        CLIENT_ISN + 1,
-        cookie.wrapping_add(1),
-        F::ACK,
-        502,
-        &[O::Noop, O::Noop, O::Timestamp(CLIENT_TS, tsval.unwrap())],
-        &[],
-    );
+    let third = third_ack(cookie, CLIENT_TS, tsval.unwrap());
     passes(&mut guard, synguard::object::GUARD_PROGRAM, &third);
     // Before the server answers, the client's segments wait (our zero window holds data).
     let probe = segment(
@@ -484,19 +481,7 @@ fn a_closed_tuple_is_reused_by_a_new_connection() {
     guard.events().unwrap();
     // ...and a new connection on the same tuple gets a cookie and replaces the old flow.
     let (new_cookie, new_tsval, _) = syn_ack_for(&mut guard, &syn_v4(0), 0);
-    let third = segment(
-        true,
-        CLIENT_ISN + 1,
-        new_cookie.wrapping_add(1),
-        F::ACK,
-        502,
-        &[
-            O::Noop,
-            O::Noop,
-            O::Timestamp(CLIENT_TS + 9, new_tsval.unwrap()),
-        ],
-        &[],
-    );
+    let third = third_ack(new_cookie, CLIENT_TS + 9, new_tsval.unwrap());
     let (backend_syn, _) = passes(&mut guard, synguard::object::GUARD_PROGRAM, &third);
     assert!(backend_syn.syn, "the new connection's SYN to the server");
     let entry = guard.flow(&flow).unwrap().unwrap();

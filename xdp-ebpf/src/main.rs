@@ -211,15 +211,15 @@ pub fn synguard(ctx: XdpContext) -> u32 {
             ClientStep::AnswerWithCookie => syn_cookie::answer_syn(&ctx, guarded),
             ClientStep::CheckCookie => syn_cookie::check_ack(&ctx, guarded),
             ClientStep::CheckCookieElseForward => match syn_cookie::check_ack(&ctx, guarded) {
-                // No valid cookie: the entry was left alone, so the pointer still holds.
+                // No valid cookie: a late segment of the connection that ended there.
                 Verdict {
                     action: Action::Drop,
                     reason: Counter::DropCookieInvalid | Counter::DropCookieExpired,
                 } => jump_to_forward(&ctx, guarded, tally, TO_SERVER),
                 validated => validated,
             },
-            // SAFETY (both): `entry` is non-null whenever the flow is known.
             ClientStep::Forward => jump_to_forward(&ctx, guarded, tally, TO_SERVER),
+            // SAFETY: `entry` is non-null whenever the flow is known.
             ClientStep::ResetBeforeJoin => flows::reset_before_join(
                 guarded,
                 unsafe { &*entry },
@@ -315,6 +315,7 @@ fn forward_program(ctx: &XdpContext, direction: u8) -> u32 {
     };
     // SAFETY: per-CPU entry, used only during this run of the program.
     let guarded = unsafe { &mut *guarded };
+    // Looked up again: a map value pointer cannot cross a tail call.
     let verdict = match FLOWS.get_ptr_mut(&guarded.flow) {
         // SAFETY: a live map value for as long as this program runs.
         Some(entry) => flows::forward(
