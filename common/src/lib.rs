@@ -4,6 +4,7 @@
 //! the kernel (compiled for `bpfel-unknown-none`) and in host unit tests.
 #![no_std]
 
+pub mod accounting;
 pub mod checksum;
 pub mod cookie;
 pub mod counters;

@@ -9,6 +9,11 @@ pub const SYN_ACK_SETTINGS_MAP: &str = "SYN_ACK_SETTINGS";
 pub const PROTECTED_MAP: &str = "PROTECTED";
 pub const FLOWS_MAP: &str = "FLOWS";
 pub const FLOW_EVENTS_MAP: &str = "FLOW_EVENTS";
+pub const SERVICES_MAP: &str = "SERVICES";
+pub const SERVICE_COUNTERS_MAP: &str = "SERVICE_COUNTERS";
+pub const SOURCES_MAP: &str = "SOURCES";
+pub const BLOCKED_MAP: &str = "BLOCKED";
+pub const ALLOWED_MAP: &str = "ALLOWED";
 
 /// Default number of validated flows the data plane remembers (LRU; `--max-flows`).
 pub const FLOWS_CAPACITY: u32 = 65536;
@@ -16,6 +21,13 @@ pub const FLOWS_CAPACITY: u32 = 65536;
 pub const PROTECTED_CAPACITY: u32 = 1024;
 /// Bytes of the flow event ring buffer.
 pub const FLOW_EVENTS_RING_BYTES: u32 = 1 << 22;
+/// Protected services (slot 0 means "not protected", so 255 services).
+pub const SERVICES_CAPACITY: u32 = 256;
+/// Sources (per service) the data plane keeps counters for (LRU).
+pub const SOURCES_CAPACITY: u32 = 65536;
+/// Blocked and allowed prefixes.
+pub const BLOCKED_CAPACITY: u32 = 65536;
+pub const ALLOWED_CAPACITY: u32 = 4096;
 
 /// The key data of the protected-prefix LPM trie: IPv4 addresses as IPv4-mapped IPv6
 /// (`::ffff:a.b.c.d`, prefix length + 96), so one trie serves both families.
@@ -29,29 +41,99 @@ pub fn ipv4_mapped(v4: &[u8; 4]) -> ProtectedAddress {
     ]
 }
 
-/// The ports protected under one prefix: one bit per port.
+/// The services under one protected prefix: for each port, its service slot (an index into
+/// the services map), 0 when the port is not protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct ProtectedPorts {
-    pub bits: [u64; 1024],
+    pub slots: [u8; 65536],
 }
 
 impl Default for ProtectedPorts {
     fn default() -> Self {
-        Self { bits: [0; 1024] }
+        Self { slots: [0; 65536] }
     }
 }
 
 impl ProtectedPorts {
-    pub fn insert(&mut self, port: u16) {
-        self.bits[port as usize / 64] |= 1 << (port % 64);
+    pub fn insert(&mut self, port: u16, slot: u8) {
+        self.slots[port as usize] = slot;
     }
 
+    /// The service slot of `port` (0: not protected).
     #[inline(always)]
-    pub fn contains(&self, port: u16) -> bool {
-        self.bits[(port as usize / 64) & 1023] & (1 << (port % 64)) != 0
+    pub fn slot(&self, port: u16) -> u8 {
+        self.slots[port as usize]
     }
 }
+
+/// How a protected service treats SYNs ([`ServiceConfig::mode`]).
+pub mod mode {
+    /// Count and report, never act: everything passes untouched.
+    pub const MONITOR: u8 = 1;
+    /// SYNs go straight to the server (flows tracked) until the controller turns cookies on.
+    pub const AUTO: u8 = 2;
+    /// Every SYN is answered with a cookie.
+    pub const ALWAYS: u8 = 3;
+}
+
+/// A protected service as the data plane applies it (services map, indexed by slot).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ServiceConfig {
+    /// [`mode`] value; 0 for an unused slot.
+    pub mode: u8,
+    /// In `AUTO` mode: the controller saw the SYN rate over the threshold, SYNs get cookies.
+    pub cookies_on: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Per-service counters (per-CPU array indexed by slot): the global SYN rate of a service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ServiceCounters {
+    pub syns: u64,
+    pub cookies_sent: u64,
+    /// SYNs let straight through to the server (auto mode below its threshold, allowlist).
+    pub admitted: u64,
+}
+
+/// Key of the per-source counters: a source address (IPv4 as IPv4-mapped IPv6) and the
+/// service it talks to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C)]
+pub struct SourceKey {
+    pub addr: [u8; 16],
+    pub slot: u8,
+    pub _pad: [u8; 3],
+}
+
+/// What one source did to one service (per-CPU LRU hash; cumulative, the controller turns
+/// them into rates and half-open counts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SourceCounters {
+    pub syns: u64,
+    /// Cookie SYN-ACKs sent: half-open connections the source may complete.
+    pub cookies_sent: u64,
+    pub cookies_validated: u64,
+    /// Bare ACKs with a forged or expired cookie.
+    pub invalid_acks: u64,
+    /// Stray FIN, RST, data and SYN-ACK segments of no flow.
+    pub out_of_state: u64,
+}
+
+/// Value of the blocked-prefix trie: why it is there ([`block_origin`]).
+pub type BlockValue = u32;
+
+/// Who put a prefix in the blocked trie.
+pub mod block_origin {
+    pub const POLICY: u32 = 1;
+    pub const OPERATOR: u32 = 2;
+}
+
+/// Value of the allowed-prefix trie: 1 when its SYNs skip the cookie challenge too.
+pub type AllowValue = u32;
 
 /// Handshake options in a form both compilers lay out alike.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -92,6 +174,9 @@ pub mod phase {
     pub const AWAITING_BACKEND: u8 = 1;
     /// The server answered: both halves are joined and segments are forwarded.
     pub const JOINED: u8 = 2;
+    /// Let straight through (no cookie): the client's SYN went to the server, whose SYN-ACK
+    /// has not come back yet.
+    pub const ADMITTED: u8 = 3;
 }
 
 /// One direction of a flow, as the data plane tracks it while forwarding. Sequence numbers
@@ -145,6 +230,10 @@ pub struct FlowEntry {
     pub phase: u8,
     /// The server's SYN-ACK carried timestamps.
     pub server_timestamps: u8,
+    /// Let straight through without a cookie: client and server handshake with each other,
+    /// so there is nothing to translate.
+    pub admitted_directly: u8,
+    pub _pad: [u8; 7],
     /// When the cookie validated (CLOCK_TAI, ns).
     pub validated_tai_ns: u64,
     /// Last segment seen either way (CLOCK_MONOTONIC coarse, ns), for idle timeouts.
@@ -153,7 +242,56 @@ pub struct FlowEntry {
     pub to_client: FlowDirection,
 }
 
+/// How a flow begins: what [`FlowEntry::begin`] needs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlowStart {
+    /// [`phase`] value: `AWAITING_BACKEND` after a cookie, `ADMITTED` without one.
+    pub phase: u8,
+    pub client_isn: u32,
+    pub guard_isn: u32,
+    pub guard_tsval: u32,
+    pub options: WireOptions,
+    pub client_shift: u8,
+    pub client_view_of_server_shift: u8,
+    pub now_tai_ns: u64,
+    pub now_coarse_ns: u64,
+    /// The client's next sequence number and its (scaled) window.
+    pub next_seq: u32,
+    pub window: u32,
+}
+
 impl FlowEntry {
+    /// Starts a new flow in place: every field is set, so nothing of an earlier flow built in
+    /// the same memory survives (the data plane builds entries in map memory, no entry-sized
+    /// copy on its stack).
+    #[inline(always)]
+    pub fn begin(&mut self, start: &FlowStart) {
+        self.client_isn = start.client_isn;
+        self.guard_isn = start.guard_isn;
+        self.server_isn = 0;
+        self.seq_offset = 0;
+        self.ts_offset = 0;
+        self.guard_tsval = start.guard_tsval;
+        self.options = start.options;
+        self.client_shift = start.client_shift;
+        self.server_view_of_client_shift = 0;
+        self.server_shift = 0;
+        self.client_view_of_server_shift = start.client_view_of_server_shift;
+        self.server_mss = 0;
+        self.phase = start.phase;
+        self.server_timestamps = 0;
+        self.admitted_directly = (start.phase == phase::ADMITTED) as u8;
+        self._pad = [0; 7];
+        self.validated_tai_ns = start.now_tai_ns;
+        self.last_seen_ns = start.now_coarse_ns;
+        self.to_server = FlowDirection {
+            next_seq: start.next_seq,
+            window: start.window,
+            ..FlowDirection::default()
+        };
+        self.to_client = FlowDirection::default();
+    }
+
     /// Both FINs sent and acknowledged: the connection is over on both ends (a new SYN on
     /// the same 4-tuple may start another, RFC 9293 section 3.10.7.4 TIME-WAIT).
     #[inline(always)]
@@ -172,11 +310,19 @@ pub mod event_kind {
     pub const CONTROL: u8 = 3;
     /// The first segment acknowledging the other direction's FIN.
     pub const FIN_ACKED: u8 = 4;
+    /// A SYN let straight through to the server (no cookie).
+    pub const ADMITTED: u8 = 5;
 }
 
-/// Directions of a [`FlowEvent`].
+/// Directions of a [`FlowEvent`] (and the indices of the forwarding stages).
 pub const TO_SERVER: u8 = 0;
 pub const TO_CLIENT: u8 = 1;
+
+/// The tail-call map of the later stages: forwarding at `TO_SERVER` and `TO_CLIENT`, a client's
+/// segment to a protected service at `STAGE_CLIENT_SEGMENT`.
+pub const STAGES_MAP: &str = "STAGES";
+pub const STAGE_CLIENT_SEGMENT: u32 = 2;
+pub const STAGE_COUNT: u32 = 3;
 
 /// What the data plane tells the controller about a validated flow (flow events ring buffer).
 /// Sequence and acknowledgement numbers are as the receiver sees them: client to server in
@@ -211,6 +357,10 @@ mod pod {
     use crate::cookie::CookieKeys;
 
     unsafe impl aya::Pod for ProtectedPorts {}
+    unsafe impl aya::Pod for ServiceConfig {}
+    unsafe impl aya::Pod for ServiceCounters {}
+    unsafe impl aya::Pod for SourceKey {}
+    unsafe impl aya::Pod for SourceCounters {}
     unsafe impl aya::Pod for FlowEntry {}
     unsafe impl aya::Pod for FlowEvent {}
     unsafe impl aya::Pod for FlowKey {}

@@ -12,6 +12,7 @@
 
 use crate::{
     counters::Counter,
+    maps::mode,
     parse::{L3, ParseError, ParsedFrame, TcpFlags, TcpSegment, TransportKind},
 };
 
@@ -67,13 +68,23 @@ pub fn classify(parsed: &Result<ParsedFrame, ParseError>) -> Verdict {
         }) => (Action::Pass, Counter::PassNonIp),
         Ok(ParsedFrame {
             l3: L3::Ip(packet), ..
-        }) => match packet.transport.kind {
-            TransportKind::Tcp => (Action::Pass, Counter::PassTcp),
-            TransportKind::Fragment => (Action::Pass, Counter::PassFragment),
-            TransportKind::Other => (Action::Pass, Counter::PassOtherProtocol),
-        },
+        }) => return pass_ip(packet.transport.kind),
     };
     Verdict { action, reason }
+}
+
+/// The verdict of a well-formed IP packet, by what it carries.
+#[inline(always)]
+pub fn pass_ip(kind: TransportKind) -> Verdict {
+    let reason = match kind {
+        TransportKind::Tcp => Counter::PassTcp,
+        TransportKind::Fragment => Counter::PassFragment,
+        TransportKind::Other => Counter::PassOtherProtocol,
+    };
+    Verdict {
+        action: Action::Pass,
+        reason,
+    }
 }
 
 /// What the flows map says about a segment's 4-tuple.
@@ -81,9 +92,35 @@ pub fn classify(parsed: &Result<ParsedFrame, ParseError>) -> Verdict {
 pub enum Known {
     No,
     AwaitingBackend,
+    /// Let straight through without a cookie; the server has not answered yet.
+    Admitted,
     Joined,
     /// Joined, and both FINs acknowledged.
     Closed,
+}
+
+/// How a protected service takes a new connection, from its mode and the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Monitor mode: nothing of no flow is touched (the counters still count it).
+    Untouched,
+    /// Auto mode under its threshold, or an allowlisted source that skips the challenge: the
+    /// SYN goes straight to the server and the flow is tracked from there.
+    Direct,
+    /// The SYN gets a cookie.
+    Cookie,
+}
+
+/// `service_mode` and `cookies_on` from the services map; `bypass` when the source is on the
+/// allowlist with the challenge skipped.
+#[inline(always)]
+pub fn admission(service_mode: u8, cookies_on: bool, bypass: bool) -> Admission {
+    match service_mode {
+        mode::MONITOR => Admission::Untouched,
+        _ if bypass => Admission::Direct,
+        mode::AUTO if !cookies_on => Admission::Direct,
+        _ => Admission::Cookie,
+    }
 }
 
 /// What the guard does with a (valid-flagged) TCP segment from a client to a protected service.
@@ -104,14 +141,20 @@ pub enum ClientStep {
     AwaitBackend,
     /// A RST before the server answered: the controller ends the flow.
     ResetBeforeJoin,
+    /// A SYN let straight through to the server: the flow is recorded, the SYN passes.
+    AdmitDirectly,
+    /// Passed as it is, counted by the reason: monitor mode, or a segment of an admitted
+    /// flow whose server has not answered yet (a retransmitted SYN, the client's RST).
+    PassUntouched(Counter),
     /// Belongs to no flow and cannot open one: dropped, counted by kind (ACK/RST/FIN floods).
     DropStray(Counter),
 }
 
 /// A SYN, then anything of a known flow, then the strays. A SYN on a tuple whose connection
-/// is over (both FINs acknowledged) opens a new one, as a SYN in TIME-WAIT may.
+/// is over (both FINs acknowledged) opens a new one, as a SYN in TIME-WAIT may. Known flows
+/// go on as they started whatever the service's admission is now.
 #[inline(always)]
-pub fn client_step(tcp: &TcpSegment, known: Known) -> ClientStep {
+pub fn client_step(tcp: &TcpSegment, known: Known, admission: Admission) -> ClientStep {
     let flags = tcp.flags;
     let syn = flags.has(TcpFlags::SYN);
     let bare_ack = flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) == 0
@@ -123,10 +166,16 @@ pub fn client_step(tcp: &TcpSegment, known: Known) -> ClientStep {
         Known::Closed if !syn => return ClientStep::Forward,
         Known::AwaitingBackend if flags.has(TcpFlags::RST) => return ClientStep::ResetBeforeJoin,
         Known::AwaitingBackend => return ClientStep::AwaitBackend,
+        Known::Admitted => return ClientStep::PassUntouched(Counter::PassAdmitted),
         Known::No | Known::Closed => {}
+    }
+    if admission == Admission::Untouched {
+        return ClientStep::PassUntouched(Counter::PassMonitored);
     }
     if syn && flags.has(TcpFlags::ACK) {
         ClientStep::DropStray(Counter::DropStraySynAck)
+    } else if syn && admission == Admission::Direct {
+        ClientStep::AdmitDirectly
     } else if syn {
         ClientStep::AnswerWithCookie
     } else if flags.has(TcpFlags::RST) {
@@ -147,6 +196,8 @@ pub enum ServerStep {
     Untracked,
     /// The server's SYN-ACK to our SYN: record its ISN, turn it into the client's window update.
     Join,
+    /// The server's SYN-ACK to a SYN let straight through: record it, pass it to the client.
+    JoinDirect,
     /// A retransmitted SYN-ACK of a joined flow (our ACK got lost): answer it with the ACK.
     ReAck,
     /// A segment of a joined flow: translate and forward.
@@ -157,16 +208,21 @@ pub enum ServerStep {
     AwaitBackend,
 }
 
-/// `acks_our_syn`: the segment acknowledges exactly the SYN we sent (client ISN + 1).
+/// `acks_our_syn`: the segment acknowledges exactly the SYN we sent (client ISN + 1);
+/// `direct`: the flow was let straight through, so its client answers a retransmitted SYN-ACK.
 #[inline(always)]
-pub fn server_step(flags: TcpFlags, known: Known, acks_our_syn: bool) -> ServerStep {
+pub fn server_step(flags: TcpFlags, known: Known, acks_our_syn: bool, direct: bool) -> ServerStep {
     let syn_ack = flags.has(TcpFlags::SYN) && flags.has(TcpFlags::ACK);
     match known {
         Known::No => ServerStep::Untracked,
         Known::AwaitingBackend if flags.has(TcpFlags::RST) => ServerStep::RefusedBeforeJoin,
         Known::AwaitingBackend if syn_ack && acks_our_syn => ServerStep::Join,
         Known::AwaitingBackend => ServerStep::AwaitBackend,
-        Known::Joined | Known::Closed if syn_ack => ServerStep::ReAck,
+        Known::Admitted if syn_ack && acks_our_syn => ServerStep::JoinDirect,
+        // Anything else (a refusal included) reaches the client, which deals with it; the
+        // controller forgets the flow when no SYN-ACK comes.
+        Known::Admitted => ServerStep::Untracked,
+        Known::Joined | Known::Closed if syn_ack && !direct => ServerStep::ReAck,
         Known::Joined | Known::Closed => ServerStep::Forward,
     }
 }
@@ -313,8 +369,9 @@ mod tests {
     fn client_steps() {
         use ClientStep::*;
         use TcpFlags as F;
-        let step =
-            |flags: u8, payload: u16, known: Known| client_step(&segment(flags, payload), known);
+        let step = |flags: u8, payload: u16, known: Known| {
+            client_step(&segment(flags, payload), known, Admission::Cookie)
+        };
         assert_eq!(step(F::SYN, 0, Known::No), AnswerWithCookie);
         assert_eq!(
             step(F::SYN | F::ECE | F::CWR, 0, Known::No),
@@ -355,6 +412,62 @@ mod tests {
             "a new connection's third ACK, or the old one's last"
         );
         assert_eq!(step(F::FIN | F::ACK, 0, Known::Closed), Forward);
+        for flags in [F::SYN, F::RST, F::ACK] {
+            assert_eq!(
+                step(flags, 0, Known::Admitted),
+                PassUntouched(Counter::PassAdmitted)
+            );
+        }
+    }
+
+    #[test]
+    fn admission_by_mode_and_source() {
+        use Admission::*;
+        for (service_mode, cookies_on, bypass, expected) in [
+            (mode::MONITOR, false, false, Untouched),
+            (mode::MONITOR, true, true, Untouched),
+            (mode::AUTO, false, false, Direct),
+            (mode::AUTO, true, false, Cookie),
+            (mode::AUTO, true, true, Direct),
+            (mode::ALWAYS, false, false, Cookie),
+            (mode::ALWAYS, false, true, Direct),
+        ] {
+            assert_eq!(
+                admission(service_mode, cookies_on, bypass),
+                expected,
+                "mode {service_mode} cookies {cookies_on} bypass {bypass}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_steps_by_admission() {
+        use ClientStep::*;
+        use TcpFlags as F;
+        let step = |flags: u8, payload: u16, known: Known, admission: Admission| {
+            client_step(&segment(flags, payload), known, admission)
+        };
+        assert_eq!(step(F::SYN, 0, Known::No, Admission::Direct), AdmitDirectly);
+        assert_eq!(
+            step(F::SYN, 0, Known::Closed, Admission::Direct),
+            AdmitDirectly
+        );
+        assert_eq!(
+            step(F::ACK, 0, Known::No, Admission::Direct),
+            CheckCookie,
+            "a third ACK of a cookie handshake begun before the switch"
+        );
+        for flags in [F::SYN, F::ACK, F::RST, F::FIN | F::ACK] {
+            assert_eq!(
+                step(flags, 0, Known::No, Admission::Untouched),
+                PassUntouched(Counter::PassMonitored)
+            );
+        }
+        assert_eq!(
+            step(F::ACK, 0, Known::Joined, Admission::Untouched),
+            Forward,
+            "flows validated before a switch to monitor go on"
+        );
     }
 
     #[test]
@@ -362,20 +475,48 @@ mod tests {
         use ServerStep::*;
         use TcpFlags as F;
         let syn_ack = TcpFlags(F::SYN | F::ACK);
-        assert_eq!(server_step(syn_ack, Known::No, false), Untracked);
-        assert_eq!(server_step(syn_ack, Known::AwaitingBackend, true), Join);
+        assert_eq!(server_step(syn_ack, Known::No, false, false), Untracked);
         assert_eq!(
-            server_step(syn_ack, Known::AwaitingBackend, false),
+            server_step(syn_ack, Known::AwaitingBackend, true, false),
+            Join
+        );
+        assert_eq!(
+            server_step(syn_ack, Known::AwaitingBackend, false, false),
             AwaitBackend
         );
         assert_eq!(
-            server_step(TcpFlags(F::RST | F::ACK), Known::AwaitingBackend, true),
+            server_step(
+                TcpFlags(F::RST | F::ACK),
+                Known::AwaitingBackend,
+                true,
+                false
+            ),
             RefusedBeforeJoin
         );
-        assert_eq!(server_step(syn_ack, Known::Joined, true), ReAck);
-        assert_eq!(server_step(TcpFlags(F::ACK), Known::Joined, false), Forward);
+        assert_eq!(server_step(syn_ack, Known::Joined, true, false), ReAck);
         assert_eq!(
-            server_step(TcpFlags(F::FIN | F::ACK), Known::Closed, false),
+            server_step(syn_ack, Known::Admitted, true, false),
+            JoinDirect
+        );
+        assert_eq!(
+            server_step(syn_ack, Known::Joined, true, true),
+            Forward,
+            "a direct flow's client answers the retransmission itself"
+        );
+        assert_eq!(
+            server_step(syn_ack, Known::Admitted, false, false),
+            Untracked
+        );
+        assert_eq!(
+            server_step(TcpFlags(F::RST | F::ACK), Known::Admitted, true, false),
+            Untracked
+        );
+        assert_eq!(
+            server_step(TcpFlags(F::ACK), Known::Joined, false, false),
+            Forward
+        );
+        assert_eq!(
+            server_step(TcpFlags(F::FIN | F::ACK), Known::Closed, false, false),
             Forward
         );
     }

@@ -1,5 +1,5 @@
-//! The running controller's control socket: `synguard flows` and `synguard status` ask it over
-//! a Unix socket, one request line in, one JSON document out.
+//! The running controller's control socket: `synguard flows`, `status`, `block` and `allow`
+//! talk to it over a Unix socket, one JSON request line in, one JSON document out.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -64,8 +64,8 @@ fn pick_socket(iface: Option<&str>) -> Result<PathBuf> {
     }
 }
 
-/// Sends `request` to the running controller and returns its answer.
-pub fn ask(iface: Option<&str>, request: &str) -> Result<Value> {
+/// Sends `request` (`{"request": NAME, ...}`) to the running controller and returns its answer.
+pub fn ask(iface: Option<&str>, request: &Value) -> Result<Value> {
     let path = pick_socket(iface)?;
     let mut stream = UnixStream::connect(&path).map_err(|e| {
         anyhow!(

@@ -162,6 +162,42 @@ pub fn status_text(status: &Value) -> String {
             text.push_str(&format!(" {name} {value}"));
         }
     }
+    let policy = &status["policy"];
+    if policy.is_object() {
+        text.push_str(
+            "\n\nService                                     Mode     Cookies  SYN/s      SYNs\n",
+        );
+        for service in policy["services"].as_array().into_iter().flatten() {
+            text.push_str(&format!(
+                "{:<43} {:<8} {:<8} {:>6.0} {:>9}\n",
+                service["service"].as_str().unwrap_or(""),
+                service["mode"].as_str().unwrap_or(""),
+                if service["cookies_on"].as_bool().unwrap_or(false) {
+                    "on"
+                } else {
+                    "off"
+                },
+                service["syn_rate"].as_f64().unwrap_or(0.0),
+                service["syns"],
+            ));
+        }
+        text.push_str(&format!(
+            "\nHalf-open by source: {:.0} in all; blocked prefixes {}, allowed {}\n",
+            policy["half_open"].as_f64().unwrap_or(0.0),
+            policy["blocks"],
+            policy["allows"]
+        ));
+        text.push_str("Source                                      Half-open  SYN/s  Bad ACK/s\n");
+        for source in policy["top_sources"].as_array().into_iter().flatten() {
+            text.push_str(&format!(
+                "{:<43} {:>9.0} {:>6.0} {:>10.0}\n",
+                source["source"].as_str().unwrap_or(""),
+                source["half_open"].as_f64().unwrap_or(0.0),
+                source["syn_rate"].as_f64().unwrap_or(0.0),
+                source["invalid_ack_rate"].as_f64().unwrap_or(0.0),
+            ));
+        }
+    }
     text
 }
 

@@ -70,8 +70,11 @@ pub const DEFAULT_IDLE_SECONDS: [(State, u64); 8] = [
 pub struct Flow {
     /// The protected server's end of the connection.
     pub server: Endpoint,
-    /// The server answered our SYN.
+    /// The server answered our SYN (or, let straight through, the client's).
     pub joined: bool,
+    /// Let straight through without a cookie: client and server handshake with each other,
+    /// so the controller neither retransmits the SYN nor acknowledges for the client.
+    pub direct: bool,
     pub client_isn: u32,
     pub guard_isn: u32,
     pub server_isn: u32,
@@ -126,6 +129,8 @@ pub enum Command {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FlowCounts {
     pub validated: u64,
+    /// SYNs let straight through (auto mode under its threshold, allowlist).
+    pub admitted: u64,
     pub joined: u64,
     pub closed: u64,
     pub backend_refused: u64,
@@ -190,7 +195,8 @@ impl FlowTable {
     pub fn on_event(&mut self, event: &FlowEvent, now_ns: u64) -> Vec<Command> {
         let mut commands = Vec::new();
         let key = event.flow;
-        if event.kind == event_kind::VALIDATED {
+        if event.kind == event_kind::VALIDATED || event.kind == event_kind::ADMITTED {
+            let direct = event.kind == event_kind::ADMITTED;
             // A new connection, also on a tuple whose previous one is over.
             let mut server = Endpoint::listening();
             let syn = Segment {
@@ -216,6 +222,7 @@ impl FlowTable {
                 Flow {
                     server,
                     joined: false,
+                    direct,
                     client_isn: event.entry.client_isn,
                     guard_isn: event.entry.guard_isn,
                     server_isn: 0,
@@ -223,18 +230,31 @@ impl FlowTable {
                     state_since_ns: now_ns,
                     time_wait_until_ns: 0,
                     backend_syn,
-                    syn_retransmit_at_ns: now_ns + FIRST_SYN_RETRANSMIT_NS,
+                    // The client retransmits its own SYN when it went straight through.
+                    syn_retransmit_at_ns: if direct {
+                        u64::MAX
+                    } else {
+                        now_ns + FIRST_SYN_RETRANSMIT_NS
+                    },
                     syn_retransmit_interval_ns: FIRST_SYN_RETRANSMIT_NS,
                 },
             );
-            self.counts.validated += 1;
+            if direct {
+                self.counts.admitted += 1;
+            } else {
+                self.counts.validated += 1;
+            }
             return commands;
         }
         let Some(flow) = self.flows.get_mut(&key) else {
             return commands; // an event of a flow already forgotten
         };
-        if flow.guard_isn != event.entry.guard_isn {
-            return commands; // a late event of an earlier connection on this tuple
+        // A late event of an earlier connection on this tuple? (A direct flow learns its
+        // "guard" ISN, the server's, at the join.)
+        if flow.client_isn != event.entry.client_isn
+            || (!flow.direct && flow.guard_isn != event.entry.guard_isn)
+        {
+            return commands;
         }
         let before = flow.server.state;
         let segment = Segment {
@@ -329,7 +349,10 @@ impl FlowTable {
                     self.counts.joined += 1;
                 } else {
                     self.counts.backend_timeouts += 1;
-                    commands.push(reset_client(&key, flow));
+                    // A client let straight through hears from the server (or times out) itself.
+                    if !flow.direct {
+                        commands.push(reset_client(&key, flow));
+                    }
                     self.forget(&key, &mut commands);
                     continue;
                 }
@@ -377,7 +400,9 @@ impl FlowTable {
     }
 }
 
-/// The server answered: it sent its SYN-ACK, we acknowledge it in the client's name.
+/// The server answered: it sent its SYN-ACK, we acknowledge it in the client's name (unless
+/// the flow went straight through: then the client's own ACK follows, reported by the data
+/// plane as its first segment).
 fn join(
     flow: &mut Flow,
     key: &FlowKey,
@@ -388,6 +413,9 @@ fn join(
 ) {
     flow.joined = true;
     flow.server_isn = entry.server_isn;
+    if flow.direct {
+        flow.guard_isn = entry.guard_isn;
+    }
     let syn_ack = Segment {
         seq: entry.server_isn,
         ack: flow.client_isn.wrapping_add(1),
@@ -395,6 +423,9 @@ fn join(
         len: 0,
     };
     flow.server.sent(&syn_ack);
+    if flow.direct {
+        return;
+    }
     let ack = Segment {
         seq: entry.to_server.next_seq,
         ack: entry.server_isn.wrapping_add(1),

@@ -20,32 +20,91 @@ use synguard_common::{
     cookie::{CookieKeys, epoch_key},
     maps::{
         COOKIE_KEYS_MAP, PROTECTED_CAPACITY, PROTECTED_MAP, ProtectedAddress, ProtectedPorts,
-        SYN_ACK_SETTINGS_MAP, ipv4_mapped,
+        SERVICES_CAPACITY, SERVICES_MAP, SYN_ACK_SETTINGS_MAP, ServiceConfig, ipv4_mapped, mode,
     },
     segment::SynAckSettings,
     siphash::SipKey,
 };
 
-/// A protected service: a destination prefix and its TCP ports (`CIDR:PORTS`, for example
-/// `198.19.1.2/32:80,443` or `[2001:db8::/64]:8000-8100`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A protected service: a destination prefix, its TCP ports and its mode
+/// (`CIDR:PORTS[:MODE]`, for example `198.19.1.2/32:80,443`, `198.19.1.2:80:auto=2000` or
+/// `[2001:db8::/64]:8000-8100:monitor`).
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProtectedService {
     pub prefix: IpNet,
     pub ports: Vec<u16>,
+    pub mode: ServiceMode,
+}
+
+/// How a service treats SYNs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ServiceMode {
+    /// Count and report, never act.
+    Monitor,
+    /// Straight to the server while its SYN rate stays under the threshold (SYN/s; `None`:
+    /// the `--auto-syn-rate` default), cookies above it.
+    Auto { syn_rate: Option<f64> },
+    /// Cookie every SYN.
+    Always,
+}
+
+impl ServiceMode {
+    pub fn code(self) -> u8 {
+        match self {
+            ServiceMode::Monitor => mode::MONITOR,
+            ServiceMode::Auto { .. } => mode::AUTO,
+            ServiceMode::Always => mode::ALWAYS,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceMode::Monitor => "monitor",
+            ServiceMode::Auto { .. } => "auto",
+            ServiceMode::Always => "always",
+        }
+    }
+}
+
+impl FromStr for ServiceMode {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let hint = "modes are monitor, always, auto or auto=SYN_PER_SECOND";
+        match text {
+            "monitor" => Ok(ServiceMode::Monitor),
+            "always" => Ok(ServiceMode::Always),
+            "auto" => Ok(ServiceMode::Auto { syn_rate: None }),
+            _ => match text.strip_prefix("auto=").map(str::parse::<f64>) {
+                Some(Ok(rate)) if rate >= 1.0 && rate.is_finite() => Ok(ServiceMode::Auto {
+                    syn_rate: Some(rate),
+                }),
+                Some(_) => {
+                    bail!("{text:?}: the auto threshold is a SYN rate of at least 1 per second")
+                }
+                None => bail!("{text:?} is not a mode: {hint}"),
+            },
+        }
+    }
 }
 
 impl FromStr for ProtectedService {
     type Err = anyhow::Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        let hint = "expected CIDR:PORTS, e.g. 198.19.1.2/32:80,443 or [2001:db8::/64]:8000-8100";
-        let (prefix, ports) = match text.strip_prefix('[') {
+        let hint = "expected CIDR:PORTS[:MODE], e.g. 198.19.1.2/32:80,443, 198.19.1.2:80:auto \
+                    or [2001:db8::/64]:8000-8100:monitor";
+        let (prefix, rest) = match text.strip_prefix('[') {
             Some(rest) => rest
                 .split_once("]:")
                 .ok_or_else(|| anyhow!("{text:?}: {hint}"))?,
             None => text
-                .rsplit_once(':')
+                .split_once(':')
                 .ok_or_else(|| anyhow!("{text:?}: {hint}"))?,
+        };
+        let (ports, mode) = match rest.split_once(':') {
+            Some((ports, mode)) => (ports, mode.parse::<ServiceMode>()?),
+            None => (rest, ServiceMode::Always),
         };
         let prefix = match prefix.parse::<IpNet>() {
             Ok(net) => net,
@@ -78,12 +137,13 @@ impl FromStr for ProtectedService {
         Ok(ProtectedService {
             prefix: prefix.trunc(),
             ports: list,
+            mode,
         })
     }
 }
 
 /// The LPM key of a prefix: IPv4 as IPv4-mapped IPv6.
-fn lpm_key(prefix: &IpNet) -> Key<ProtectedAddress> {
+pub fn lpm_key(prefix: &IpNet) -> Key<ProtectedAddress> {
     match prefix {
         IpNet::V4(net) => Key::new(
             96 + net.prefix_len() as u32,
@@ -93,13 +153,32 @@ fn lpm_key(prefix: &IpNet) -> Key<ProtectedAddress> {
     }
 }
 
-/// Writes the protected services (ports of services sharing a prefix are merged).
-pub fn write_protected(ebpf: &mut Ebpf, services: &[ProtectedService]) -> Result<()> {
-    let mut by_prefix: BTreeMap<IpNet, ProtectedPorts> = BTreeMap::new();
-    for service in services {
+/// The data plane's view of the services: for each prefix, the slot of each port; slot
+/// `i + 1` is `services[i]`. Refused when two services claim the same port of a prefix.
+pub fn service_slots(
+    services: &[ProtectedService],
+) -> Result<BTreeMap<IpNet, Box<ProtectedPorts>>> {
+    if services.len() >= SERVICES_CAPACITY as usize {
+        bail!(
+            "{} protected services given; at most {} fit",
+            services.len(),
+            SERVICES_CAPACITY - 1
+        );
+    }
+    let mut by_prefix: BTreeMap<IpNet, Box<ProtectedPorts>> = BTreeMap::new();
+    for (index, service) in services.iter().enumerate() {
         let ports = by_prefix.entry(service.prefix).or_default();
         for port in &service.ports {
-            ports.insert(*port);
+            let taken = ports.slot(*port);
+            if taken != 0 {
+                bail!(
+                    "port {port} of {} is protected twice (services {} and {}): give each port one mode",
+                    service.prefix,
+                    taken,
+                    index + 1
+                );
+            }
+            ports.insert(*port, (index + 1) as u8);
         }
     }
     if by_prefix.len() > PROTECTED_CAPACITY as usize {
@@ -108,14 +187,55 @@ pub fn write_protected(ebpf: &mut Ebpf, services: &[ProtectedService]) -> Result
             by_prefix.len()
         );
     }
+    Ok(by_prefix)
+}
+
+/// Writes the protected services: each one's mode, then the ports of each prefix.
+pub fn write_protected(ebpf: &mut Ebpf, services: &[ProtectedService]) -> Result<()> {
+    let by_prefix = service_slots(services)?;
+    let mut configs: Array<_, ServiceConfig> = Array::try_from(
+        ebpf.map_mut(SERVICES_MAP)
+            .context("services map missing from the eBPF object")?,
+    )?;
+    for (index, service) in services.iter().enumerate() {
+        let config = ServiceConfig {
+            mode: service.mode.code(),
+            cookies_on: 0,
+            _pad: [0; 6],
+        };
+        configs.set(index as u32 + 1, config, 0)?;
+    }
     let mut trie: LpmTrie<_, ProtectedAddress, ProtectedPorts> = LpmTrie::try_from(
         ebpf.map_mut(PROTECTED_MAP)
             .context("protected-services map missing from the eBPF object")?,
     )?;
     for (prefix, ports) in &by_prefix {
-        trie.insert(&lpm_key(prefix), ports, 0)
+        trie.insert(&lpm_key(prefix), ports.as_ref(), 0)
             .with_context(|| format!("protecting {prefix}"))?;
     }
+    Ok(())
+}
+
+/// Turns auto mode's cookies on or off for the service in `slot`.
+pub fn write_cookies_on(
+    ebpf: &mut Ebpf,
+    slot: u8,
+    service: &ProtectedService,
+    on: bool,
+) -> Result<()> {
+    let mut configs: Array<_, ServiceConfig> = Array::try_from(
+        ebpf.map_mut(SERVICES_MAP)
+            .context("services map missing from the eBPF object")?,
+    )?;
+    configs.set(
+        slot as u32,
+        ServiceConfig {
+            mode: service.mode.code(),
+            cookies_on: on as u8,
+            _pad: [0; 6],
+        },
+        0,
+    )?;
     Ok(())
 }
 
@@ -213,12 +333,66 @@ mod tests {
         );
         let s: ProtectedService = "[2001:db8::1]:443".parse().unwrap();
         assert_eq!(s.prefix.prefix_len(), 128);
+        assert_eq!(s.mode, ServiceMode::Always, "cookies unless told otherwise");
+        let s: ProtectedService = "198.19.1.2:80,81:monitor".parse().unwrap();
+        assert_eq!(
+            (s.ports.as_slice(), s.mode),
+            (&[80, 81][..], ServiceMode::Monitor)
+        );
+        let s: ProtectedService = "198.19.1.2/32:80:auto".parse().unwrap();
+        assert_eq!(s.mode, ServiceMode::Auto { syn_rate: None });
+        let s: ProtectedService = "[2001:db8::/64]:443:auto=2500".parse().unwrap();
+        assert_eq!(
+            s.mode,
+            ServiceMode::Auto {
+                syn_rate: Some(2500.0)
+            }
+        );
+    }
+
+    #[test]
+    fn each_port_of_a_prefix_has_one_service() {
+        let services: Vec<ProtectedService> = [
+            "198.19.1.2:80,443",
+            "198.19.1.0/24:80:auto",
+            "198.19.1.2:8080:monitor",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let slots = service_slots(&services).unwrap();
+        let host = &slots[&"198.19.1.2/32".parse::<IpNet>().unwrap()];
+        assert_eq!(
+            (
+                host.slot(80),
+                host.slot(443),
+                host.slot(8080),
+                host.slot(81)
+            ),
+            (1, 1, 3, 0)
+        );
+        assert_eq!(
+            slots[&"198.19.1.0/24".parse::<IpNet>().unwrap()].slot(80),
+            2
+        );
+        let clash: Vec<ProtectedService> = ["198.19.1.2:80", "198.19.1.2:79-81:monitor"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let error = service_slots(&clash).unwrap_err().to_string();
+        assert!(
+            error.contains("port 80 of 198.19.1.2/32 is protected twice"),
+            "{error}"
+        );
     }
 
     #[test]
     fn bad_protected_services_say_what_is_wrong() {
         for (text, says) in [
             ("198.19.1.2/32", "expected CIDR:PORTS"),
+            ("198.19.1.2:80:fast", "not a mode"),
+            ("198.19.1.2:80:auto=0", "at least 1 per second"),
+            ("198.19.1.2:80:auto=x", "at least 1 per second"),
             ("198.19.1.2/33:80", "not an address or prefix"),
             ("198.19.1.2:0", "not a port"),
             ("198.19.1.2:70000", "not a port"),

@@ -2,13 +2,18 @@
 //! The binary (`main.rs`) is the CLI on top of this library; tests and benchmarks use it too.
 
 pub mod attach;
+pub mod auto_mode;
 pub mod control;
+pub mod export;
 pub mod flow_control;
 pub mod flow_events;
 pub mod flows;
 pub mod guard_config;
 pub mod inject;
+pub mod metrics;
 pub mod object;
+pub mod policy;
+pub mod policy_control;
 pub mod privilege;
 pub mod prog_test_run;
 pub mod stats;

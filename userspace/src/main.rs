@@ -1,6 +1,8 @@
 //! The `synguard` command line.
 
 mod lab_peer;
+mod lists;
+mod policy_args;
 mod run;
 
 use std::process::ExitCode;
@@ -21,11 +23,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Load the guard, attach it to an interface and report counters until SIGINT/SIGTERM.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// List the validated flows of a running guard: 4-tuple, state, age, traffic each way.
     Flows(QueryArgs),
-    /// The running guard's flow state histogram (as `ss -s` shows one) and half-open count.
+    /// The running guard's flow state histogram (as `ss -s` shows one), its services and the
+    /// sources with most half-open connections.
     Status(QueryArgs),
+    /// Block source prefixes on the running guard (dropped in XDP at once).
+    Block(lists::ListArgs),
+    /// Allow source prefixes on the running guard (never blocked; optionally never challenged).
+    Allow(lists::ListArgs),
     /// Lab plumbing: pin a pass program on a peer veth (see `cargo xtask lab`).
     #[command(hide = true)]
     LabPeerPass(lab_peer::LabPeerArgs),
@@ -46,7 +53,10 @@ fn query(
     request: &str,
     text: fn(&serde_json::Value) -> String,
 ) -> anyhow::Result<()> {
-    let answer = synguard::control::ask(args.iface.as_deref(), request)?;
+    let answer = synguard::control::ask(
+        args.iface.as_deref(),
+        &serde_json::json!({ "request": request }),
+    )?;
     if args.json {
         println!("{answer}");
     } else {
@@ -61,9 +71,11 @@ fn main() -> ExitCode {
         Err(error) => return bad_arguments(error),
     };
     let result = match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Flows(args) => query(args, "flows", synguard::flow_control::flows_text),
         Command::Status(args) => query(args, "status", synguard::flow_control::status_text),
+        Command::Block(args) => lists::run(args, lists::List::Block),
+        Command::Allow(args) => lists::run(args, lists::List::Allow),
         Command::LabPeerPass(args) => lab_peer::lab_peer_pass(args),
     };
     match result {

@@ -9,7 +9,7 @@ use aya::{
 use log::LevelFilter;
 use synguard_common::{
     counters::{COUNTERS_MAP, CounterBlock},
-    maps::{FLOWS_CAPACITY, FLOWS_MAP, TO_CLIENT, TO_SERVER},
+    maps::{FLOWS_CAPACITY, FLOWS_MAP, STAGE_CLIENT_SEGMENT, STAGES_MAP, TO_CLIENT, TO_SERVER},
 };
 
 /// The object built from `xdp-ebpf` by `build.rs`.
@@ -56,22 +56,23 @@ pub fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
     Ok(program)
 }
 
-/// The forwarding programs, by their index in the `FORWARD` tail-call map.
-pub const FORWARD_PROGRAMS: [(u32, &str); 2] = [
+/// The later stages, by their index in the `STAGES` tail-call map.
+pub const STAGE_PROGRAMS: [(u32, &str); 3] = [
     (TO_SERVER as u32, "forward_to_server"),
     (TO_CLIENT as u32, "forward_to_client"),
+    (STAGE_CLIENT_SEGMENT, "client_segment"),
 ];
 
-/// Loads the forwarding programs and puts them where the guard programs tail-call them.
-pub fn load_forwarding(ebpf: &mut Ebpf) -> Result<()> {
-    for (index, name) in FORWARD_PROGRAMS {
+/// Loads the later stages and puts them where the guard programs tail-call them.
+pub fn load_stages(ebpf: &mut Ebpf) -> Result<()> {
+    for (index, name) in STAGE_PROGRAMS {
         let fd = load_xdp(ebpf, name)?
             .fd()
             .with_context(|| format!("program {name} has no fd"))?
             .try_clone()?;
         let mut jumps: ProgramArray<_> = ProgramArray::try_from(
-            ebpf.map_mut("FORWARD")
-                .context("map FORWARD missing from the eBPF object")?,
+            ebpf.map_mut(STAGES_MAP)
+                .context("map STAGES missing from the eBPF object")?,
         )?;
         jumps
             .set(index, &fd, 0)

@@ -50,7 +50,7 @@ impl DataPlane {
     /// Loads a fresh copy of the object (fresh maps) and the named program.
     pub fn load(program: &str) -> Result<Self> {
         let mut ebpf = object::load(LevelFilter::Off)?;
-        object::load_forwarding(&mut ebpf)?;
+        object::load_stages(&mut ebpf)?;
         object::load_xdp(&mut ebpf, program)?;
         let counters = object::counters_map(&mut ebpf)?;
         Ok(Self {

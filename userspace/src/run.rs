@@ -16,7 +16,17 @@ use synguard::{
     object, privilege,
     stats::{self, Reading},
 };
-use synguard::{control, flow_control::FlowControl, flows::FlowTimers, tcp_state::State};
+use synguard::{
+    control,
+    flow_control::FlowControl,
+    flows::FlowTimers,
+    metrics::{self, Snapshot},
+    policy::Policy,
+    policy_control::{PolicyControl, parse_prefix, unix_now},
+    tcp_state::State,
+};
+
+use crate::policy_args::PolicyArgs;
 use synguard_common::{
     maps::{FLOW_EVENTS_MAP, FLOWS_CAPACITY, FLOWS_MAP, event_kind},
     segment::SynAckSettings,
@@ -87,9 +97,11 @@ pub struct RunArgs {
     /// syn_received, established, fin_wait_1, fin_wait_2, close_wait, closing, last_ack.
     #[arg(long, value_name = "STATE=SECONDS", value_parser = parse_idle_timeout)]
     idle_timeout: Vec<(State, u64)>,
+    #[command(flatten)]
+    policy: PolicyArgs,
 }
 
-fn seconds_parser(min: f64, max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+pub fn seconds_parser(min: f64, max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
     move |text: &str| match text.parse::<f64>() {
         Ok(seconds) if (min..=max).contains(&seconds) => Ok(seconds),
         _ => Err(format!(
@@ -159,6 +171,15 @@ async fn serve(args: RunArgs) -> Result<()> {
     {
         anyhow::bail!("--server-iface must differ from --iface: the guard sits between two links");
     }
+    guard_config::service_slots(&args.protect)?;
+    let exports = args.policy.exports()?;
+    let allowlist = args.policy.allowlist()?;
+    let blocklist = args.policy.blocklist()?;
+    let metrics_text = metrics::Shared::default();
+    if let Some(listen) = args.policy.metrics_listen {
+        metrics::serve(listen, metrics_text.clone())?;
+        info!("metrics at http://{listen}/metrics");
+    }
     let mut ebpf = object::load_sized(args.log_level, args.max_flows)?;
     let (mut epoch, keys) = secret.keys_at(guard_config::unix_now(), args.cookie_rotation);
     guard_config::write_keys(&mut ebpf, &keys)?;
@@ -173,7 +194,25 @@ async fn serve(args: RunArgs) -> Result<()> {
     )?;
     guard_config::write_protected(&mut ebpf, &args.protect)?;
     for service in &args.protect {
-        info!("protecting {} ports {:?}", service.prefix, service.ports);
+        info!(
+            "protecting {} ({})",
+            synguard::policy_control::service_name(service),
+            service.mode.name()
+        );
+    }
+    let mut policy = PolicyControl::new(
+        &mut ebpf,
+        Policy::new(args.policy.limits(), args.policy.rules()),
+        &args.protect,
+        args.policy.auto_syn_rate,
+        args.policy.auto_hold,
+        exports,
+    )?;
+    for entry in &allowlist {
+        policy.allow(entry.prefix, entry.bypass)?;
+    }
+    for entry in &blocklist {
+        policy.block(entry.prefix, None)?;
     }
     let events = RingBuf::try_from(
         ebpf.take_map(FLOW_EVENTS_MAP)
@@ -196,7 +235,7 @@ async fn serve(args: RunArgs) -> Result<()> {
             .map_err(|e| e.into_parts().1)
             .context("watching the eBPF log ring buffer")?;
     let counters = object::counters_map(&mut ebpf)?;
-    object::load_forwarding(&mut ebpf)?;
+    object::load_stages(&mut ebpf)?;
     // The server side first: once the client side runs, validated flows need it.
     let server_link = match &args.server_iface {
         Some(server_iface) => {
@@ -229,6 +268,9 @@ async fn serve(args: RunArgs) -> Result<()> {
     let control_socket = tokio::net::UnixListener::bind(&control_path)
         .with_context(|| format!("creating the control socket {}", control_path.display()))?;
     let mut flow_ticker = tokio::time::interval(Duration::from_millis(100));
+    let mut policy_ticker =
+        tokio::time::interval(Duration::from_secs_f64(args.policy.policy_interval));
+    policy_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let mut rotation = tokio::time::interval(Duration::from_secs(1));
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -274,9 +316,20 @@ async fn serve(args: RunArgs) -> Result<()> {
                 guard.clear_ready();
             }
             _ = flow_ticker.tick() => flows.on_tick(),
+            _ = policy_ticker.tick() => {
+                if let Err(error) = policy.on_tick(unix_now()) {
+                    warn!("policy round: {error:#}");
+                }
+                if args.policy.metrics_listen.is_some() {
+                    let snapshot = snapshot(&stats::read(&counters)?, &flows, &policy);
+                    if let Ok(mut text) = metrics_text.lock() {
+                        *text = metrics::render(&snapshot);
+                    }
+                }
+            }
             accepted = control_socket.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    answer(stream, &flows).await;
+                    answer(stream, &flows, &mut policy).await;
                 }
             }
             _ = rotation.tick() => {
@@ -316,8 +369,29 @@ fn report_attach(iface: &str, attached: &attach::Attached) {
     }
 }
 
-/// Answers one control request (`flows` or `status`) with one JSON line.
-async fn answer(stream: tokio::net::UnixStream, flows: &FlowControl) {
+/// What the metrics endpoint shows.
+fn snapshot(reading: &Reading, flows: &FlowControl, policy: &PolicyControl) -> Snapshot {
+    Snapshot {
+        packets: synguard_common::counters::Counter::ALL
+            .iter()
+            .map(|counter| (counter.name(), reading.total.get(*counter)))
+            .collect(),
+        decisions: policy.decision_counts.clone(),
+        flows: flows
+            .table
+            .histogram()
+            .iter()
+            .map(|(state, count)| (state.key(), *count as u64))
+            .collect(),
+        half_open: policy.policy.half_open_total(),
+        blocks: policy.policy.blocks().count() as u64,
+        allows: policy.policy.allows().count() as u64,
+        services: policy.service_figures(),
+    }
+}
+
+/// Answers one control request (a JSON object naming the request) with one JSON line.
+async fn answer(stream: tokio::net::UnixStream, flows: &FlowControl, policy: &mut PolicyControl) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let mut stream = BufReader::new(stream);
     let mut request = String::new();
@@ -325,13 +399,48 @@ async fn answer(stream: tokio::net::UnixStream, flows: &FlowControl) {
     if !matches!(read.await, Ok(Ok(_))) {
         return;
     }
-    let reply = match request.trim() {
-        "flows" => flows.flows_json(),
-        "status" => flows.status_json(),
-        other => serde_json::json!({ "error": format!("unknown request {other:?}") }),
+    let reply = match serde_json::from_str::<serde_json::Value>(&request) {
+        Ok(request) => handle(&request, flows, policy)
+            .unwrap_or_else(|error| serde_json::json!({ "error": format!("{error:#}") })),
+        Err(error) => serde_json::json!({ "error": format!("a request must be JSON: {error}") }),
     };
     let _ = stream
         .get_mut()
         .write_all(format!("{reply}\n").as_bytes())
         .await;
+}
+
+fn handle(
+    request: &serde_json::Value,
+    flows: &FlowControl,
+    policy: &mut PolicyControl,
+) -> Result<serde_json::Value> {
+    use serde_json::json;
+    let prefix = || {
+        request["prefix"]
+            .as_str()
+            .context("the request names no prefix")
+            .and_then(parse_prefix)
+    };
+    Ok(match request["request"].as_str().unwrap_or("") {
+        "flows" => flows.flows_json(),
+        "status" => {
+            let mut status = flows.status_json();
+            status["policy"] = policy.status_json(10);
+            status
+        }
+        "block_add" => json!({ "decision": policy.block(prefix()?, request["ttl"].as_u64())? }),
+        "block_del" => json!({ "decision": policy.unblock(prefix()?)? }),
+        "block_list" => policy.blocks_json(),
+        "allow_add" => {
+            let bypass = request["bypass"].as_bool().unwrap_or(false);
+            json!({ "lifted": policy.allow(prefix()?, bypass)? })
+        }
+        "allow_del" => {
+            policy.disallow(prefix()?)?;
+            json!({ "removed": true })
+        }
+        "allow_list" => policy.allows_json(),
+        other => anyhow::bail!("unknown request {other:?}"),
+    })
 }

@@ -308,3 +308,88 @@ fn evicted_entries_and_late_events_of_older_connections() {
     assert!(table.on_event(&stale, MS).is_empty());
     assert_eq!(state(&table), State::Established);
 }
+
+/// A flow let straight through (auto mode under its threshold): the data plane's entry before
+/// and after the server's SYN-ACK.
+fn direct_entry(joined: bool) -> FlowEntry {
+    let mut entry = FlowEntry {
+        client_isn: CLIENT_ISN,
+        guard_isn: if joined { SERVER_ISN } else { 0 },
+        server_isn: if joined { SERVER_ISN } else { 0 },
+        phase: if joined {
+            phase::JOINED
+        } else {
+            phase::ADMITTED
+        },
+        admitted_directly: 1,
+        ..FlowEntry::default()
+    };
+    entry.to_server.next_seq = CLIENT_ISN + 1;
+    entry
+}
+
+#[test]
+fn a_direct_flow_is_tracked_without_acting_for_either_end() {
+    let mut table = FlowTable::new(timers());
+    let admitted = FlowEvent {
+        entry: direct_entry(false),
+        ..event(event_kind::ADMITTED, TO_SERVER, F::SYN, CLIENT_ISN, 0)
+    };
+    assert!(table.on_event(&admitted, 0).is_empty());
+    assert_eq!(table.counts.admitted, 1);
+    assert!(
+        table
+            .on_tick(2 * S, |_| Some(direct_entry(false)))
+            .is_empty(),
+        "no SYN retransmission: the client retransmits its own"
+    );
+    let joined = FlowEvent {
+        entry: direct_entry(true),
+        ..event(
+            event_kind::JOINED,
+            TO_CLIENT,
+            F::SYN | F::ACK,
+            SERVER_ISN,
+            CLIENT_ISN + 1,
+        )
+    };
+    assert!(
+        table.on_event(&joined, 2 * S).is_empty(),
+        "no ACK in the client's name"
+    );
+    let flow = table.get(&key(40000)).unwrap();
+    assert_eq!(flow.server.state, State::SynReceived);
+    assert_eq!(
+        flow.guard_isn, SERVER_ISN,
+        "the client sees the server's ISN"
+    );
+    let third_ack = FlowEvent {
+        entry: direct_entry(true),
+        ..control(TO_SERVER, F::ACK, CLIENT_ISN + 1, SERVER_ISN + 1)
+    };
+    table.on_event(&third_ack, 2 * S);
+    assert_eq!(
+        table.get(&key(40000)).unwrap().server.state,
+        State::Established
+    );
+}
+
+#[test]
+fn a_direct_flow_the_server_never_answers_is_forgotten_without_a_reset() {
+    let mut table = FlowTable::new(timers());
+    let admitted = FlowEvent {
+        entry: direct_entry(false),
+        ..event(event_kind::ADMITTED, TO_SERVER, F::SYN, CLIENT_ISN, 0)
+    };
+    table.on_event(&admitted, 0);
+    let commands = table.on_tick(3 * S, |_| Some(direct_entry(false)));
+    assert_eq!(
+        commands,
+        [Command::Remove {
+            flow: key(40000),
+            guard_isn: 0
+        }]
+    );
+    assert_eq!(table.counts.backend_timeouts, 1);
+    assert!(table.is_empty());
+}

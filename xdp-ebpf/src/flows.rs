@@ -4,7 +4,10 @@
 use aya_ebpf::programs::XdpContext;
 use synguard_common::{
     counters::Counter,
-    maps::{FlowDirection, FlowEntry, TO_CLIENT, TO_SERVER, event_kind, phase},
+    maps::{
+        FlowDirection, FlowEntry, FlowStart, NO_WINDOW_SCALE, TO_CLIENT, TO_SERVER, WireOptions,
+        event_kind, phase,
+    },
     parse::{TcpFlags, TcpSegment},
     segment::SegmentSpec,
     seq::{in_window, rescale_window, seq_le, seq_lt},
@@ -14,7 +17,7 @@ use synguard_common::{
 };
 
 use crate::{
-    Guarded, events,
+    FLOWS, Guarded, NEW_FLOW, events,
     frame::XdpFrame,
     route,
     syn_cookie::{emit, now_coarse_ns},
@@ -141,7 +144,10 @@ pub fn forward(
             receiver_window,
         )
     };
-    let control = tcp.flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) != 0;
+    // The first segment of a client let straight through is its third ACK: the controller
+    // needs it to see the server's end reach ESTABLISHED (nobody sends an ACK on its behalf).
+    let control = tcp.flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) != 0
+        || (to_server && entry.admitted_directly != 0 && entry.to_server.packets == 1);
     // A control segment reports its ACK along with it (a FIN+ACK must not count twice).
     if acks_fin && !control && !report(event_kind::FIN_ACKED, entry) {
         // Unreported: let the next ACK try again.
@@ -159,6 +165,105 @@ pub fn forward(
         // No next hop we can reach ourselves: the kernel routes it.
         _ => verdict(Action::Pass, forwarded),
     }
+}
+
+/// A SYN let straight through to the server (no cookie): the flow is recorded so that the
+/// server's SYN-ACK joins it and its segments are forwarded; the SYN passes to the kernel.
+#[inline(always)]
+pub fn admit(guarded: &Guarded) -> Verdict {
+    let syn = &guarded.tcp;
+    let Some(entry) = NEW_FLOW.get_ptr_mut(0) else {
+        return verdict(Action::Drop, Counter::DropNoConfig);
+    };
+    // SAFETY: per-CPU entry, used only during this run of the program.
+    let entry = unsafe { &mut *entry };
+    let window_scale = match syn.options.window_scale {
+        Some(shift) if shift > 14 => 14,
+        Some(shift) => shift,
+        None => NO_WINDOW_SCALE,
+    };
+    entry.begin(&FlowStart {
+        phase: phase::ADMITTED,
+        client_isn: syn.seq,
+        // Client and server handshake with each other: the client's view of our ISN is the
+        // server's, set at the join, so nothing is translated.
+        guard_isn: 0,
+        guard_tsval: 0,
+        options: WireOptions {
+            mss: match syn.options.mss {
+                Some(mss) => mss,
+                None => 0,
+            },
+            window_scale,
+            sack_permitted: syn.options.sack_permitted as u8,
+            ecn: syn.flags.has(TcpFlags::ECE | TcpFlags::CWR) as u8,
+            timestamps: syn.options.timestamps.is_some() as u8,
+            _pad: [0; 2],
+        },
+        client_shift: 0,
+        client_view_of_server_shift: 0,
+        now_tai_ns: crate::syn_cookie::now_tai_ns(),
+        now_coarse_ns: now_coarse_ns(),
+        next_seq: syn.seq.wrapping_add(1),
+        window: syn.window as u32, // a SYN's window is never scaled
+    });
+    if FLOWS.insert(&guarded.flow, &*entry, 0).is_err() {
+        return verdict(Action::Drop, Counter::DropRewriteFailed);
+    }
+    if !events::report(
+        event_kind::ADMITTED,
+        TO_SERVER,
+        &guarded.flow,
+        syn,
+        entry,
+        0,
+        0,
+    ) {
+        let _ = FLOWS.remove(&guarded.flow);
+        return verdict(Action::Drop, Counter::DropEventLost);
+    }
+    verdict(Action::Pass, Counter::PassAdmitted)
+}
+
+/// The server's SYN-ACK to a SYN let straight through: the flow is joined with nothing to
+/// translate (scaling as the two ends agreed it), and the SYN-ACK goes on to the client.
+#[inline(always)]
+pub fn join_direct(guarded: &Guarded, entry: &mut FlowEntry) -> Verdict {
+    let syn_ack = &guarded.tcp;
+    entry.server_isn = syn_ack.seq;
+    entry.guard_isn = syn_ack.seq;
+    if syn_ack.options.timestamps.is_some() && entry.options.timestamps != 0 {
+        entry.server_timestamps = 1;
+    }
+    // Scaling holds only when both SYNs carried the option (RFC 7323 section 2.2).
+    if let Some(shift) = syn_ack.options.window_scale
+        && entry.options.window_scale != NO_WINDOW_SCALE
+    {
+        let shift = if shift > 14 { 14 } else { shift };
+        entry.server_shift = shift;
+        entry.client_view_of_server_shift = shift;
+        entry.client_shift = entry.options.window_scale;
+        entry.server_view_of_client_shift = entry.options.window_scale;
+    }
+    entry.server_mss = match syn_ack.options.mss {
+        Some(mss) => mss,
+        None => 0,
+    };
+    entry.to_client.next_seq = syn_ack.seq.wrapping_add(1);
+    entry.to_client.window = syn_ack.window as u32;
+    entry.phase = phase::JOINED;
+    entry.last_seen_ns = now_coarse_ns();
+    // Unreported, the controller catches up from the map when its backend timer fires.
+    let _ = events::report(
+        event_kind::JOINED,
+        TO_CLIENT,
+        &guarded.flow,
+        syn_ack,
+        entry,
+        0,
+        0,
+    );
+    verdict(Action::Pass, Counter::BackendJoined)
 }
 
 /// The server's SYN-ACK to our SYN: the flow's translation is now known. The SYN-ACK becomes

@@ -20,7 +20,10 @@ use aya_ebpf::{
         xdp_action::{XDP_ABORTED, XDP_PASS, XDP_TX},
     },
     macros::{map, xdp},
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf, lpm_trie::Key},
+    maps::{
+        Array, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf,
+        lpm_trie::Key,
+    },
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
@@ -28,12 +31,20 @@ use synguard_common::{
     cookie::{CookieKeys, FlowKey},
     counters::{Counter, CounterBlock, Tally},
     maps::{
-        FLOW_EVENTS_RING_BYTES, FLOWS_CAPACITY, FlowEntry, PROTECTED_CAPACITY, ProtectedAddress,
-        ProtectedPorts, TO_CLIENT, TO_SERVER, ipv4_mapped, phase,
+        ALLOWED_CAPACITY, AllowValue, BLOCKED_CAPACITY, BlockValue, FLOW_EVENTS_RING_BYTES,
+        FLOWS_CAPACITY, FlowEntry, PROTECTED_CAPACITY, ProtectedAddress, ProtectedPorts,
+        SERVICES_CAPACITY, SOURCES_CAPACITY, STAGE_CLIENT_SEGMENT, STAGE_COUNT, ServiceConfig,
+        ServiceCounters, SourceCounters, SourceKey, TO_CLIENT, TO_SERVER, ipv4_mapped, phase,
     },
-    parse::{IpAddrs, L3, ParseScratch, ParsedFrame, TcpSegment, TransportKind, parse_frame_with},
+    parse::{
+        IpAddrs, L3, ParseScratch, ParsedFrame, TcpFlags, TcpSegment, TransportKind,
+        parse_frame_with,
+    },
     segment::{SEGMENT_BUF_LEN, SynAckSettings},
-    verdict::{Action, ClientStep, Known, ServerStep, Verdict, classify, client_step, server_step},
+    verdict::{
+        Action, ClientStep, Known, ServerStep, Verdict, admission, classify, client_step, pass_ip,
+        server_step,
+    },
 };
 
 use crate::frame::XdpFrame;
@@ -57,11 +68,12 @@ static SEGMENT_SCRATCH: PerCpuArray<[u8; SEGMENT_BUF_LEN]> = PerCpuArray::with_m
 static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
     PerCpuArray::with_max_entries(1, 0);
 
-/// The forwarding programs, reached by tail call at index `TO_SERVER` or `TO_CLIENT`: their
-/// own instruction budget, and none of their code in the cookie paths. The controller fills
-/// it at load time (`synguard::object::load_forwarding`).
+/// The later stages, reached by tail call: the forwarding programs at index `TO_SERVER` and
+/// `TO_CLIENT`, the client-segment program at `STAGE_CLIENT_SEGMENT`. Each has its own
+/// instruction budget (the verifier walks the parser's paths and the actions' apart). The
+/// controller fills it at load time (`synguard::object::load_stages`).
 #[map]
-static FORWARD: ProgramArray = ProgramArray::with_max_entries(2, 0);
+static STAGES: ProgramArray = ProgramArray::with_max_entries(STAGE_COUNT, 0);
 
 /// A new flow entry being built before it goes into the flows map (too large for the stack).
 #[map]
@@ -79,10 +91,47 @@ static COOKIE_KEYS: Array<CookieKeys> = Array::with_max_entries(1, 0);
 #[map]
 static SYN_ACK_SETTINGS: Array<SynAckSettings> = Array::with_max_entries(1, 0);
 
-/// Protected destinations: prefix (IPv4 as IPv4-mapped IPv6) to its protected ports.
+/// Protected destinations: prefix (IPv4 as IPv4-mapped IPv6) to the service slot of each port.
 #[map]
 static PROTECTED: LpmTrie<ProtectedAddress, ProtectedPorts> =
     LpmTrie::with_max_entries(PROTECTED_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Each protected service's mode, by slot; written by the controller (auto mode's switch too).
+#[map]
+static SERVICES: Array<ServiceConfig> = Array::with_max_entries(SERVICES_CAPACITY, 0);
+
+/// Each protected service's SYN counts, by slot, per CPU (every SYN touches them).
+#[map]
+static SERVICE_COUNTERS: PerCpuArray<ServiceCounters> =
+    PerCpuArray::with_max_entries(SERVICES_CAPACITY, 0);
+
+/// What each source did to each service, per CPU (a flood from one source is hot).
+#[map]
+static SOURCES: LruPerCpuHashMap<SourceKey, SourceCounters> =
+    LruPerCpuHashMap::with_max_entries(SOURCES_CAPACITY, 0);
+
+/// Blocked source prefixes (policy decisions and the operator's): dropped before anything else.
+#[map]
+static BLOCKED: LpmTrie<ProtectedAddress, BlockValue> =
+    LpmTrie::with_max_entries(BLOCKED_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Allowed source prefixes: never blocked; a value of 1 also skips the cookie challenge.
+#[map]
+static ALLOWED: LpmTrie<ProtectedAddress, AllowValue> =
+    LpmTrie::with_max_entries(ALLOWED_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// The key of the trie lookup at hand (scratch, per CPU: the stack is full).
+#[map]
+static TRIE_KEY: PerCpuArray<Key<ProtectedAddress>> = PerCpuArray::with_max_entries(1, 0);
+
+/// What a source's counters start from (read-only; no zeroed value on the stack).
+static NEW_SOURCE: SourceCounters = SourceCounters {
+    syns: 0,
+    cookies_sent: 0,
+    cookies_validated: 0,
+    invalid_acks: 0,
+    out_of_state: 0,
+};
 
 /// Validated flows. The controller sets the size at load time (`--max-flows`).
 #[map]
@@ -92,9 +141,19 @@ static FLOWS: LruHashMap<FlowKey, FlowEntry> = LruHashMap::with_max_entries(FLOW
 #[map]
 static FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(FLOW_EVENTS_RING_BYTES, 0);
 
-/// A TCP segment of a protected service: what the actions need of it.
+/// An IP packet from a client, or a TCP segment from a server: what the later stages and the
+/// actions need of it.
 pub struct Guarded {
     pub flow: FlowKey,
+    /// The packet's addresses, as parsed.
+    pub addrs: IpAddrs,
+    /// The source as the allow/block tries and the per-source counters key it (with the
+    /// service slot once known), filled in by the client-segment stage.
+    pub source: SourceKey,
+    /// What the packet carries (`transport_code`): the client side hands on every IP packet
+    /// (for the blocked check), not only TCP segments. A plain byte: a Rust enum read back
+    /// from map memory would let LLVM assume its range, and the verifier cannot.
+    pub transport: u8,
     pub tcp: TcpSegment,
     pub l3_offset: u16,
     pub l4_offset: u16,
@@ -110,8 +169,9 @@ struct Parsed {
     guarded: Option<&'static mut Guarded>,
 }
 
-/// Parses the frame; `from_client` says which side it came from (a client's segment counts
-/// only when its destination is protected, a server's is looked up in the flows map anyway).
+/// Parses the frame; `from_client` says which side it came from. A client's IP packet goes on
+/// to the client-segment stage whatever it carries (its source may be blocked); a server's
+/// TCP segment is looked up in the flows map.
 /// Plain code, no closures: a closure LLVM declines to inline becomes a BPF subprogram, and
 /// the Rust types crossing it trip the verifier.
 #[inline(always)]
@@ -126,19 +186,23 @@ fn parse(ctx: &XdpContext, scratch: &mut ParseScratch, from_client: bool) -> Par
         }),
         Action::Pass,
     ) = (&parsed, verdict.action)
-        && packet.transport.kind == TransportKind::Tcp
-        && let tcp = &scratch.segment
-        && (!from_client || is_protected(&packet.addrs, tcp.dst_port))
+        && let is_tcp = packet.transport.kind == TransportKind::Tcp
+        && (from_client || is_tcp)
         && let Some(slot) = GUARDED.get_ptr_mut(0)
     {
-        // Copied into map memory: the actions then need no stack for it.
+        // Copied into map memory: the later stages and the actions then need no stack for it.
         // SAFETY: per-CPU entry, used only during this run of the program.
         let slot = unsafe { &mut *slot };
+        let tcp = &scratch.segment;
         slot.flow = if from_client {
             FlowKey::from_client_segment(&packet.addrs, tcp)
         } else {
             FlowKey::from_server_segment(&packet.addrs, tcp)
         };
+        // Copied as parsed: mapping IPv4 into IPv6 here (a branch on the family) makes the
+        // verifier track the parser's paths apart and run out of budget.
+        slot.addrs = packet.addrs;
+        slot.transport = transport_code(packet.transport.kind);
         slot.tcp = *tcp;
         slot.l3_offset = packet.l3_offset;
         slot.l4_offset = packet.l4_offset;
@@ -180,7 +244,9 @@ fn lookup(flow: &FlowKey) -> (Known, *mut FlowEntry) {
         Some(entry) => {
             // SAFETY: a live map value; the LRU may recycle it only after this program returns.
             let e = unsafe { &*entry };
-            let known = if e.phase != phase::JOINED {
+            let known = if e.phase == phase::ADMITTED {
+                Known::Admitted
+            } else if e.phase != phase::JOINED {
                 Known::AwaitingBackend
             } else if e.both_closed() {
                 Known::Closed
@@ -192,7 +258,8 @@ fn lookup(flow: &FlowKey) -> (Known, *mut FlowEntry) {
     }
 }
 
-/// The client side: attached to the interface that faces the clients.
+/// The client side: attached to the interface that faces the clients. Parses, and hands every
+/// well-formed IP packet to the client-segment stage.
 #[xdp]
 pub fn synguard(ctx: XdpContext) -> u32 {
     let Some(scratch) = scratch() else {
@@ -206,37 +273,120 @@ pub fn synguard(ctx: XdpContext) -> u32 {
         guarded,
     } = parse(&ctx, scratch, true);
     if let Some(guarded) = guarded {
-        let (known, entry) = lookup(&guarded.flow);
-        verdict = match client_step(&guarded.tcp, known) {
-            ClientStep::AnswerWithCookie => syn_cookie::answer_syn(&ctx, guarded),
-            ClientStep::CheckCookie => syn_cookie::check_ack(&ctx, guarded),
-            ClientStep::CheckCookieElseForward => match syn_cookie::check_ack(&ctx, guarded) {
-                // No valid cookie: a late segment of the connection that ended there.
-                Verdict {
-                    action: Action::Drop,
-                    reason: Counter::DropCookieInvalid | Counter::DropCookieExpired,
-                } => jump_to_forward(&ctx, guarded, tally, TO_SERVER),
-                validated => validated,
-            },
-            ClientStep::Forward => jump_to_forward(&ctx, guarded, tally, TO_SERVER),
-            // SAFETY: `entry` is non-null whenever the flow is known.
-            ClientStep::ResetBeforeJoin => flows::reset_before_join(
-                guarded,
-                unsafe { &*entry },
-                TO_SERVER,
-                Counter::ResetBeforeJoin,
-            ),
-            ClientStep::AwaitBackend => Verdict {
-                action: Action::Drop,
-                reason: Counter::DropAwaitingBackend,
-            },
-            ClientStep::DropStray(reason) => Verdict {
-                action: Action::Drop,
-                reason,
-            },
+        guarded.tally = tally;
+        // SAFETY: a tail call with our own context; on success it does not return.
+        unsafe { STAGES.tail_call(&ctx, STAGE_CLIENT_SEGMENT) };
+        verdict = Verdict {
+            action: Action::Drop,
+            reason: Counter::DropNoConfig,
         };
     }
     finish(&ctx, tally, verdict)
+}
+
+/// A client's IP packet (tail-called by `synguard`, which left it in the per-CPU scratch
+/// maps): blocked sources drop first; then, for a segment to a protected service, admission by
+/// the service's mode, the step its flow is at, and the per-source accounting.
+#[xdp]
+pub fn client_segment(ctx: XdpContext) -> u32 {
+    let Some(guarded) = GUARDED.get_ptr_mut(0) else {
+        return XDP_ABORTED;
+    };
+    // SAFETY: per-CPU entry, used only during this run of the program.
+    let guarded = unsafe { &mut *guarded };
+    let tally = guarded.tally;
+    guarded.source = SourceKey {
+        addr: mapped(&guarded.addrs, true),
+        slot: 0,
+        _pad: [0; 3],
+    };
+    if is_blocked(&guarded.source.addr) {
+        let blocked = Verdict {
+            action: Action::Drop,
+            reason: Counter::DropBlocked,
+        };
+        return finish(&ctx, tally, blocked);
+    }
+    let transport = match guarded.transport {
+        TRANSPORT_TCP => TransportKind::Tcp,
+        TRANSPORT_FRAGMENT => TransportKind::Fragment,
+        _ => TransportKind::Other,
+    };
+    let service = if transport == TransportKind::Tcp {
+        service_slot(&mapped(&guarded.addrs, false), guarded.tcp.dst_port)
+    } else {
+        0
+    };
+    if service == 0 {
+        return finish(&ctx, tally, pass_ip(transport));
+    }
+    guarded.source.slot = service;
+    let (known, entry) = lookup(&guarded.flow);
+    let syn = guarded.tcp.flags.has(TcpFlags::SYN);
+    let (service_mode, cookies_on) = match SERVICES.get(guarded.source.slot as u32) {
+        Some(config) => (config.mode, config.cookies_on != 0),
+        None => (0, true),
+    };
+    // The allowlist is looked up for SYNs only: nothing else opens a connection.
+    let bypass = syn && allowed_source(&guarded.source.addr) == Some(1);
+    let admission = admission(service_mode, cookies_on, bypass);
+    let verdict = match client_step(&guarded.tcp, known, admission) {
+        ClientStep::AnswerWithCookie => syn_cookie::answer_syn(&ctx, guarded),
+        ClientStep::AdmitDirectly => flows::admit(guarded),
+        ClientStep::PassUntouched(reason) => Verdict {
+            action: Action::Pass,
+            reason,
+        },
+        ClientStep::CheckCookie => syn_cookie::check_ack(&ctx, guarded),
+        ClientStep::CheckCookieElseForward => match syn_cookie::check_ack(&ctx, guarded) {
+            // No valid cookie: a late segment of the connection that ended there.
+            Verdict {
+                action: Action::Drop,
+                reason: Counter::DropCookieInvalid | Counter::DropCookieExpired,
+            } => jump_to_forward(&ctx, guarded, tally, TO_SERVER),
+            validated => validated,
+        },
+        ClientStep::Forward => jump_to_forward(&ctx, guarded, tally, TO_SERVER),
+        // SAFETY: `entry` is non-null whenever the flow is known.
+        ClientStep::ResetBeforeJoin => flows::reset_before_join(
+            guarded,
+            unsafe { &*entry },
+            TO_SERVER,
+            Counter::ResetBeforeJoin,
+        ),
+        ClientStep::AwaitBackend => Verdict {
+            action: Action::Drop,
+            reason: Counter::DropAwaitingBackend,
+        },
+        ClientStep::DropStray(reason) => Verdict {
+            action: Action::Drop,
+            reason,
+        },
+    };
+    account(&guarded.source, syn, verdict.reason);
+    finish(&ctx, tally, verdict)
+}
+
+/// Adds the segment to its source's and its service's counters (forwarded segments never get
+/// here: the forwarding programs take them).
+#[inline(always)]
+fn account(source: &SourceKey, syn: bool, reason: Counter) {
+    if let Some(service) = SERVICE_COUNTERS.get_ptr_mut(source.slot as u32) {
+        // SAFETY: per-CPU value, only this CPU writes it.
+        unsafe { (*service).note(syn, reason) };
+    }
+    let counters = match SOURCES.get_ptr_mut(source) {
+        Some(counters) => counters,
+        None => {
+            let _ = SOURCES.insert(source, &NEW_SOURCE, 0);
+            match SOURCES.get_ptr_mut(source) {
+                Some(counters) => counters,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: per-CPU value of a live entry, only this CPU writes it.
+    unsafe { (*counters).note(syn, reason) };
 }
 
 /// The server side: attached to the interface that faces the protected servers.
@@ -252,13 +402,21 @@ pub fn synguard_server(ctx: XdpContext) -> u32 {
     } = parse(&ctx, scratch, false);
     if let Some(guarded) = guarded {
         let (known, entry) = lookup(&guarded.flow);
-        let acks_our_syn = !entry.is_null()
-            // SAFETY: checked non-null just before.
-            && guarded.tcp.ack == unsafe { (*entry).client_isn }.wrapping_add(1);
+        // SAFETY: checked non-null first.
+        let (acks_our_syn, direct) = if entry.is_null() {
+            (false, false)
+        } else {
+            let e = unsafe { &*entry };
+            (
+                guarded.tcp.ack == e.client_isn.wrapping_add(1),
+                e.admitted_directly != 0,
+            )
+        };
         // SAFETY (all arms but Untracked): `entry` is non-null whenever the flow is known.
-        verdict = match server_step(guarded.tcp.flags, known, acks_our_syn) {
+        verdict = match server_step(guarded.tcp.flags, known, acks_our_syn, direct) {
             ServerStep::Untracked => verdict,
             ServerStep::Join => flows::join(&ctx, guarded, unsafe { &mut *entry }),
+            ServerStep::JoinDirect => flows::join_direct(guarded, unsafe { &mut *entry }),
             ServerStep::ReAck => flows::re_ack(&ctx, guarded, unsafe { &*entry }),
             ServerStep::Forward => jump_to_forward(&ctx, guarded, tally, TO_CLIENT),
             ServerStep::RefusedBeforeJoin => flows::reset_before_join(
@@ -287,7 +445,7 @@ fn jump_to_forward(
 ) -> Verdict {
     guarded.tally = tally;
     // SAFETY: a tail call with our own context; on success it does not return.
-    unsafe { FORWARD.tail_call(ctx, direction as u32) };
+    unsafe { STAGES.tail_call(ctx, direction as u32) };
     Verdict {
         action: Action::Drop,
         reason: Counter::DropNoConfig,
@@ -334,16 +492,63 @@ fn forward_program(ctx: &XdpContext, direction: u8) -> u32 {
     finish(ctx, guarded.tally, verdict)
 }
 
+const TRANSPORT_TCP: u8 = 0;
+const TRANSPORT_FRAGMENT: u8 = 1;
+const TRANSPORT_OTHER: u8 = 2;
+
 #[inline(always)]
-fn is_protected(addrs: &IpAddrs, port: u16) -> bool {
-    let address = if addrs.is_v6() {
-        addrs.dst
+fn transport_code(kind: TransportKind) -> u8 {
+    match kind {
+        TransportKind::Tcp => TRANSPORT_TCP,
+        TransportKind::Fragment => TRANSPORT_FRAGMENT,
+        TransportKind::Other => TRANSPORT_OTHER,
+    }
+}
+
+/// An address as the tries key it: IPv4 as IPv4-mapped IPv6. `source` picks which one.
+#[inline(always)]
+fn mapped(addrs: &IpAddrs, source: bool) -> ProtectedAddress {
+    let address = if source { &addrs.src } else { &addrs.dst };
+    if addrs.is_v6() {
+        *address
     } else {
-        ipv4_mapped(&[addrs.dst[0], addrs.dst[1], addrs.dst[2], addrs.dst[3]])
-    };
-    PROTECTED
-        .get(Key::new(128, address))
-        .is_some_and(|ports| ports.contains(port))
+        ipv4_mapped(&[address[0], address[1], address[2], address[3]])
+    }
+}
+
+/// A full-length trie key for `address` (scratch, per CPU: the stack is full).
+#[inline(always)]
+fn trie_key(address: &ProtectedAddress) -> Option<&'static Key<ProtectedAddress>> {
+    let key = TRIE_KEY.get_ptr_mut(0)?;
+    // SAFETY: per-CPU entry, used only during this run of the program.
+    let key = unsafe { &mut *key };
+    key.prefix_len = 128;
+    key.data = *address;
+    Some(key)
+}
+
+/// The service slot of a destination port (0: not protected).
+#[inline(always)]
+fn service_slot(destination: &ProtectedAddress, port: u16) -> u8 {
+    match trie_key(destination).and_then(|key| PROTECTED.get(key)) {
+        Some(ports) => ports.slot(port),
+        None => 0,
+    }
+}
+
+/// The allowlist's value for a source, if it is on the list.
+#[inline(always)]
+fn allowed_source(source: &ProtectedAddress) -> Option<AllowValue> {
+    trie_key(source).and_then(|key| ALLOWED.get(key).copied())
+}
+
+/// Blocked, and not on the allowlist (an allowed host inside a blocked prefix stays reachable).
+#[inline(always)]
+fn is_blocked(source: &ProtectedAddress) -> bool {
+    match trie_key(source) {
+        Some(key) => BLOCKED.get(key).is_some() && ALLOWED.get(key).is_none(),
+        None => false,
+    }
 }
 
 /// Set at load time for the lab's loss tests: drop about one in this many frames larger than

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use synguard_common::{
     cookie::{self, CookieError, CookieOptions},
     counters::Counter,
-    maps::{FlowDirection, TO_SERVER, WireOptions, event_kind, phase},
+    maps::{FlowStart, TO_SERVER, WireOptions, event_kind, phase},
     parse::TcpFlags,
     segment::{SegmentSpec, write_segment},
     seq::rescale_window,
@@ -27,7 +27,7 @@ fn verdict(action: Action, reason: Counter) -> Verdict {
 }
 
 #[inline(always)]
-fn now_tai_ns() -> u64 {
+pub fn now_tai_ns() -> u64 {
     // SAFETY: no arguments, no memory.
     unsafe { bpf_ktime_get_tai_ns() }
 }
@@ -106,34 +106,24 @@ pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     let Some(entry) = NEW_FLOW.get_ptr_mut(0) else {
         return verdict(Action::Drop, Counter::DropNoConfig);
     };
-    // SAFETY: per-CPU entry, used only during this run of the program. Every field is set
-    // below, so nothing of the previous flow built here survives.
+    // SAFETY: per-CPU entry, used only during this run of the program.
     let entry = unsafe { &mut *entry };
-    entry.client_isn = client_isn;
-    entry.guard_isn = guard_isn;
-    entry.server_isn = 0;
-    entry.seq_offset = 0;
-    entry.ts_offset = 0;
-    entry.guard_tsval = match ack.options.timestamps {
-        Some((_, tsecr)) => tsecr,
-        None => 0,
-    };
-    entry.options = WireOptions::new(&options, ack.options.timestamps.is_some());
-    entry.client_shift = client_shift;
-    entry.server_view_of_client_shift = 0;
-    entry.server_shift = 0;
-    entry.client_view_of_server_shift = client_view_of_server_shift;
-    entry.server_mss = 0;
-    entry.phase = phase::AWAITING_BACKEND;
-    entry.server_timestamps = 0;
-    entry.validated_tai_ns = now;
-    entry.last_seen_ns = now_coarse_ns();
-    entry.to_server = FlowDirection {
+    entry.begin(&FlowStart {
+        phase: phase::AWAITING_BACKEND,
+        client_isn,
+        guard_isn,
+        guard_tsval: match ack.options.timestamps {
+            Some((_, tsecr)) => tsecr,
+            None => 0,
+        },
+        options: WireOptions::new(&options, ack.options.timestamps.is_some()),
+        client_shift,
+        client_view_of_server_shift,
+        now_tai_ns: now,
+        now_coarse_ns: now_coarse_ns(),
         next_seq: ack.seq,
         window: (ack.window as u32) << client_shift,
-        ..FlowDirection::default()
-    };
-    entry.to_client = FlowDirection::default();
+    });
     // A full LRU map evicts its oldest entry: insertion does not fail for lack of room. A
     // SYN on a closed tuple overwrites the old connection here.
     if FLOWS.insert(flow, &*entry, 0).is_err() {

@@ -62,6 +62,10 @@ pub fn run(tiers: &[Tier]) -> Result<()> {
                     "tcp_state",
                     "--test",
                     "flow_table",
+                    "--test",
+                    "policy",
+                    "--test",
+                    "export",
                 ]))?;
                 cmd::visible(&mut cargo_in_root([
                     "test",
@@ -82,6 +86,8 @@ pub fn run(tiers: &[Tier]) -> Result<()> {
                     "syn_cookies",
                     "--test",
                     "flows",
+                    "--test",
+                    "admission",
                 ]))?;
             }
             Tier::Lab => {

@@ -1,0 +1,101 @@
+//! What a segment to a protected service adds to its source's and its service's counters.
+//! The data plane only counts; the controller turns the counts into rates, half-open counts
+//! and decisions (`synguard::policy`).
+
+use crate::{
+    counters::Counter,
+    maps::{ServiceCounters, SourceCounters},
+};
+
+impl SourceCounters {
+    /// Notes one segment: `syn` when it was a SYN, `reason` the counter of its verdict.
+    #[inline(always)]
+    pub fn note(&mut self, syn: bool, reason: Counter) {
+        if syn {
+            self.syns += 1;
+        }
+        match reason {
+            Counter::TxSynCookie => self.cookies_sent += 1,
+            Counter::CookieValid => self.cookies_validated += 1,
+            Counter::DropCookieInvalid | Counter::DropCookieExpired => self.invalid_acks += 1,
+            Counter::DropStrayFin
+            | Counter::DropStrayRst
+            | Counter::DropStrayData
+            | Counter::DropStraySynAck => self.out_of_state += 1,
+            _ => {}
+        }
+    }
+
+    /// Adds another CPU's counts.
+    pub fn accumulate(&mut self, other: &SourceCounters) {
+        self.syns += other.syns;
+        self.cookies_sent += other.cookies_sent;
+        self.cookies_validated += other.cookies_validated;
+        self.invalid_acks += other.invalid_acks;
+        self.out_of_state += other.out_of_state;
+    }
+}
+
+impl ServiceCounters {
+    #[inline(always)]
+    pub fn note(&mut self, syn: bool, reason: Counter) {
+        if syn {
+            self.syns += 1;
+        }
+        match reason {
+            Counter::TxSynCookie => self.cookies_sent += 1,
+            Counter::PassAdmitted if syn => self.admitted += 1,
+            _ => {}
+        }
+    }
+
+    pub fn accumulate(&mut self, other: &ServiceCounters) {
+        self.syns += other.syns;
+        self.cookies_sent += other.cookies_sent;
+        self.admitted += other.admitted;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_verdict_lands_in_its_counter() {
+        let mut source = SourceCounters::default();
+        source.note(true, Counter::TxSynCookie);
+        source.note(true, Counter::DropBlocked);
+        source.note(false, Counter::CookieValid);
+        source.note(false, Counter::DropCookieInvalid);
+        source.note(false, Counter::DropCookieExpired);
+        source.note(false, Counter::DropStrayRst);
+        source.note(false, Counter::ForwardToServer);
+        assert_eq!(
+            source,
+            SourceCounters {
+                syns: 2,
+                cookies_sent: 1,
+                cookies_validated: 1,
+                invalid_acks: 2,
+                out_of_state: 1,
+            }
+        );
+        let mut sum = source;
+        sum.accumulate(&source);
+        assert_eq!(sum.invalid_acks, 4);
+
+        let mut service = ServiceCounters::default();
+        service.note(true, Counter::PassAdmitted);
+        service.note(false, Counter::PassAdmitted); // a later segment of that flow
+        service.note(true, Counter::TxSynCookie);
+        service.note(true, Counter::PassMonitored);
+        assert_eq!(
+            service,
+            ServiceCounters {
+                syns: 3,
+                cookies_sent: 1,
+                admitted: 1,
+            }
+        );
+    }
+}

@@ -1,0 +1,519 @@
+//! The policy at work: every interval, the data plane's per-source and per-service counters in;
+//! auto mode's switches and the policy's decisions out, applied to the data plane (the blocked
+//! and allowed tries, the services map) and exported (log, JSON lines, ExaBGP lines, metrics).
+//! The operator's `synguard block` and `synguard allow` land here too.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::Path,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::{
+    Ebpf,
+    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap},
+};
+use ipnet::IpNet;
+use log::{info, warn};
+use serde_json::{Value, json};
+use synguard_common::maps::{
+    ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, ProtectedAddress, SERVICE_COUNTERS_MAP,
+    SERVICES_MAP, SOURCES_MAP, ServiceConfig, ServiceCounters, SourceCounters, SourceKey,
+    block_origin, mode,
+};
+
+use crate::{
+    auto_mode::AutoSwitch,
+    export::{ExabgpStyle, LineSink, decision_json, exabgp_line},
+    guard_config::{ProtectedService, ServiceMode, lpm_key},
+    metrics::ServiceFigures,
+    policy::{Decision, Outcome, Policy, Reason, source_address},
+};
+
+/// Where decisions go besides the controller's log.
+#[derive(Clone, Debug, Default)]
+pub struct Exports {
+    /// JSON lines, one per decision.
+    pub decision_log: Option<LineSink>,
+    /// ExaBGP API lines.
+    pub exabgp: Option<(LineSink, ExabgpStyle)>,
+}
+
+/// A protected service at work: its configuration, its auto switch, its last rate.
+struct Service {
+    config: ProtectedService,
+    switch: Option<AutoSwitch>,
+    last: ServiceCounters,
+    syn_rate: f64,
+}
+
+pub struct PolicyControl {
+    pub policy: Policy,
+    services: Vec<Service>,
+    exports: Exports,
+    sources: PerCpuHashMap<MapData, SourceKey, SourceCounters>,
+    service_counters: PerCpuArray<MapData, ServiceCounters>,
+    service_configs: Array<MapData, ServiceConfig>,
+    blocked: LpmTrie<MapData, ProtectedAddress, BlockValue>,
+    allowed: LpmTrie<MapData, ProtectedAddress, AllowValue>,
+    /// Decisions taken so far, by action and reason (for the metrics).
+    pub decision_counts: BTreeMap<(Outcome, Reason), u64>,
+    last_tick: Option<f64>,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))?;
+    T::try_from(map).with_context(|| format!("map {name}"))
+}
+
+impl PolicyControl {
+    /// Takes the policy's maps from the object (after the services were written).
+    /// `auto_syn_rate` is the threshold of auto services that name none; `auto_hold` the
+    /// seconds of calm before cookies go off.
+    pub fn new(
+        ebpf: &mut Ebpf,
+        policy: Policy,
+        services: &[ProtectedService],
+        auto_syn_rate: f64,
+        auto_hold: f64,
+        exports: Exports,
+    ) -> Result<Self> {
+        let services = services
+            .iter()
+            .map(|config| Service {
+                switch: match config.mode {
+                    ServiceMode::Auto { syn_rate } => Some(AutoSwitch::new(
+                        syn_rate.unwrap_or(auto_syn_rate),
+                        auto_hold,
+                    )),
+                    _ => None,
+                },
+                config: config.clone(),
+                last: ServiceCounters::default(),
+                syn_rate: 0.0,
+            })
+            .collect();
+        Ok(Self {
+            policy,
+            services,
+            exports,
+            sources: take(ebpf, SOURCES_MAP)?,
+            service_counters: take(ebpf, SERVICE_COUNTERS_MAP)?,
+            service_configs: take(ebpf, SERVICES_MAP)?,
+            blocked: take(ebpf, BLOCKED_MAP)?,
+            allowed: take(ebpf, ALLOWED_MAP)?,
+            decision_counts: BTreeMap::new(),
+            last_tick: None,
+        })
+    }
+
+    /// The service in `slot` (1-based), if any.
+    fn service(&self, slot: u8) -> Option<&Service> {
+        self.services.get((slot as usize).checked_sub(1)?)
+    }
+
+    /// One policy interval: service rates and auto switches, then per-source decisions and
+    /// expiries, all applied and exported.
+    pub fn on_tick(&mut self, now: f64) -> Result<()> {
+        let elapsed = self.last_tick.map_or(0.0, |last| now - last);
+        self.last_tick = Some(now);
+        self.switch_services(now, elapsed)?;
+        let mut samples = Vec::new();
+        for item in self.sources.iter() {
+            let (key, per_cpu) = item.context("reading the per-source counters")?;
+            let mut sum = SourceCounters::default();
+            for counters in per_cpu.iter() {
+                sum.accumulate(counters);
+            }
+            samples.push((key, sum));
+        }
+        let monitor: Vec<u8> = self
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.config.mode == ServiceMode::Monitor)
+            .map(|(i, _)| (i + 1) as u8)
+            .collect();
+        let mut decisions = self
+            .policy
+            .observe(now, samples, |slot| !monitor.contains(&slot));
+        decisions.extend(self.policy.expire(now));
+        self.apply(&decisions)
+    }
+
+    fn switch_services(&mut self, now: f64, elapsed: f64) -> Result<()> {
+        for index in 0..self.services.len() {
+            let slot = (index + 1) as u32;
+            let mut sum = ServiceCounters::default();
+            for counters in self.service_counters.get(&slot, 0)?.iter() {
+                sum.accumulate(counters);
+            }
+            let service = &mut self.services[index];
+            if elapsed > 0.0 {
+                service.syn_rate = sum.syns.saturating_sub(service.last.syns) as f64 / elapsed;
+            }
+            service.last = sum;
+            let Some(switch) = &mut service.switch else {
+                continue;
+            };
+            if let Some(switched) = switch.observe(now, service.syn_rate) {
+                let config = ServiceConfig {
+                    mode: mode::AUTO,
+                    cookies_on: switched.cookies_on as u8,
+                    _pad: [0; 6],
+                };
+                self.service_configs.set(slot, config, 0)?;
+                let name = service_name(&service.config);
+                info!(
+                    "{name}: cookies {} (SYN rate {:.0}/s, threshold {:.0}/s)",
+                    if switched.cookies_on { "on" } else { "off" },
+                    switched.syn_rate,
+                    switched.threshold
+                );
+                let record = json!({
+                    "event": "auto_mode",
+                    "time": now,
+                    "service": name,
+                    "cookies_on": switched.cookies_on,
+                    "syn_rate": switched.syn_rate,
+                    "threshold": switched.threshold,
+                });
+                if let Some(log) = &self.exports.decision_log {
+                    log.write_lines(&[record.to_string()])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies decisions to the data plane, then logs and exports them.
+    fn apply(&mut self, decisions: &[Decision]) -> Result<()> {
+        if decisions.is_empty() {
+            return Ok(());
+        }
+        for decision in decisions {
+            let key = lpm_key(&decision.prefix);
+            match decision.action {
+                Outcome::Block => {
+                    let origin = if decision.reason == Reason::Operator {
+                        block_origin::OPERATOR
+                    } else {
+                        block_origin::POLICY
+                    };
+                    self.blocked
+                        .insert(&key, origin, 0)
+                        .with_context(|| format!("blocking {}", decision.prefix))?;
+                }
+                Outcome::Unblock => match self.blocked.remove(&key) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(error) => warn!("unblocking {}: {error}", decision.prefix),
+                },
+                Outcome::Report => {}
+            }
+            *self
+                .decision_counts
+                .entry((decision.action, decision.reason))
+                .or_default() += 1;
+            info!("{}", self.describe(decision));
+        }
+        if let Some(log) = &self.exports.decision_log {
+            let lines: Vec<String> = decisions
+                .iter()
+                .map(|d| decision_json(d).to_string())
+                .collect();
+            log.write_lines(&lines)?;
+        }
+        if let Some((sink, style)) = &self.exports.exabgp {
+            let lines: Vec<String> = decisions
+                .iter()
+                .filter_map(|d| exabgp_line(d, style))
+                .collect();
+            sink.write_lines(&lines)?;
+        }
+        Ok(())
+    }
+
+    /// One log line of a decision.
+    fn describe(&self, decision: &Decision) -> String {
+        let service = self
+            .service(decision.service)
+            .map(|s| format!(" to {}", service_name(&s.config)))
+            .unwrap_or_default();
+        let until = decision
+            .until
+            .map(|until| format!(" for {:.0} s", until - decision.time))
+            .unwrap_or_default();
+        match (decision.action, decision.reason) {
+            (_, Reason::Operator) => format!(
+                "{} {} by the operator{until}",
+                decision.action.name(),
+                decision.prefix
+            ),
+            (Outcome::Unblock, _) => format!("unblock {}: its block expired", decision.prefix),
+            (action, reason) => format!(
+                "{} {}{service}: {} {:.0} over {:.0}{until} (offence {})",
+                action.name(),
+                decision.prefix,
+                reason.name(),
+                decision.measured,
+                decision.limit,
+                decision.offence
+            ),
+        }
+    }
+
+    /// `synguard block add`.
+    pub fn block(&mut self, prefix: IpNet, ttl: Option<u64>) -> Result<Decision> {
+        let decision = self
+            .policy
+            .block(unix_now(), prefix, ttl)
+            .map_err(|e| anyhow!(e))?;
+        self.apply(std::slice::from_ref(&decision))?;
+        Ok(decision)
+    }
+
+    /// `synguard block del`.
+    pub fn unblock(&mut self, prefix: IpNet) -> Result<Decision> {
+        let decision = self
+            .policy
+            .unblock(unix_now(), prefix)
+            .ok_or_else(|| anyhow!("{prefix} is not blocked (see `synguard block list`)"))?;
+        self.apply(std::slice::from_ref(&decision))?;
+        Ok(decision)
+    }
+
+    /// `synguard allow add`: never blocked; `bypass` also skips the cookie challenge.
+    pub fn allow(&mut self, prefix: IpNet, bypass: bool) -> Result<Vec<Decision>> {
+        self.allowed
+            .insert(&lpm_key(&prefix.trunc()), bypass as AllowValue, 0)
+            .with_context(|| format!("allowing {prefix}"))?;
+        let lifted = self.policy.allow(unix_now(), prefix, bypass);
+        self.apply(&lifted)?;
+        info!(
+            "allow {}{}",
+            prefix.trunc(),
+            if bypass { " (no cookie challenge)" } else { "" }
+        );
+        Ok(lifted)
+    }
+
+    /// `synguard allow del`.
+    pub fn disallow(&mut self, prefix: IpNet) -> Result<()> {
+        self.policy.disallow(prefix).ok_or_else(|| {
+            anyhow!("{prefix} is not on the allowlist (see `synguard allow list`)")
+        })?;
+        match self.allowed.remove(&lpm_key(&prefix.trunc())) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(error) => bail!("removing {prefix} from the allowlist: {error}"),
+        }
+        info!("allow {} removed", prefix.trunc());
+        Ok(())
+    }
+
+    pub fn blocks_json(&self) -> Value {
+        json!({ "blocks": self.policy.blocks().collect::<Vec<_>>() })
+    }
+
+    pub fn allows_json(&self) -> Value {
+        json!({ "allows": self.policy.allows().collect::<Vec<_>>() })
+    }
+
+    /// The services and the sources with most half-open connections, for `synguard status`.
+    pub fn status_json(&self, top: usize) -> Value {
+        let mut figures: Vec<_> = self.policy.figures().collect();
+        figures.sort_by(|a, b| b.1.half_open.total_cmp(&a.1.half_open));
+        let sources: Vec<Value> = figures
+            .iter()
+            .take(top)
+            .map(|(key, f)| {
+                json!({
+                    "source": source_address(key).to_string(),
+                    "service": self.service(key.slot).map(|s| service_name(&s.config)),
+                    "half_open": f.half_open,
+                    "syn_rate": f.syn_rate,
+                    "invalid_ack_rate": f.invalid_ack_rate,
+                    "out_of_state_rate": f.out_of_state_rate,
+                })
+            })
+            .collect();
+        json!({
+            "services": self.service_figures().iter().map(|s| json!({
+                "service": s.service,
+                "mode": s.mode,
+                "syn_rate": s.syn_rate,
+                "cookies_on": s.cookies_on,
+                "syns": s.syns,
+                "cookies_sent": s.cookies_sent,
+                "admitted": s.admitted,
+            })).collect::<Vec<_>>(),
+            "half_open": self.policy.half_open_total(),
+            "top_sources": sources,
+            "blocks": self.policy.blocks().count(),
+            "allows": self.policy.allows().count(),
+        })
+    }
+
+    pub fn service_figures(&self) -> Vec<ServiceFigures> {
+        self.services
+            .iter()
+            .map(|s| ServiceFigures {
+                service: service_name(&s.config),
+                mode: s.config.mode.name(),
+                syn_rate: s.syn_rate,
+                cookies_on: match &s.switch {
+                    Some(switch) => switch.cookies_on,
+                    None => s.config.mode == ServiceMode::Always,
+                },
+                syns: s.last.syns,
+                cookies_sent: s.last.cookies_sent,
+                admitted: s.last.admitted,
+            })
+            .collect()
+    }
+}
+
+/// A service as the operator wrote it (ports compressed into ranges).
+pub fn service_name(service: &ProtectedService) -> String {
+    let mut ranges: Vec<String> = Vec::new();
+    let mut ports = service.ports.clone();
+    ports.sort_unstable();
+    ports.dedup();
+    let mut iter = ports.into_iter().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end.wrapping_add(1))) {
+            end = iter.next().unwrap_or(end);
+        }
+        ranges.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    let prefix = match service.prefix {
+        IpNet::V6(net) => format!("[{net}]"),
+        IpNet::V4(net) => net.to_string(),
+    };
+    format!("{prefix}:{}", ranges.join(","))
+}
+
+/// A prefix as the operator may write it: CIDR, or a bare address (a host).
+pub fn parse_prefix(text: &str) -> Result<IpNet> {
+    match text.parse::<IpNet>() {
+        Ok(net) => Ok(net.trunc()),
+        Err(_) => text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+            anyhow!("{text:?} is not an address or a prefix (e.g. 198.18.0.66 or 198.18.0.0/24)")
+        }),
+    }
+}
+
+/// An entry of a list file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListEntry {
+    pub prefix: IpNet,
+    /// For the allowlist: `bypass` after the prefix skips the cookie challenge.
+    pub bypass: bool,
+}
+
+/// Reads a block or allow list: one prefix per line, `#` comments, blank lines; an allow entry
+/// may add the word `bypass`. Errors name the file and the line.
+pub fn read_list(path: &Path, allow: bool) -> Result<Vec<ListEntry>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the list {}", path.display()))?;
+    let mut entries = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let at = || format!("{} line {}", path.display(), number + 1);
+        let prefix = parse_prefix(words.next().unwrap_or("")).with_context(at)?;
+        let bypass = match words.next() {
+            None => false,
+            Some("bypass") if allow => true,
+            Some(word) => bail!(
+                "{}: unexpected {word:?} after the prefix{}",
+                at(),
+                if allow {
+                    " (only `bypass` may follow)"
+                } else {
+                    ""
+                }
+            ),
+        };
+        if let Some(word) = words.next() {
+            bail!("{}: unexpected {word:?}", at());
+        }
+        entries.push(ListEntry { prefix, bypass });
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_names_read_like_the_flag() {
+        for text in [
+            "198.19.1.2/32:80",
+            "198.19.1.0/24:80,443,8000-8002",
+            "[2001:db8::/64]:443",
+        ] {
+            let service: ProtectedService = text.parse().unwrap();
+            assert_eq!(service_name(&service), text);
+        }
+    }
+
+    #[test]
+    fn list_files() {
+        let path = std::env::temp_dir().join(format!("synguard-list-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            "# partners\n198.18.0.0/24 bypass\n\n2001:db8::1   # a host\n198.18.5.7/16\n",
+        )
+        .unwrap();
+        let entries = read_list(&path, true).unwrap();
+        assert_eq!(
+            entries,
+            [
+                ListEntry {
+                    prefix: "198.18.0.0/24".parse().unwrap(),
+                    bypass: true
+                },
+                ListEntry {
+                    prefix: "2001:db8::1/128".parse().unwrap(),
+                    bypass: false
+                },
+                ListEntry {
+                    prefix: "198.18.0.0/16".parse().unwrap(),
+                    bypass: false
+                },
+            ]
+        );
+        let error = format!("{:#}", read_list(&path, false).unwrap_err());
+        assert!(
+            error.contains("line 2") && error.contains("bypass"),
+            "{error}"
+        );
+        std::fs::write(&path, "198.18.0.300\n").unwrap();
+        let error = format!("{:#}", read_list(&path, false).unwrap_err());
+        assert!(
+            error.contains("line 1") && error.contains("not an address"),
+            "{error}"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+}
