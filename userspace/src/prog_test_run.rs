@@ -4,14 +4,17 @@
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use log::LevelFilter;
 use synguard_common::{
     cookie::{CookieKeys, FlowKey},
     counters::CounterBlock,
-    maps::{FLOW_EVENTS_MAP, FLOWS_MAP, FlowEntry, FlowEvent},
+    maps::{
+        ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, FLOW_EVENTS_MAP, FLOWS_MAP, FlowEntry,
+        FlowEvent, ProtectedAddress, SOURCES_MAP, SourceCounters, SourceKey, block_origin,
+    },
     segment::SynAckSettings,
     verdict::Action,
 };
@@ -99,6 +102,46 @@ impl DataPlane {
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Blocks `prefix` as the controller would.
+    pub fn block(&mut self, prefix: &ipnet::IpNet) -> Result<()> {
+        let mut trie: LpmTrie<_, ProtectedAddress, BlockValue> = LpmTrie::try_from(
+            self.ebpf
+                .map_mut(BLOCKED_MAP)
+                .context("blocked map missing")?,
+        )?;
+        trie.insert(&guard_config::lpm_key(prefix), block_origin::OPERATOR, 0)?;
+        Ok(())
+    }
+
+    /// Puts `prefix` on the allowlist (`bypass`: its SYNs skip the cookie).
+    pub fn allow(&mut self, prefix: &ipnet::IpNet, bypass: bool) -> Result<()> {
+        let mut trie: LpmTrie<_, ProtectedAddress, AllowValue> = LpmTrie::try_from(
+            self.ebpf
+                .map_mut(ALLOWED_MAP)
+                .context("allowed map missing")?,
+        )?;
+        trie.insert(&guard_config::lpm_key(prefix), bypass as AllowValue, 0)?;
+        Ok(())
+    }
+
+    /// Turns auto mode's cookies on or off for the service in `slot`.
+    pub fn set_cookies_on(&mut self, slot: u8, service: &ProtectedService, on: bool) -> Result<()> {
+        guard_config::write_cookies_on(&mut self.ebpf, slot, service, on)
+    }
+
+    /// What the data plane counted of one source and service, summed over CPUs.
+    pub fn source_counters(&self, key: &SourceKey) -> Result<SourceCounters> {
+        let map: PerCpuHashMap<_, SourceKey, SourceCounters> =
+            PerCpuHashMap::try_from(self.ebpf.map(SOURCES_MAP).context("sources map missing")?)?;
+        let mut sum = SourceCounters::default();
+        match map.get(key, 0) {
+            Ok(per_cpu) => per_cpu.iter().for_each(|c| sum.accumulate(c)),
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(sum)
     }
 
     fn program(&mut self, name: &str) -> Result<&mut Xdp> {

@@ -6,8 +6,8 @@
 
 mod support;
 
-use etherparse::{PacketBuilder, TcpOptionElement as O};
-use support::{guard, syn_ack_for};
+use etherparse::TcpOptionElement as O;
+use support::{guard, options, passes, segment, syn_ack_for};
 use synguard::{object::SERVER_PROGRAM, prog_test_run::DataPlane};
 use synguard_common::{
     counters::Counter,
@@ -20,60 +20,6 @@ use synguard_common::{
 const SERVER_ISN: u32 = 0x7000_0000;
 const CLIENT_TS: u32 = 0x1122_4000;
 const SERVER_TS: u32 = 0x5555_0000;
-
-/// A TCP/IPv4 frame of the fixture flow, either way.
-fn segment(
-    from_client: bool,
-    seq: u32,
-    ack: u32,
-    flags: u8,
-    window: u16,
-    options: &[O],
-    payload: &[u8],
-) -> Vec<u8> {
-    let (src, dst, sport, dport) = if from_client {
-        (CLIENT4, SERVER4, CLIENT_PORT, SERVER_PORT)
-    } else {
-        (SERVER4, CLIENT4, SERVER_PORT, CLIENT_PORT)
-    };
-    let mut tcp = PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
-        .ipv4(src, dst, 64)
-        .tcp(sport, dport, seq, window);
-    if flags & F::ACK != 0 {
-        tcp = tcp.ack(ack);
-    }
-    if flags & F::SYN != 0 {
-        tcp = tcp.syn();
-    }
-    if flags & F::FIN != 0 {
-        tcp = tcp.fin();
-    }
-    if flags & F::RST != 0 {
-        tcp = tcp.rst();
-    }
-    let tcp = tcp.options(options).unwrap();
-    let mut frame = Vec::new();
-    tcp.write(&mut frame, payload).unwrap();
-    frame
-}
-
-/// Runs `frame` through the named program; expects XDP_PASS and returns the TCP header of
-/// the output (its checksums verified) and the payload.
-fn passes(guard: &mut DataPlane, program: &str, frame: &[u8]) -> (etherparse::TcpHeader, Vec<u8>) {
-    let outcome = guard.run_program(program, frame).unwrap();
-    assert_eq!(outcome.action().unwrap(), Action::Pass);
-    let l3 = &outcome.output[14..];
-    let tcp = assert_checksums(l3);
-    let (_, rest) = etherparse::IpHeaders::from_slice(l3).unwrap();
-    (tcp.clone(), rest.payload[tcp.header_len()..].to_vec())
-}
-
-fn options(tcp: &etherparse::TcpHeader) -> Vec<O> {
-    tcp.options_iterator()
-        .map(Result::unwrap)
-        .filter(|o| *o != O::Noop)
-        .collect()
-}
 
 /// The server's SYN-ACK to the backend SYN (its options differ from ours on purpose: MSS
 /// 1400, window scale 9), stamped `tsval`.

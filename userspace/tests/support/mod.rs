@@ -1,9 +1,11 @@
 //! What the data-plane test files share: a configured guard and the SYN -> SYN-ACK step.
 #![allow(dead_code)] // each test file uses its own part
 
-use etherparse::TcpOptionElement;
+use etherparse::{PacketBuilder, TcpOptionElement, TcpOptionElement as O};
 use synguard::{guard_config::ProtectedService, privilege, prog_test_run::DataPlane};
-use synguard_common::{cookie::CookieKeys, siphash::SipKey, test_frames::*, verdict::Action};
+use synguard_common::{
+    cookie::CookieKeys, parse::TcpFlags as F, siphash::SipKey, test_frames::*, verdict::Action,
+};
 
 pub const KEY_A: SipKey = SipKey { k0: 11, k1: 12 };
 pub const KEY_B: SipKey = SipKey { k0: 21, k1: 22 };
@@ -45,4 +47,62 @@ pub fn syn_ack_for(
         _ => None,
     });
     (cookie, tsval, options)
+}
+
+/// A TCP/IPv4 frame of the fixture flow, either way.
+pub fn segment(
+    from_client: bool,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    options: &[O],
+    payload: &[u8],
+) -> Vec<u8> {
+    let (src, dst, sport, dport) = if from_client {
+        (CLIENT4, SERVER4, CLIENT_PORT, SERVER_PORT)
+    } else {
+        (SERVER4, CLIENT4, SERVER_PORT, CLIENT_PORT)
+    };
+    let mut tcp = PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, seq, window);
+    if flags & F::ACK != 0 {
+        tcp = tcp.ack(ack);
+    }
+    if flags & F::SYN != 0 {
+        tcp = tcp.syn();
+    }
+    if flags & F::FIN != 0 {
+        tcp = tcp.fin();
+    }
+    if flags & F::RST != 0 {
+        tcp = tcp.rst();
+    }
+    let tcp = tcp.options(options).unwrap();
+    let mut frame = Vec::new();
+    tcp.write(&mut frame, payload).unwrap();
+    frame
+}
+
+/// Runs `frame` through the named program; expects XDP_PASS and returns the TCP header of
+/// the output (its checksums verified) and the payload.
+pub fn passes(
+    guard: &mut DataPlane,
+    program: &str,
+    frame: &[u8],
+) -> (etherparse::TcpHeader, Vec<u8>) {
+    let outcome = guard.run_program(program, frame).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Pass);
+    let l3 = &outcome.output[14..];
+    let tcp = assert_checksums(l3);
+    let (_, rest) = etherparse::IpHeaders::from_slice(l3).unwrap();
+    (tcp.clone(), rest.payload[tcp.header_len()..].to_vec())
+}
+
+pub fn options(tcp: &etherparse::TcpHeader) -> Vec<O> {
+    tcp.options_iterator()
+        .map(Result::unwrap)
+        .filter(|o| *o != O::Noop)
+        .collect()
 }

@@ -1,0 +1,270 @@
+//! Data-plane tests of admission: blocked and allowed sources, the service modes (monitor,
+//! auto, always) and a flow let straight through, and the per-source counters. The real
+//! compiled programs through BPF_PROG_TEST_RUN; outputs byte-checked. They need root.
+
+mod support;
+
+use etherparse::TcpOptionElement as O;
+use support::{KEY_A, KEY_B, keys, options, passes, segment, syn_ack_for};
+use synguard::{
+    guard_config::ProtectedService,
+    object::{GUARD_PROGRAM, SERVER_PROGRAM},
+    policy::source_key,
+    privilege,
+    prog_test_run::DataPlane,
+};
+use synguard_common::{
+    counters::Counter,
+    maps::{SourceCounters, event_kind, phase},
+    parse::TcpFlags as F,
+    test_frames::*,
+    verdict::Action,
+};
+
+const SERVER_ISN: u32 = 0x7000_0000;
+
+/// The fixture server's port 80 in the given mode (slot 1), port 81 always (slot 2), the
+/// IPv6 fixture server always (slot 3).
+fn services(mode: &str) -> Vec<ProtectedService> {
+    [
+        format!("198.19.1.0/24:80:{mode}"),
+        "198.19.1.0/24:81".to_string(),
+        "[2001:db8:1::/48]:80".to_string(),
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect()
+}
+
+fn guard_in(mode: &str) -> DataPlane {
+    privilege::require_xdp_privileges("the data-plane tests")
+        .expect("run the data-plane tests as root, e.g. through `cargo xtask test`");
+    let mut guard = DataPlane::load(GUARD_PROGRAM).unwrap();
+    guard
+        .configure(&keys(KEY_A, KEY_B), &services(mode))
+        .unwrap();
+    guard
+}
+
+fn client_source() -> synguard_common::maps::SourceKey {
+    source_key(std::net::IpAddr::from(CLIENT4), 1)
+}
+
+/// Runs `frame` and expects `action` counted under `reason`; returns the output.
+fn expect(guard: &mut DataPlane, frame: &[u8], action: Action, reason: Counter) -> Vec<u8> {
+    let before = guard.counters().unwrap().get(reason);
+    let outcome = guard.run(frame).unwrap();
+    assert_eq!(outcome.action().unwrap(), action, "{}", reason.name());
+    assert_eq!(
+        guard.counters().unwrap().get(reason),
+        before + 1,
+        "counted as {}",
+        reason.name()
+    );
+    outcome.output
+}
+
+#[test]
+fn a_blocked_source_drops_before_anything_else() {
+    let mut guard = guard_in("always");
+    guard.block(&"198.18.1.0/24".parse().unwrap()).unwrap();
+    expect(&mut guard, &syn_v4(0), Action::Drop, Counter::DropBlocked);
+    expect(&mut guard, &udp_v4(), Action::Drop, Counter::DropBlocked);
+    let unprotected = tcp_v4_with_flags(F::ACK, 22);
+    expect(&mut guard, &unprotected, Action::Drop, Counter::DropBlocked);
+    expect(&mut guard, &syn_v6(), Action::Tx, Counter::TxSynCookie);
+    // An allowed host inside the blocked prefix stays reachable.
+    guard
+        .allow(&"198.18.1.2/32".parse().unwrap(), false)
+        .unwrap();
+    expect(&mut guard, &syn_v4(0), Action::Tx, Counter::TxSynCookie);
+}
+
+#[test]
+fn monitor_mode_passes_everything_untouched_and_counts() {
+    let mut guard = guard_in("monitor");
+    let syn = syn_v4(0);
+    let out = expect(&mut guard, &syn, Action::Pass, Counter::PassMonitored);
+    assert_eq!(out, syn, "not a byte changed");
+    let stray_rst = tcp_v4_with_flags(F::RST, 80);
+    let out = expect(&mut guard, &stray_rst, Action::Pass, Counter::PassMonitored);
+    assert_eq!(out, stray_rst);
+    let forged = ack_v4(CLIENT_ISN + 1, 0x1234_5678, None);
+    expect(&mut guard, &forged, Action::Pass, Counter::PassMonitored);
+    assert_eq!(
+        guard.source_counters(&client_source()).unwrap(),
+        SourceCounters {
+            syns: 1,
+            ..SourceCounters::default()
+        }
+    );
+    // Port 81 of the same prefix is another service, in always mode.
+    let mut syn81 = syn.clone();
+    syn81[14 + 20 + 2..14 + 20 + 4].copy_from_slice(&81u16.to_be_bytes());
+    syn81 = fix_checksums(syn81);
+    expect(&mut guard, &syn81, Action::Tx, Counter::TxSynCookie);
+}
+
+/// Recomputes a TCP/IPv4 frame's checksums after a test patched it.
+fn fix_checksums(frame: Vec<u8>) -> Vec<u8> {
+    let (headers, payload) = {
+        let sliced = etherparse::SlicedPacket::from_ethernet(&frame).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = sliced.net else {
+            panic!("IPv4 expected")
+        };
+        let Some(etherparse::TransportSlice::Tcp(tcp)) = sliced.transport else {
+            panic!("TCP expected")
+        };
+        (
+            (ip.header().to_header(), tcp.to_header()),
+            tcp.payload().to_vec(),
+        )
+    };
+    let (mut ip, mut tcp) = headers;
+    tcp.checksum = tcp.calc_checksum_ipv4(&ip, &payload).unwrap();
+    ip.header_checksum = ip.calc_header_checksum();
+    let mut out = frame[..14].to_vec();
+    ip.write(&mut out).unwrap();
+    tcp.write(&mut out).unwrap();
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[test]
+fn auto_mode_under_its_threshold_lets_the_flow_straight_through() {
+    let mut guard = guard_in("auto");
+    let syn = syn_v4(0);
+    let out = expect(&mut guard, &syn, Action::Pass, Counter::PassAdmitted);
+    assert_eq!(out, syn, "the client's own SYN goes to the server");
+    let flow = flow_of(&syn);
+    let entry = guard.flow(&flow).unwrap().expect("the flow is recorded");
+    assert_eq!(entry.phase, phase::ADMITTED);
+    assert_eq!(entry.admitted_directly, 1);
+    assert_eq!(entry.client_isn, CLIENT_ISN);
+    // A retransmitted SYN passes as well (the client's own retransmission).
+    expect(&mut guard, &syn, Action::Pass, Counter::PassAdmitted);
+
+    let syn_ack = segment(
+        false,
+        SERVER_ISN,
+        CLIENT_ISN + 1,
+        F::SYN | F::ACK,
+        65160,
+        &[
+            O::MaximumSegmentSize(1400),
+            O::SelectiveAcknowledgementPermitted,
+            O::Timestamp(0x5555_0000, 0x1122_3344),
+            O::Noop,
+            O::WindowScale(9),
+        ],
+        &[],
+    );
+    let outcome = guard.run_program(SERVER_PROGRAM, &syn_ack).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Pass);
+    assert_eq!(
+        outcome.output, syn_ack,
+        "the server's SYN-ACK reaches the client as it is"
+    );
+    let entry = guard.flow(&flow).unwrap().unwrap();
+    assert_eq!(entry.phase, phase::JOINED);
+    assert_eq!((entry.server_isn, entry.seq_offset), (SERVER_ISN, 0));
+    assert_eq!((entry.client_shift, entry.server_shift), (7, 9));
+
+    // The third ACK and data go through untranslated (only the route may change the frame).
+    let data = segment(
+        true,
+        CLIENT_ISN + 1,
+        SERVER_ISN + 1,
+        F::ACK,
+        502,
+        &[O::Noop, O::Noop, O::Timestamp(0x1122_3345, 0x5555_0000)],
+        b"GET / HTTP/1.1\r\n\r\n",
+    );
+    let (tcp, payload) = passes(&mut guard, GUARD_PROGRAM, &data);
+    assert_eq!(
+        (
+            tcp.sequence_number,
+            tcp.acknowledgment_number,
+            tcp.window_size
+        ),
+        (CLIENT_ISN + 1, SERVER_ISN + 1, 502)
+    );
+    assert_eq!(options(&tcp), [O::Timestamp(0x1122_3345, 0x5555_0000)]);
+    assert_eq!(payload, b"GET / HTTP/1.1\r\n\r\n");
+    let reply = segment(
+        false,
+        SERVER_ISN + 1,
+        CLIENT_ISN + 19,
+        F::ACK,
+        500,
+        &[],
+        b"ok",
+    );
+    let (tcp, _) = passes(&mut guard, SERVER_PROGRAM, &reply);
+    assert_eq!(
+        (tcp.sequence_number, tcp.acknowledgment_number),
+        (SERVER_ISN + 1, CLIENT_ISN + 19)
+    );
+
+    let events = guard.events().unwrap();
+    let kinds: Vec<(u8, u8)> = events.iter().map(|e| (e.kind, e.flags)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (event_kind::ADMITTED, F::SYN),
+            (event_kind::JOINED, F::SYN | F::ACK),
+            (event_kind::CONTROL, F::ACK),
+        ],
+        "the admission, the join, and the client's first segment (its third ACK)"
+    );
+    let counted = guard.source_counters(&client_source()).unwrap();
+    assert_eq!((counted.syns, counted.cookies_sent), (2, 0));
+}
+
+#[test]
+fn auto_mode_above_its_threshold_answers_with_cookies() {
+    let mut guard = guard_in("auto");
+    guard.set_cookies_on(1, &services("auto")[0], true).unwrap();
+    let (cookie, _, _) = syn_ack_for(&mut guard, &syn_v4(0), 0);
+    assert!(
+        guard.flow(&flow_of(&syn_v4(0))).unwrap().is_none(),
+        "no state for a SYN"
+    );
+    let forged = ack_v4(CLIENT_ISN + 1, cookie ^ 0x0100_0000, None);
+    expect(
+        &mut guard,
+        &forged,
+        Action::Drop,
+        Counter::DropCookieInvalid,
+    );
+    let stray = tcp_v4_with_flags(F::FIN | F::ACK, 80);
+    expect(&mut guard, &stray, Action::Drop, Counter::DropStrayFin);
+    assert_eq!(
+        guard.source_counters(&client_source()).unwrap(),
+        SourceCounters {
+            syns: 1,
+            cookies_sent: 1,
+            cookies_validated: 0,
+            invalid_acks: 1,
+            out_of_state: 1,
+        }
+    );
+    // Back under the threshold: straight through again.
+    guard
+        .set_cookies_on(1, &services("auto")[0], false)
+        .unwrap();
+    expect(&mut guard, &syn_v4(0), Action::Pass, Counter::PassAdmitted);
+}
+
+#[test]
+fn an_allowlisted_source_with_bypass_skips_the_cookie() {
+    let mut guard = guard_in("always");
+    guard
+        .allow(&"198.18.1.0/24".parse().unwrap(), false)
+        .unwrap();
+    expect(&mut guard, &syn_v4(0), Action::Tx, Counter::TxSynCookie);
+    guard
+        .allow(&"198.18.1.2/32".parse().unwrap(), true)
+        .unwrap();
+    expect(&mut guard, &syn_v4(0), Action::Pass, Counter::PassAdmitted);
+}
