@@ -16,9 +16,10 @@ use serde_json::{Value, json};
 
 use crate::policy::{Decision, Outcome};
 
-/// A decision as one JSON object: the record's fields, `event` first.
+/// A decision as one JSON object: `"type": "decision"` (as synguard's other JSON lines say
+/// what they are), then the record's fields.
 pub fn decision_json(decision: &Decision) -> Value {
-    let mut record = json!({ "event": "decision" });
+    let mut record = json!({ "type": "decision" });
     if let (Value::Object(record), Ok(Value::Object(fields))) =
         (&mut record, serde_json::to_value(decision))
     {

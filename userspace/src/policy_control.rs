@@ -182,7 +182,7 @@ impl PolicyControl {
                     switched.threshold
                 );
                 let record = json!({
-                    "event": "auto_mode",
+                    "type": "auto_mode",
                     "time": now,
                     "service": name,
                     "cookies_on": switched.cookies_on,

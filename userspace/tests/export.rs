@@ -26,7 +26,7 @@ fn block(prefix: &str) -> Decision {
 fn decisions_are_json_records() {
     let line = decision_json(&block("198.18.0.66/32")).to_string();
     let back: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(back["event"], "decision");
+    assert_eq!(back["type"], "decision");
     assert_eq!(back["action"], "block");
     assert_eq!(back["prefix"], "198.18.0.66/32");
     assert_eq!(back["reason"], "syn_rate");

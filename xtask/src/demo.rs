@@ -1,12 +1,12 @@
 //! `cargo xtask demo`: build, bring a lab up, attach synguard to the guard (both sides), then
 //! show its job while its counters print: HTTP to the protected server goes through the
-//! cookie handshake and is forwarded; a SYN flood against it is answered with cookies while
-//! real clients keep getting their pages; the controller's state histogram at the end.
-//! Detach and remove the lab at the end, also on error or ^C.
+//! cookie handshake and is forwarded; a SYN flood from random sources is answered with cookies
+//! while real clients keep getting their pages; a flood from one source is blocked by the
+//! policy within a second and dropped at the NIC; the block list and the controller's state
+//! histogram at the end. Detach and remove the lab at the end, also on error or ^C.
 
 use std::{
     path::Path,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -19,13 +19,12 @@ use crate::{
     lab::{
         self, GUARD_CLIENT_IFACE, GUARD_SERVER_IFACE, Host, Lab, LabGuard, SERVER_ADDR, SERVER_PORT,
     },
-    lab_server,
 };
 
 const REQUESTS: usize = 20;
 /// The protected service: the lab's HTTP server.
 const PROTECTED_PORT: u16 = SERVER_PORT;
-const FLOOD_SECONDS: &str = "3";
+const FLOOD_SECONDS: u32 = 3;
 /// Spoofed flood source, inside the lab's range: its SYN-ACKs die in the client namespace.
 const FLOOD_SOURCE: &str = "198.18.1.99";
 
@@ -77,12 +76,21 @@ pub fn run(xtask: &Path) -> Result<()> {
     Ok(())
 }
 
-fn http_get(lab: &Lab) -> Result<bool> {
-    let url = format!("http://{SERVER_ADDR}:{SERVER_PORT}/");
-    let out = lab
-        .exec(Host::Client, "curl", ["-sS", "--max-time", "5", &url])
-        .output()?;
-    Ok(out.status.success() && out.stdout == lab_server::BODY.as_bytes())
+/// Five page fetches, 400 ms apart, while a flood runs; how many arrived.
+fn fetch_during(lab: &Lab, mut flood: std::process::Child) -> Result<usize> {
+    let mut completed = 0;
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(400));
+        completed += usize::from(lab.page_arrives()?);
+    }
+    flood.wait()?;
+    println!("demo: client: {completed}/5 pages fetched through the guard during the flood");
+    if completed == 0 {
+        bail!("no client got its page during the flood");
+    }
+    // One more counter line after the flood.
+    std::thread::sleep(Duration::from_millis(1100));
+    Ok(completed)
 }
 
 fn drive(lab: &Lab, synguard: &Path) -> Result<()> {
@@ -94,58 +102,39 @@ fn drive(lab: &Lab, synguard: &Path) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     println!(
-        "demo: 1/3: HTTP to the protected server: cookie handshake at the guard, then joined and forwarded"
+        "demo: 1/4: HTTP to the protected server: cookie handshake at the guard, then joined and forwarded"
     );
     for request in 1..=REQUESTS {
-        if !http_get(lab)? {
+        if !lab.page_arrives()? {
             bail!("request {request} through the guard failed");
         }
         // Paced so the per-second counter lines show the traffic as it flows.
         std::thread::sleep(Duration::from_millis(100));
     }
     println!("demo: client: {REQUESTS}/{REQUESTS} HTTP requests answered");
+    let port = PROTECTED_PORT.to_string();
     println!(
-        "demo: 2/3: a {FLOOD_SECONDS} s SYN flood (hping3, source {FLOOD_SOURCE}) against the protected port {PROTECTED_PORT}; real clients fetch pages meanwhile"
+        "demo: 2/4: a {FLOOD_SECONDS} s SYN flood from random sources (hping3 --rand-source) against port {PROTECTED_PORT}: every SYN gets a cookie, no state is kept; real clients fetch pages meanwhile"
     );
-    let mut flood = lab
-        .exec(
-            Host::Client,
-            "timeout",
-            [
-                FLOOD_SECONDS,
-                "hping3",
-                "-q",
-                "-S",
-                "--flood",
-                "-a",
-                FLOOD_SOURCE,
-                "-p",
-                &PROTECTED_PORT.to_string(),
-                SERVER_ADDR,
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting hping3")?;
-    let mut completed = 0;
-    for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(400));
-        completed += usize::from(http_get(lab)?);
+    fetch_during(
+        lab,
+        lab.flood(FLOOD_SECONDS, &["-S", "--rand-source", "-p", &port])?,
+    )?;
+    println!(
+        "demo: 3/4: a {FLOOD_SECONDS} s SYN flood from one source ({FLOOD_SOURCE}): over --max-syn-rate, blocked by the policy and dropped at the NIC (drop_blocked)"
+    );
+    fetch_during(
+        lab,
+        lab.flood(FLOOD_SECONDS, &["-S", "-a", FLOOD_SOURCE, "-p", &port])?,
+    )?;
+    let synguard = synguard.to_str().context("non-UTF-8 path")?;
+    let blocks = cmd::stdout(&mut lab.exec(Host::Guard, synguard, ["block", "list"]))?;
+    println!("demo: `synguard block list`:\n{blocks}");
+    if !blocks.contains(FLOOD_SOURCE) {
+        bail!("the single-source flood was not blocked");
     }
-    flood.wait()?;
-    println!("demo: client: {completed}/5 pages fetched through the guard during the flood");
-    if completed == 0 {
-        bail!("no client got its page during the flood");
-    }
-    // One more counter line after the flood.
-    std::thread::sleep(Duration::from_millis(1100));
-    println!("demo: 3/3: the validated flows, as `synguard status` shows them");
-    let status = cmd::stdout(&mut lab.exec(
-        Host::Guard,
-        synguard.to_str().context("non-UTF-8 path")?,
-        ["status"],
-    ))?;
+    println!("demo: 4/4: the validated flows, as `synguard status` shows them");
+    let status = cmd::stdout(&mut lab.exec(Host::Guard, synguard, ["status"]))?;
     println!("{status}");
     Ok(())
 }

@@ -106,6 +106,31 @@ impl Lab {
         command
     }
 
+    /// Fetches the lab server's page from the client namespace (curl, 5 s at most): true when
+    /// the whole page arrived.
+    pub fn page_arrives(&self) -> Result<bool> {
+        let url = format!("http://{SERVER_ADDR}:{SERVER_PORT}/");
+        let out = self
+            .exec(Host::Client, "curl", ["-sS", "--max-time", "5", &url])
+            .output()?;
+        Ok(out.status.success() && out.stdout == crate::lab_server::BODY.as_bytes())
+    }
+
+    /// Starts an hping3 flood from the client namespace toward the lab server, bounded to
+    /// `seconds` by timeout(1); `args` pick the kind (`-S`, `-a SOURCE`, `--rand-source`,
+    /// `-p PORT`...).
+    pub fn flood(&self, seconds: u32, args: &[&str]) -> Result<std::process::Child> {
+        let seconds = seconds.to_string();
+        let mut argv = vec![seconds.as_str(), "hping3", "-q", "--flood"];
+        argv.extend_from_slice(args);
+        argv.push(SERVER_ADDR);
+        self.exec(Host::Client, "timeout", argv)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting hping3")
+    }
+
     fn ip<const N: usize>(&self, host: Host, args: [&str; N]) -> Result<()> {
         cmd::output(
             Command::new("ip")

@@ -110,6 +110,8 @@ fn lab_tests(synguard: &Path) -> Result<()> {
             "lab",
             "--test",
             "flows",
+            "--test",
+            "policy",
             "--",
             "--test-threads=1",
         ])

@@ -116,8 +116,36 @@ impl Guard {
             .unwrap_or(Value::Null)
     }
 
+    /// Waits for a counter line read entirely after this call, so totals include everything
+    /// that happened before it.
+    pub fn settle(&self) {
+        let count = || {
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|line| line["type"] == "counters")
+                .count()
+        };
+        let seen = count();
+        wait_for("a fresh counter line", Duration::from_secs(5), || {
+            count() >= seen + 2
+        });
+    }
+
     pub fn total(&self, counter: &str) -> u64 {
         self.totals()[counter].as_u64().unwrap_or(0)
+    }
+
+    /// Every JSON line of a type seen so far (`decision`, `auto_mode`, ...).
+    pub fn records(&self, kind: &str) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line["type"] == kind)
+            .cloned()
+            .collect()
     }
 
     /// The handshake event for a client port, once it arrived.
