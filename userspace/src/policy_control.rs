@@ -61,6 +61,8 @@ pub struct PolicyControl {
     /// Decisions taken so far, by action and reason (for the metrics).
     pub decision_counts: BTreeMap<(Outcome, Reason), u64>,
     last_tick: Option<f64>,
+    /// The last round: how many source entries it read, and how long it took (seconds).
+    last_round: (usize, f64),
 }
 
 /// Seconds since the Unix epoch.
@@ -115,6 +117,7 @@ impl PolicyControl {
             allowed: take(ebpf, ALLOWED_MAP)?,
             decision_counts: BTreeMap::new(),
             last_tick: None,
+            last_round: (0, 0.0),
         })
     }
 
@@ -126,6 +129,7 @@ impl PolicyControl {
     /// One policy interval: service rates and auto switches, then per-source decisions and
     /// expiries, all applied and exported.
     pub fn on_tick(&mut self, now: f64) -> Result<()> {
+        let started = std::time::Instant::now();
         let elapsed = self.last_tick.map_or(0.0, |last| now - last);
         self.last_tick = Some(now);
         self.switch_services(now, elapsed)?;
@@ -145,11 +149,14 @@ impl PolicyControl {
             .filter(|(_, s)| s.config.mode == ServiceMode::Monitor)
             .map(|(i, _)| (i + 1) as u8)
             .collect();
+        let sources = samples.len();
         let mut decisions = self
             .policy
             .observe(now, samples, |slot| !monitor.contains(&slot));
         decisions.extend(self.policy.expire(now));
-        self.apply(&decisions)
+        let applied = self.apply(&decisions);
+        self.last_round = (sources, started.elapsed().as_secs_f64());
+        applied
     }
 
     fn switch_services(&mut self, now: f64, elapsed: f64) -> Result<()> {
@@ -361,6 +368,7 @@ impl PolicyControl {
             "top_sources": sources,
             "blocks": self.policy.blocks().count(),
             "allows": self.policy.allows().count(),
+            "last_round": { "sources": self.last_round.0, "seconds": self.last_round.1 },
         })
     }
 
