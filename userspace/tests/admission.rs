@@ -5,7 +5,7 @@
 mod support;
 
 use etherparse::TcpOptionElement as O;
-use support::{KEY_A, KEY_B, keys, options, passes, segment, syn_ack_for};
+use support::{KEY_A, KEY_B, keys, options, passes, segment, server_syn_ack, syn_ack_for};
 use synguard::{
     guard_config::ProtectedService,
     object::{GUARD_PROGRAM, SERVER_PROGRAM},
@@ -144,21 +144,7 @@ fn auto_mode_under_its_threshold_lets_the_flow_straight_through() {
     // A retransmitted SYN passes as well (the client's own retransmission).
     expect(&mut guard, &syn, Action::Pass, Counter::PassAdmitted);
 
-    let syn_ack = segment(
-        false,
-        SERVER_ISN,
-        CLIENT_ISN + 1,
-        F::SYN | F::ACK,
-        65160,
-        &[
-            O::MaximumSegmentSize(1400),
-            O::SelectiveAcknowledgementPermitted,
-            O::Timestamp(0x5555_0000, 0x1122_3344),
-            O::Noop,
-            O::WindowScale(9),
-        ],
-        &[],
-    );
+    let syn_ack = server_syn_ack(SERVER_ISN, 0x5555_0000, 0x1122_3344);
     let outcome = guard.run_program(SERVER_PROGRAM, &syn_ack).unwrap();
     assert_eq!(outcome.action().unwrap(), Action::Pass);
     assert_eq!(

@@ -21,24 +21,9 @@ const SERVER_ISN: u32 = 0x7000_0000;
 const CLIENT_TS: u32 = 0x1122_4000;
 const SERVER_TS: u32 = 0x5555_0000;
 
-/// The server's SYN-ACK to the backend SYN (its options differ from ours on purpose: MSS
-/// 1400, window scale 9), stamped `tsval`.
+/// The server's SYN-ACK to the backend SYN, stamped `tsval`.
 fn server_syn_ack(tsval: u32) -> Vec<u8> {
-    segment(
-        false,
-        SERVER_ISN,
-        CLIENT_ISN + 1,
-        F::SYN | F::ACK,
-        65160,
-        &[
-            O::MaximumSegmentSize(1400),
-            O::SelectiveAcknowledgementPermitted,
-            O::Timestamp(tsval, CLIENT_TS),
-            O::Noop,
-            O::WindowScale(9),
-        ],
-        &[],
-    )
+    support::server_syn_ack(SERVER_ISN, tsval, CLIENT_TS)
 }
 
 /// The client's third ACK echoing `cookie`, stamped `client_ts` (echoing our `tsval`).

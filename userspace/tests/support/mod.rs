@@ -106,3 +106,23 @@ pub fn options(tcp: &etherparse::TcpHeader) -> Vec<O> {
         .filter(|o| *o != O::Noop)
         .collect()
 }
+
+/// A server's SYN-ACK to the fixture client's SYN (its options differ from the guard's on
+/// purpose: MSS 1400, window scale 9), with timestamps (`tsval`, `tsecr`).
+pub fn server_syn_ack(server_isn: u32, tsval: u32, tsecr: u32) -> Vec<u8> {
+    segment(
+        false,
+        server_isn,
+        CLIENT_ISN + 1,
+        F::SYN | F::ACK,
+        65160,
+        &[
+            O::MaximumSegmentSize(1400),
+            O::SelectiveAcknowledgementPermitted,
+            O::Timestamp(tsval, tsecr),
+            O::Noop,
+            O::WindowScale(9),
+        ],
+        &[],
+    )
+}
