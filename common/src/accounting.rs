@@ -4,7 +4,7 @@
 
 use crate::{
     counters::Counter,
-    maps::{ServiceCounters, SourceCounters},
+    maps::{PolicySettings, ServiceCounters, SourceCounters},
 };
 
 impl SourceCounters {
@@ -26,13 +26,29 @@ impl SourceCounters {
         }
     }
 
-    /// Adds another CPU's counts.
+    /// Takes a token from this CPU's bucket for a SYN at `now_ns`; false (and counted) when
+    /// the source is over its rate. A rate of 0 is no limit.
+    #[inline(always)]
+    pub fn admit_syn(&mut self, now_ns: u64, settings: &PolicySettings) -> bool {
+        if settings.syn_rate == 0
+            || self
+                .bucket
+                .take(now_ns, settings.syn_rate, settings.syn_burst, 1)
+        {
+            return true;
+        }
+        self.syns_over_rate += 1;
+        false
+    }
+
+    /// Adds another CPU's counts (the buckets stay each CPU's own).
     pub fn accumulate(&mut self, other: &SourceCounters) {
         self.syns += other.syns;
         self.cookies_sent += other.cookies_sent;
         self.cookies_validated += other.cookies_validated;
         self.invalid_acks += other.invalid_acks;
         self.out_of_state += other.out_of_state;
+        self.syns_over_rate += other.syns_over_rate;
     }
 }
 
@@ -78,11 +94,27 @@ mod tests {
                 cookies_validated: 1,
                 invalid_acks: 2,
                 out_of_state: 1,
+                ..SourceCounters::default()
             }
         );
         let mut sum = source;
         sum.accumulate(&source);
         assert_eq!(sum.invalid_acks, 4);
+
+        let settings = PolicySettings {
+            syn_rate: 10,
+            syn_burst: 2,
+        };
+        let mut flooder = SourceCounters::default();
+        let admitted = [0; 4].map(|_| flooder.admit_syn(1_000, &settings));
+        assert_eq!(admitted, [true, true, false, false]);
+        assert_eq!(flooder.syns_over_rate, 2);
+        assert!(
+            flooder.admit_syn(100_001_000, &settings),
+            "a tenth of a second later"
+        );
+        let unlimited = PolicySettings::default();
+        assert!((0..100).all(|_| flooder.admit_syn(100_001_000, &unlimited)));
 
         let mut service = ServiceCounters::default();
         service.note(true, Counter::PassAdmitted);

@@ -57,6 +57,7 @@ counters! {
     DropBadTcpOptions => "drop_bad_tcp_options": "dropped: TCP option list malformed",
     DropBadTcpFlags => "drop_bad_tcp_flags": "dropped: TCP flag combination no sender produces",
     DropBlocked => "drop_blocked": "dropped: source in the blocked list (policy or operator)",
+    DropSynRate => "drop_syn_rate": "dropped: SYNs over their source's token bucket (--max-syn-rate and --syn-burst, per CPU)",
     PassMonitored => "pass_monitored": "passed: segments to a service in monitor mode (counted, never acted on)",
     PassAdmitted => "pass_admitted": "passed: SYNs let straight through to the server (auto mode under its threshold, allowlist) and segments of such flows before the server answers",
     TxSynCookie => "tx_syn_cookie": "SYNs to a protected service answered with a cookie SYN-ACK",

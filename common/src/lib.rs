@@ -17,5 +17,6 @@ pub mod siphash;
 pub mod tcp_options;
 #[cfg(feature = "test-frames")]
 pub mod test_frames;
+pub mod token_bucket;
 pub mod translate;
 pub mod verdict;

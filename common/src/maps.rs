@@ -2,7 +2,10 @@
 //! Everything here is `#[repr(C)]` with explicit padding and no Rust enums or `Option`s, since
 //! the two sides are built by different compilers.
 
-use crate::cookie::{CookieOptions, FlowKey};
+use crate::{
+    cookie::{CookieOptions, FlowKey},
+    token_bucket::TokenBucket,
+};
 
 pub const COOKIE_KEYS_MAP: &str = "COOKIE_KEYS";
 pub const SYN_ACK_SETTINGS_MAP: &str = "SYN_ACK_SETTINGS";
@@ -14,6 +17,7 @@ pub const SERVICE_COUNTERS_MAP: &str = "SERVICE_COUNTERS";
 pub const SOURCES_MAP: &str = "SOURCES";
 pub const BLOCKED_MAP: &str = "BLOCKED";
 pub const ALLOWED_MAP: &str = "ALLOWED";
+pub const POLICY_SETTINGS_MAP: &str = "POLICY_SETTINGS";
 
 /// Default number of validated flows the data plane remembers (LRU; `--max-flows`).
 pub const FLOWS_CAPACITY: u32 = 65536;
@@ -121,6 +125,19 @@ pub struct SourceCounters {
     pub invalid_acks: u64,
     /// Stray FIN, RST, data and SYN-ACK segments of no flow.
     pub out_of_state: u64,
+    /// SYNs over this CPU's token bucket (dropped, or only counted in monitor mode).
+    pub syns_over_rate: u64,
+    /// This CPU's SYN token bucket for the source.
+    pub bucket: TokenBucket,
+}
+
+/// What the data plane enforces per source on its own (policy settings map, one entry).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PolicySettings {
+    /// SYNs per second per source and CPU (0: no limit), and the burst on top.
+    pub syn_rate: u64,
+    pub syn_burst: u64,
 }
 
 /// Value of the blocked-prefix trie: why it is there ([`block_origin`]).
@@ -361,6 +378,7 @@ mod pod {
     unsafe impl aya::Pod for ServiceCounters {}
     unsafe impl aya::Pod for SourceKey {}
     unsafe impl aya::Pod for SourceCounters {}
+    unsafe impl aya::Pod for PolicySettings {}
     unsafe impl aya::Pod for FlowEntry {}
     unsafe impl aya::Pod for FlowEvent {}
     unsafe impl aya::Pod for FlowKey {}

@@ -19,8 +19,9 @@ use ipnet::IpNet;
 use synguard_common::{
     cookie::{CookieKeys, epoch_key},
     maps::{
-        COOKIE_KEYS_MAP, PROTECTED_CAPACITY, PROTECTED_MAP, ProtectedAddress, ProtectedPorts,
-        SERVICES_CAPACITY, SERVICES_MAP, SYN_ACK_SETTINGS_MAP, ServiceConfig, ipv4_mapped, mode,
+        COOKIE_KEYS_MAP, POLICY_SETTINGS_MAP, PROTECTED_CAPACITY, PROTECTED_MAP, PolicySettings,
+        ProtectedAddress, ProtectedPorts, SERVICES_CAPACITY, SERVICES_MAP, SYN_ACK_SETTINGS_MAP,
+        ServiceConfig, ipv4_mapped, mode,
     },
     segment::SynAckSettings,
     siphash::SipKey,
@@ -237,6 +238,10 @@ pub fn write_cookies_on(
         0,
     )?;
     Ok(())
+}
+
+pub fn write_policy_settings(ebpf: &mut Ebpf, settings: &PolicySettings) -> Result<()> {
+    write_single(ebpf, POLICY_SETTINGS_MAP, settings)
 }
 
 pub fn write_settings(ebpf: &mut Ebpf, settings: &SynAckSettings) -> Result<()> {

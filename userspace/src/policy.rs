@@ -19,30 +19,10 @@ use std::{
 
 use ipnet::IpNet;
 use serde::Serialize;
-use synguard_common::maps::{SourceCounters, SourceKey};
-
-/// A token bucket measured after the fact: every interval it is refilled at `rate` tokens per
-/// second up to `burst`, and each SYN of the interval takes a token.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct TokenBucket {
-    pub tokens: f64,
-}
-
-impl TokenBucket {
-    pub fn full(burst: f64) -> Self {
-        Self { tokens: burst }
-    }
-
-    /// Takes `count` tokens after `elapsed` seconds of refill; true when the bucket ran dry
-    /// (the source sent more than `rate` per second beyond its burst). An empty bucket stays
-    /// at zero: a debt would punish a source long after it calmed down.
-    pub fn take(&mut self, rate: f64, burst: f64, elapsed: f64, count: f64) -> bool {
-        self.tokens = (self.tokens + rate * elapsed.max(0.0)).min(burst) - count;
-        let overdrawn = self.tokens < 0.0;
-        self.tokens = self.tokens.max(0.0);
-        overdrawn
-    }
-}
+use synguard_common::{
+    maps::{SourceCounters, SourceKey},
+    token_bucket::TokenBucket,
+};
 
 /// A count that decays exponentially with the given half-life.
 pub fn decayed(value: f64, elapsed: f64, half_life: f64) -> f64 {
@@ -57,9 +37,10 @@ pub fn decayed(value: f64, elapsed: f64, half_life: f64) -> f64 {
 pub struct Limits {
     /// Half-open connections: cookie SYN-ACKs sent minus cookies validated, decaying.
     pub max_half_open: Option<f64>,
-    /// SYNs per second, with this burst on top.
-    pub max_syn_rate: Option<f64>,
-    pub syn_burst: f64,
+    /// SYNs per second, with this burst on top (a token bucket over the interval's SYNs;
+    /// the data plane runs the same bucket per CPU on each SYN).
+    pub max_syn_rate: Option<u64>,
+    pub syn_burst: u64,
     /// Bare ACKs with a forged or expired cookie, per second.
     pub max_invalid_ack_rate: Option<f64>,
     /// Stray FIN/RST/data segments of no flow, per second.
@@ -72,8 +53,8 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_half_open: Some(1000.0),
-            max_syn_rate: Some(1000.0),
-            syn_burst: 2000.0,
+            max_syn_rate: Some(1000),
+            syn_burst: 2000,
             max_invalid_ack_rate: Some(1000.0),
             max_out_of_state_rate: Some(1000.0),
             half_open_half_life: 10.0,
@@ -301,7 +282,7 @@ impl Policy {
             let fresh = !self.tracked.contains_key(&key);
             let tracked = self.tracked.entry(key).or_insert_with(|| Tracked {
                 last: SourceCounters::default(),
-                bucket: TokenBucket::full(limits.syn_burst),
+                bucket: TokenBucket::default(),
                 half_open: 0.0,
                 seen: now,
             });
@@ -326,9 +307,12 @@ impl Policy {
             tracked.half_open =
                 (decayed(tracked.half_open, span, limits.half_open_half_life) + sent - validated)
                     .max(0.0);
-            let overdrawn = limits
-                .max_syn_rate
-                .is_some_and(|rate| tracked.bucket.take(rate, limits.syn_burst, span, syns));
+            let now_ns = (now * 1e9) as u64;
+            let overdrawn = limits.max_syn_rate.is_some_and(|rate| {
+                !tracked
+                    .bucket
+                    .take(now_ns, rate, limits.syn_burst, syns as u64)
+            });
             let figures = SourceFigures {
                 half_open: tracked.half_open,
                 syn_rate: syns / span,
@@ -347,7 +331,7 @@ impl Policy {
                 (
                     Reason::SynRate,
                     figures.syn_rate,
-                    limits.max_syn_rate.map(|limit| (overdrawn, limit)),
+                    limits.max_syn_rate.map(|limit| (overdrawn, limit as f64)),
                 ),
                 (
                     Reason::InvalidAckRate,

@@ -10,6 +10,7 @@ use synguard::{
     policy::{BlockRules, Limits},
     policy_control::{self, Exports, ListEntry, read_list},
 };
+use synguard_common::maps::PolicySettings;
 
 #[derive(Args)]
 #[command(next_help_heading = "Policy (per source and service; 0 turns a limit off)")]
@@ -26,14 +27,15 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0,
           value_parser = crate::run::seconds_parser(0.1, 3600.0))]
     pub half_open_half_life: f64,
-    /// Most SYNs per second a source may send (a token bucket with --syn-burst on top).
-    #[arg(long, value_name = "PER_SECOND", default_value_t = 1000.0,
-          value_parser = limit_parser(1e9))]
-    pub max_syn_rate: f64,
+    /// Most SYNs per second a source may send (a token bucket with --syn-burst on top): the
+    /// data plane drops SYNs over it at once (per CPU), the policy blocks the source.
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
+    pub max_syn_rate: u64,
     /// SYNs a source may send at once above --max-syn-rate.
-    #[arg(long, value_name = "COUNT", default_value_t = 2000.0,
-          value_parser = limit_parser(1e9))]
-    pub syn_burst: f64,
+    #[arg(long, value_name = "COUNT", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub syn_burst: u64,
     /// Most bare ACKs with a forged or expired cookie per second from a source.
     #[arg(long, value_name = "PER_SECOND", default_value_t = 1000.0,
           value_parser = limit_parser(1e9))]
@@ -119,10 +121,18 @@ fn limit(value: f64) -> Option<f64> {
 }
 
 impl PolicyArgs {
+    /// What the data plane enforces on its own.
+    pub fn data_plane_settings(&self) -> PolicySettings {
+        PolicySettings {
+            syn_rate: self.max_syn_rate,
+            syn_burst: self.syn_burst,
+        }
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_half_open: limit(self.max_half_open),
-            max_syn_rate: limit(self.max_syn_rate),
+            max_syn_rate: (self.max_syn_rate > 0).then_some(self.max_syn_rate),
             syn_burst: self.syn_burst,
             max_invalid_ack_rate: limit(self.max_invalid_ack_rate),
             max_out_of_state_rate: limit(self.max_out_of_state_rate),

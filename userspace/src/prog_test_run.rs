@@ -13,7 +13,8 @@ use synguard_common::{
     counters::CounterBlock,
     maps::{
         ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, FLOW_EVENTS_MAP, FLOWS_MAP, FlowEntry,
-        FlowEvent, ProtectedAddress, SOURCES_MAP, SourceCounters, SourceKey, block_origin,
+        FlowEvent, PolicySettings, ProtectedAddress, SOURCES_MAP, SourceCounters, SourceKey,
+        block_origin,
     },
     segment::SynAckSettings,
     verdict::Action,
@@ -124,6 +125,11 @@ impl DataPlane {
         )?;
         trie.insert(&guard_config::lpm_key(prefix), bypass as AllowValue, 0)?;
         Ok(())
+    }
+
+    /// What the data plane enforces per source on its own (the SYN token bucket).
+    pub fn set_policy_settings(&mut self, settings: &PolicySettings) -> Result<()> {
+        guard_config::write_policy_settings(&mut self.ebpf, settings)
     }
 
     /// Turns auto mode's cookies on or off for the service in `slot`.

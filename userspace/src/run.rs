@@ -193,6 +193,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         },
     )?;
     guard_config::write_protected(&mut ebpf, &args.protect)?;
+    guard_config::write_policy_settings(&mut ebpf, &args.policy.data_plane_settings())?;
     for service in &args.protect {
         info!(
             "protecting {} ({})",

@@ -15,7 +15,7 @@ use synguard::{
 };
 use synguard_common::{
     counters::Counter,
-    maps::{SourceCounters, event_kind, phase},
+    maps::{PolicySettings, SourceCounters, event_kind, phase},
     parse::TcpFlags as F,
     test_frames::*,
     verdict::Action,
@@ -233,6 +233,7 @@ fn auto_mode_above_its_threshold_answers_with_cookies() {
             cookies_validated: 0,
             invalid_acks: 1,
             out_of_state: 1,
+            ..SourceCounters::default()
         }
     );
     // Back under the threshold: straight through again.
@@ -253,4 +254,31 @@ fn an_allowlisted_source_with_bypass_skips_the_cookie() {
         .allow(&"198.18.1.2/32".parse().unwrap(), true)
         .unwrap();
     expect(&mut guard, &syn_v4(0), Action::Pass, Counter::PassAdmitted);
+}
+
+#[test]
+fn syns_over_their_source_bucket_drop_at_once() {
+    let settings = PolicySettings {
+        syn_rate: 1,
+        syn_burst: 3,
+    };
+    let mut guard = guard_in("always");
+    guard.set_policy_settings(&settings).unwrap();
+    for _ in 0..3 {
+        expect(&mut guard, &syn_v4(0), Action::Tx, Counter::TxSynCookie);
+    }
+    expect(&mut guard, &syn_v4(0), Action::Drop, Counter::DropSynRate);
+    // Another source has its own bucket.
+    expect(&mut guard, &syn_v6(), Action::Tx, Counter::TxSynCookie);
+    let counted = guard.source_counters(&client_source()).unwrap();
+    assert_eq!((counted.syns, counted.syns_over_rate), (4, 1));
+
+    // Monitor mode counts the excess and drops nothing.
+    let mut guard = guard_in("monitor");
+    guard.set_policy_settings(&settings).unwrap();
+    for _ in 0..5 {
+        expect(&mut guard, &syn_v4(0), Action::Pass, Counter::PassMonitored);
+    }
+    let counted = guard.source_counters(&client_source()).unwrap();
+    assert_eq!((counted.syns, counted.syns_over_rate), (5, 2));
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use synguard::policy::{
-    BlockRules, Limits, Outcome, Policy, Reason, TokenBucket, decayed, source_address, source_key,
+    BlockRules, Limits, Outcome, Policy, Reason, decayed, source_address, source_key,
 };
 use synguard_common::maps::SourceCounters;
 
@@ -18,7 +18,7 @@ fn net(text: &str) -> IpNet {
 }
 
 /// Only a SYN-rate limit, so each test isolates one limit.
-fn syn_rate_only(rate: f64, burst: f64) -> Limits {
+fn syn_rate_only(rate: u64, burst: u64) -> Limits {
     Limits {
         max_half_open: None,
         max_syn_rate: Some(rate),
@@ -37,27 +37,6 @@ fn syns(count: u64) -> SourceCounters {
 }
 
 #[test]
-fn token_bucket_refills_up_to_its_burst() {
-    let mut bucket = TokenBucket::full(100.0);
-    assert!(
-        !bucket.take(10.0, 100.0, 1.0, 100.0),
-        "the burst is allowed"
-    );
-    assert_eq!(bucket.tokens, 0.0);
-    assert!(!bucket.take(10.0, 100.0, 1.0, 10.0), "the rate is allowed");
-    assert!(
-        bucket.take(10.0, 100.0, 1.0, 11.0),
-        "one over the rate is not"
-    );
-    assert_eq!(bucket.tokens, 0.0, "no debt");
-    assert!(
-        !bucket.take(10.0, 100.0, 1000.0, 100.0),
-        "refill stops at the burst"
-    );
-    assert!(bucket.take(10.0, 100.0, 0.0, 1.0));
-}
-
-#[test]
 fn half_open_decays_by_half_each_half_life() {
     assert_eq!(decayed(800.0, 10.0, 10.0), 400.0);
     assert_eq!(decayed(800.0, 30.0, 10.0), 100.0);
@@ -68,7 +47,7 @@ fn half_open_decays_by_half_each_half_life() {
 
 #[test]
 fn a_source_over_its_syn_rate_is_blocked_once() {
-    let mut policy = Policy::new(syn_rate_only(100.0, 200.0), BlockRules::default());
+    let mut policy = Policy::new(syn_rate_only(100, 200), BlockRules::default());
     let flooder = source_key(addr("198.18.0.66"), 1);
     let calm = source_key(addr("198.18.0.2"), 1);
     let mut total = 0;
@@ -96,7 +75,7 @@ fn a_source_over_its_syn_rate_is_blocked_once() {
 
 #[test]
 fn the_burst_absorbs_a_short_spike() {
-    let mut policy = Policy::new(syn_rate_only(100.0, 1000.0), BlockRules::default());
+    let mut policy = Policy::new(syn_rate_only(100, 1000), BlockRules::default());
     let source = source_key(addr("198.18.0.7"), 1);
     assert!(
         policy
@@ -118,7 +97,7 @@ fn half_open_counts_cookies_never_completed() {
     let limits = Limits {
         max_half_open: Some(500.0),
         max_syn_rate: None,
-        ..syn_rate_only(0.0, 0.0)
+        ..syn_rate_only(0, 0)
     };
     let mut policy = Policy::new(limits, BlockRules::default());
     let honest = source_key(addr("198.18.0.2"), 1);
@@ -157,7 +136,7 @@ fn invalid_acks_and_strays_have_their_own_limits() {
     let limits = Limits {
         max_half_open: None,
         max_syn_rate: None,
-        syn_burst: 0.0,
+        syn_burst: 0,
         max_invalid_ack_rate: Some(100.0),
         max_out_of_state_rate: Some(50.0),
         half_open_half_life: 10.0,
@@ -198,7 +177,7 @@ fn blocks_expire_and_repeat_offenders_wait_longer() {
         max_ttl: 35,
         ..BlockRules::default()
     };
-    let mut policy = Policy::new(syn_rate_only(10.0, 10.0), rules);
+    let mut policy = Policy::new(syn_rate_only(10, 10), rules);
     let source = source_key(addr("198.18.0.66"), 1);
     let mut total = 0;
     let mut ttls = Vec::new();
@@ -225,7 +204,7 @@ fn blocks_expire_and_repeat_offenders_wait_longer() {
 
 #[test]
 fn allowlisted_sources_are_never_blocked() {
-    let mut policy = Policy::new(syn_rate_only(10.0, 10.0), BlockRules::default());
+    let mut policy = Policy::new(syn_rate_only(10, 10), BlockRules::default());
     assert!(policy.allow(0.0, net("198.18.0.0/28"), false).is_empty());
     let inside = source_key(addr("198.18.0.5"), 1);
     let outside = source_key(addr("198.18.0.20"), 1);
@@ -244,7 +223,7 @@ fn allowlisted_sources_are_never_blocked() {
 
 #[test]
 fn allowing_a_prefix_lifts_the_blocks_inside() {
-    let mut policy = Policy::new(syn_rate_only(10.0, 10.0), BlockRules::default());
+    let mut policy = Policy::new(syn_rate_only(10, 10), BlockRules::default());
     policy.block(0.0, net("198.18.0.9/32"), None).unwrap();
     policy.block(0.0, net("198.18.5.0/24"), Some(30)).unwrap();
     let lifted = policy.allow(1.0, net("198.18.0.0/24"), true);
@@ -262,7 +241,7 @@ fn enough_bad_sources_in_a_prefix_block_the_prefix() {
         aggregate_sources: 3,
         ..BlockRules::default()
     };
-    let mut policy = Policy::new(syn_rate_only(10.0, 10.0), rules);
+    let mut policy = Policy::new(syn_rate_only(10, 10), rules);
     let keys: Vec<_> = (1..=3)
         .map(|i| source_key(addr(&format!("198.18.7.{i}")), 1))
         .collect();
@@ -292,7 +271,7 @@ fn enough_bad_sources_in_a_prefix_block_the_prefix() {
 
 #[test]
 fn monitor_mode_reports_once_and_blocks_nothing() {
-    let mut policy = Policy::new(syn_rate_only(10.0, 10.0), BlockRules::default());
+    let mut policy = Policy::new(syn_rate_only(10, 10), BlockRules::default());
     let source = source_key(addr("198.18.0.66"), 2);
     policy.observe(0.0, [(source, syns(0))], |_| false);
     let first = policy.observe(1.0, [(source, syns(5000))], |slot| slot != 2);

@@ -32,22 +32,24 @@ use synguard_common::{
     counters::{Counter, CounterBlock, Tally},
     maps::{
         ALLOWED_CAPACITY, AllowValue, BLOCKED_CAPACITY, BlockValue, FLOW_EVENTS_RING_BYTES,
-        FLOWS_CAPACITY, FlowEntry, PROTECTED_CAPACITY, ProtectedAddress, ProtectedPorts,
-        SERVICES_CAPACITY, SOURCES_CAPACITY, STAGE_CLIENT_SEGMENT, STAGE_COUNT, ServiceConfig,
-        ServiceCounters, SourceCounters, SourceKey, TO_CLIENT, TO_SERVER, ipv4_mapped, phase,
+        FLOWS_CAPACITY, FlowEntry, PROTECTED_CAPACITY, PolicySettings, ProtectedAddress,
+        ProtectedPorts, SERVICES_CAPACITY, SOURCES_CAPACITY, STAGE_CLIENT_SEGMENT, STAGE_COUNT,
+        ServiceConfig, ServiceCounters, SourceCounters, SourceKey, TO_CLIENT, TO_SERVER,
+        ipv4_mapped, phase,
     },
     parse::{
         IpAddrs, L3, ParseScratch, ParsedFrame, TcpFlags, TcpSegment, TransportKind,
         parse_frame_with,
     },
     segment::{SEGMENT_BUF_LEN, SynAckSettings},
+    token_bucket::TokenBucket,
     verdict::{
-        Action, ClientStep, Known, ServerStep, Verdict, admission, classify, client_step, pass_ip,
-        server_step,
+        Action, Admission, ClientStep, Known, ServerStep, Verdict, admission, classify,
+        client_step, pass_ip, server_step,
     },
 };
 
-use crate::frame::XdpFrame;
+use crate::{frame::XdpFrame, syn_cookie::now_coarse_ns};
 
 /// Per-CPU counters; the map name is `synguard_common::counters::COUNTERS_MAP`.
 #[map]
@@ -131,7 +133,16 @@ static NEW_SOURCE: SourceCounters = SourceCounters {
     cookies_validated: 0,
     invalid_acks: 0,
     out_of_state: 0,
+    syns_over_rate: 0,
+    bucket: TokenBucket {
+        micro_tokens: 0,
+        refilled_ns: 0,
+    },
 };
+
+/// What the data plane enforces per source on its own, written by the controller.
+#[map]
+static POLICY_SETTINGS: Array<PolicySettings> = Array::with_max_entries(1, 0);
 
 /// Validated flows. The controller sets the size at load time (`--max-flows`).
 #[map]
@@ -330,7 +341,28 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
     // The allowlist is looked up for SYNs only: nothing else opens a connection.
     let bypass = syn && allowed_source(&guarded.source.addr) == Some(1);
     let admission = admission(service_mode, cookies_on, bypass);
-    let verdict = match client_step(&guarded.tcp, known, admission) {
+    let step = client_step(&guarded.tcp, known, admission);
+    let counters = source_counters(&guarded.source);
+    // A SYN that would open a connection takes a token from its source's bucket (per CPU);
+    // over the rate it drops here, or in monitor mode is only counted.
+    let opens = matches!(
+        step,
+        ClientStep::AnswerWithCookie
+            | ClientStep::AdmitDirectly
+            | ClientStep::PassUntouched(Counter::PassMonitored)
+    ) && syn;
+    let over_rate = opens
+        && !counters.is_null()
+        && match POLICY_SETTINGS.get(0) {
+            // SAFETY: checked non-null; a per-CPU value only this CPU writes.
+            Some(settings) => !unsafe { (*counters).admit_syn(now_coarse_ns(), settings) },
+            None => false,
+        };
+    let verdict = match step {
+        _ if over_rate && admission != Admission::Untouched => Verdict {
+            action: Action::Drop,
+            reason: Counter::DropSynRate,
+        },
         ClientStep::AnswerWithCookie => syn_cookie::answer_syn(&ctx, guarded),
         ClientStep::AdmitDirectly => flows::admit(guarded),
         ClientStep::PassUntouched(reason) => Verdict {
@@ -363,30 +395,26 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
             reason,
         },
     };
-    account(&guarded.source, syn, verdict.reason);
+    if let Some(service) = SERVICE_COUNTERS.get_ptr_mut(guarded.source.slot as u32) {
+        // SAFETY: per-CPU value, only this CPU writes it.
+        unsafe { (*service).note(syn, verdict.reason) };
+    }
+    if !counters.is_null() {
+        // SAFETY: per-CPU value of a live entry, only this CPU writes it.
+        unsafe { (*counters).note(syn, verdict.reason) };
+    }
     finish(&ctx, tally, verdict)
 }
 
-/// Adds the segment to its source's and its service's counters (forwarded segments never get
-/// here: the forwarding programs take them).
+/// The per-CPU counters of a source and service, created on first sight (null only if the
+/// map refuses, which the LRU map does not when full: it evicts).
 #[inline(always)]
-fn account(source: &SourceKey, syn: bool, reason: Counter) {
-    if let Some(service) = SERVICE_COUNTERS.get_ptr_mut(source.slot as u32) {
-        // SAFETY: per-CPU value, only this CPU writes it.
-        unsafe { (*service).note(syn, reason) };
+fn source_counters(source: &SourceKey) -> *mut SourceCounters {
+    if let Some(counters) = SOURCES.get_ptr_mut(source) {
+        return counters;
     }
-    let counters = match SOURCES.get_ptr_mut(source) {
-        Some(counters) => counters,
-        None => {
-            let _ = SOURCES.insert(source, &NEW_SOURCE, 0);
-            match SOURCES.get_ptr_mut(source) {
-                Some(counters) => counters,
-                None => return,
-            }
-        }
-    };
-    // SAFETY: per-CPU value of a live entry, only this CPU writes it.
-    unsafe { (*counters).note(syn, reason) };
+    let _ = SOURCES.insert(source, &NEW_SOURCE, 0);
+    SOURCES.get_ptr_mut(source).unwrap_or(core::ptr::null_mut())
 }
 
 /// The server side: attached to the interface that faces the protected servers.
