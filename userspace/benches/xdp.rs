@@ -6,6 +6,8 @@
 //! - floor:  swaps MACs, addresses and ports and returns XDP_TX: the least a reply can cost;
 //! - through: a SYN to an unprotected port: parse, classify, protected-service lookup, pass;
 //! - syn:    a SYN to a protected service answered with a cookie SYN-ACK (XDP_TX);
+//! - syn-new: the same from a source never seen before (a random-source flood): the per-source
+//!   counters get a new entry each time;
 //! - ack:    a third ACK whose cookie validates (ring-buffer event and flow entry);
 //! - forged: an ACK with a forged cookie, dropped (both keys tried).
 //!
@@ -68,6 +70,15 @@ fn valid_ack(port: u16, counter: u32) -> Vec<u8> {
     frame
 }
 
+/// `frame` from the i-th source of 198.18.0.0/15 (the parser does not check the IPv4
+/// checksum; the SYN-ACK is written from scratch).
+fn from_source(frame: &[u8], i: usize) -> Vec<u8> {
+    let mut frame = frame.to_vec();
+    let host = 0x0001_0000 + i as u32; // 198.18.1.0 onwards
+    frame[26..30].copy_from_slice(&(0xc612_0000 | host).to_be_bytes());
+    frame
+}
+
 fn main() -> Result<()> {
     privilege::require_xdp_privileges("the XDP benchmark")?;
     let protected: ProtectedService = "198.19.1.0/24:80".parse()?;
@@ -90,6 +101,7 @@ fn main() -> Result<()> {
         ("floor", measure(&mut floor, |_| syn.clone())?),
         ("through", measure(&mut guard, |_| unprotected.clone())?),
         ("syn", measure(&mut guard, |_| syn.clone())?),
+        ("syn-new", measure(&mut guard, |i| from_source(&syn, i))?),
         (
             "ack",
             measure(&mut guard, |i| valid_ack(1024 + i as u16, counter))?,
