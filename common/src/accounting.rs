@@ -104,6 +104,7 @@ mod tests {
         let settings = PolicySettings {
             syn_rate: 10,
             syn_burst: 2,
+            ..PolicySettings::default()
         };
         let mut flooder = SourceCounters::default();
         let admitted = [0; 4].map(|_| flooder.admit_syn(1_000, &settings));

@@ -14,6 +14,7 @@ pub mod parse;
 pub mod segment;
 pub mod seq;
 pub mod siphash;
+pub mod sketch;
 pub mod tcp_options;
 #[cfg(feature = "test-frames")]
 pub mod test_frames;

@@ -18,6 +18,7 @@ pub const SOURCES_MAP: &str = "SOURCES";
 pub const BLOCKED_MAP: &str = "BLOCKED";
 pub const ALLOWED_MAP: &str = "ALLOWED";
 pub const POLICY_SETTINGS_MAP: &str = "POLICY_SETTINGS";
+pub const SOURCE_SKETCH_MAP: &str = "SOURCE_SKETCH";
 
 /// Default number of validated flows the data plane remembers (LRU; `--max-flows`).
 pub const FLOWS_CAPACITY: u32 = 65536;
@@ -138,6 +139,10 @@ pub struct PolicySettings {
     /// SYNs per second per source and CPU (0: no limit), and the burst on top.
     pub syn_rate: u64,
     pub syn_burst: u64,
+    /// Segments a source sends within one policy interval before it gets per-source counters
+    /// (the sketch's gate, see `crate::sketch`; 0: every source at once).
+    pub track_after: u16,
+    pub _pad: [u8; 6],
 }
 
 /// Value of the blocked-prefix trie: why it is there ([`block_origin`]).

@@ -6,8 +6,8 @@
 //! - floor:  swaps MACs, addresses and ports and returns XDP_TX: the least a reply can cost;
 //! - through: a SYN to an unprotected port: parse, classify, protected-service lookup, pass;
 //! - syn:    a SYN to a protected service answered with a cookie SYN-ACK (XDP_TX);
-//! - syn-new: the same from a source never seen before (a random-source flood): the per-source
-//!   counters get a new entry each time;
+//! - syn-new: the same from a source never seen before (a random-source flood): it counts in
+//!   the sketch, and stays out of the per-source counters;
 //! - ack:    a third ACK whose cookie validates (ring-buffer event and flow entry);
 //! - forged: an ACK with a forged cookie, dropped (both keys tried).
 //!
@@ -23,6 +23,7 @@ use synguard::{
 };
 use synguard_common::{
     cookie::{self, CookieKeys, CookieOptions},
+    maps::PolicySettings,
     siphash::SipKey,
     test_frames::{CLIENT_ISN, ack_v4, flow_of, syn_v4},
 };
@@ -86,6 +87,14 @@ fn main() -> Result<()> {
     let mut floor = DataPlane::load(object::BENCH_FLOOR_PROGRAM)?;
     let mut guard = DataPlane::load(object::GUARD_PROGRAM)?;
     guard.configure(&KEYS, std::slice::from_ref(&protected))?;
+    // As `synguard run` sets it by default, but with a SYN rate no row reaches: the rows time
+    // the cookie paths, not the drop of an over-rate SYN.
+    guard.set_policy_settings(&PolicySettings {
+        syn_rate: 1 << 30,
+        syn_burst: 1 << 30,
+        track_after: 32,
+        ..PolicySettings::default()
+    })?;
 
     let syn = syn_v4(0);
     let mut unprotected = syn.clone();

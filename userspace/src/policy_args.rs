@@ -126,7 +126,26 @@ impl PolicyArgs {
         PolicySettings {
             syn_rate: self.max_syn_rate,
             syn_burst: self.syn_burst,
+            track_after: self.track_after(),
+            _pad: [0; 6],
         }
+    }
+
+    /// The sketch's gate: half of what the strictest limit allows a source in one policy
+    /// interval, at most 32 (a source is tracked long before it can break a limit; one-off
+    /// sources of a random-source flood never are), at least 1.
+    fn track_after(&self) -> u16 {
+        let per_interval = [
+            self.max_syn_rate as f64 * self.policy_interval,
+            self.max_half_open,
+            self.max_invalid_ack_rate * self.policy_interval,
+            self.max_out_of_state_rate * self.policy_interval,
+        ];
+        let strictest = per_interval
+            .into_iter()
+            .filter(|limit| *limit > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        (strictest / 2.0).clamp(1.0, 32.0) as u16
     }
 
     pub fn limits(&self) -> Limits {

@@ -13,15 +13,18 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf,
-    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap},
+    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
 };
 use ipnet::IpNet;
 use log::{info, warn};
 use serde_json::{Value, json};
-use synguard_common::maps::{
-    ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, ProtectedAddress, SERVICE_COUNTERS_MAP,
-    SERVICES_MAP, SOURCES_MAP, ServiceConfig, ServiceCounters, SourceCounters, SourceKey,
-    block_origin, mode,
+use synguard_common::{
+    maps::{
+        ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, ProtectedAddress, SERVICE_COUNTERS_MAP,
+        SERVICES_MAP, SOURCE_SKETCH_MAP, SOURCES_MAP, ServiceConfig, ServiceCounters,
+        SourceCounters, SourceKey, block_origin, mode,
+    },
+    sketch::{SKETCH_BLOCK_CELLS, SKETCH_BLOCKS, SketchBlock},
 };
 
 use crate::{
@@ -54,6 +57,7 @@ pub struct PolicyControl {
     services: Vec<Service>,
     exports: Exports,
     sources: PerCpuHashMap<MapData, SourceKey, SourceCounters>,
+    sketch: PerCpuArray<MapData, SketchBlock>,
     service_counters: PerCpuArray<MapData, ServiceCounters>,
     service_configs: Array<MapData, ServiceConfig>,
     blocked: LpmTrie<MapData, ProtectedAddress, BlockValue>,
@@ -111,6 +115,7 @@ impl PolicyControl {
             services,
             exports,
             sources: take(ebpf, SOURCES_MAP)?,
+            sketch: take(ebpf, SOURCE_SKETCH_MAP)?,
             service_counters: take(ebpf, SERVICE_COUNTERS_MAP)?,
             service_configs: take(ebpf, SERVICES_MAP)?,
             blocked: take(ebpf, BLOCKED_MAP)?,
@@ -150,6 +155,7 @@ impl PolicyControl {
             .map(|(i, _)| (i + 1) as u8)
             .collect();
         let sources = samples.len();
+        self.clear_sketch()?;
         let mut decisions = self
             .policy
             .observe(now, samples, |slot| !monitor.contains(&slot));
@@ -157,6 +163,18 @@ impl PolicyControl {
         let applied = self.apply(&decisions);
         self.last_round = (sources, started.elapsed().as_secs_f64());
         applied
+    }
+
+    /// Starts the sketch's next interval: sources must pass its gate again to get counters.
+    fn clear_sketch(&mut self) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow!("counting CPUs: {e}"))?;
+        for block in 0..SKETCH_BLOCKS {
+            let zeros = PerCpuValues::try_from(vec![[0u16; SKETCH_BLOCK_CELLS]; cpus])?;
+            self.sketch
+                .set(block, zeros, 0)
+                .context("clearing the source sketch")?;
+        }
+        Ok(())
     }
 
     fn switch_services(&mut self, now: f64, elapsed: f64) -> Result<()> {

@@ -261,6 +261,7 @@ fn syns_over_their_source_bucket_drop_at_once() {
     let settings = PolicySettings {
         syn_rate: 1,
         syn_burst: 3,
+        ..PolicySettings::default()
     };
     let mut guard = guard_in("always");
     guard.set_policy_settings(&settings).unwrap();
@@ -281,4 +282,33 @@ fn syns_over_their_source_bucket_drop_at_once() {
     }
     let counted = guard.source_counters(&client_source()).unwrap();
     assert_eq!((counted.syns, counted.syns_over_rate), (5, 2));
+}
+
+#[test]
+fn a_source_gets_counters_once_it_passes_the_sketch_gate() {
+    let mut guard = guard_in("always");
+    guard
+        .set_policy_settings(&PolicySettings {
+            track_after: 3,
+            ..PolicySettings::default()
+        })
+        .unwrap();
+    let source = client_source();
+    for _ in 0..2 {
+        expect(&mut guard, &syn_v4(0), Action::Tx, Counter::TxSynCookie);
+    }
+    assert_eq!(
+        guard.source_counters(&source).unwrap(),
+        SourceCounters::default(),
+        "two SYNs: not tracked yet"
+    );
+    for _ in 0..2 {
+        expect(&mut guard, &syn_v4(0), Action::Tx, Counter::TxSynCookie);
+    }
+    let counted = guard.source_counters(&source).unwrap();
+    assert_eq!(
+        (counted.syns, counted.cookies_sent),
+        (2, 2),
+        "counted from the third SYN on"
+    );
 }

@@ -42,6 +42,7 @@ use synguard_common::{
         parse_frame_with,
     },
     segment::{SEGMENT_BUF_LEN, SynAckSettings},
+    sketch::{SKETCH_BLOCK_CELLS, SKETCH_BLOCKS, SketchBlock, count_and_pass, sketch_cells},
     token_bucket::TokenBucket,
     verdict::{
         Action, Admission, ClientStep, Known, ServerStep, Verdict, admission, classify,
@@ -139,6 +140,11 @@ static NEW_SOURCE: SourceCounters = SourceCounters {
         refilled_ns: 0,
     },
 };
+
+/// The gate in front of `SOURCES` (see `synguard_common::sketch`), zeroed by the controller
+/// every policy interval.
+#[map]
+static SOURCE_SKETCH: PerCpuArray<SketchBlock> = PerCpuArray::with_max_entries(SKETCH_BLOCKS, 0);
 
 /// What the data plane enforces per source on its own, written by the controller.
 #[map]
@@ -342,7 +348,12 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
     let bypass = syn && allowed_source(&guarded.source.addr) == Some(1);
     let admission = admission(service_mode, cookies_on, bypass);
     let step = client_step(&guarded.tcp, known, admission);
-    let counters = source_counters(&guarded.source);
+    let settings = POLICY_SETTINGS.get(0);
+    let gate = match settings {
+        Some(settings) => settings.track_after,
+        None => 0,
+    };
+    let counters = source_counters(&guarded.source, gate);
     // A SYN that would open a connection takes a token from its source's bucket (per CPU);
     // over the rate it drops here, or in monitor mode is only counted.
     let opens = matches!(
@@ -353,7 +364,7 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
     ) && syn;
     let over_rate = opens
         && !counters.is_null()
-        && match POLICY_SETTINGS.get(0) {
+        && match settings {
             // SAFETY: checked non-null; a per-CPU value only this CPU writes.
             Some(settings) => !unsafe { (*counters).admit_syn(now_coarse_ns(), settings) },
             None => false,
@@ -406,12 +417,32 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
     finish(&ctx, tally, verdict)
 }
 
-/// The per-CPU counters of a source and service, created on first sight (null only if the
-/// map refuses, which the LRU map does not when full: it evicts).
+/// The per-CPU counters of a source and service; created once the source passes the sketch's
+/// `gate`, null before that (and if the map refused, which a full LRU map does not: it evicts).
 #[inline(always)]
-fn source_counters(source: &SourceKey) -> *mut SourceCounters {
+fn source_counters(source: &SourceKey, gate: u16) -> *mut SourceCounters {
     if let Some(counters) = SOURCES.get_ptr_mut(source) {
         return counters;
+    }
+    if gate != 0 {
+        let [(first_block, first), (second_block, second)] = sketch_cells(&source.addr);
+        let (Some(row0), Some(row1)) = (
+            SOURCE_SKETCH.get_ptr_mut(first_block),
+            SOURCE_SKETCH.get_ptr_mut(second_block),
+        ) else {
+            return core::ptr::null_mut();
+        };
+        // SAFETY: per-CPU values only this CPU writes; the cells are in range by construction.
+        let passed = unsafe {
+            count_and_pass(
+                &mut (*row0)[first % SKETCH_BLOCK_CELLS],
+                &mut (*row1)[second % SKETCH_BLOCK_CELLS],
+                gate,
+            )
+        };
+        if !passed {
+            return core::ptr::null_mut();
+        }
     }
     let _ = SOURCES.insert(source, &NEW_SOURCE, 0);
     SOURCES.get_ptr_mut(source).unwrap_or(core::ptr::null_mut())
