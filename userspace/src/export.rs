@@ -81,12 +81,22 @@ impl LineSink {
     }
 }
 
+/// Opens for appending without blocking: a FIFO nobody reads (ExaBGP not running) is an
+/// error at once rather than a controller stuck in open(2).
 fn open_append(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .with_context(|| format!("opening {} for appending", path.display()))
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENXIO) => anyhow!(
+                "nobody reads the pipe {}: start its reader (ExaBGP's process) first",
+                path.display()
+            ),
+            _ => anyhow!("opening {} for appending: {e}", path.display()),
+        })
 }
 
 /// What the ExaBGP hook announces for a block.

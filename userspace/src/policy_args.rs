@@ -171,6 +171,11 @@ impl PolicyArgs {
     }
 
     pub fn exports(&self) -> Result<Exports> {
+        if self.decision_log == Some(LineSink::Stdout) && self.exabgp == Some(LineSink::Stdout) {
+            anyhow::bail!(
+                "--decision-log - and --exabgp - cannot share stdout: give one of them a file"
+            );
+        }
         let exports = Exports {
             decision_log: self.decision_log.clone(),
             exabgp: self

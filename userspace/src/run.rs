@@ -18,6 +18,7 @@ use synguard::{
 };
 use synguard::{
     control,
+    export::LineSink,
     flow_control::FlowControl,
     flows::FlowTimers,
     metrics::{self, Snapshot},
@@ -281,11 +282,20 @@ async fn serve(args: RunArgs) -> Result<()> {
     ticker.tick().await;
     let mut before = Reading::from_per_cpu(Vec::new());
     let mut before_at = Instant::now();
+    // When ExaBGP reads our stdout (`--exabgp -`), our own lines go to stderr.
+    let to_stderr = matches!(args.policy.exabgp, Some(LineSink::Stdout));
+    let output = |line: &dyn std::fmt::Display| {
+        if to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     let print = |now: &Reading, before: &Reading, elapsed: Duration| {
         if args.json {
-            println!("{}", stats::json_line(&args.iface, now, before, elapsed));
+            output(&stats::json_line(&args.iface, now, before, elapsed));
         } else {
-            println!("{}", stats::text_line(&args.iface, now, before, elapsed));
+            output(&stats::text_line(&args.iface, now, before, elapsed));
         }
     };
     let signal_name = loop {
@@ -308,7 +318,7 @@ async fn serve(args: RunArgs) -> Result<()> {
                         && event.kind == event_kind::VALIDATED
                     {
                         if args.json {
-                            println!("{}", flow_events::handshake_json(&event));
+                            output(&flow_events::handshake_json(&event));
                         } else {
                             info!("{}", flow_events::handshake_text(&event));
                         }

@@ -116,6 +116,32 @@ fn the_line_log_follows_a_rotation() {
 }
 
 #[test]
+fn a_pipe_nobody_reads_is_refused_at_once() {
+    let path = std::env::temp_dir().join(format!("synguard-fifo-{}", std::process::id()));
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let sink: LineSink = path.to_str().unwrap().parse().unwrap();
+    let error = format!("{:#}", sink.check().unwrap_err());
+    assert!(error.contains("nobody reads the pipe"), "{error}");
+    // With a reader, lines arrive.
+    let reader = std::thread::spawn({
+        let path = path.clone();
+        move || std::fs::read_to_string(path).unwrap()
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sink.write_lines(&["announce".into()]).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reader never opened"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(reader.join().unwrap(), "announce\n");
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
 fn metrics_parse_back() {
     let mut decisions = BTreeMap::new();
     decisions.insert((Outcome::Block, Reason::SynRate), 3);
