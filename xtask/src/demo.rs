@@ -121,7 +121,7 @@ fn drive(lab: &Lab, synguard: &Path) -> Result<()> {
         lab.flood(FLOOD_SECONDS, &["-S", "--rand-source", "-p", &port])?,
     )?;
     println!(
-        "demo: 3/4: a {FLOOD_SECONDS} s SYN flood from one source ({FLOOD_SOURCE}): over --max-syn-rate, blocked by the policy and dropped at the NIC (drop_blocked)"
+        "demo: 3/4: a {FLOOD_SECONDS} s SYN flood from one source ({FLOOD_SOURCE}): its SYNs over the per-source rate drop at once (drop_syn_rate), then the policy blocks it and every frame of it drops at the NIC (drop_blocked)"
     );
     fetch_during(
         lab,
