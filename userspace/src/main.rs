@@ -1,5 +1,6 @@
 //! The `synguard` command line.
 
+mod config;
 mod lab_peer;
 mod lists;
 mod policy_args;
@@ -29,6 +30,12 @@ enum Command {
     /// The running guard's flow state histogram (as `ss -s` shows one), its services and the
     /// sources with most half-open connections.
     Status(QueryArgs),
+    /// Change settings of the running guard at once: KEY=VALUE, keys as the long flags of
+    /// `synguard run` (`synguard get` lists them and which can change live).
+    Set(SetArgs),
+    /// The running guard's effective settings, and where each came from (default, file,
+    /// flag, set).
+    Get(GetArgs),
     /// Block source prefixes on the running guard (dropped in XDP at once).
     Block(lists::ListArgs),
     /// Allow source prefixes on the running guard (never blocked; optionally never challenged).
@@ -46,6 +53,123 @@ struct QueryArgs {
     /// Print the controller's JSON answer as it is.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args)]
+struct SetArgs {
+    /// KEY=VALUE, e.g. max-syn-rate=500 (all are checked first: one bad value changes nothing).
+    #[arg(value_name = "KEY=VALUE", required = true, value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+    #[command(flatten)]
+    query: QueryArgs,
+}
+
+#[derive(clap::Args)]
+struct GetArgs {
+    /// Only this key.
+    #[arg(value_name = "KEY")]
+    key: Option<String>,
+    #[command(flatten)]
+    query: QueryArgs,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(key, value)| (key.trim_start_matches("--").to_string(), value.to_string()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE (e.g. max-syn-rate=500)"))
+}
+
+fn set(args: SetArgs) -> anyhow::Result<()> {
+    let answer = synguard::control::ask(
+        args.query.iface.as_deref(),
+        &serde_json::json!({ "request": "set", "settings": args.settings }),
+    )?;
+    if args.query.json {
+        println!("{answer}");
+        return Ok(());
+    }
+    let changed = answer["changed"].as_array().cloned().unwrap_or_default();
+    if changed.is_empty() {
+        println!("nothing changed (the values were already in force)");
+    }
+    for change in changed {
+        let join = |v: &serde_json::Value| {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        println!(
+            "{}: {} -> {}",
+            change["key"].as_str().unwrap_or(""),
+            join(&change["old"]),
+            join(&change["new"])
+        );
+    }
+    Ok(())
+}
+
+fn get(args: GetArgs) -> anyhow::Result<()> {
+    let answer = synguard::control::ask(
+        args.query.iface.as_deref(),
+        &serde_json::json!({ "request": "get" }),
+    )?;
+    let settings = answer["settings"].as_object().cloned().unwrap_or_default();
+    if let Some(key) = &args.key
+        && !settings.contains_key(key)
+    {
+        anyhow::bail!("no setting {key:?}: `synguard get` lists them");
+    }
+    let live: Vec<&str> = answer["live"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k.as_str())
+        .collect();
+    let shown: Vec<(&String, &serde_json::Value)> = settings
+        .iter()
+        .filter(|(key, _)| args.key.as_ref().is_none_or(|k| k == *key))
+        .collect();
+    if args.query.json {
+        let object: serde_json::Map<String, serde_json::Value> = shown
+            .iter()
+            .map(|(k, v)| ((*k).clone(), (*v).clone()))
+            .collect();
+        println!("{}", serde_json::Value::Object(object));
+        return Ok(());
+    }
+    if args.key.is_none() {
+        println!(
+            "configuration file: {}",
+            answer["config"].as_str().unwrap_or("(none)")
+        );
+        println!("{:<24} {:<32} {:<8} LIVE", "KEY", "VALUE", "SOURCE");
+    }
+    for (key, setting) in shown {
+        let value = setting["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        if args.key.is_some() {
+            println!("{value}");
+        } else {
+            println!(
+                "{key:<24} {value:<32} {:<8} {}",
+                setting["source"].as_str().unwrap_or(""),
+                if live.contains(&key.as_str()) {
+                    "yes"
+                } else {
+                    "restart"
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 fn query(
@@ -71,9 +195,12 @@ fn main() -> ExitCode {
         Err(error) => return bad_arguments(error),
     };
     let result = match cli.command {
-        Command::Run(args) => run::run(*args),
+        // Parsed again with the configuration file under the flags.
+        Command::Run(_) => run::run(std::env::args_os().skip(2).collect()),
         Command::Flows(args) => query(args, "flows", synguard::flow_control::flows_text),
         Command::Status(args) => query(args, "status", synguard::flow_control::status_text),
+        Command::Set(args) => set(args),
+        Command::Get(args) => get(args),
         Command::Block(args) => lists::run(args, lists::List::Block),
         Command::Allow(args) => lists::run(args, lists::List::Allow),
         Command::LabPeerPass(args) => lab_peer::lab_peer_pass(args),
@@ -102,16 +229,9 @@ fn bad_arguments(error: clap::Error) -> ExitCode {
         let _ = error.print();
         return ExitCode::from(2);
     }
-    // clap's message runs over a few lines before its usage and tip sections: join them.
-    let rendered = error.to_string();
-    let message: Vec<&str> = rendered
-        .lines()
-        .map(str::trim)
-        .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
-        .collect();
     eprintln!(
         "synguard: {} (see `synguard --help`)",
-        message.join(" ").trim_start_matches("error: ")
+        config::one_line(&error)
     );
     ExitCode::from(2)
 }

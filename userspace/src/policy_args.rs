@@ -12,7 +12,7 @@ use synguard::{
 };
 use synguard_common::maps::PolicySettings;
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 #[command(next_help_heading = "Policy (per source and service; 0 turns a limit off)")]
 pub struct PolicyArgs {
     /// Seconds between policy rounds (rates, blocks, expiries, auto mode's switch).

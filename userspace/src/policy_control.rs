@@ -126,6 +126,22 @@ impl PolicyControl {
         })
     }
 
+    /// Auto mode's default threshold and hold, for services that name no threshold of their own.
+    pub fn set_auto(&mut self, default_syn_rate: f64, hold: f64) {
+        for service in &mut self.services {
+            if let (ServiceMode::Auto { syn_rate }, Some(switch)) =
+                (service.config.mode, &mut service.switch)
+            {
+                switch.threshold = syn_rate.unwrap_or(default_syn_rate);
+                switch.hold = hold;
+            }
+        }
+    }
+
+    pub fn set_exports(&mut self, exports: Exports) {
+        self.exports = exports;
+    }
+
     /// The service in `slot` (1-based), if any.
     fn service(&self, slot: u8) -> Option<&Service> {
         self.services.get((slot as usize).checked_sub(1)?)

@@ -27,7 +27,7 @@ use synguard::{
     tcp_state::State,
 };
 
-use crate::policy_args::PolicyArgs;
+use crate::{config::Config, policy_args::PolicyArgs};
 use synguard_common::{
     maps::{FLOW_EVENTS_MAP, FLOWS_CAPACITY, FLOWS_MAP, event_kind},
     segment::SynAckSettings,
@@ -37,35 +37,39 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct RunArgs {
+    /// Configuration file: TOML, one key per long flag of this command (flags win over it);
+    /// without it, /etc/synguard/synguard.toml if that exists. SIGHUP reads it again.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
     /// Interface facing the clients (as in `ip link`).
     #[arg(long, short = 'i', value_name = "IFACE")]
-    iface: String,
+    pub(crate) iface: Option<String>,
     /// XDP attach mode: native (driver), generic (skb), or auto (native, else generic).
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
-    mode: AttachMode,
+    pub(crate) mode: AttachMode,
     /// Seconds between counter lines.
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = parse_interval)]
-    interval: f64,
+    pub(crate) interval: f64,
     /// Print counter lines as JSON objects (one per line).
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Log level, for the controller and for the XDP program's own log statements.
     #[arg(long, value_name = "LEVEL", default_value_t = LevelFilter::Info)]
-    log_level: LevelFilter,
+    pub(crate) log_level: LevelFilter,
     /// Protect a service with SYN cookies (repeatable): CIDR:PORTS, e.g. 198.19.1.2/32:80,443
     /// or [2001:db8::/64]:8000-8100. Traffic to anything else passes untouched.
     #[arg(long, value_name = "CIDR:PORTS")]
-    protect: Vec<ProtectedService>,
+    pub(crate) protect: Vec<ProtectedService>,
     /// File with the 128-bit cookie secret (32 hex digits) shared by every guard behind one
     /// ECMP group; without it, a random secret from the OS.
     #[arg(long, value_name = "PATH")]
-    cookie_key_file: Option<PathBuf>,
+    pub(crate) cookie_key_file: Option<PathBuf>,
     /// Seconds between cookie key rotations (a cookie stays valid across one rotation).
     #[arg(long, value_name = "SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(10..=86400))]
-    cookie_rotation: u64,
+    pub(crate) cookie_rotation: u64,
     /// MSS our SYN-ACKs announce over IPv4.
     #[arg(long, value_name = "BYTES", default_value_t = 1460,
           value_parser = clap::value_parser!(u16).range(536..=9000))]
@@ -77,29 +81,29 @@ pub struct RunArgs {
     /// Window-scale shift our SYN-ACKs announce to clients that offer scaling.
     #[arg(long, value_name = "SHIFT", default_value_t = 7,
           value_parser = clap::value_parser!(u8).range(0..=14))]
-    window_scale: u8,
+    pub(crate) window_scale: u8,
     /// Interface facing the protected servers: validated flows are joined and forwarded
     /// there. Without it, handshakes validate but never reach a server.
     #[arg(long, value_name = "IFACE")]
-    server_iface: Option<String>,
+    pub(crate) server_iface: Option<String>,
     /// Most validated flows the data plane tracks (least recently used ones go first).
     #[arg(long, value_name = "FLOWS", default_value_t = FLOWS_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
-    max_flows: u32,
+    pub(crate) max_flows: u32,
     /// Maximum segment lifetime in seconds; TIME-WAIT lasts twice this.
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0,
           value_parser = seconds_parser(0.1, 600.0))]
-    msl: f64,
+    pub(crate) msl: f64,
     /// Seconds a server may take to answer before its client is reset.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0,
           value_parser = seconds_parser(0.1, 120.0))]
-    backend_timeout: f64,
+    pub(crate) backend_timeout: f64,
     /// Idle timeout of a state (repeatable): STATE=SECONDS, 0 for never; states are
     /// syn_received, established, fin_wait_1, fin_wait_2, close_wait, closing, last_ack.
     #[arg(long, value_name = "STATE=SECONDS", value_parser = parse_idle_timeout)]
-    idle_timeout: Vec<(State, u64)>,
+    pub(crate) idle_timeout: Vec<(State, u64)>,
     #[command(flatten)]
-    policy: PolicyArgs,
+    pub(crate) policy: PolicyArgs,
 }
 
 pub fn seconds_parser(min: f64, max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
@@ -140,35 +144,116 @@ fn parse_interval(text: &str) -> Result<f64, String> {
     }
 }
 
-pub fn run(args: RunArgs) -> Result<()> {
+/// `synguard run` with the flags given after `run` (the configuration file is read here).
+pub fn run(cli: Vec<std::ffi::OsString>) -> Result<()> {
+    let (args, config) = Config::load(cli)?;
+    // The logger passes everything; the global maximum is the level, so `set` can change it.
     env_logger::Builder::new()
-        .filter_level(args.log_level)
+        .filter_level(LevelFilter::Trace)
         .format_timestamp_millis()
         .init();
+    log::set_max_level(args.log_level);
     privilege::require_xdp_privileges("synguard run")?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?
-        .block_on(serve(args))
+        .block_on(serve(args, config))
 }
 
-async fn serve(args: RunArgs) -> Result<()> {
+/// The settings `synguard set` and SIGHUP may change while the guard runs (by long flag).
+pub const LIVE_KEYS: &[&str] = &[
+    "interval",
+    "log-level",
+    "cookie-rotation",
+    "mss-v4",
+    "mss-v6",
+    "window-scale",
+    "msl",
+    "backend-timeout",
+    "idle-timeout",
+    "policy-interval",
+    "max-half-open",
+    "half-open-half-life",
+    "max-syn-rate",
+    "syn-burst",
+    "max-invalid-ack-rate",
+    "max-out-of-state-rate",
+    "block-ttl",
+    "block-ttl-max",
+    "aggregate-sources",
+    "aggregate-v4",
+    "aggregate-v6",
+    "auto-syn-rate",
+    "auto-hold",
+    "decision-log",
+    "exabgp",
+    "exabgp-style",
+];
+
+impl RunArgs {
+    /// Takes every live setting from `new` (the others stay as the guard started).
+    fn take_live(&mut self, new: &RunArgs) {
+        self.interval = new.interval;
+        self.log_level = new.log_level;
+        self.cookie_rotation = new.cookie_rotation;
+        self.mss_v4 = new.mss_v4;
+        self.mss_v6 = new.mss_v6;
+        self.window_scale = new.window_scale;
+        self.msl = new.msl;
+        self.backend_timeout = new.backend_timeout;
+        self.idle_timeout = new.idle_timeout.clone();
+        let (metrics_listen, allow, allow_bypass, allow_file, block_file) = (
+            self.policy.metrics_listen,
+            self.policy.allow.clone(),
+            self.policy.allow_bypass.clone(),
+            self.policy.allow_file.clone(),
+            self.policy.block_file.clone(),
+        );
+        self.policy = new.policy.clone();
+        self.policy.metrics_listen = metrics_listen;
+        self.policy.allow = allow;
+        self.policy.allow_bypass = allow_bypass;
+        self.policy.allow_file = allow_file;
+        self.policy.block_file = block_file;
+    }
+
+    fn timers(&self) -> FlowTimers {
+        let mut timers = FlowTimers {
+            msl_ns: (self.msl * 1e9) as u64,
+            backend_timeout_ns: (self.backend_timeout * 1e9) as u64,
+            ..FlowTimers::default()
+        };
+        for (state, seconds) in &self.idle_timeout {
+            timers.idle_ns[*state as usize] = seconds * 1_000_000_000;
+        }
+        timers
+    }
+
+    fn syn_ack_settings(&self) -> SynAckSettings {
+        SynAckSettings {
+            mss_v4: self.mss_v4,
+            mss_v6: self.mss_v6,
+            window_scale: self.window_scale,
+            ..SynAckSettings::default()
+        }
+    }
+}
+
+async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
+    let iface = args.iface.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no interface: give --iface IFACE (or iface = \"IFACE\" in the configuration)"
+        )
+    })?;
     // Everything the operator gave is checked before the kernel is touched.
     let secret = match &args.cookie_key_file {
         Some(path) => CookieSecret::from_file(path)?,
         None => CookieSecret::random()?,
     };
-    let mut timers = FlowTimers {
-        msl_ns: (args.msl * 1e9) as u64,
-        backend_timeout_ns: (args.backend_timeout * 1e9) as u64,
-        ..FlowTimers::default()
-    };
-    for (state, seconds) in &args.idle_timeout {
-        timers.idle_ns[*state as usize] = seconds * 1_000_000_000;
-    }
+    let timers = args.timers();
     if let Some(server_iface) = &args.server_iface
-        && *server_iface == args.iface
+        && *server_iface == iface
     {
         anyhow::bail!("--server-iface must differ from --iface: the guard sits between two links");
     }
@@ -184,15 +269,7 @@ async fn serve(args: RunArgs) -> Result<()> {
     let mut ebpf = object::load_sized(args.log_level, args.max_flows)?;
     let (mut epoch, keys) = secret.keys_at(guard_config::unix_now(), args.cookie_rotation);
     guard_config::write_keys(&mut ebpf, &keys)?;
-    guard_config::write_settings(
-        &mut ebpf,
-        &SynAckSettings {
-            mss_v4: args.mss_v4,
-            mss_v6: args.mss_v6,
-            window_scale: args.window_scale,
-            ..SynAckSettings::default()
-        },
-    )?;
+    guard_config::write_settings(&mut ebpf, &args.syn_ack_settings())?;
     guard_config::write_protected(&mut ebpf, &args.protect)?;
     guard_config::write_policy_settings(&mut ebpf, &args.policy.data_plane_settings())?;
     for service in &args.protect {
@@ -249,7 +326,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         None => None,
     };
     let program = object::load_xdp(&mut ebpf, object::GUARD_PROGRAM)?;
-    let attached = match attach::attach(program, &args.iface, args.mode) {
+    let attached = match attach::attach(program, &iface, args.mode) {
         Ok(attached) => attached,
         Err(error) => {
             // Nothing may stay changed after an error.
@@ -260,11 +337,11 @@ async fn serve(args: RunArgs) -> Result<()> {
             return Err(error);
         }
     };
-    report_attach(&args.iface, &attached);
+    report_attach(&iface, &attached);
     if server_link.is_none() {
         warn!("no --server-iface: handshakes validate but no flow reaches a server");
     }
-    let control_path = control::socket_path(&args.iface);
+    let control_path = control::socket_path(&iface);
     let _ = std::fs::create_dir_all(control::SOCKET_DIR);
     let _ = std::fs::remove_file(&control_path);
     let control_socket = tokio::net::UnixListener::bind(&control_path)
@@ -277,32 +354,17 @@ async fn serve(args: RunArgs) -> Result<()> {
     let mut rotation = tokio::time::interval(Duration::from_secs(1));
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(args.interval));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut before = Reading::from_per_cpu(Vec::new());
     let mut before_at = Instant::now();
-    // When ExaBGP reads our stdout (`--exabgp -`), our own lines go to stderr.
-    let to_stderr = matches!(args.policy.exabgp, Some(LineSink::Stdout));
-    let output = |line: &dyn std::fmt::Display| {
-        if to_stderr {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-        }
-    };
-    let print = |now: &Reading, before: &Reading, elapsed: Duration| {
-        if args.json {
-            output(&stats::json_line(&args.iface, now, before, elapsed));
-        } else {
-            output(&stats::text_line(&args.iface, now, before, elapsed));
-        }
-    };
     let signal_name = loop {
         tokio::select! {
             _ = ticker.tick() => {
                 let now = stats::read(&counters)?;
-                print(&now, &before, before_at.elapsed());
+                print(&args, &iface, &now, &before, before_at.elapsed());
                 before = now;
                 before_at = Instant::now();
             }
@@ -318,7 +380,7 @@ async fn serve(args: RunArgs) -> Result<()> {
                         && event.kind == event_kind::VALIDATED
                     {
                         if args.json {
-                            output(&flow_events::handshake_json(&event));
+                            output(&args, &flow_events::handshake_json(&event));
                         } else {
                             info!("{}", flow_events::handshake_text(&event));
                         }
@@ -340,7 +402,45 @@ async fn serve(args: RunArgs) -> Result<()> {
             }
             accepted = control_socket.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    answer(stream, &flows, &mut policy).await;
+                    let mut live = Live {
+                        args: &mut args,
+                        config: &mut config,
+                        flows: &mut flows,
+                        policy: &mut policy,
+                        ebpf: &mut ebpf,
+                    };
+                    let (interval, policy_interval) = (live.args.interval, live.args.policy.policy_interval);
+                    answer(stream, &mut live).await;
+                    if args.interval != interval {
+                        ticker = tokio::time::interval(Duration::from_secs_f64(args.interval));
+                        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                    if args.policy.policy_interval != policy_interval {
+                        policy_ticker = tokio::time::interval(Duration::from_secs_f64(args.policy.policy_interval));
+                        policy_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                }
+            }
+            _ = sighup.recv() => {
+                let mut live = Live {
+                    args: &mut args,
+                    config: &mut config,
+                    flows: &mut flows,
+                    policy: &mut policy,
+                    ebpf: &mut ebpf,
+                };
+                let (interval, policy_interval) = (live.args.interval, live.args.policy.policy_interval);
+                match live.reload() {
+                    Ok(changes) => info!("SIGHUP: configuration reloaded; {}", describe_changes(&changes)),
+                    Err(error) => warn!("SIGHUP: configuration not reloaded, nothing changed: {error:#}"),
+                }
+                if args.interval != interval {
+                    ticker = tokio::time::interval(Duration::from_secs_f64(args.interval));
+                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                }
+                if args.policy.policy_interval != policy_interval {
+                    policy_ticker = tokio::time::interval(Duration::from_secs_f64(args.policy.policy_interval));
+                    policy_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 }
             }
             _ = rotation.tick() => {
@@ -356,18 +456,141 @@ async fn serve(args: RunArgs) -> Result<()> {
         }
     };
     // The last partial interval, so the totals printed last are the final ones.
-    print(&stats::read(&counters)?, &before, before_at.elapsed());
+    print(
+        &args,
+        &iface,
+        &stats::read(&counters)?,
+        &before,
+        before_at.elapsed(),
+    );
     let _ = std::fs::remove_file(&control_path);
     object::program(&mut ebpf, object::GUARD_PROGRAM)?
         .detach(attached.link)
-        .with_context(|| format!("detaching from {}", args.iface))?;
+        .with_context(|| format!("detaching from {iface}"))?;
     if let Some((server_iface, link)) = server_link {
         object::program(&mut ebpf, object::SERVER_PROGRAM)?
             .detach(link)
             .with_context(|| format!("detaching from {server_iface}"))?;
     }
-    info!("{signal_name}: detached from {}", args.iface);
+    info!("{signal_name}: detached from {iface}");
     Ok(())
+}
+
+/// One line of ours: to stdout, or to stderr when ExaBGP reads our stdout (`--exabgp -`).
+fn output(args: &RunArgs, line: &dyn std::fmt::Display) {
+    if matches!(args.policy.exabgp, Some(LineSink::Stdout)) {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+/// The counter line of an interval.
+fn print(args: &RunArgs, iface: &str, now: &Reading, before: &Reading, elapsed: Duration) {
+    if args.json {
+        output(args, &stats::json_line(iface, now, before, elapsed));
+    } else {
+        output(args, &stats::text_line(iface, now, before, elapsed));
+    }
+}
+
+/// What a running guard can change: its settings and the parts that apply them.
+struct Live<'a> {
+    args: &'a mut RunArgs,
+    config: &'a mut Config,
+    flows: &'a mut FlowControl,
+    policy: &'a mut PolicyControl,
+    ebpf: &'a mut aya::Ebpf,
+}
+
+/// A setting that changed: its key, and its value before and after.
+#[derive(serde::Serialize)]
+struct Change {
+    key: String,
+    old: Vec<String>,
+    new: Vec<String>,
+}
+
+fn describe_changes(changes: &[Change]) -> String {
+    if changes.is_empty() {
+        return "no setting changed".to_string();
+    }
+    changes
+        .iter()
+        .map(|c| format!("{} {} -> {}", c.key, c.old.join(","), c.new.join(",")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Live<'_> {
+    /// `synguard set`: every key must be live and every value valid, or nothing changes.
+    fn set(&mut self, settings: &[(String, String)]) -> Result<Vec<Change>> {
+        for (key, _) in settings {
+            if !self.config.effective.contains_key(key) {
+                anyhow::bail!(
+                    "unknown key {key:?}: the keys are synguard run's long flags (`synguard get` lists them)"
+                );
+            }
+            if !LIVE_KEYS.contains(&key.as_str()) {
+                anyhow::bail!(
+                    "{key} cannot change while synguard runs: restart it (lists change with `synguard block|allow`)"
+                );
+            }
+        }
+        let before = self.config.effective.clone();
+        let new = self.config.set(settings)?;
+        self.apply(&new, &before)
+    }
+
+    /// SIGHUP: the file again; settings that cannot change live wait for a restart.
+    fn reload(&mut self) -> Result<Vec<Change>> {
+        let before = self.config.effective.clone();
+        let new = self.config.reload()?;
+        self.apply(&new, &before)
+    }
+
+    fn apply(
+        &mut self,
+        new: &RunArgs,
+        before: &std::collections::BTreeMap<String, crate::config::Setting>,
+    ) -> Result<Vec<Change>> {
+        let mut changes = Vec::new();
+        for (key, setting) in &self.config.effective {
+            let old = before.get(key).map(|s| s.value.clone()).unwrap_or_default();
+            if old == setting.value {
+                continue;
+            }
+            if LIVE_KEYS.contains(&key.as_str()) {
+                changes.push(Change {
+                    key: key.clone(),
+                    old,
+                    new: setting.value.clone(),
+                });
+            } else {
+                warn!("{key} changed in the configuration: it takes effect when synguard restarts");
+            }
+        }
+        self.args.take_live(new);
+        let args = &*self.args;
+        log::set_max_level(args.log_level);
+        self.flows.table.timers = args.timers();
+        guard_config::write_settings(self.ebpf, &args.syn_ack_settings())?;
+        guard_config::write_policy_settings(self.ebpf, &args.policy.data_plane_settings())?;
+        self.policy.policy.limits = args.policy.limits();
+        self.policy.policy.rules = args.policy.rules();
+        self.policy
+            .set_auto(args.policy.auto_syn_rate, args.policy.auto_hold);
+        self.policy.set_exports(args.policy.exports()?);
+        for change in &changes {
+            info!(
+                "set {}: {} -> {}",
+                change.key,
+                change.old.join(","),
+                change.new.join(",")
+            );
+        }
+        Ok(changes)
+    }
 }
 
 fn report_attach(iface: &str, attached: &attach::Attached) {
@@ -402,7 +625,7 @@ fn snapshot(reading: &Reading, flows: &FlowControl, policy: &PolicyControl) -> S
 }
 
 /// Answers one control request (a JSON object naming the request) with one JSON line.
-async fn answer(stream: tokio::net::UnixStream, flows: &FlowControl, policy: &mut PolicyControl) {
+async fn answer(stream: tokio::net::UnixStream, live: &mut Live<'_>) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let mut stream = BufReader::new(stream);
     let mut request = String::new();
@@ -411,7 +634,7 @@ async fn answer(stream: tokio::net::UnixStream, flows: &FlowControl, policy: &mu
         return;
     }
     let reply = match serde_json::from_str::<serde_json::Value>(&request) {
-        Ok(request) => handle(&request, flows, policy)
+        Ok(request) => handle(&request, live)
             .unwrap_or_else(|error| serde_json::json!({ "error": format!("{error:#}") })),
         Err(error) => serde_json::json!({ "error": format!("a request must be JSON: {error}") }),
     };
@@ -421,12 +644,9 @@ async fn answer(stream: tokio::net::UnixStream, flows: &FlowControl, policy: &mu
         .await;
 }
 
-fn handle(
-    request: &serde_json::Value,
-    flows: &FlowControl,
-    policy: &mut PolicyControl,
-) -> Result<serde_json::Value> {
+fn handle(request: &serde_json::Value, live: &mut Live<'_>) -> Result<serde_json::Value> {
     use serde_json::json;
+    let (flows, policy) = (&*live.flows, &mut *live.policy);
     let prefix = || {
         request["prefix"]
             .as_str()
@@ -452,6 +672,17 @@ fn handle(
             json!({ "removed": true })
         }
         "allow_list" => policy.allows_json(),
+        "get" => json!({
+            "config": live.config.path,
+            "settings": live.config.effective,
+            "live": LIVE_KEYS,
+        }),
+        "set" => {
+            let settings: Vec<(String, String)> =
+                serde_json::from_value(request["settings"].clone())
+                    .context("a set request carries [KEY, VALUE] pairs")?;
+            json!({ "changed": live.set(&settings)? })
+        }
         other => anyhow::bail!("unknown request {other:?}"),
     })
 }

@@ -112,6 +112,8 @@ fn lab_tests(synguard: &Path) -> Result<()> {
             "flows",
             "--test",
             "policy",
+            "--test",
+            "operate",
             "--",
             "--test-threads=1",
         ])

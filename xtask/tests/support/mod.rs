@@ -164,6 +164,17 @@ impl Guard {
             .cloned()
     }
 
+    /// Sends `signal` to the running synguard.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// What synguard wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
     /// `signal`, then the exit status and everything synguard wrote to stderr.
     pub fn stop_with(mut self, signal: i32) -> (std::process::ExitStatus, String) {
         // SAFETY: plain kill(2) on our child.

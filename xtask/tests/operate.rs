@@ -1,0 +1,143 @@
+//! Lab tests of operating a running guard: `synguard set` changes what the data plane does in
+//! the same run, `synguard get` shows where each value came from, SIGHUP reloads the
+//! configuration file (and a bad file changes nothing).
+//! They need root and the synguard binary: run them through `cargo xtask test`.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Guard, new_lab, synguard_bin, wait_for};
+use xtask::lab::{GUARD_SERVER_IFACE, Host, Lab, SERVER_PORT};
+
+/// Spoofed flood source, inside the lab's range: its SYN-ACKs die in the client namespace.
+const FLOODER: &str = "198.18.1.77";
+
+fn synguard(lab: &Lab, args: &[&str]) -> std::process::Output {
+    lab.exec(Host::Guard, synguard_bin().to_str().unwrap(), args)
+        .output()
+        .unwrap()
+}
+
+fn get(lab: &Lab, key: &str) -> Value {
+    let out = synguard(lab, &["get", key, "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let value: Value = serde_json::from_slice(&out.stdout).unwrap();
+    value[key].clone()
+}
+
+fn protect() -> String {
+    format!("198.19.1.0/24:{SERVER_PORT}")
+}
+
+#[test]
+fn set_changes_the_data_plane_in_the_same_run() {
+    let lab = new_lab();
+    let protect = protect();
+    let guard = Guard::start(
+        &lab,
+        "native",
+        &[
+            "--protect",
+            &protect,
+            "--server-iface",
+            GUARD_SERVER_IFACE,
+            "--max-syn-rate",
+            "0",
+            "--max-half-open",
+            "0",
+        ],
+    );
+    let port = SERVER_PORT.to_string();
+    let mut flood = lab.flood(1, &["-S", "-a", FLOODER, "-p", &port]).unwrap();
+    flood.wait().unwrap();
+    guard.settle();
+    assert!(guard.total("tx_syn_cookie") > 1000, "{}", guard.totals());
+    assert_eq!(guard.total("drop_syn_rate"), 0, "no per-source limit yet");
+
+    let out = synguard(&lab, &["set", "max-syn-rate=100", "syn-burst=100"]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("max-syn-rate: 0 -> 100"), "{said}");
+    assert!(said.contains("syn-burst: 2000 -> 100"), "{said}");
+    let setting = get(&lab, "max-syn-rate");
+    assert_eq!(setting["value"][0], "100");
+    assert_eq!(setting["source"], "set");
+    assert_eq!(get(&lab, "block-ttl")["source"], "default");
+    assert_eq!(get(&lab, "max-half-open")["source"], "flag");
+
+    let mut flood = lab.flood(1, &["-S", "-a", FLOODER, "-p", &port]).unwrap();
+    flood.wait().unwrap();
+    wait_for(
+        "SYNs over the new rate dropped",
+        Duration::from_secs(5),
+        || guard.total("drop_syn_rate") > 1000,
+    );
+    assert!(guard.stderr().contains("set max-syn-rate: 0 -> 100"));
+
+    for (args, says) in [
+        (vec!["set", "max-syn-rate=-1"], "max-syn-rate"),
+        (vec!["set", "block-ttl=5", "msl=9999"], "msl"),
+        (
+            vec!["set", "iface=eth9"],
+            "cannot change while synguard runs",
+        ),
+        (vec!["set", "speed=11"], "unknown key \"speed\""),
+        (vec!["set", "max-syn-rate"], "is not KEY=VALUE"),
+    ] {
+        let out = synguard(&lab, &args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+    assert_eq!(
+        get(&lab, "block-ttl")["value"][0],
+        "60",
+        "a refused set changes nothing"
+    );
+    assert_eq!(get(&lab, "max-syn-rate")["value"][0], "100");
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn sighup_reloads_the_configuration_file() {
+    let lab = new_lab();
+    let path = std::env::temp_dir().join(format!("synguard-{}.toml", lab.name));
+    let write = |text: &str| std::fs::write(&path, text).unwrap();
+    let protect = protect();
+    write(&format!(
+        "# synguard's settings\nprotect = [\"{protect}\"]\nserver-iface = \"{GUARD_SERVER_IFACE}\"\nblock-ttl = 30\nmax-syn-rate = 0\n"
+    ));
+    let guard = Guard::start(&lab, "native", &["--config", path.to_str().unwrap()]);
+    assert!(lab.page_arrives().unwrap(), "the service the file protects");
+    assert_eq!(get(&lab, "block-ttl")["value"][0], "30");
+    assert_eq!(get(&lab, "block-ttl")["source"], "file");
+    assert_eq!(get(&lab, "iface")["source"], "flag");
+
+    write(&format!(
+        "protect = [\"{protect}\"]\nserver-iface = \"{GUARD_SERVER_IFACE}\"\nblock-ttl = 45\nmax-syn-rate = 0\nmax-flows = 2048\n"
+    ));
+    guard.signal(libc::SIGHUP);
+    wait_for("the reloaded value", Duration::from_secs(5), || {
+        get(&lab, "block-ttl")["value"][0] == "45"
+    });
+    wait_for("the restart-only key noted", Duration::from_secs(5), || {
+        guard
+            .stderr()
+            .contains("max-flows changed in the configuration")
+    });
+
+    write("block-ttl = 0\n");
+    guard.signal(libc::SIGHUP);
+    wait_for("the bad file refused", Duration::from_secs(5), || {
+        guard.stderr().contains("configuration not reloaded")
+    });
+    assert_eq!(get(&lab, "block-ttl")["value"][0], "45", "nothing changed");
+    assert!(lab.page_arrives().unwrap(), "still guarding");
+    std::fs::remove_file(&path).unwrap();
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
+}
