@@ -361,6 +361,17 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_example_is_valid() {
+        let text = include_str!("../../packaging/synguard.toml");
+        let file = parse_file(text).unwrap();
+        assert_eq!(file["protect"].len(), 4, "two --protect flags");
+        let argv: Vec<OsString> = file.into_values().flatten().collect();
+        let args = RunArgs::from_arg_matches(&parse(argv).unwrap()).unwrap();
+        assert_eq!(args.iface.as_deref(), Some("eth0"));
+        assert_eq!(args.policy.max_syn_rate, 1000);
+    }
+
+    #[test]
     fn reload_keeps_flags_and_sets_on_top() {
         let path =
             std::env::temp_dir().join(format!("synguard-reload-{}.toml", std::process::id()));

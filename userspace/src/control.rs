@@ -64,9 +64,41 @@ fn pick_socket(iface: Option<&str>) -> Result<PathBuf> {
     }
 }
 
+/// Creates the socket directory (root only) and makes a freshly bound socket root's alone: it
+/// changes what the guard does.
+pub fn secure(socket: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(SOCKET_DIR, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {SOCKET_DIR}"))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", socket.display()))
+}
+
+/// Refuses a socket that is not root's alone: whoever else could write it could have put a
+/// listener there.
+fn check_owner(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("no control socket at {}", path.display()))?;
+    if meta.uid() != 0 || meta.mode() & 0o077 != 0 {
+        bail!(
+            "refusing the control socket {}: it must be root's alone (owner uid {}, mode {:o})",
+            path.display(),
+            meta.uid(),
+            meta.mode() & 0o777
+        );
+    }
+    Ok(())
+}
+
 /// Sends `request` (`{"request": NAME, ...}`) to the running controller and returns its answer.
 pub fn ask(iface: Option<&str>, request: &Value) -> Result<Value> {
+    // SAFETY: geteuid(2) has no failure mode.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("talking to synguard needs root: run it with sudo");
+    }
     let path = pick_socket(iface)?;
+    check_owner(&path)?;
     let mut stream = UnixStream::connect(&path).map_err(|e| {
         anyhow!(
             "no synguard answers at {} ({e}): is `synguard run` running on that interface?",

@@ -8,7 +8,7 @@ mod run;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, error::ErrorKind};
+use clap::{CommandFactory, Parser, Subcommand, error::ErrorKind};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +40,14 @@ enum Command {
     Block(lists::ListArgs),
     /// Allow source prefixes on the running guard (never blocked; optionally never challenged).
     Allow(lists::ListArgs),
+    /// Print a shell completion script (e.g. `synguard completions bash >
+    /// /etc/bash_completion.d/synguard`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; e.g. `synguard man > /usr/local/share/man/man8/synguard.8`).
+    Man,
     /// Lab plumbing: pin a pass program on a peer veth (see `cargo xtask lab`).
     #[command(hide = true)]
     LabPeerPass(lab_peer::LabPeerArgs),
@@ -172,6 +180,21 @@ fn get(args: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The man page: one page for the command and, as sections, each subcommand.
+fn man(out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let command = Cli::command();
+    clap_mangen::Man::new(command.clone())
+        .section("8")
+        .render(out)?;
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("synguard-{}", sub.get_name());
+        clap_mangen::Man::new(sub.clone().name(name))
+            .section("8")
+            .render(out)?;
+    }
+    Ok(())
+}
+
 fn query(
     args: QueryArgs,
     request: &str,
@@ -199,6 +222,16 @@ fn main() -> ExitCode {
         Command::Run(_) => run::run(std::env::args_os().skip(2).collect()),
         Command::Flows(args) => query(args, "flows", synguard::flow_control::flows_text),
         Command::Status(args) => query(args, "status", synguard::flow_control::status_text),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "synguard",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => man(&mut std::io::stdout()),
         Command::Set(args) => set(args),
         Command::Get(args) => get(args),
         Command::Block(args) => lists::run(args, lists::List::Block),
@@ -234,4 +267,47 @@ fn bad_arguments(error: clap::Error) -> ExitCode {
         config::one_line(&error)
     );
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completions_and_the_man_page_come_from_the_same_definitions() {
+        let mut bash = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "synguard",
+            &mut bash,
+        );
+        let bash = String::from_utf8(bash).unwrap();
+        for word in [
+            "run",
+            "status",
+            "block",
+            "allow",
+            "set",
+            "get",
+            "--max-syn-rate",
+        ] {
+            assert!(bash.contains(word), "bash completion lacks {word}");
+        }
+        let mut page = Vec::new();
+        man(&mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(page.contains(".TH synguard 8"), "{}", &page[..200]);
+        assert!(page.contains("synguard\\-run"), "a section per subcommand");
+        assert!(page.contains("max\\-syn\\-rate"));
+        assert!(
+            !page.contains("lab\\-peer\\-pass"),
+            "hidden plumbing stays out"
+        );
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -346,6 +346,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
     let _ = std::fs::remove_file(&control_path);
     let control_socket = tokio::net::UnixListener::bind(&control_path)
         .with_context(|| format!("creating the control socket {}", control_path.display()))?;
+    control::secure(&control_path)?;
     let mut flow_ticker = tokio::time::interval(Duration::from_millis(100));
     let mut policy_ticker =
         tokio::time::interval(Duration::from_secs_f64(args.policy.policy_interval));
