@@ -5,6 +5,7 @@ mod lab_peer;
 mod lists;
 mod policy_args;
 mod run;
+mod top;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,11 @@ enum Command {
     /// The running guard's effective settings, and where each came from (default, file,
     /// flag, set).
     Get(GetArgs),
+    /// The running guard's counters: every one's total and rate.
+    Stats(QueryArgs),
+    /// A live view of the running guard: SYN/s, cookies, drops by reason, flows by state, top
+    /// sources by half-open count, blocks (plain lines when stdout is not a terminal).
+    Top(top::TopArgs),
     /// Block source prefixes on the running guard (dropped in XDP at once).
     Block(lists::ListArgs),
     /// Allow source prefixes on the running guard (never blocked; optionally never challenged).
@@ -195,6 +201,23 @@ fn man(out: &mut dyn std::io::Write) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `synguard stats` as a table: the counters that moved, their totals and rates.
+fn stats_text(stats: &serde_json::Value) -> String {
+    let mut text = format!("{:<36} {:>16} {:>14}\n", "counter", "total", "per second");
+    for counter in synguard_common::counters::Counter::ALL {
+        let name = counter.name();
+        let total = stats["total"][name].as_u64().unwrap_or(0);
+        if total == 0 {
+            continue;
+        }
+        text.push_str(&format!(
+            "{name:<36} {total:>16} {:>14.1}\n",
+            stats["per_second"][name].as_f64().unwrap_or(0.0)
+        ));
+    }
+    text
+}
+
 fn query(
     args: QueryArgs,
     request: &str,
@@ -232,6 +255,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Man => man(&mut std::io::stdout()),
+        Command::Stats(args) => query(args, "stats", stats_text),
+        Command::Top(args) => top::top(args),
         Command::Set(args) => set(args),
         Command::Get(args) => get(args),
         Command::Block(args) => lists::run(args, lists::List::Block),

@@ -403,7 +403,9 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
             }
             accepted = control_socket.accept() => {
                 if let Ok((stream, _)) = accepted {
+                    let stats = stats::json_line(&iface, &stats::read(&counters)?, &before, before_at.elapsed());
                     let mut live = Live {
+                        stats,
                         args: &mut args,
                         config: &mut config,
                         flows: &mut flows,
@@ -424,6 +426,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
             }
             _ = sighup.recv() => {
                 let mut live = Live {
+                    stats: serde_json::Value::Null,
                     args: &mut args,
                     config: &mut config,
                     flows: &mut flows,
@@ -497,6 +500,8 @@ fn print(args: &RunArgs, iface: &str, now: &Reading, before: &Reading, elapsed: 
 
 /// What a running guard can change: its settings and the parts that apply them.
 struct Live<'a> {
+    /// The counters now (a `synguard stats` answer).
+    stats: serde_json::Value,
     args: &'a mut RunArgs,
     config: &'a mut Config,
     flows: &'a mut FlowControl,
@@ -656,6 +661,7 @@ fn handle(request: &serde_json::Value, live: &mut Live<'_>) -> Result<serde_json
     };
     Ok(match request["request"].as_str().unwrap_or("") {
         "flows" => flows.flows_json(),
+        "stats" => live.stats.clone(),
         "status" => {
             let mut status = flows.status_json();
             status["policy"] = policy.status_json(10);

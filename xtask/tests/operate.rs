@@ -141,3 +141,105 @@ fn sighup_reloads_the_configuration_file() {
     let (status, stderr) = guard.stop();
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn stats_and_top_show_the_running_guard() {
+    let lab = new_lab();
+    let protect = protect();
+    let guard = Guard::start(
+        &lab,
+        "native",
+        &[
+            "--protect",
+            &protect,
+            "--server-iface",
+            GUARD_SERVER_IFACE,
+            "--max-half-open",
+            "0",
+            "--max-syn-rate",
+            "200",
+            "--syn-burst",
+            "200",
+        ],
+    );
+    assert!(lab.page_arrives().unwrap());
+    let port = SERVER_PORT.to_string();
+    let mut flood = lab.flood(1, &["-S", "-a", FLOODER, "-p", &port]).unwrap();
+    flood.wait().unwrap();
+    wait_for("the flooder's block", Duration::from_secs(10), || {
+        String::from_utf8_lossy(&synguard(&lab, &["block", "list"]).stdout).contains(FLOODER)
+    });
+
+    let stats: Value =
+        serde_json::from_slice(&synguard(&lab, &["stats", "--json"]).stdout).unwrap();
+    assert!(
+        stats["total"]["tx_syn_cookie"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    let table = String::from_utf8_lossy(&synguard(&lab, &["stats"]).stdout).to_string();
+    assert!(table.contains("drop_syn_rate"), "{table}");
+
+    // Not a terminal: plain lines.
+    let plain = synguard(&lab, &["top", "--count", "2", "--delay", "0.3"]);
+    assert!(plain.status.success(), "{plain:?}");
+    let lines = String::from_utf8_lossy(&plain.stdout).to_string();
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    assert!(
+        lines
+            .lines()
+            .all(|l| l.contains("SYN cookies") && l.contains("blocks 1")),
+        "{lines}"
+    );
+
+    // In a pseudo-terminal (script(1)): the panels.
+    let bin = synguard_bin();
+    let command = format!(
+        "stty rows 40 cols 160; {} top --count 2 --delay 0.3",
+        bin.display()
+    );
+    let screen = lab
+        .exec(Host::Guard, "script", ["-qfec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(screen.status.success(), "{screen:?}");
+    let screen = screen_text(&String::from_utf8_lossy(&screen.stdout));
+    for panel in [
+        "Drops by reason",
+        "Flows by state",
+        "Top sources by half-open",
+        "Blocks",
+        "drop_syn_rate",
+        FLOODER,
+    ] {
+        assert!(
+            screen.contains(panel),
+            "{panel} missing from the screen: {screen:?}"
+        );
+    }
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+/// What a terminal shows of `output`, roughly: escape sequences (ratatui moves the cursor
+/// between words) become spaces, runs of spaces one.
+fn screen_text(output: &str) -> String {
+    let mut text = String::new();
+    let mut chars = output.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // Parameters, then the final byte (a letter).
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            text.push(' ');
+        } else {
+            text.push(c);
+        }
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
