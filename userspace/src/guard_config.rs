@@ -159,27 +159,36 @@ pub fn lpm_key(prefix: &IpNet) -> Key<ProtectedAddress> {
 pub fn service_slots(
     services: &[ProtectedService],
 ) -> Result<BTreeMap<IpNet, Box<ProtectedPorts>>> {
-    if services.len() >= SERVICES_CAPACITY as usize {
-        bail!(
-            "{} protected services given; at most {} fit",
-            services.len(),
-            SERVICES_CAPACITY - 1
-        );
+    slots_of(
+        services
+            .iter()
+            .enumerate()
+            .map(|(index, service)| ((index + 1) as u8, service)),
+    )
+}
+
+/// [`service_slots`] for services in given slots (slots of removed services stay empty).
+pub fn slots_of<'a>(
+    services: impl Iterator<Item = (u8, &'a ProtectedService)> + Clone,
+) -> Result<BTreeMap<IpNet, Box<ProtectedPorts>>> {
+    if services
+        .clone()
+        .any(|(slot, _)| slot as u32 >= SERVICES_CAPACITY || slot == 0)
+    {
+        bail!("at most {} protected services fit", SERVICES_CAPACITY - 1);
     }
     let mut by_prefix: BTreeMap<IpNet, Box<ProtectedPorts>> = BTreeMap::new();
-    for (index, service) in services.iter().enumerate() {
+    for (slot, service) in services {
         let ports = by_prefix.entry(service.prefix).or_default();
         for port in &service.ports {
             let taken = ports.slot(*port);
             if taken != 0 {
                 bail!(
-                    "port {port} of {} is protected twice (services {} and {}): give each port one mode",
+                    "port {port} of {} is protected twice (services {taken} and {slot}): give each port one mode",
                     service.prefix,
-                    taken,
-                    index + 1
                 );
             }
-            ports.insert(*port, (index + 1) as u8);
+            ports.insert(*port, slot);
         }
     }
     if by_prefix.len() > PROTECTED_CAPACITY as usize {

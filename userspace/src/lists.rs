@@ -125,3 +125,66 @@ fn list_text(answer: &Value, list: List) -> String {
     }
     text
 }
+
+#[derive(Args)]
+pub struct ProtectArgs {
+    #[command(subcommand)]
+    action: ProtectAction,
+    /// The guard's client-side interface (needed only when several guards run).
+    #[arg(long, short = 'i', value_name = "IFACE", global = true)]
+    iface: Option<String>,
+    /// Print the controller's JSON answer as it is.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum ProtectAction {
+    /// Protect a service at once: CIDR:PORTS[:MODE], as --protect takes it.
+    Add {
+        #[arg(value_name = "CIDR:PORTS[:MODE]", value_parser = service_parser)]
+        service: String,
+    },
+    /// Stop protecting the service with this prefix and these ports (its flows go on).
+    Del {
+        #[arg(value_name = "CIDR:PORTS", value_parser = service_parser)]
+        service: String,
+    },
+    /// List the protected services, their modes and whether cookies are on.
+    List,
+}
+
+fn service_parser(text: &str) -> Result<String, String> {
+    text.parse::<synguard::guard_config::ProtectedService>()
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// `synguard protect add|del|list`: the running guard's services.
+pub fn protect(args: ProtectArgs) -> Result<()> {
+    let request = match &args.action {
+        ProtectAction::Add { service } => json!({ "request": "protect_add", "service": service }),
+        ProtectAction::Del { service } => json!({ "request": "protect_del", "service": service }),
+        ProtectAction::List => json!({ "request": "protect_list" }),
+    };
+    let answer = control::ask(args.iface.as_deref(), &request)?;
+    if args.json {
+        println!("{answer}");
+        return Ok(());
+    }
+    println!("{:<4} {:<44} {:<8} Cookies", "Slot", "Service", "Mode");
+    for service in answer["services"].as_array().into_iter().flatten() {
+        println!(
+            "{:<4} {:<44} {:<8} {}",
+            service["slot"],
+            service["service"].as_str().unwrap_or(""),
+            service["mode"].as_str().unwrap_or(""),
+            if service["cookies_on"].as_bool().unwrap_or(false) {
+                "on"
+            } else {
+                "off"
+            }
+        );
+    }
+    Ok(())
+}

@@ -42,6 +42,8 @@ enum Command {
     /// A live view of the running guard: SYN/s, cookies, drops by reason, flows by state, top
     /// sources by half-open count, blocks (plain lines when stdout is not a terminal).
     Top(top::TopArgs),
+    /// Protect services on the running guard at once, or stop protecting them.
+    Protect(lists::ProtectArgs),
     /// Block source prefixes on the running guard (dropped in XDP at once).
     Block(lists::ListArgs),
     /// Allow source prefixes on the running guard (never blocked; optionally never challenged).
@@ -259,6 +261,7 @@ fn main() -> ExitCode {
         Command::Top(args) => top::top(args),
         Command::Set(args) => set(args),
         Command::Get(args) => get(args),
+        Command::Protect(args) => lists::protect(args),
         Command::Block(args) => lists::run(args, lists::List::Block),
         Command::Allow(args) => lists::run(args, lists::List::Allow),
         Command::LabPeerPass(args) => lab_peer::lab_peer_pass(args),

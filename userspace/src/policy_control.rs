@@ -20,9 +20,9 @@ use log::{info, warn};
 use serde_json::{Value, json};
 use synguard_common::{
     maps::{
-        ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, ProtectedAddress, SERVICE_COUNTERS_MAP,
-        SERVICES_MAP, SOURCE_SKETCH_MAP, SOURCES_MAP, ServiceConfig, ServiceCounters,
-        SourceCounters, SourceKey, block_origin, mode,
+        ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, PROTECTED_MAP, ProtectedAddress,
+        ProtectedPorts, SERVICE_COUNTERS_MAP, SERVICES_MAP, SOURCE_SKETCH_MAP, SOURCES_MAP,
+        ServiceConfig, ServiceCounters, SourceCounters, SourceKey, block_origin, mode,
     },
     sketch::{SKETCH_BLOCK_CELLS, SKETCH_BLOCKS, SketchBlock},
 };
@@ -30,10 +30,18 @@ use synguard_common::{
 use crate::{
     auto_mode::AutoSwitch,
     export::{ExabgpStyle, LineSink, decision_json, exabgp_line},
-    guard_config::{ProtectedService, ServiceMode, lpm_key},
+    guard_config::{ProtectedService, ServiceMode, lpm_key, slots_of},
     metrics::ServiceFigures,
     policy::{Decision, Outcome, Policy, Reason, source_address},
 };
+
+/// The configurations of services held by slot.
+fn configs(services: &[Option<Service>]) -> Vec<Option<ProtectedService>> {
+    services
+        .iter()
+        .map(|s| s.as_ref().map(|s| s.config.clone()))
+        .collect()
+}
 
 /// Where decisions go besides the controller's log.
 #[derive(Clone, Debug, Default)]
@@ -42,6 +50,23 @@ pub struct Exports {
     pub decision_log: Option<LineSink>,
     /// ExaBGP API lines.
     pub exabgp: Option<(LineSink, ExabgpStyle)>,
+}
+
+impl Service {
+    fn new(config: &ProtectedService, auto_syn_rate: f64, auto_hold: f64) -> Self {
+        Service {
+            switch: match config.mode {
+                ServiceMode::Auto { syn_rate } => Some(AutoSwitch::new(
+                    syn_rate.unwrap_or(auto_syn_rate),
+                    auto_hold,
+                )),
+                _ => None,
+            },
+            config: config.clone(),
+            last: ServiceCounters::default(),
+            syn_rate: 0.0,
+        }
+    }
 }
 
 /// A protected service at work: its configuration, its auto switch, its last rate.
@@ -54,7 +79,11 @@ struct Service {
 
 pub struct PolicyControl {
     pub policy: Policy,
-    services: Vec<Service>,
+    /// The services by slot (index + 1); a removed service leaves its slot empty, so the
+    /// others keep theirs (their counters and sources are keyed by it).
+    services: Vec<Option<Service>>,
+    auto_defaults: (f64, f64),
+    protected: LpmTrie<MapData, ProtectedAddress, ProtectedPorts>,
     exports: Exports,
     sources: PerCpuHashMap<MapData, SourceKey, SourceCounters>,
     sketch: PerCpuArray<MapData, SketchBlock>,
@@ -97,22 +126,13 @@ impl PolicyControl {
     ) -> Result<Self> {
         let services = services
             .iter()
-            .map(|config| Service {
-                switch: match config.mode {
-                    ServiceMode::Auto { syn_rate } => Some(AutoSwitch::new(
-                        syn_rate.unwrap_or(auto_syn_rate),
-                        auto_hold,
-                    )),
-                    _ => None,
-                },
-                config: config.clone(),
-                last: ServiceCounters::default(),
-                syn_rate: 0.0,
-            })
+            .map(|config| Some(Service::new(config, auto_syn_rate, auto_hold)))
             .collect();
         Ok(Self {
             policy,
             services,
+            auto_defaults: (auto_syn_rate, auto_hold),
+            protected: take(ebpf, PROTECTED_MAP)?,
             exports,
             sources: take(ebpf, SOURCES_MAP)?,
             sketch: take(ebpf, SOURCE_SKETCH_MAP)?,
@@ -128,7 +148,8 @@ impl PolicyControl {
 
     /// Auto mode's default threshold and hold, for services that name no threshold of their own.
     pub fn set_auto(&mut self, default_syn_rate: f64, hold: f64) {
-        for service in &mut self.services {
+        self.auto_defaults = (default_syn_rate, hold);
+        for service in self.services.iter_mut().flatten() {
             if let (ServiceMode::Auto { syn_rate }, Some(switch)) =
                 (service.config.mode, &mut service.switch)
             {
@@ -144,7 +165,7 @@ impl PolicyControl {
 
     /// The service in `slot` (1-based), if any.
     fn service(&self, slot: u8) -> Option<&Service> {
-        self.services.get((slot as usize).checked_sub(1)?)
+        self.services.get((slot as usize).checked_sub(1)?)?.as_ref()
     }
 
     /// One policy interval: service rates and auto switches, then per-source decisions and
@@ -167,7 +188,10 @@ impl PolicyControl {
             .services
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.config.mode == ServiceMode::Monitor)
+            .filter(|(_, s)| {
+                s.as_ref()
+                    .is_some_and(|s| s.config.mode == ServiceMode::Monitor)
+            })
             .map(|(i, _)| (i + 1) as u8)
             .collect();
         let sources = samples.len();
@@ -200,7 +224,9 @@ impl PolicyControl {
             for counters in self.service_counters.get(&slot, 0)?.iter() {
                 sum.accumulate(counters);
             }
-            let service = &mut self.services[index];
+            let Some(service) = &mut self.services[index] else {
+                continue;
+            };
             if elapsed > 0.0 {
                 service.syn_rate = sum.syns.saturating_sub(service.last.syns) as f64 / elapsed;
             }
@@ -362,6 +388,97 @@ impl PolicyControl {
         Ok(())
     }
 
+    /// `synguard protect add`: a new service in the next free slot, live.
+    pub fn protect(&mut self, service: ProtectedService) -> Result<()> {
+        let slot = match self.services.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => self.services.len(),
+        };
+        let mut services = configs(&self.services);
+        if slot == services.len() {
+            services.push(None);
+        }
+        services[slot] = Some(service.clone());
+        self.write_services(&services)?;
+        let (rate, hold) = self.auto_defaults;
+        if slot == self.services.len() {
+            self.services.push(None);
+        }
+        self.services[slot] = Some(Service::new(&service, rate, hold));
+        info!(
+            "protecting {} ({})",
+            service_name(&service),
+            service.mode.name()
+        );
+        Ok(())
+    }
+
+    /// `synguard protect del`: the service with these prefix and ports stops being protected
+    /// (its validated flows go on).
+    pub fn unprotect(&mut self, service: &ProtectedService) -> Result<()> {
+        let name = service_name(service);
+        let slot = self
+            .services
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| service_name(&s.config) == name))
+            .ok_or_else(|| anyhow!("{name} is not protected (see `synguard protect list`)"))?;
+        let mut services = configs(&self.services);
+        services[slot] = None;
+        self.write_services(&services)?;
+        self.services[slot] = None;
+        info!("{name} no longer protected");
+        Ok(())
+    }
+
+    /// Rewrites the services and protected-prefix maps for `services` (by slot): new and
+    /// changed prefixes first, then the ones no service uses any more.
+    fn write_services(&mut self, services: &[Option<ProtectedService>]) -> Result<()> {
+        let slotted = services
+            .iter()
+            .enumerate()
+            .filter_map(|(index, s)| s.as_ref().map(|s| ((index + 1) as u8, s)));
+        let by_prefix = slots_of(slotted)?;
+        for (index, service) in services.iter().enumerate() {
+            let config = ServiceConfig {
+                mode: service.as_ref().map_or(0, |s| s.mode.code()),
+                cookies_on: 0,
+                _pad: [0; 6],
+            };
+            self.service_configs.set(index as u32 + 1, config, 0)?;
+        }
+        for (prefix, ports) in &by_prefix {
+            self.protected
+                .insert(&lpm_key(prefix), ports.as_ref(), 0)
+                .with_context(|| format!("protecting {prefix}"))?;
+        }
+        let stale: Vec<IpNet> = self
+            .services
+            .iter()
+            .flatten()
+            .map(|s| s.config.prefix)
+            .filter(|prefix| !by_prefix.contains_key(prefix))
+            .collect();
+        for prefix in stale {
+            match self.protected.remove(&lpm_key(&prefix)) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(error) => bail!("unprotecting {prefix}: {error}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// `synguard protect list`.
+    pub fn protected_json(&self) -> Value {
+        json!({ "services": self.services.iter().enumerate().filter_map(|(index, s)| {
+            s.as_ref().map(|s| json!({
+                "slot": index + 1,
+                "service": service_name(&s.config),
+                "mode": s.config.mode.name(),
+                "cookies_on": s.switch.as_ref().map_or(s.config.mode == ServiceMode::Always, |w| w.cookies_on),
+            }))
+        }).collect::<Vec<_>>() })
+    }
+
     pub fn blocks_json(&self) -> Value {
         json!({ "blocks": self.policy.blocks().collect::<Vec<_>>() })
     }
@@ -409,6 +526,7 @@ impl PolicyControl {
     pub fn service_figures(&self) -> Vec<ServiceFigures> {
         self.services
             .iter()
+            .flatten()
             .map(|s| ServiceFigures {
                 service: service_name(&s.config),
                 mode: s.config.mode.name(),

@@ -679,6 +679,23 @@ fn handle(request: &serde_json::Value, live: &mut Live<'_>) -> Result<serde_json
             json!({ "removed": true })
         }
         "allow_list" => policy.allows_json(),
+        "protect_add" => {
+            let service: ProtectedService = request["service"]
+                .as_str()
+                .context("the request names no service")?
+                .parse()?;
+            policy.protect(service)?;
+            policy.protected_json()
+        }
+        "protect_del" => {
+            let service: ProtectedService = request["service"]
+                .as_str()
+                .context("the request names no service")?
+                .parse()?;
+            policy.unprotect(&service)?;
+            policy.protected_json()
+        }
+        "protect_list" => policy.protected_json(),
         "get" => json!({
             "config": live.config.path,
             "settings": live.config.effective,

@@ -243,3 +243,59 @@ fn screen_text(output: &str) -> String {
     }
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+#[test]
+fn services_are_protected_and_released_on_the_running_guard() {
+    let lab = new_lab();
+    let protect = protect();
+    let guard = Guard::start(
+        &lab,
+        "native",
+        &["--protect", &protect, "--server-iface", GUARD_SERVER_IFACE],
+    );
+    let list: Value =
+        serde_json::from_slice(&synguard(&lab, &["protect", "list", "--json"]).stdout).unwrap();
+    assert_eq!(list["services"][0]["service"], protect.as_str());
+    assert_eq!(list["services"][0]["mode"], "always");
+
+    let out = synguard(&lab, &["protect", "del", &protect]);
+    assert!(out.status.success(), "{out:?}");
+    guard.settle();
+    let cookies = guard.total("tx_syn_cookie");
+    assert!(
+        lab.page_arrives().unwrap(),
+        "unprotected: the kernel routes it"
+    );
+    guard.settle();
+    assert_eq!(guard.total("tx_syn_cookie"), cookies, "no cookie any more");
+
+    let auto = format!("{protect}:auto");
+    let out = synguard(&lab, &["protect", "add", &auto]);
+    assert!(out.status.success(), "{out:?}");
+    let admitted = guard.total("pass_admitted");
+    assert!(lab.page_arrives().unwrap());
+    wait_for(
+        "the SYN admitted by the new service",
+        Duration::from_secs(5),
+        || guard.total("pass_admitted") > admitted,
+    );
+
+    for (args, says) in [
+        (vec!["protect", "add", protect.as_str()], "protected twice"),
+        (
+            vec!["protect", "del", "198.19.1.0/24:8080"],
+            "is not protected",
+        ),
+        (
+            vec!["protect", "add", "198.19.1.0/24:80:turbo"],
+            "not a mode",
+        ),
+    ] {
+        let out = synguard(&lab, &args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
+}
