@@ -3,9 +3,12 @@
 use std::io;
 
 use anyhow::{Error, Result, anyhow};
+use std::path::Path;
+
 use aya::programs::{
     ProgramError, Xdp, XdpMode,
-    xdp::{XdpError, XdpLinkId},
+    links::{FdLink, PinnedLink},
+    xdp::{XdpError, XdpLink, XdpLinkId},
 };
 
 /// How the operator wants the program attached.
@@ -26,6 +29,8 @@ pub struct Attached {
     pub mode: XdpMode,
     /// Set when `auto` fell back to generic: the driver's refusal.
     pub fallback_reason: Option<String>,
+    /// The program was swapped into an attachment an earlier controller left pinned.
+    pub adopted: bool,
 }
 
 pub fn mode_name(mode: XdpMode) -> &'static str {
@@ -53,6 +58,7 @@ pub fn attach(program: &mut Xdp, iface: &str, mode: AttachMode) -> Result<Attach
             link,
             mode: first,
             fallback_reason: None,
+            adopted: false,
         }),
         Err(error) if mode == AttachMode::Auto && !is_busy(&error) => {
             let reason = explain(error, iface, first).to_string();
@@ -63,10 +69,49 @@ pub fn attach(program: &mut Xdp, iface: &str, mode: AttachMode) -> Result<Attach
                 link,
                 mode: XdpMode::Skb,
                 fallback_reason: Some(reason),
+                adopted: false,
             })
         }
         Err(error) => Err(explain(error, iface, first)),
     }
+}
+
+/// Attaches through a link pinned at `pin`, so the program keeps guarding when the controller
+/// is gone: a link an earlier controller pinned there gets `program` swapped in atomically (no
+/// frame goes unguarded); otherwise the program is attached as [`attach`] does and the link
+/// pinned. Either way `program` holds the link; dropping it leaves the pinned attachment.
+pub fn attach_pinned(
+    program: &mut Xdp,
+    iface: &str,
+    mode: AttachMode,
+    pin: &Path,
+) -> Result<Attached> {
+    let pin_error =
+        |e: &dyn std::fmt::Display| anyhow!("the link pinned at {}: {e}", pin.display());
+    if pin.exists() {
+        let fd_link = FdLink::from(PinnedLink::from_pin(pin).map_err(|e| pin_error(&e))?);
+        let link = XdpLink::try_from(fd_link).map_err(|e| pin_error(&e))?;
+        let link = program
+            .attach_to_link(link)
+            .map_err(|e| anyhow!("swapping the program into the attachment on {iface}: {e}"))?;
+        return Ok(Attached {
+            link,
+            mode: XdpMode::Default,
+            fallback_reason: None,
+            adopted: true,
+        });
+    }
+    let attached = attach(program, iface, mode)?;
+    let pinned = program
+        .take_link(attached.link)
+        .map_err(|e| anyhow!("{e}"))
+        .and_then(|link| FdLink::try_from(link).map_err(|e| anyhow!("{e}")))
+        .and_then(|fd_link| fd_link.pin(pin).map_err(|e| pin_error(&e)))?;
+    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| pin_error(&e))?;
+    let link = program
+        .attach_to_link(link)
+        .map_err(|e| anyhow!("holding the attachment on {iface}: {e}"))?;
+    Ok(Attached { link, ..attached })
 }
 
 /// Looked up in the current network namespace (sysfs may show another one).

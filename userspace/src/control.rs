@@ -25,9 +25,14 @@ fn socket_prefix() -> String {
     format!("net{}-", netns_id())
 }
 
+/// The guard on `iface` in this network namespace, as its socket, pins and state are named.
+pub fn instance_id(iface: &str) -> String {
+    format!("{}{iface}", socket_prefix())
+}
+
 /// Where the controller attached to `iface` in this network namespace listens.
 pub fn socket_path(iface: &str) -> PathBuf {
-    Path::new(SOCKET_DIR).join(format!("{}{iface}.sock", socket_prefix()))
+    Path::new(SOCKET_DIR).join(format!("{}.sock", instance_id(iface)))
 }
 
 /// The socket to talk to: the one of `iface`, or the only one there is.

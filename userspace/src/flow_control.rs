@@ -59,6 +59,16 @@ impl FlowControl {
         Some(event)
     }
 
+    /// Takes over every flow in the data plane's map (a restarted controller); returns how many.
+    pub fn adopt_all(&mut self) -> usize {
+        let now = monotonic_coarse_ns();
+        let entries: Vec<(FlowKey, FlowEntry)> = self.map.iter().filter_map(Result::ok).collect();
+        for (key, entry) in &entries {
+            self.table.adopt(*key, entry, now);
+        }
+        entries.len()
+    }
+
     pub fn on_tick(&mut self) {
         let map = &self.map;
         let commands = self

@@ -144,6 +144,8 @@ pub struct FlowCounts {
     pub challenge_acks: u64,
     pub ignored_segments: u64,
     pub time_wait_restarts: u64,
+    /// Flows found in the data plane at start (a restart adopted them).
+    pub adopted: u64,
 }
 
 #[derive(Default)]
@@ -316,6 +318,47 @@ impl FlowTable {
         commands
     }
 
+    /// Takes over a flow found in the data plane (the controller restarted): its state comes
+    /// from what the data plane tracked ([`server_end_of`]); its timers start now.
+    pub fn adopt(&mut self, key: FlowKey, entry: &FlowEntry, now_ns: u64) {
+        let server = server_end_of(entry);
+        let time_wait_until_ns = if server.state == State::TimeWait {
+            now_ns + 2 * self.timers.msl_ns
+        } else {
+            0
+        };
+        let options = &entry.options;
+        self.flows.insert(
+            key,
+            Flow {
+                server,
+                joined: entry.phase == phase::JOINED,
+                direct: entry.admitted_directly != 0,
+                client_isn: entry.client_isn,
+                guard_isn: entry.guard_isn,
+                server_isn: entry.server_isn,
+                validated_ns: now_ns,
+                state_since_ns: now_ns,
+                time_wait_until_ns,
+                backend_syn: BackendSyn {
+                    seq: entry.client_isn,
+                    window: entry.to_server.window.min(0xffff) as u16,
+                    mss: options.mss,
+                    window_scale: (options.window_scale != NO_WINDOW_SCALE)
+                        .then_some(options.window_scale),
+                    sack_permitted: options.sack_permitted != 0,
+                    ecn: options.ecn != 0,
+                    tsval: None,
+                },
+                // The client's TSval of the first SYN is gone: no retransmission, the backend
+                // timeout still ends a flow whose server never answers.
+                syn_retransmit_at_ns: u64::MAX,
+                syn_retransmit_interval_ns: FIRST_SYN_RETRANSMIT_NS,
+            },
+        );
+        self.counts.adopted += 1;
+    }
+
     /// Runs the timers: servers that never answered, TIME-WAIT expiry, idle flows, flows the
     /// data plane's LRU evicted. `entry_of` reads a flow's data-plane entry.
     pub fn on_tick(
@@ -397,6 +440,49 @@ impl FlowTable {
                 guard_isn: flow.guard_isn,
             });
         }
+    }
+}
+
+/// The server's end of a flow as the data plane's entry shows it: the FINs each way, whether
+/// each was acknowledged, and the next sequence numbers (RFC 9293 section 3.3.2).
+pub fn server_end_of(entry: &FlowEntry) -> Endpoint {
+    if entry.phase != phase::JOINED {
+        // A SYN the server has (or will have) received, not answered yet.
+        let mut server = Endpoint::listening();
+        server.received(
+            &Segment {
+                seq: entry.client_isn,
+                ack: 0,
+                flags: TcpFlags(TcpFlags::SYN),
+                len: 0,
+            },
+            0,
+        );
+        return server;
+    }
+    // Client to server is what the server receives; server to client what it sends.
+    let (received, sent) = (&entry.to_server, &entry.to_client);
+    let state = match (
+        received.fin_seen != 0,
+        received.fin_acked != 0,
+        sent.fin_seen != 0,
+        sent.fin_acked != 0,
+    ) {
+        (false, _, false, _) => State::Established,
+        (true, _, false, _) => State::CloseWait,
+        (false, _, true, false) => State::FinWait1,
+        (false, _, true, true) => State::FinWait2,
+        // Both FINs, ours not acknowledged yet: after theirs (LAST-ACK) or crossing (CLOSING).
+        (true, true, true, false) => State::LastAck,
+        (true, false, true, false) => State::Closing,
+        // Both acknowledged: over; TIME-WAIT lets late segments die.
+        (true, _, true, true) => State::TimeWait,
+    };
+    Endpoint {
+        state,
+        snd_nxt: sent.next_seq,
+        fin_seq: (sent.fin_seen != 0).then_some(sent.fin_seq),
+        rcv_nxt: received.next_seq,
     }
 }
 

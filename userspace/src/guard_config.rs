@@ -296,6 +296,14 @@ impl CookieSecret {
         Self::from_hex(line).with_context(|| format!("cookie key file {}", path.display()))
     }
 
+    /// The secret as 32 hex digits, as [`CookieSecret::from_hex`] reads it.
+    pub fn to_hex(&self) -> String {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.0.k0.to_le_bytes());
+        bytes[8..].copy_from_slice(&self.0.k1.to_le_bytes());
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     pub fn from_hex(hex: &str) -> Result<Self> {
         if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             bail!("the key must be 32 hex digits (128 bits), e.g. from `openssl rand -hex 16`");
@@ -447,6 +455,14 @@ mod tests {
             *keys.current().0,
             "rotation keeps the last key, as the previous one"
         );
+        let random = CookieSecret::random().unwrap();
+        let again = CookieSecret::from_hex(&random.to_hex()).unwrap();
+        assert_eq!(
+            random.keys_at(1000, 300),
+            again.keys_at(1000, 300),
+            "hex roundtrip"
+        );
+        assert_eq!(b.to_hex(), "00112233445566778899aabbccddeeff");
         for bad in ["0011", "zz112233445566778899aabbccddeeff", ""] {
             let error = CookieSecret::from_hex(bad).err().unwrap().to_string();
             assert!(error.contains("32 hex digits"), "{error}");

@@ -12,6 +12,7 @@ pub mod guard_config;
 pub mod inject;
 pub mod metrics;
 pub mod object;
+pub mod persist;
 pub mod policy;
 pub mod policy_control;
 pub mod privilege;

@@ -48,6 +48,9 @@ enum Command {
     Block(lists::ListArgs),
     /// Allow source prefixes on the running guard (never blocked; optionally never challenged).
     Allow(lists::ListArgs),
+    /// Detach the guard from an interface and remove its pinned maps and state (a running
+    /// controller detaches and exits; a guard left running by a stopped one is removed).
+    Detach(DetachArgs),
     /// Print a shell completion script (e.g. `synguard completions bash >
     /// /etc/bash_completion.d/synguard`).
     Completions {
@@ -69,6 +72,43 @@ struct QueryArgs {
     /// Print the controller's JSON answer as it is.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args)]
+struct DetachArgs {
+    /// The guard's client-side interface (needed only when several guards are attached).
+    #[arg(long, short = 'i', value_name = "IFACE")]
+    iface: Option<String>,
+    /// Where bpffs is, as `synguard run --bpffs` had it.
+    #[arg(long, value_name = "PATH", env = "SYNGUARD_BPFFS", default_value = synguard::persist::BPFFS)]
+    bpffs: std::path::PathBuf,
+}
+
+fn detach(args: DetachArgs) -> anyhow::Result<()> {
+    let iface = match &args.iface {
+        Some(iface) => iface.clone(),
+        None => synguard::persist::attached_iface(&args.bpffs)?,
+    };
+    let socket = synguard::control::socket_path(&iface);
+    if socket.exists() {
+        synguard::control::ask(Some(&iface), &serde_json::json!({ "request": "detach" }))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while socket.exists() {
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("the controller on {iface} did not detach within 10 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        println!("detached from {iface}");
+        return Ok(());
+    }
+    let pins = synguard::persist::Pins::of(&iface, &args.bpffs);
+    if !pins.dir.exists() {
+        anyhow::bail!("no synguard is attached to {iface} in this network namespace");
+    }
+    pins.remove()?;
+    println!("detached from {iface} (no controller was running)");
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -247,6 +287,7 @@ fn main() -> ExitCode {
         Command::Run(_) => run::run(std::env::args_os().skip(2).collect()),
         Command::Flows(args) => query(args, "flows", synguard::flow_control::flows_text),
         Command::Status(args) => query(args, "status", synguard::flow_control::status_text),
+        Command::Detach(args) => detach(args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

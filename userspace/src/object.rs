@@ -1,5 +1,7 @@
 //! The compiled eBPF object, embedded at build time, and loading it into the kernel.
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
 use aya::{
     Ebpf, EbpfLoader,
@@ -35,11 +37,28 @@ pub fn load(log_level: LevelFilter) -> Result<Ebpf> {
 
 /// [`load`] with a flows map of `max_flows` entries.
 pub fn load_sized(log_level: LevelFilter, max_flows: u32) -> Result<Ebpf> {
+    load_with(log_level, max_flows, None)
+}
+
+/// [`load_sized`] with the maps pinned in `dir` (those already pinned there are reused: a
+/// restarted controller adopts its predecessor's state).
+pub fn load_pinned(log_level: LevelFilter, max_flows: u32, dir: &Path) -> Result<Ebpf> {
+    load_with(log_level, max_flows, Some(dir))
+}
+
+fn load_with(log_level: LevelFilter, max_flows: u32, pin_dir: Option<&Path>) -> Result<Ebpf> {
     // aya-log numbers levels Error=1 .. Trace=5, and 0 silences everything, like LevelFilter.
     let level = log_level as usize as u8;
-    EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global(aya_log::LEVEL, &level, true)
-        .map_max_entries(FLOWS_MAP, max_flows)
+        .map_max_entries(FLOWS_MAP, max_flows);
+    if let Some(dir) = pin_dir {
+        for name in crate::persist::PINNED_MAPS {
+            loader.map_pin_path(name, dir.join(name));
+        }
+    }
+    loader
         .load(EBPF_OBJECT)
         .context("loading the eBPF object into the kernel")
 }

@@ -18,7 +18,7 @@ use std::{
 };
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use synguard_common::{
     maps::{SourceCounters, SourceKey},
     token_bucket::TokenBucket,
@@ -91,7 +91,7 @@ impl Default for BlockRules {
 }
 
 /// Why a decision was taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     HalfOpen,
@@ -174,7 +174,7 @@ pub struct Decision {
 }
 
 /// A prefix in the blocked list.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Block {
     pub prefix: IpNet,
     pub reason: Reason,
@@ -185,11 +185,18 @@ pub struct Block {
 }
 
 /// A prefix on the allowlist.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Allow {
     pub prefix: IpNet,
     /// Its SYNs skip the cookie challenge too.
     pub bypass: bool,
+}
+
+/// The blocked and allowed prefixes, as saved across restarts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Lists {
+    pub blocks: Vec<Block>,
+    pub allows: Vec<Allow>,
 }
 
 /// What the policy remembers of one source talking to one service.
@@ -585,6 +592,20 @@ impl Policy {
             .into_iter()
             .filter_map(|net| self.unblock(now, net))
             .collect()
+    }
+
+    /// What must survive a restart: the blocks (with their reasons and ends) and the allows.
+    pub fn lists(&self) -> Lists {
+        Lists {
+            blocks: self.blocks.values().cloned().collect(),
+            allows: self.allows.values().cloned().collect(),
+        }
+    }
+
+    /// Takes the lists back after a restart.
+    pub fn restore(&mut self, lists: Lists) {
+        self.blocks = lists.blocks.into_iter().map(|b| (b.prefix, b)).collect();
+        self.allows = lists.allows.into_iter().map(|a| (a.prefix, a)).collect();
     }
 
     pub fn disallow(&mut self, prefix: IpNet) -> Option<Allow> {

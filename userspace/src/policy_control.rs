@@ -32,7 +32,8 @@ use crate::{
     export::{ExabgpStyle, LineSink, decision_json, exabgp_line},
     guard_config::{ProtectedService, ServiceMode, lpm_key, slots_of},
     metrics::ServiceFigures,
-    policy::{Decision, Outcome, Policy, Reason, source_address},
+    persist::Pins,
+    policy::{Decision, Lists, Outcome, Policy, Reason, source_address},
 };
 
 /// The configurations of services held by slot.
@@ -96,7 +97,12 @@ pub struct PolicyControl {
     last_tick: Option<f64>,
     /// The last round: how many source entries it read, and how long it took (seconds).
     last_round: (usize, f64),
+    /// Where the lists are saved for the next controller (None: not saved).
+    pins: Option<Pins>,
 }
+
+/// The state file of the lists.
+const LISTS_FILE: &str = "lists.json";
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> f64 {
@@ -123,6 +129,7 @@ impl PolicyControl {
         auto_syn_rate: f64,
         auto_hold: f64,
         exports: Exports,
+        pins: Option<Pins>,
     ) -> Result<Self> {
         let services = services
             .iter()
@@ -143,7 +150,39 @@ impl PolicyControl {
             decision_counts: BTreeMap::new(),
             last_tick: None,
             last_round: (0, 0.0),
+            pins,
         })
+        .and_then(|mut control: Self| {
+            // A restarted controller takes its predecessor's lists (the tries are pinned).
+            if let Some(text) = control
+                .pins
+                .as_ref()
+                .map(|p| p.read(LISTS_FILE))
+                .transpose()?
+                .flatten()
+            {
+                let lists: Lists =
+                    serde_json::from_str(&text).context("the saved block and allow lists")?;
+                info!(
+                    "restored {} blocks and {} allows",
+                    lists.blocks.len(),
+                    lists.allows.len()
+                );
+                control.policy.restore(lists);
+            }
+            Ok(control)
+        })
+    }
+
+    /// Saves the lists for the next controller.
+    fn save_lists(&self) -> Result<()> {
+        if let Some(pins) = &self.pins {
+            pins.write(
+                LISTS_FILE,
+                serde_json::to_string(&self.policy.lists())?.as_bytes(),
+            )?;
+        }
+        Ok(())
     }
 
     /// Auto mode's default threshold and hold, for services that name no threshold of their own.
@@ -301,6 +340,7 @@ impl PolicyControl {
                 .collect();
             log.write_lines(&lines)?;
         }
+        self.save_lists()?;
         if let Some((sink, style)) = &self.exports.exabgp {
             let lines: Vec<String> = decisions
                 .iter()
@@ -367,6 +407,7 @@ impl PolicyControl {
             .with_context(|| format!("allowing {prefix}"))?;
         let lifted = self.policy.allow(unix_now(), prefix, bypass);
         self.apply(&lifted)?;
+        self.save_lists()?;
         info!(
             "allow {}{}",
             prefix.trunc(),
@@ -384,6 +425,7 @@ impl PolicyControl {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(error) => bail!("removing {prefix} from the allowlist: {error}"),
         }
+        self.save_lists()?;
         info!("allow {} removed", prefix.trunc());
         Ok(())
     }

@@ -22,6 +22,7 @@ use synguard::{
     flow_control::FlowControl,
     flows::FlowTimers,
     metrics::{self, Snapshot},
+    persist::{self, CLIENT_LINK, Pins, SERVER_LINK},
     policy::Policy,
     policy_control::{PolicyControl, parse_prefix, unix_now},
     tcp_state::State,
@@ -102,6 +103,10 @@ pub struct RunArgs {
     /// syn_received, established, fin_wait_1, fin_wait_2, close_wait, closing, last_ack.
     #[arg(long, value_name = "STATE=SECONDS", value_parser = parse_idle_timeout)]
     pub(crate) idle_timeout: Vec<(State, u64)>,
+    /// Where bpffs is (mounted there if missing): the maps and links are pinned under it, so
+    /// the programs keep guarding while no controller runs.
+    #[arg(long, value_name = "PATH", env = "SYNGUARD_BPFFS", default_value = persist::BPFFS)]
+    pub(crate) bpffs: PathBuf,
     #[command(flatten)]
     pub(crate) policy: PolicyArgs,
 }
@@ -247,9 +252,9 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
         )
     })?;
     // Everything the operator gave is checked before the kernel is touched.
-    let secret = match &args.cookie_key_file {
-        Some(path) => CookieSecret::from_file(path)?,
-        None => CookieSecret::random()?,
+    let key_file_secret = match &args.cookie_key_file {
+        Some(path) => Some(CookieSecret::from_file(path)?),
+        None => None,
     };
     let timers = args.timers();
     if let Some(server_iface) = &args.server_iface
@@ -266,7 +271,29 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
         metrics::serve(listen, metrics_text.clone())?;
         info!("metrics at http://{listen}/metrics");
     }
-    let mut ebpf = object::load_sized(args.log_level, args.max_flows)?;
+    if std::os::unix::net::UnixStream::connect(control::socket_path(&iface)).is_ok() {
+        anyhow::bail!(
+            "a synguard already runs on {iface}: stop it first (or tune it with `synguard set`)"
+        );
+    }
+    // The maps and links live on bpffs: an earlier controller's are adopted.
+    let pins = Pins::of(&iface, &args.bpffs);
+    pins.prepare(&args.bpffs)?;
+    let adopting = pins.adoptable();
+    pins.claim_build(&persist::build_id(object::EBPF_OBJECT), adopting)?;
+    let secret = match key_file_secret {
+        Some(secret) => secret,
+        None => match pins.read(SECRET_FILE)? {
+            // Cookies issued before a restart stay valid.
+            Some(hex) => CookieSecret::from_hex(hex.trim()).context("the saved cookie secret")?,
+            None => {
+                let secret = CookieSecret::random()?;
+                pins.write(SECRET_FILE, secret.to_hex().as_bytes())?;
+                secret
+            }
+        },
+    };
+    let mut ebpf = object::load_pinned(args.log_level, args.max_flows, &pins.dir)?;
     let (mut epoch, keys) = secret.keys_at(guard_config::unix_now(), args.cookie_rotation);
     guard_config::write_keys(&mut ebpf, &keys)?;
     guard_config::write_settings(&mut ebpf, &args.syn_ack_settings())?;
@@ -286,6 +313,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
         args.policy.auto_syn_rate,
         args.policy.auto_hold,
         exports,
+        Some(pins.clone()),
     )?;
     for entry in &allowlist {
         policy.allow(entry.prefix, entry.bypass)?;
@@ -314,25 +342,38 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
             .map_err(|e| e.into_parts().1)
             .context("watching the eBPF log ring buffer")?;
     let counters = object::counters_map(&mut ebpf)?;
+    if adopting {
+        let adopted = flows.adopt_all();
+        info!("adopted {adopted} flows from the guard left running on {iface}");
+    }
     object::load_stages(&mut ebpf)?;
     // The server side first: once the client side runs, validated flows need it.
     let server_link = match &args.server_iface {
         Some(server_iface) => {
             let program = object::load_xdp(&mut ebpf, object::SERVER_PROGRAM)?;
-            let attached = attach::attach(program, server_iface, args.mode)?;
+            let attached =
+                attach::attach_pinned(program, server_iface, args.mode, &pins.link(SERVER_LINK))
+                    .inspect_err(|_| {
+                        if !adopting {
+                            let _ = pins.remove();
+                        }
+                    })?;
             report_attach(server_iface, &attached);
             Some((server_iface.clone(), attached.link))
         }
         None => None,
     };
     let program = object::load_xdp(&mut ebpf, object::GUARD_PROGRAM)?;
-    let attached = match attach::attach(program, &iface, args.mode) {
+    let attached = match attach::attach_pinned(program, &iface, args.mode, &pins.link(CLIENT_LINK))
+    {
         Ok(attached) => attached,
         Err(error) => {
             // Nothing may stay changed after an error.
-            if let Some((server_iface, link)) = server_link {
-                let _ = object::program(&mut ebpf, object::SERVER_PROGRAM)?.detach(link);
-                let _ = server_iface;
+            if !adopting {
+                let _ = pins.remove();
+                if let Some((_, link)) = server_link {
+                    let _ = object::program(&mut ebpf, object::SERVER_PROGRAM)?.detach(link);
+                }
             }
             return Err(error);
         }
@@ -406,6 +447,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
                     let stats = stats::json_line(&iface, &stats::read(&counters)?, &before, before_at.elapsed());
                     let mut live = Live {
                         stats,
+                        detach: false,
                         args: &mut args,
                         config: &mut config,
                         flows: &mut flows,
@@ -414,6 +456,9 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
                     };
                     let (interval, policy_interval) = (live.args.interval, live.args.policy.policy_interval);
                     answer(stream, &mut live).await;
+                    if live.detach {
+                        break Exit::Detach("synguard detach");
+                    }
                     if args.interval != interval {
                         ticker = tokio::time::interval(Duration::from_secs_f64(args.interval));
                         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -427,6 +472,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
             _ = sighup.recv() => {
                 let mut live = Live {
                     stats: serde_json::Value::Null,
+                    detach: false,
                     args: &mut args,
                     config: &mut config,
                     flows: &mut flows,
@@ -455,8 +501,8 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
                     info!("cookie keys rotated (epoch {epoch})");
                 }
             }
-            _ = sigint.recv() => break "SIGINT",
-            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break Exit::Detach("SIGINT"),
+            _ = sigterm.recv() => break Exit::KeepGuarding,
         }
     };
     // The last partial interval, so the totals printed last are the final ones.
@@ -468,6 +514,18 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
         before_at.elapsed(),
     );
     let _ = std::fs::remove_file(&control_path);
+    let why = match signal_name {
+        Exit::KeepGuarding => {
+            info!(
+                "SIGTERM: the controller stops, the programs keep guarding {iface} \
+                 (`synguard run` adopts them, `synguard detach` removes them)"
+            );
+            return Ok(());
+        }
+        Exit::Detach(why) => why,
+    };
+    // The pins go first: the programs' own links are then the last references.
+    pins.remove()?;
     object::program(&mut ebpf, object::GUARD_PROGRAM)?
         .detach(attached.link)
         .with_context(|| format!("detaching from {iface}"))?;
@@ -476,9 +534,20 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
             .detach(link)
             .with_context(|| format!("detaching from {server_iface}"))?;
     }
-    info!("{signal_name}: detached from {iface}");
+    info!("{why}: detached from {iface}");
     Ok(())
 }
+
+/// How the controller ends.
+enum Exit {
+    /// SIGINT or `synguard detach`: programs detached, pins removed.
+    Detach(&'static str),
+    /// SIGTERM: the programs stay attached with their pinned maps, for the next controller.
+    KeepGuarding,
+}
+
+/// The state file of the cookie secret (when no key file gives it).
+const SECRET_FILE: &str = "cookie-secret";
 
 /// One line of ours: to stdout, or to stderr when ExaBGP reads our stdout (`--exabgp -`).
 fn output(args: &RunArgs, line: &dyn std::fmt::Display) {
@@ -502,6 +571,8 @@ fn print(args: &RunArgs, iface: &str, now: &Reading, before: &Reading, elapsed: 
 struct Live<'a> {
     /// The counters now (a `synguard stats` answer).
     stats: serde_json::Value,
+    /// `synguard detach` asked the controller to detach and exit.
+    detach: bool,
     args: &'a mut RunArgs,
     config: &'a mut Config,
     flows: &'a mut FlowControl,
@@ -600,6 +671,12 @@ impl Live<'_> {
 }
 
 fn report_attach(iface: &str, attached: &attach::Attached) {
+    if attached.adopted {
+        info!(
+            "took over the attachment left on {iface}: our programs swapped in, no frame unguarded"
+        );
+        return;
+    }
     match &attached.fallback_reason {
         Some(reason) => warn!("attached to {iface} in generic mode: native refused ({reason})"),
         None => info!(
@@ -662,6 +739,10 @@ fn handle(request: &serde_json::Value, live: &mut Live<'_>) -> Result<serde_json
     Ok(match request["request"].as_str().unwrap_or("") {
         "flows" => flows.flows_json(),
         "stats" => live.stats.clone(),
+        "detach" => {
+            live.detach = true;
+            json!({ "detaching": true })
+        }
         "status" => {
             let mut status = flows.status_json();
             status["policy"] = policy.status_json(10);

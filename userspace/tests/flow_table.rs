@@ -393,3 +393,50 @@ fn a_direct_flow_the_server_never_answers_is_forgotten_without_a_reset() {
     assert_eq!(table.counts.backend_timeouts, 1);
     assert!(table.is_empty());
 }
+
+#[test]
+fn a_restarted_controller_reads_each_state_from_the_data_plane() {
+    use synguard::flows::server_end_of;
+    // (client FIN seen, acked; server FIN seen, acked) -> the server's end.
+    let table = [
+        ((false, false, false, false), State::Established),
+        ((true, false, false, false), State::CloseWait),
+        ((true, true, false, false), State::CloseWait),
+        ((false, false, true, false), State::FinWait1),
+        ((false, false, true, true), State::FinWait2),
+        ((true, true, true, false), State::LastAck),
+        ((true, false, true, false), State::Closing),
+        ((true, true, true, true), State::TimeWait),
+    ];
+    for ((client_fin, client_acked, server_fin, server_acked), state) in table {
+        let mut entry = entry(true);
+        entry.to_server.fin_seen = client_fin as u8;
+        entry.to_server.fin_acked = client_acked as u8;
+        entry.to_client.fin_seen = server_fin as u8;
+        entry.to_client.fin_acked = server_acked as u8;
+        entry.to_client.next_seq = SERVER_ISN + 101;
+        entry.to_client.fin_seq = SERVER_ISN + 100;
+        let server = server_end_of(&entry);
+        assert_eq!(
+            server.state, state,
+            "{client_fin} {client_acked} {server_fin} {server_acked}"
+        );
+        assert_eq!(server.rcv_nxt, CLIENT_ISN + 1);
+        assert_eq!(server.snd_nxt, SERVER_ISN + 101);
+        assert_eq!(server.fin_seq, server_fin.then_some(SERVER_ISN + 100));
+    }
+    assert_eq!(server_end_of(&entry(false)).state, State::SynReceived);
+
+    // Adopted, an established flow then closes as usual.
+    let mut table = FlowTable::new(timers());
+    let mut joined = entry(true);
+    joined.to_client.next_seq = SERVER_ISN + 1;
+    table.adopt(key(40000), &joined, 0);
+    assert_eq!(table.counts.adopted, 1);
+    let fin = control(TO_SERVER, F::FIN | F::ACK, CLIENT_ISN + 1, SERVER_ISN + 1);
+    table.on_event(&fin, S);
+    assert_eq!(
+        table.get(&key(40000)).unwrap().server.state,
+        State::CloseWait
+    );
+}

@@ -35,6 +35,9 @@ pub const PEER_IFACE: &str = "to-guard";
 const STATE_ROOT: &str = "/run/synguard-lab";
 const BPFFS: &str = "/sys/fs/bpf";
 const PIN_ROOT: &str = "/sys/fs/bpf/synguard-lab";
+/// The bpffs synguard pins under in the lab (`SYNGUARD_BPFFS`): `ip netns exec` mounts a fresh
+/// /sys, so /sys/fs/bpf there is not the host's; a bpffs mounted under /run before it is.
+pub const LAB_BPFFS: &str = "/run/synguard-bpffs";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Host {
@@ -102,7 +105,8 @@ impl Lab {
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", &self.netns(host), program])
-            .args(args);
+            .args(args)
+            .env("SYNGUARD_BPFFS", LAB_BPFFS);
         command
     }
 
@@ -311,7 +315,9 @@ impl Lab {
         }
         for host in Host::ALL {
             let netns = self.netns(host);
-            if Path::new("/run/netns").join(&netns).exists() {
+            let path = Path::new("/run/netns").join(&netns);
+            if path.exists() {
+                remove_guard_pins(&path)?;
                 cmd::output(&mut cmd::new("ip", ["netns", "del", &netns]))?;
             }
         }
@@ -384,15 +390,20 @@ fn lab_names(netns_list: &str) -> Vec<String> {
         .collect()
 }
 
+/// Mounts bpffs where the lab's pins go: /sys/fs/bpf (the peers' programs) and the lab's
+/// own bpffs for synguard (see [`LAB_BPFFS`]), each unless already there.
 fn mount_bpffs() -> Result<()> {
     let mounts = fs::read_to_string("/proc/self/mounts")?;
-    if mounts
-        .lines()
-        .any(|line| line.split_whitespace().nth(1) == Some(BPFFS))
-    {
-        return Ok(());
+    for path in [BPFFS, LAB_BPFFS] {
+        if mounts
+            .lines()
+            .any(|line| line.split_whitespace().nth(1) == Some(path))
+        {
+            continue;
+        }
+        fs::create_dir_all(path)?;
+        cmd::output(&mut cmd::new("mount", ["-t", "bpf", "bpf", path]))?;
     }
-    cmd::output(&mut cmd::new("mount", ["-t", "bpf", "bpf", BPFFS]))?;
     Ok(())
 }
 
@@ -422,6 +433,33 @@ pub fn server_command(xtask: &Path) -> Vec<String> {
         "--listen".into(),
         format!("{SERVER_ADDR}:{SERVER_PORT}"),
     ]
+}
+
+/// Removes what a synguard killed in the namespace at `netns` left pinned (maps, links) and
+/// its state: synguard names them after the namespace's inode.
+fn remove_guard_pins(netns: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let prefix = format!("net{}-", fs::metadata(netns)?.ino());
+    for root in [
+        "/sys/fs/bpf/synguard",
+        "/run/synguard-bpffs/synguard",
+        "/run/synguard",
+    ] {
+        let Ok(entries) = fs::read_dir(root) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let stale = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.starts_with(&prefix));
+            if stale && entry.path().is_dir() {
+                fs::remove_dir_all(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,14 +7,16 @@ mod support;
 use std::{
     hash::Hasher,
     io::{ErrorKind, Read, Write},
-    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    net::{Shutdown, TcpStream},
     sync::{Arc, Barrier},
     thread,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use support::{Guard, in_netns, new_lab, synguard_bin, wait_for};
+use support::{
+    Guard, accept, connect, in_netns, listen, new_lab, server_addr, synguard_bin, wait_for,
+};
 use xtask::{
     cmd,
     lab::{GUARD_SERVER_IFACE, Host, Lab, PEER_IFACE, SERVER_ADDR},
@@ -61,49 +63,6 @@ fn state_count(lab: &Lab, state: &str) -> u64 {
 
 fn count(lab: &Lab, name: &str) -> u64 {
     ask(lab, "status")["counts"][name].as_u64().unwrap()
-}
-
-fn server_addr(port: u16) -> SocketAddr {
-    format!("{SERVER_ADDR}:{port}").parse().unwrap()
-}
-
-fn listen(lab: &Lab, port: u16) -> TcpListener {
-    in_netns(lab, Host::Server, move || {
-        let listener = TcpListener::bind(server_addr(port)).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        listener
-    })
-}
-
-/// The next connection, within 30 s (a test that fails must not hang).
-fn accept(listener: &TcpListener) -> TcpStream {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                stream.set_nonblocking(false).unwrap();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(30)))
-                    .unwrap();
-                return stream;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => panic!("no connection reached the server: {e}"),
-        }
-    }
-}
-
-fn connect(lab: &Lab, port: u16) -> TcpStream {
-    in_netns(lab, Host::Client, move || {
-        let stream = TcpStream::connect_timeout(&server_addr(port), Duration::from_secs(5))
-            .expect("connecting through the guard");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        stream
-    })
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so each end can check the other's stream.

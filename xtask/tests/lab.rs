@@ -69,14 +69,33 @@ fn generic_mode_works_too() {
     wait_for("the guard to count", Duration::from_secs(10), || {
         guard.total("pass_tcp") >= 5
     });
+    // SIGTERM stops the controller and leaves the program guarding; `detach` removes it.
     let (status, stderr) = guard.stop_with(libc::SIGTERM);
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("in generic mode"), "{stderr}");
     assert!(
-        stderr.contains("SIGTERM: detached from to-client"),
+        stderr.contains("the programs keep guarding to-client"),
         "{stderr}"
     );
+    assert!(lab.has_xdp(Host::Guard, GUARD_CLIENT_IFACE).unwrap());
+    assert_eq!(http_get(&lab, ""), lab_server::BODY);
+    let bin = synguard_bin();
+    let out = lab
+        .exec(Host::Guard, bin.to_str().unwrap(), ["detach"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "detached from to-client (no controller was running)"
+    );
     assert!(!lab.has_xdp(Host::Guard, GUARD_CLIENT_IFACE).unwrap());
+    let again = lab
+        .exec(Host::Guard, bin.to_str().unwrap(), ["detach"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no synguard is attached"));
 }
 
 #[test]
@@ -150,7 +169,7 @@ fn attach_errors_are_one_line_and_change_nothing() {
     assert!(!ok);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("already has an XDP program attached"),
+        stderr.contains("a synguard already runs on to-client"),
         "{stderr}"
     );
 

@@ -299,3 +299,152 @@ fn services_are_protected_and_released_on_the_running_guard() {
     let (status, stderr) = guard.stop();
     assert!(status.success(), "{stderr}");
 }
+
+/// The port of the test's own server (protected as well).
+const ECHO_PORT: u16 = 5000;
+
+#[test]
+fn a_killed_controller_leaves_the_guard_running_and_the_next_adopts_everything() {
+    use std::{
+        io::{Read, Write},
+        net::Shutdown,
+    };
+    let lab = new_lab();
+    let protect = format!("198.19.1.0/24:{SERVER_PORT},{ECHO_PORT}");
+    let args = [
+        "--protect",
+        protect.as_str(),
+        "--server-iface",
+        GUARD_SERVER_IFACE,
+        "--msl",
+        "1",
+        "--max-half-open",
+        "0",
+        "--max-syn-rate",
+        "0",
+    ];
+    let first = Guard::start(&lab, "native", &args);
+    // Connections opened before the kill: each sends a line and gets it back, then waits.
+    let listener = support::listen(&lab, ECHO_PORT);
+    let server = std::thread::spawn(move || {
+        let mut served = Vec::new();
+        for _ in 0..3 {
+            let mut stream = support::accept(&listener);
+            let mut line = [0u8; 6];
+            stream.read_exact(&mut line).unwrap();
+            stream.write_all(&line).unwrap();
+            served.push(stream);
+        }
+        // After the restart: echo everything until the client closes, then close too.
+        served
+            .into_iter()
+            .map(|mut stream| {
+                let mut received = Vec::new();
+                stream.read_to_end(&mut received).unwrap();
+                stream.write_all(&received).unwrap();
+                received.len()
+            })
+            .sum::<usize>()
+    });
+    let mut clients: Vec<_> = (0..3)
+        .map(|_| {
+            let mut stream = support::connect(&lab, ECHO_PORT);
+            stream.write_all(b"hello\n").unwrap();
+            let mut line = [0u8; 6];
+            stream.read_exact(&mut line).unwrap();
+            assert_eq!(&line, b"hello\n");
+            stream
+        })
+        .collect();
+    let out = synguard(&lab, &["block", "add", "198.18.9.0/24"]);
+    assert!(out.status.success(), "{out:?}");
+    let port = SERVER_PORT.to_string();
+    let mut flood = lab.flood(6, &["-S", "--rand-source", "-p", &port]).unwrap();
+    wait_for("the flood answered", Duration::from_secs(5), || {
+        first.total("tx_syn_cookie") > 1000
+    });
+    let seen_before = first.total("seen");
+
+    let (status, _) = first.stop_with(libc::SIGKILL);
+    assert!(!status.success(), "killed");
+    assert!(
+        lab.has_xdp(Host::Guard, xtask::lab::GUARD_CLIENT_IFACE)
+            .unwrap(),
+        "the program keeps guarding"
+    );
+    // No controller: the data plane alone admits a new client through the flood.
+    assert!(
+        lab.page_arrives().unwrap(),
+        "admitted with no controller running"
+    );
+
+    let second = Guard::start(&lab, "native", &args);
+    wait_for("the adoption", Duration::from_secs(10), || {
+        second.stderr().contains("took over the attachment") && second.stderr().contains("adopted")
+    });
+    flood.wait().unwrap();
+    let stderr = second.stderr();
+    assert!(stderr.contains("restored 1 blocks"), "{stderr}");
+    let status: Value =
+        serde_json::from_slice(&synguard(&lab, &["status", "--json"]).stdout).unwrap();
+    assert!(status["states"]["ESTAB"].as_u64().unwrap() >= 3, "{status}");
+    assert!(
+        status["counts"]["adopted"].as_u64().unwrap() >= 3,
+        "{status}"
+    );
+    let blocks = String::from_utf8_lossy(&synguard(&lab, &["block", "list"]).stdout).to_string();
+    assert!(blocks.contains("198.18.9.0/24"), "{blocks}");
+    second.settle();
+    assert!(second.total("seen") >= seen_before, "the counters go on");
+    // The pinned maps read with bpftool, as an operator would.
+    let ino = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{}", lab.netns(Host::Guard)))
+            .unwrap()
+            .ino()
+    };
+    let pinned = format!(
+        "{}/synguard/net{ino}-{}/BLOCKED",
+        xtask::lab::LAB_BPFFS,
+        xtask::lab::GUARD_CLIENT_IFACE
+    );
+    let dump = std::process::Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned", &pinned])
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{dump:?}");
+    let dump: Value = serde_json::from_slice(&dump.stdout).unwrap();
+    assert_eq!(
+        dump.as_array().map(Vec::len),
+        Some(1),
+        "the operator's block: {dump}"
+    );
+
+    // The connections from before the kill finish their transfers and close.
+    // One at a time, in the order the server serves them.
+    let payload = vec![7u8; 1 << 20];
+    for stream in &mut clients {
+        stream.write_all(&payload).unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        let mut echoed = Vec::new();
+        stream.read_to_end(&mut echoed).unwrap();
+        assert_eq!(echoed, payload);
+    }
+    assert_eq!(server.join().unwrap(), 3 * payload.len());
+    drop(clients);
+    wait_for(
+        "the adopted flows closed and gone",
+        Duration::from_secs(10),
+        || {
+            let status: Value =
+                serde_json::from_slice(&synguard(&lab, &["status", "--json"]).stdout).unwrap();
+            status["flows"] == 0
+        },
+    );
+    let (status, stderr) = second.stop();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        !lab.has_xdp(Host::Guard, xtask::lab::GUARD_CLIENT_IFACE)
+            .unwrap()
+    );
+}

@@ -3,7 +3,8 @@
 #![allow(dead_code)] // each test file uses its own part
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader, ErrorKind, Read},
+    net::{SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
     path::PathBuf,
     process::{Child, Stdio},
@@ -13,7 +14,7 @@ use std::{
 };
 
 use serde_json::Value;
-use xtask::lab::{self, GUARD_CLIENT_IFACE, Host, Lab, LabGuard};
+use xtask::lab::{self, GUARD_CLIENT_IFACE, Host, Lab, LabGuard, SERVER_ADDR};
 
 pub fn synguard_bin() -> PathBuf {
     std::env::var_os("SYNGUARD_BIN")
@@ -182,7 +183,8 @@ impl Guard {
         let status = self.child.wait().unwrap();
         // The reader threads end with the pipes; give them the moment they need.
         wait_for("stderr to drain", Duration::from_secs(5), || {
-            self.stderr.lock().unwrap().contains("detached") || !status.success()
+            let stderr = self.stderr.lock().unwrap();
+            stderr.contains("detached") || stderr.contains("keep guarding") || !status.success()
         });
         let stderr = self.stderr.lock().unwrap().clone();
         (status, stderr)
@@ -210,4 +212,49 @@ pub fn in_netns<T: Send + 'static>(
     })
     .join()
     .expect("namespace thread panicked")
+}
+
+/// The lab server's address at `port`.
+pub fn server_addr(port: u16) -> SocketAddr {
+    format!("{SERVER_ADDR}:{port}").parse().unwrap()
+}
+
+/// A listener in the server namespace (non-blocking: [`accept`] polls it).
+pub fn listen(lab: &Lab, port: u16) -> TcpListener {
+    in_netns(lab, Host::Server, move || {
+        let listener = TcpListener::bind(server_addr(port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        listener
+    })
+}
+
+/// The next connection, within 30 s (a test that fails must not hang).
+pub fn accept(listener: &TcpListener) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                return stream;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("no connection reached the server: {e}"),
+        }
+    }
+}
+
+pub fn connect(lab: &Lab, port: u16) -> TcpStream {
+    in_netns(lab, Host::Client, move || {
+        let stream = TcpStream::connect_timeout(&server_addr(port), Duration::from_secs(5))
+            .expect("connecting through the guard");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream
+    })
 }
