@@ -389,16 +389,13 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
         .with_context(|| format!("creating the control socket {}", control_path.display()))?;
     control::secure(&control_path)?;
     let mut flow_ticker = tokio::time::interval(Duration::from_millis(100));
-    let mut policy_ticker =
-        tokio::time::interval(Duration::from_secs_f64(args.policy.policy_interval));
-    policy_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut policy_ticker = ticker_every(args.policy.policy_interval);
 
     let mut rotation = tokio::time::interval(Duration::from_secs(1));
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(args.interval));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = ticker_every(args.interval);
     ticker.tick().await;
     let mut before = Reading::from_per_cpu(Vec::new());
     let mut before_at = Instant::now();
@@ -459,14 +456,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
                     if live.detach {
                         break Exit::Detach("synguard detach");
                     }
-                    if args.interval != interval {
-                        ticker = tokio::time::interval(Duration::from_secs_f64(args.interval));
-                        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    }
-                    if args.policy.policy_interval != policy_interval {
-                        policy_ticker = tokio::time::interval(Duration::from_secs_f64(args.policy.policy_interval));
-                        policy_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    }
+                    retime(&args, (interval, policy_interval), &mut ticker, &mut policy_ticker);
                 }
             }
             _ = sighup.recv() => {
@@ -484,14 +474,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
                     Ok(changes) => info!("SIGHUP: configuration reloaded; {}", describe_changes(&changes)),
                     Err(error) => warn!("SIGHUP: configuration not reloaded, nothing changed: {error:#}"),
                 }
-                if args.interval != interval {
-                    ticker = tokio::time::interval(Duration::from_secs_f64(args.interval));
-                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                }
-                if args.policy.policy_interval != policy_interval {
-                    policy_ticker = tokio::time::interval(Duration::from_secs_f64(args.policy.policy_interval));
-                    policy_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                }
+                retime(&args, (interval, policy_interval), &mut ticker, &mut policy_ticker);
             }
             _ = rotation.tick() => {
                 let (now_epoch, keys) = secret.keys_at(guard_config::unix_now(), args.cookie_rotation);
@@ -548,6 +531,28 @@ enum Exit {
 
 /// The state file of the cookie secret (when no key file gives it).
 const SECRET_FILE: &str = "cookie-secret";
+
+/// A ticker every `seconds`; a late tick is delayed, not followed by a burst of them.
+fn ticker_every(seconds: f64) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(seconds));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
+}
+
+/// After `set` or a reload: the tickers of intervals that changed start anew.
+fn retime(
+    args: &RunArgs,
+    (interval, policy_interval): (f64, f64),
+    ticker: &mut tokio::time::Interval,
+    policy_ticker: &mut tokio::time::Interval,
+) {
+    if args.interval != interval {
+        *ticker = ticker_every(args.interval);
+    }
+    if args.policy.policy_interval != policy_interval {
+        *policy_ticker = ticker_every(args.policy.policy_interval);
+    }
+}
 
 /// One line of ours: to stdout, or to stderr when ExaBGP reads our stdout (`--exabgp -`).
 fn output(args: &RunArgs, line: &dyn std::fmt::Display) {

@@ -202,8 +202,6 @@ fn draw(f: &mut ratatui::Frame, frame: &Frame) {
     .areas(body);
     let [sources, blocks] =
         Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
-    let bold = Style::default().add_modifier(Modifier::BOLD);
-    let panel = |title: &'static str| Block::default().borders(Borders::ALL).title(title);
 
     f.render_widget(
         Paragraph::new(Line::from(headline(frame))).block(panel("synguard top (q quits)")),
@@ -232,16 +230,12 @@ fn draw(f: &mut ratatui::Frame, frame: &Frame) {
         ])
     });
     f.render_widget(
-        Table::new(
+        panel_table(
             rows,
-            [
-                Constraint::Fill(3),
-                Constraint::Fill(1),
-                Constraint::Fill(1),
-            ],
-        )
-        .header(Row::new(["reason", "rate", "total"]).style(bold))
-        .block(panel("Drops by reason")),
+            &[3, 1, 1],
+            ["reason", "rate", "total"],
+            "Drops by reason",
+        ),
         left,
     );
 
@@ -252,9 +246,7 @@ fn draw(f: &mut ratatui::Frame, frame: &Frame) {
         ])
     });
     f.render_widget(
-        Table::new(rows, [Constraint::Fill(2), Constraint::Fill(1)])
-            .header(Row::new(["state", "flows"]).style(bold))
-            .block(panel("Flows by state")),
+        panel_table(rows, &[2, 1], ["state", "flows"], "Flows by state"),
         middle,
     );
 
@@ -270,16 +262,12 @@ fn draw(f: &mut ratatui::Frame, frame: &Frame) {
             ])
         });
     f.render_widget(
-        Table::new(
+        panel_table(
             rows,
-            [
-                Constraint::Fill(3),
-                Constraint::Fill(1),
-                Constraint::Fill(1),
-            ],
-        )
-        .header(Row::new(["source", "half-open", "SYN"]).style(bold))
-        .block(panel("Top sources by half-open")),
+            &[3, 1, 1],
+            ["source", "half-open", "SYN"],
+            "Top sources by half-open",
+        ),
         sources,
     );
 
@@ -298,16 +286,23 @@ fn draw(f: &mut ratatui::Frame, frame: &Frame) {
             ])
         });
     f.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Fill(3),
-                Constraint::Fill(2),
-                Constraint::Fill(1),
-            ],
-        )
-        .header(Row::new(["prefix", "reason", "expires"]).style(bold))
-        .block(panel("Blocks")),
+        panel_table(rows, &[3, 2, 1], ["prefix", "reason", "expires"], "Blocks"),
         blocks,
     );
+}
+
+fn panel(title: &'static str) -> Block<'static> {
+    Block::default().borders(Borders::ALL).title(title)
+}
+
+/// A bordered, titled table; `widths` are relative, the header bold.
+fn panel_table<'a, const N: usize>(
+    rows: impl IntoIterator<Item = Row<'a>>,
+    widths: &[u16],
+    header: [&'a str; N],
+    title: &'static str,
+) -> Table<'a> {
+    Table::new(rows, widths.iter().map(|w| Constraint::Fill(*w)))
+        .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+        .block(panel(title))
 }

@@ -8,20 +8,14 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Guard, new_lab, synguard_bin, wait_for};
+use support::{Guard, new_lab, synguard_bin, synguard_cmd, wait_for};
 use xtask::lab::{GUARD_SERVER_IFACE, Host, Lab, SERVER_PORT};
 
 /// Spoofed flood source, inside the lab's range: its SYN-ACKs die in the client namespace.
 const FLOODER: &str = "198.18.1.77";
 
-fn synguard(lab: &Lab, args: &[&str]) -> std::process::Output {
-    lab.exec(Host::Guard, synguard_bin().to_str().unwrap(), args)
-        .output()
-        .unwrap()
-}
-
 fn get(lab: &Lab, key: &str) -> Value {
-    let out = synguard(lab, &["get", key, "--json"]);
+    let out = synguard_cmd(lab, &["get", key, "--json"]);
     assert!(out.status.success(), "{out:?}");
     let value: Value = serde_json::from_slice(&out.stdout).unwrap();
     value[key].clone()
@@ -31,24 +25,18 @@ fn protect() -> String {
     format!("198.19.1.0/24:{SERVER_PORT}")
 }
 
+/// synguard protecting the lab's HTTP port, joined to the server side; `extra` flags after.
+fn guarded(lab: &Lab, extra: &[&str]) -> Guard {
+    let protect = protect();
+    let mut args = vec!["--protect", &protect, "--server-iface", GUARD_SERVER_IFACE];
+    args.extend_from_slice(extra);
+    Guard::start(lab, "native", &args)
+}
+
 #[test]
 fn set_changes_the_data_plane_in_the_same_run() {
     let lab = new_lab();
-    let protect = protect();
-    let guard = Guard::start(
-        &lab,
-        "native",
-        &[
-            "--protect",
-            &protect,
-            "--server-iface",
-            GUARD_SERVER_IFACE,
-            "--max-syn-rate",
-            "0",
-            "--max-half-open",
-            "0",
-        ],
-    );
+    let guard = guarded(&lab, &["--max-syn-rate", "0", "--max-half-open", "0"]);
     let port = SERVER_PORT.to_string();
     let mut flood = lab.flood(1, &["-S", "-a", FLOODER, "-p", &port]).unwrap();
     flood.wait().unwrap();
@@ -56,7 +44,7 @@ fn set_changes_the_data_plane_in_the_same_run() {
     assert!(guard.total("tx_syn_cookie") > 1000, "{}", guard.totals());
     assert_eq!(guard.total("drop_syn_rate"), 0, "no per-source limit yet");
 
-    let out = synguard(&lab, &["set", "max-syn-rate=100", "syn-burst=100"]);
+    let out = synguard_cmd(&lab, &["set", "max-syn-rate=100", "syn-burst=100"]);
     assert!(out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("max-syn-rate: 0 -> 100"), "{said}");
@@ -86,7 +74,7 @@ fn set_changes_the_data_plane_in_the_same_run() {
         (vec!["set", "speed=11"], "unknown key \"speed\""),
         (vec!["set", "max-syn-rate"], "is not KEY=VALUE"),
     ] {
-        let out = synguard(&lab, &args);
+        let out = synguard_cmd(&lab, &args);
         assert!(!out.status.success(), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
@@ -145,15 +133,9 @@ fn sighup_reloads_the_configuration_file() {
 #[test]
 fn stats_and_top_show_the_running_guard() {
     let lab = new_lab();
-    let protect = protect();
-    let guard = Guard::start(
+    let guard = guarded(
         &lab,
-        "native",
         &[
-            "--protect",
-            &protect,
-            "--server-iface",
-            GUARD_SERVER_IFACE,
             "--max-half-open",
             "0",
             "--max-syn-rate",
@@ -167,20 +149,20 @@ fn stats_and_top_show_the_running_guard() {
     let mut flood = lab.flood(1, &["-S", "-a", FLOODER, "-p", &port]).unwrap();
     flood.wait().unwrap();
     wait_for("the flooder's block", Duration::from_secs(10), || {
-        String::from_utf8_lossy(&synguard(&lab, &["block", "list"]).stdout).contains(FLOODER)
+        String::from_utf8_lossy(&synguard_cmd(&lab, &["block", "list"]).stdout).contains(FLOODER)
     });
 
     let stats: Value =
-        serde_json::from_slice(&synguard(&lab, &["stats", "--json"]).stdout).unwrap();
+        serde_json::from_slice(&synguard_cmd(&lab, &["stats", "--json"]).stdout).unwrap();
     assert!(
         stats["total"]["tx_syn_cookie"].as_u64().unwrap() > 0,
         "{stats}"
     );
-    let table = String::from_utf8_lossy(&synguard(&lab, &["stats"]).stdout).to_string();
+    let table = String::from_utf8_lossy(&synguard_cmd(&lab, &["stats"]).stdout).to_string();
     assert!(table.contains("drop_syn_rate"), "{table}");
 
     // Not a terminal: plain lines.
-    let plain = synguard(&lab, &["top", "--count", "2", "--delay", "0.3"]);
+    let plain = synguard_cmd(&lab, &["top", "--count", "2", "--delay", "0.3"]);
     assert!(plain.status.success(), "{plain:?}");
     let lines = String::from_utf8_lossy(&plain.stdout).to_string();
     assert_eq!(lines.lines().count(), 2, "{lines}");
@@ -248,17 +230,13 @@ fn screen_text(output: &str) -> String {
 fn services_are_protected_and_released_on_the_running_guard() {
     let lab = new_lab();
     let protect = protect();
-    let guard = Guard::start(
-        &lab,
-        "native",
-        &["--protect", &protect, "--server-iface", GUARD_SERVER_IFACE],
-    );
+    let guard = guarded(&lab, &[]);
     let list: Value =
-        serde_json::from_slice(&synguard(&lab, &["protect", "list", "--json"]).stdout).unwrap();
+        serde_json::from_slice(&synguard_cmd(&lab, &["protect", "list", "--json"]).stdout).unwrap();
     assert_eq!(list["services"][0]["service"], protect.as_str());
     assert_eq!(list["services"][0]["mode"], "always");
 
-    let out = synguard(&lab, &["protect", "del", &protect]);
+    let out = synguard_cmd(&lab, &["protect", "del", &protect]);
     assert!(out.status.success(), "{out:?}");
     guard.settle();
     let cookies = guard.total("tx_syn_cookie");
@@ -270,7 +248,7 @@ fn services_are_protected_and_released_on_the_running_guard() {
     assert_eq!(guard.total("tx_syn_cookie"), cookies, "no cookie any more");
 
     let auto = format!("{protect}:auto");
-    let out = synguard(&lab, &["protect", "add", &auto]);
+    let out = synguard_cmd(&lab, &["protect", "add", &auto]);
     assert!(out.status.success(), "{out:?}");
     let admitted = guard.total("pass_admitted");
     assert!(lab.page_arrives().unwrap());
@@ -291,7 +269,7 @@ fn services_are_protected_and_released_on_the_running_guard() {
             "not a mode",
         ),
     ] {
-        let out = synguard(&lab, &args);
+        let out = synguard_cmd(&lab, &args);
         assert!(!out.status.success(), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
@@ -356,7 +334,7 @@ fn a_killed_controller_leaves_the_guard_running_and_the_next_adopts_everything()
             stream
         })
         .collect();
-    let out = synguard(&lab, &["block", "add", "198.18.9.0/24"]);
+    let out = synguard_cmd(&lab, &["block", "add", "198.18.9.0/24"]);
     assert!(out.status.success(), "{out:?}");
     let port = SERVER_PORT.to_string();
     let mut flood = lab.flood(6, &["-S", "--rand-source", "-p", &port]).unwrap();
@@ -386,13 +364,14 @@ fn a_killed_controller_leaves_the_guard_running_and_the_next_adopts_everything()
     let stderr = second.stderr();
     assert!(stderr.contains("restored 1 blocks"), "{stderr}");
     let status: Value =
-        serde_json::from_slice(&synguard(&lab, &["status", "--json"]).stdout).unwrap();
+        serde_json::from_slice(&synguard_cmd(&lab, &["status", "--json"]).stdout).unwrap();
     assert!(status["states"]["ESTAB"].as_u64().unwrap() >= 3, "{status}");
     assert!(
         status["counts"]["adopted"].as_u64().unwrap() >= 3,
         "{status}"
     );
-    let blocks = String::from_utf8_lossy(&synguard(&lab, &["block", "list"]).stdout).to_string();
+    let blocks =
+        String::from_utf8_lossy(&synguard_cmd(&lab, &["block", "list"]).stdout).to_string();
     assert!(blocks.contains("198.18.9.0/24"), "{blocks}");
     second.settle();
     assert!(second.total("seen") >= seen_before, "the counters go on");
@@ -437,7 +416,7 @@ fn a_killed_controller_leaves_the_guard_running_and_the_next_adopts_everything()
         Duration::from_secs(10),
         || {
             let status: Value =
-                serde_json::from_slice(&synguard(&lab, &["status", "--json"]).stdout).unwrap();
+                serde_json::from_slice(&synguard_cmd(&lab, &["status", "--json"]).stdout).unwrap();
             status["flows"] == 0
         },
     );

@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use support::{Guard, new_lab, synguard_bin, wait_for};
+use support::{Guard, new_lab, synguard_cmd, wait_for};
 use xtask::{
     cmd,
     lab::{CLIENT_ADDR, GUARD_SERVER_IFACE, Host, Lab, SERVER_PORT},
@@ -43,12 +43,6 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-fn synguard(lab: &Lab, args: &[&str]) -> std::process::Output {
-    lab.exec(Host::Guard, synguard_bin().to_str().unwrap(), args)
-        .output()
-        .unwrap()
 }
 
 /// A sample of the metrics endpoint (`name{labels}` as written), read with curl in the guard
@@ -140,7 +134,7 @@ fn a_single_source_flood_is_blocked_in_xdp_until_its_block_expires() {
         Some(1.0)
     );
     assert_eq!(metric(&lab, "synguard_blocks"), Some(1.0));
-    let list = synguard(&lab, &["block", "list", "--json"]);
+    let list = synguard_cmd(&lab, &["block", "list", "--json"]);
     let list: Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(list["blocks"][0]["prefix"], format!("{FLOODER}/32"));
 
@@ -239,7 +233,7 @@ fn auto_mode_switches_to_cookies_above_its_threshold_and_back() {
         || guard.total("pass_admitted") >= 1,
     );
     assert_eq!(guard.total("tx_syn_cookie"), 0);
-    let status = synguard(&lab, &["status", "--json"]);
+    let status = synguard_cmd(&lab, &["status", "--json"]);
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert!(
         status["counts"]["admitted"].as_u64().unwrap() >= 1,
@@ -320,10 +314,10 @@ fn the_operator_blocks_and_allows_on_the_running_guard() {
     std::fs::write(&list, "# static\n198.18.9.0/24\n").unwrap();
     let guard = guarded(&lab, "always", &["--block-file", list.to_str().unwrap()]);
     std::fs::remove_file(&list).unwrap();
-    let listed = synguard(&lab, &["block", "list"]);
+    let listed = synguard_cmd(&lab, &["block", "list"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("198.18.9.0/24"));
 
-    let added = synguard(&lab, &["block", "add", CLIENT_ADDR, "--ttl", "60"]);
+    let added = synguard_cmd(&lab, &["block", "add", CLIENT_ADDR, "--ttl", "60"]);
     assert!(added.status.success(), "{added:?}");
     assert!(
         !lab.page_arrives().unwrap(),
@@ -332,14 +326,14 @@ fn the_operator_blocks_and_allows_on_the_running_guard() {
     wait_for("its SYNs dropped in XDP", Duration::from_secs(3), || {
         guard.total("drop_blocked") > 0
     });
-    let deleted = synguard(&lab, &["block", "del", CLIENT_ADDR]);
+    let deleted = synguard_cmd(&lab, &["block", "del", CLIENT_ADDR]);
     assert!(deleted.status.success(), "{deleted:?}");
     assert!(lab.page_arrives().unwrap(), "unblocked");
 
     // Allowed with bypass: no cookie for the client's SYNs.
     guard.settle();
     let cookies = guard.total("tx_syn_cookie");
-    let allowed = synguard(&lab, &["allow", "add", "198.18.1.0/24", "--bypass"]);
+    let allowed = synguard_cmd(&lab, &["allow", "add", "198.18.1.0/24", "--bypass"]);
     assert!(allowed.status.success(), "{allowed:?}");
     let admitted = guard.total("pass_admitted");
     assert!(lab.page_arrives().unwrap());
@@ -349,12 +343,12 @@ fn the_operator_blocks_and_allows_on_the_running_guard() {
         || guard.total("pass_admitted") > admitted,
     );
     assert_eq!(guard.total("tx_syn_cookie"), cookies);
-    let refused = synguard(&lab, &["block", "add", CLIENT_ADDR]);
+    let refused = synguard_cmd(&lab, &["block", "add", CLIENT_ADDR]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("overlaps the allowlist"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    let allows = synguard(&lab, &["allow", "list", "--json"]);
+    let allows = synguard_cmd(&lab, &["allow", "list", "--json"]);
     let allows: Value = serde_json::from_slice(&allows.stdout).unwrap();
     assert_eq!(allows["allows"][0]["prefix"], "198.18.1.0/24");
     assert_eq!(allows["allows"][0]["bypass"], true);
@@ -370,7 +364,7 @@ fn the_operator_blocks_and_allows_on_the_running_guard() {
             "--ttl applies to blocks only",
         ),
     ] {
-        let out = synguard(&lab, &args);
+        let out = synguard_cmd(&lab, &args);
         assert!(!out.status.success(), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(says), "{args:?}: {stderr}");

@@ -195,6 +195,13 @@ impl Guard {
     }
 }
 
+/// Runs a synguard command in the guard namespace to completion.
+pub fn synguard_cmd(lab: &Lab, args: &[&str]) -> std::process::Output {
+    lab.exec(Host::Guard, synguard_bin().to_str().unwrap(), args)
+        .output()
+        .unwrap()
+}
+
 /// Runs `work` on a thread that entered `host`'s network namespace: sockets it opens live
 /// there (and stay there when handed back to other threads).
 pub fn in_netns<T: Send + 'static>(
