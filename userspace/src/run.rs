@@ -399,6 +399,20 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
     ticker.tick().await;
     let mut before = Reading::from_per_cpu(Vec::new());
     let mut before_at = Instant::now();
+    // What `set`, `get`, a reload or a detach may change, borrowed for one request.
+    macro_rules! live {
+        ($stats:expr) => {
+            Live {
+                stats: $stats,
+                detach: false,
+                args: &mut args,
+                config: &mut config,
+                flows: &mut flows,
+                policy: &mut policy,
+                ebpf: &mut ebpf,
+            }
+        };
+    }
     let signal_name = loop {
         tokio::select! {
             _ = ticker.tick() => {
@@ -442,15 +456,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
             accepted = control_socket.accept() => {
                 if let Ok((stream, _)) = accepted {
                     let stats = stats::json_line(&iface, &stats::read(&counters)?, &before, before_at.elapsed());
-                    let mut live = Live {
-                        stats,
-                        detach: false,
-                        args: &mut args,
-                        config: &mut config,
-                        flows: &mut flows,
-                        policy: &mut policy,
-                        ebpf: &mut ebpf,
-                    };
+                    let mut live = live!(stats);
                     let (interval, policy_interval) = (live.args.interval, live.args.policy.policy_interval);
                     answer(stream, &mut live).await;
                     if live.detach {
@@ -460,15 +466,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
                 }
             }
             _ = sighup.recv() => {
-                let mut live = Live {
-                    stats: serde_json::Value::Null,
-                    detach: false,
-                    args: &mut args,
-                    config: &mut config,
-                    flows: &mut flows,
-                    policy: &mut policy,
-                    ebpf: &mut ebpf,
-                };
+                let mut live = live!(serde_json::Value::Null);
                 let (interval, policy_interval) = (live.args.interval, live.args.policy.policy_interval);
                 match live.reload() {
                     Ok(changes) => info!("SIGHUP: configuration reloaded; {}", describe_changes(&changes)),
