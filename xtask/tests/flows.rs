@@ -481,19 +481,24 @@ fn ack_and_rst_floods_reach_neither_the_server_nor_live_flows() {
     flood(&lab, "-F", &["-A"]);
     // Blind RSTs aimed at the live flow's own 4-tuple, with guessed sequence numbers.
     flood(&lab, "-R", &["-s", &client_port, "-k"]);
-    // hping3's rate depends on the machine's load: a hundred of each proves the kind.
-    let kinds = [
-        "drop_cookie_invalid",
-        "drop_stray_rst",
-        "drop_stray_fin",
-        "drop_rst_out_of_window",
-    ];
+    // hping3's rate depends on the machine's load: a hundred of each proves the kind. The
+    // ACK flood's fixed ack number reads as a forged or an expired cookie depending on the
+    // time counter (it steps every 64 s), so the two count together.
+    let counts = || {
+        [
+            guard.total("drop_cookie_invalid") + guard.total("drop_cookie_expired"),
+            guard.total("drop_stray_rst"),
+            guard.total("drop_stray_fin"),
+            guard.total("drop_rst_out_of_window"),
+        ]
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
-    while kinds.iter().any(|kind| guard.total(kind) <= 100) {
+    while counts().iter().any(|count| *count <= 100) {
         assert!(
             Instant::now() < deadline,
-            "the floods' counters: {:?}",
-            kinds.map(|kind| (kind, guard.total(kind)))
+            "the floods' counters (bad cookie, stray RST, stray FIN, blind RST): {:?}, all: {}",
+            counts(),
+            guard.totals()
         );
         thread::sleep(Duration::from_millis(50));
     }
@@ -506,10 +511,11 @@ fn ack_and_rst_floods_reach_neither_the_server_nor_live_flows() {
     let forwarded =
         guard.total("forward_to_server") + guard.total("cookie_valid") - forwarded_before;
     let rx = server_rx_packets(&lab) - rx_before;
-    // Everything the server received is what the guard forwarded (plus neighbour discovery
-    // and our own ACKs): none of the flood.
+    // Everything the server received is what the guard forwarded, plus a trickle the guard's
+    // own stack sends (neighbour discovery, ARP, our ACKs: a few per second): none of the
+    // floods' 1.5 million packets.
     assert!(
-        rx <= forwarded + 50,
+        rx <= forwarded + 200,
         "the server received {rx} packets, the guard forwarded {forwarded}"
     );
     drop(server);
