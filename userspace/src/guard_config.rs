@@ -319,12 +319,59 @@ impl CookieSecret {
     /// the secret and a clock agree on them.
     pub fn keys_at(&self, unix_secs: u64, rotation_secs: u64) -> (u64, CookieKeys) {
         let epoch = unix_secs / rotation_secs;
-        let keys = CookieKeys::new(
+        (epoch, self.keys_of_epoch(epoch))
+    }
+
+    /// The keys of `epoch`: its own as the current one, the epoch before's as the previous.
+    pub fn keys_of_epoch(&self, epoch: u64) -> CookieKeys {
+        CookieKeys::new(
             epoch_key(&self.0, epoch),
             epoch_key(&self.0, epoch.wrapping_sub(1)),
             (epoch & 1) as u32,
-        );
-        (epoch, keys)
+        )
+    }
+}
+
+/// The cookie keys over time: the epoch is the Unix time over the rotation period plus the
+/// rotations asked for by hand (`synguard keys rotate`), so a manual rotation is simply the
+/// next epoch early: a new current key, the old one still accepted as the previous.
+pub struct KeySchedule {
+    pub secret: CookieSecret,
+    /// Manual rotations so far.
+    pub extra: u64,
+    /// The epoch whose keys are in the data plane.
+    epoch: Option<u64>,
+}
+
+impl KeySchedule {
+    pub fn new(secret: CookieSecret, extra: u64) -> Self {
+        Self {
+            secret,
+            extra,
+            epoch: None,
+        }
+    }
+
+    fn epoch_now(&self, rotation_secs: u64) -> u64 {
+        unix_now() / rotation_secs.max(1) + self.extra
+    }
+
+    /// Writes the keys when their epoch changed; returns the epoch then.
+    pub fn update(&mut self, ebpf: &mut Ebpf, rotation_secs: u64) -> Result<Option<u64>> {
+        let epoch = self.epoch_now(rotation_secs);
+        if self.epoch == Some(epoch) {
+            return Ok(None);
+        }
+        write_keys(ebpf, &self.secret.keys_of_epoch(epoch))?;
+        self.epoch = Some(epoch);
+        Ok(Some(epoch))
+    }
+
+    /// Rotates now; returns the new epoch.
+    pub fn rotate(&mut self, ebpf: &mut Ebpf, rotation_secs: u64) -> Result<u64> {
+        self.extra += 1;
+        self.update(ebpf, rotation_secs)?;
+        Ok(self.epoch_now(rotation_secs))
     }
 }
 
@@ -463,6 +510,14 @@ mod tests {
             "hex roundtrip"
         );
         assert_eq!(b.to_hex(), "00112233445566778899aabbccddeeff");
+        // A manual rotation is the next epoch early: the old current key stays as previous.
+        let now = a.keys_of_epoch(epoch);
+        let rotated = a.keys_of_epoch(epoch + 1);
+        assert_eq!(
+            rotated.by_phase[now.current_phase as usize],
+            *now.current().0,
+            "the key in force before a manual rotation is still accepted"
+        );
         for bad in ["0011", "zz112233445566778899aabbccddeeff", ""] {
             let error = CookieSecret::from_hex(bad).err().unwrap().to_string();
             assert!(error.contains("32 hex digits"), "{error}");

@@ -48,6 +48,14 @@ enum Command {
     Block(lists::ListArgs),
     /// Allow source prefixes on the running guard (never blocked; optionally never challenged).
     Allow(lists::ListArgs),
+    /// Cookie keys of the running guard.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        /// The guard's client-side interface (needed only when several guards run).
+        #[arg(long, short = 'i', value_name = "IFACE", global = true)]
+        iface: Option<String>,
+    },
     /// Detach the guard from an interface and remove its pinned maps and state (a running
     /// controller detaches and exits; a guard left running by a stopped one is removed).
     Detach(DetachArgs),
@@ -72,6 +80,13 @@ struct QueryArgs {
     /// Print the controller's JSON answer as it is.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Rotate now: a new key for new cookies, the current one still accepted for one period
+    /// (rotate every guard of an ECMP group together, or they stop sharing cookies).
+    Rotate,
 }
 
 #[derive(clap::Args)]
@@ -288,6 +303,14 @@ fn main() -> ExitCode {
         Command::Flows(args) => query(args, "flows", synguard::flow_control::flows_text),
         Command::Status(args) => query(args, "status", synguard::flow_control::status_text),
         Command::Detach(args) => detach(args),
+        Command::Keys {
+            action: KeysAction::Rotate,
+            iface,
+        } => synguard::control::ask(
+            iface.as_deref(),
+            &serde_json::json!({ "request": "keys_rotate" }),
+        )
+        .map(|answer| println!("cookie keys rotated (epoch {})", answer["epoch"])),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -12,7 +12,7 @@ use aya::maps::RingBuf;
 use synguard::{
     attach::{self, AttachMode},
     flow_events,
-    guard_config::{self, CookieSecret, ProtectedService},
+    guard_config::{self, CookieSecret, KeySchedule, ProtectedService},
     object, privilege,
     stats::{self, Reading},
 };
@@ -294,8 +294,12 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
         },
     };
     let mut ebpf = object::load_pinned(args.log_level, args.max_flows, &pins.dir)?;
-    let (mut epoch, keys) = secret.keys_at(guard_config::unix_now(), args.cookie_rotation);
-    guard_config::write_keys(&mut ebpf, &keys)?;
+    let rotations = pins
+        .read(ROTATIONS_FILE)?
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0);
+    let mut keys = KeySchedule::new(secret, rotations);
+    keys.update(&mut ebpf, args.cookie_rotation)?;
     guard_config::write_settings(&mut ebpf, &args.syn_ack_settings())?;
     guard_config::write_protected(&mut ebpf, &args.protect)?;
     guard_config::write_policy_settings(&mut ebpf, &args.policy.data_plane_settings())?;
@@ -405,6 +409,8 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
             Live {
                 stats: $stats,
                 detach: false,
+                keys: &mut keys,
+                pins: &pins,
                 args: &mut args,
                 config: &mut config,
                 flows: &mut flows,
@@ -475,10 +481,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
                 retime(&args, (interval, policy_interval), &mut ticker, &mut policy_ticker);
             }
             _ = rotation.tick() => {
-                let (now_epoch, keys) = secret.keys_at(guard_config::unix_now(), args.cookie_rotation);
-                if now_epoch != epoch {
-                    guard_config::write_keys(&mut ebpf, &keys)?;
-                    epoch = now_epoch;
+                if let Some(epoch) = keys.update(&mut ebpf, args.cookie_rotation)? {
                     info!("cookie keys rotated (epoch {epoch})");
                 }
             }
@@ -529,6 +532,8 @@ enum Exit {
 
 /// The state file of the cookie secret (when no key file gives it).
 const SECRET_FILE: &str = "cookie-secret";
+/// The state file of the manual key rotations (they shift the key schedule).
+const ROTATIONS_FILE: &str = "key-rotations";
 
 /// A ticker every `seconds`; a late tick is delayed, not followed by a burst of them.
 fn ticker_every(seconds: f64) -> tokio::time::Interval {
@@ -576,6 +581,8 @@ struct Live<'a> {
     stats: serde_json::Value,
     /// `synguard detach` asked the controller to detach and exit.
     detach: bool,
+    keys: &'a mut KeySchedule,
+    pins: &'a Pins,
     args: &'a mut RunArgs,
     config: &'a mut Config,
     flows: &'a mut FlowControl,
@@ -742,6 +749,13 @@ fn handle(request: &serde_json::Value, live: &mut Live<'_>) -> Result<serde_json
     Ok(match request["request"].as_str().unwrap_or("") {
         "flows" => flows.flows_json(),
         "stats" => live.stats.clone(),
+        "keys_rotate" => {
+            let epoch = live.keys.rotate(live.ebpf, live.args.cookie_rotation)?;
+            live.pins
+                .write(ROTATIONS_FILE, live.keys.extra.to_string().as_bytes())?;
+            info!("cookie keys rotated by hand (epoch {epoch}); the previous key stays valid");
+            json!({ "epoch": epoch })
+        }
         "detach" => {
             live.detach = true;
             json!({ "detaching": true })

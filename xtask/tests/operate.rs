@@ -198,6 +198,11 @@ fn stats_and_top_show_the_running_guard() {
             "{panel} missing from the screen: {screen:?}"
         );
     }
+    // A manual key rotation: new handshakes still complete.
+    let rotated = synguard_cmd(&lab, &["keys", "rotate"]);
+    assert!(rotated.status.success(), "{rotated:?}");
+    assert!(String::from_utf8_lossy(&rotated.stdout).contains("cookie keys rotated"));
+    assert!(lab.page_arrives().unwrap(), "cookies under the new key");
     let (status, stderr) = guard.stop();
     assert!(status.success(), "{stderr}");
 }
