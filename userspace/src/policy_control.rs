@@ -430,11 +430,18 @@ impl PolicyControl {
         Ok(())
     }
 
-    /// `synguard protect add`: a new service in the next free slot, live.
+    /// `synguard protect add`: a new service in the next free slot, live; a service with the
+    /// same prefix and ports changes its mode in place (no moment unprotected).
     pub fn protect(&mut self, service: ProtectedService) -> Result<()> {
-        let slot = match self.services.iter().position(Option::is_none) {
-            Some(free) => free,
-            None => self.services.len(),
+        let name = service_name(&service);
+        let same = self
+            .services
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| service_name(&s.config) == name));
+        let slot = match (same, self.services.iter().position(Option::is_none)) {
+            (Some(same), _) => same,
+            (None, Some(free)) => free,
+            (None, None) => self.services.len(),
         };
         let mut services = configs(&self.services);
         if slot == services.len() {

@@ -263,8 +263,19 @@ fn services_are_protected_and_released_on_the_running_guard() {
         || guard.total("pass_admitted") > admitted,
     );
 
+    // The same service in another mode: changed in place.
+    let out = synguard_cmd(&lab, &["protect", "add", &format!("{protect}:monitor")]);
+    assert!(out.status.success(), "{out:?}");
+    let list: Value =
+        serde_json::from_slice(&synguard_cmd(&lab, &["protect", "list", "--json"]).stdout).unwrap();
+    assert_eq!(list["services"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["services"][0]["mode"], "monitor");
+    let overlapping = format!("198.19.1.0/24:{SERVER_PORT},81");
     for (args, says) in [
-        (vec!["protect", "add", protect.as_str()], "protected twice"),
+        (
+            vec!["protect", "add", overlapping.as_str()],
+            "protected twice",
+        ),
         (
             vec!["protect", "del", "198.19.1.0/24:8080"],
             "is not protected",
