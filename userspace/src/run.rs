@@ -629,11 +629,31 @@ impl Live<'_> {
         self.apply(&new, &before)
     }
 
+    /// The services become `wanted`: the ones gone are released, the new ones (and those whose
+    /// mode changed) protected; checked as a whole first, so a clash changes nothing.
+    fn reprotect(&mut self, wanted: &[ProtectedService]) -> Result<()> {
+        guard_config::service_slots(wanted)?;
+        let name = synguard::policy_control::service_name;
+        for old in &self.args.protect {
+            if !wanted.iter().any(|w| name(w) == name(old)) {
+                self.policy.unprotect(old)?;
+            }
+        }
+        for service in wanted {
+            if !self.args.protect.contains(service) {
+                self.policy.protect(service.clone())?;
+            }
+        }
+        self.args.protect = wanted.to_vec();
+        Ok(())
+    }
+
     /// SIGHUP: the file again; settings that cannot change live wait for a restart.
     fn reload(&mut self) -> Result<Vec<Change>> {
-        let before = self.config.effective.clone();
+        let (before, saved) = (self.config.effective.clone(), self.config.clone());
         let new = self.config.reload()?;
         self.apply(&new, &before)
+            .inspect_err(|_| *self.config = saved)
     }
 
     fn apply(
@@ -647,7 +667,8 @@ impl Live<'_> {
             if old == setting.value {
                 continue;
             }
-            if LIVE_KEYS.contains(&key.as_str()) {
+            // The services change live too (on reload; `synguard protect` does it by hand).
+            if LIVE_KEYS.contains(&key.as_str()) || key == "protect" {
                 changes.push(Change {
                     key: key.clone(),
                     old,
@@ -656,6 +677,9 @@ impl Live<'_> {
             } else {
                 warn!("{key} changed in the configuration: it takes effect when synguard restarts");
             }
+        }
+        if self.args.protect != new.protect {
+            self.reprotect(&new.protect)?;
         }
         self.args.take_live(new);
         let args = &*self.args;

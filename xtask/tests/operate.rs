@@ -106,7 +106,7 @@ fn sighup_reloads_the_configuration_file() {
     assert_eq!(get(&lab, "iface")["source"], "flag");
 
     write(&format!(
-        "protect = [\"{protect}\"]\nserver-iface = \"{GUARD_SERVER_IFACE}\"\nblock-ttl = 45\nmax-syn-rate = 0\nmax-flows = 2048\n"
+        "protect = [\"{protect}\", \"198.19.1.0/24:5000:monitor\"]\nserver-iface = \"{GUARD_SERVER_IFACE}\"\nblock-ttl = 45\nmax-syn-rate = 0\nmax-flows = 2048\n"
     ));
     guard.signal(libc::SIGHUP);
     wait_for("the reloaded value", Duration::from_secs(5), || {
@@ -117,6 +117,13 @@ fn sighup_reloads_the_configuration_file() {
             .stderr()
             .contains("max-flows changed in the configuration")
     });
+    let services: Value =
+        serde_json::from_slice(&synguard_cmd(&lab, &["protect", "list", "--json"]).stdout).unwrap();
+    assert_eq!(
+        services["services"][1]["service"], "198.19.1.0/24:5000",
+        "the reloaded file's new service: {services}"
+    );
+    assert_eq!(services["services"][1]["mode"], "monitor");
 
     write("block-ttl = 0\n");
     guard.signal(libc::SIGHUP);
