@@ -6,7 +6,9 @@
 //!                           to-server 198.19.1.1 ---- to-guard 198.19.1.2  (HTTP on :80)
 //! ```
 //! Addresses come from 198.18.0.0/15 (RFC 2544). No namespace has a route out: each has a
-//! blackhole default route, so replies to spoofed sources die inside the lab. Namespace names
+//! blackhole default route, so replies to spoofed sources die inside the lab (those to the
+//! flood lab's spoofed range, 198.18.128.0/17, are routed to the client namespace and die
+//! there, whatever defense sent them). Namespace names
 //! carry a per-lab suffix; `down` removes a lab (and `down_all` every lab) even after a crash.
 
 use std::{
@@ -26,6 +28,8 @@ pub const GUARD_CLIENT_SIDE_ADDR: &str = "198.18.1.1";
 pub const GUARD_SERVER_SIDE_ADDR: &str = "198.19.1.1";
 pub const SERVER_ADDR: &str = "198.19.1.2";
 pub const SERVER_PORT: u16 = 80;
+/// Where the flood lab's spoofed sources come from (see `packet_flood`).
+pub const SPOOFED_PREFIX: &str = "198.18.128.0/17";
 /// The guard's interface toward the clients: where synguard attaches.
 pub const GUARD_CLIENT_IFACE: &str = "to-client";
 pub const GUARD_SERVER_IFACE: &str = "to-server";
@@ -193,6 +197,18 @@ impl Lab {
             cmd::output(&mut self.exec(host, "ethtool", ["-K", iface, "tx", "off"]))?;
         }
         cmd::output(&mut self.exec(Guard, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]))?;
+        // The guard's receive queues run in their own kernel threads (threaded NAPI), as a
+        // real NIC's queues have their own CPUs' interrupts, not in the softirq of whoever
+        // sent the frame; GRO on makes veth use NAPI with or without an XDP program, so every
+        // defense sees its traffic the same way.
+        for iface in [GUARD_CLIENT_IFACE, GUARD_SERVER_IFACE] {
+            cmd::output(&mut self.exec(Guard, "ethtool", ["-K", iface, "gro", "on"]))?;
+            cmd::output(&mut self.exec(
+                Guard,
+                "sh",
+                ["-c", &format!("echo 1 > /sys/class/net/{iface}/threaded")],
+            ))?;
+        }
         self.ip(
             Client,
             [
@@ -213,6 +229,9 @@ impl Lab {
                 GUARD_SERVER_SIDE_ADDR,
             ],
         )?;
+        // Answers to the floods' spoofed sources travel back toward the client side, as
+        // they would out of a real guard, whichever defense sent them; they die there.
+        self.ip(Guard, ["route", "add", SPOOFED_PREFIX, "via", CLIENT_ADDR])?;
         for host in Host::ALL {
             self.ip(host, ["route", "add", "blackhole", "default"])?;
         }
@@ -292,6 +311,18 @@ impl Lab {
         bail!("the lab's HTTP server did not listen on {wanted} within 10 s")
     }
 
+    /// The lab server's process id (`ip netns exec` runs it in its own process).
+    pub fn server_pid(&self) -> Option<i32> {
+        fs::read_to_string(self.state_dir().join("server.pid"))
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+    }
+
+    /// A path in the lab's own state directory (removed with the lab).
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.state_dir().join(name)
+    }
+
     pub fn exists(&self) -> bool {
         Host::ALL
             .iter()
@@ -301,11 +332,7 @@ impl Lab {
 
     /// Removes everything the lab made; what is already gone is skipped.
     pub fn down(&self) -> Result<()> {
-        let pid_file = self.state_dir().join("server.pid");
-        if let Some(pid) = fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|text| text.trim().parse::<i32>().ok())
-        {
+        if let Some(pid) = self.server_pid() {
             // SAFETY: plain kill(2); the process group was created for the server alone.
             unsafe { libc::kill(-pid, libc::SIGTERM) };
         }

@@ -1,4 +1,4 @@
-//! Developer and lab tooling for synguard: bootstrap, build, lab, test, demo.
+//! Developer and lab tooling for synguard: bootstrap, build, lab, test, demo, bench, flood.
 //! The library part is what the lab tests (tests/lab.rs) share with the commands.
 
 pub mod bench;
@@ -7,6 +7,10 @@ pub mod bootstrap;
 pub mod build;
 pub mod cmd;
 pub mod demo;
+pub mod flood;
+pub mod flood_report;
 pub mod lab;
 pub mod lab_server;
+pub mod legit_client;
+pub mod packet_flood;
 pub mod test;

@@ -1,4 +1,4 @@
-//! `cargo xtask`: bootstrap, build, lab, test, demo.
+//! `cargo xtask`: bootstrap, build, lab, test, demo, bench, flood.
 
 use std::process::ExitCode;
 
@@ -7,9 +7,9 @@ use clap::{Parser, Subcommand};
 use xtask::{
     bench, bootstrap,
     build::{self, Profile},
-    demo,
+    demo, flood,
     lab::{self, Lab},
-    lab_server, test,
+    lab_server, packet_flood, test,
 };
 
 #[derive(Parser)]
@@ -43,12 +43,86 @@ enum Task {
         #[arg(value_enum)]
         which: Vec<bench::Bench>,
     },
+    /// Floods against real clients in the lab, defense after defense; reports under
+    /// results/flood/.
+    Flood(FloodArgs),
+    /// Lab plumbing: the fast flood generator run inside the client namespace.
+    #[command(hide = true)]
+    LabPacketFlood {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        guard_mac: String,
+        #[arg(long, value_enum)]
+        scenario: flood::Scenario,
+        #[arg(long)]
+        seconds: u32,
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+    },
     /// Lab plumbing: the HTTP server run inside the server namespace.
     #[command(hide = true)]
     LabHttpServer {
         #[arg(long)]
         listen: String,
     },
+}
+
+#[derive(clap::Args)]
+struct FloodArgs {
+    /// Scenarios to run (comma-separated or repeated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "random-syn")]
+    scenario: Vec<flood::Scenario>,
+    /// Every scenario.
+    #[arg(long, conflicts_with = "scenario")]
+    all_scenarios: bool,
+    /// Length of each flood, seconds.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=300))]
+    seconds: u32,
+    /// Defenses to compare, in this order (all by default).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    defense: Vec<flood::Defense>,
+    /// Flood generators (both by default).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    generator: Vec<flood::Generator>,
+    /// The packet-socket generator's rate, frames per second (0: as fast as the guard's link
+    /// takes them). hping3 always floods as fast as it can.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
+    attack_rate: u64,
+    /// Legitimate connections per second during the whole run.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    legit_rate: u32,
+    /// Run the legitimate client with TCP timestamps off (options only in the cookie).
+    #[arg(long)]
+    no_timestamps: bool,
+}
+
+impl FloodArgs {
+    fn options(self) -> flood::Options {
+        fn or_all<T: Clone>(chosen: Vec<T>, all: &[T]) -> Vec<T> {
+            if chosen.is_empty() {
+                all.to_vec()
+            } else {
+                chosen
+            }
+        }
+        flood::Options {
+            scenarios: if self.all_scenarios {
+                flood::Scenario::ALL.to_vec()
+            } else {
+                self.scenario
+            },
+            defenses: or_all(self.defense, &flood::Defense::ALL),
+            generators: or_all(
+                self.generator,
+                &[flood::Generator::Hping3, flood::Generator::PacketSocket],
+            ),
+            seconds: self.seconds,
+            attack_rate: self.attack_rate,
+            legit_rate: self.legit_rate,
+            client_timestamps: !self.no_timestamps,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -89,7 +163,22 @@ fn run(task: Task) -> Result<()> {
         Task::Test { tier } => test::run(&tier),
         Task::Demo => demo::run(&xtask),
         Task::Bench { which } => bench::run(&which, &xtask),
+        Task::Flood(args) => {
+            bootstrap::ensure()?;
+            flood::run(&xtask, &args.options()).map(drop)
+        }
         Task::LabHttpServer { listen } => lab_server::serve(&listen),
+        Task::LabPacketFlood {
+            iface,
+            guard_mac,
+            scenario,
+            seconds,
+            rate,
+        } => {
+            let sent = packet_flood::run(&iface, &guard_mac, scenario, seconds, rate)?;
+            println!("sent {sent} frames");
+            Ok(())
+        }
     }
 }
 

@@ -114,6 +114,8 @@ fn lab_tests(synguard: &Path) -> Result<()> {
             "policy",
             "--test",
             "operate",
+            "--test",
+            "flood",
             "--",
             "--test-threads=1",
         ])

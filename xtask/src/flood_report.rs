@@ -1,0 +1,462 @@
+//! The flood lab's report: per scenario, one table row per generator and defense (Markdown
+//! and JSON) and an SVG per generator with the legitimate client's success and connect
+//! latency over time, the flood's start and end marked. Written under results/flood/.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, anyhow};
+use serde_json::{Value, json};
+
+use crate::{
+    build::workspace_root,
+    flood::{Defense, Generator, Options, Reading, Scenario},
+    legit_client::{self, Attempt, Summary},
+};
+
+/// Width of the time bins of the plots, seconds.
+const BIN_SECONDS: f64 = 0.5;
+/// What "the guard holds" means (the flood lab's bar): legitimate success at least this...
+pub const HOLD_SUCCESS_PERCENT: f64 = 99.9;
+/// ...and a connect p99 at most this many times the run's own quiet baseline.
+pub const HOLD_LATENCY_FACTOR: f64 = 2.0;
+
+/// One scenario x generator x defense, measured.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub scenario: Scenario,
+    pub generator: Generator,
+    pub defense: Defense,
+    /// Flood start and end, seconds from the run's start.
+    pub flood: (f64, f64),
+    /// Run length, seconds (the last attempt's start).
+    pub length: f64,
+    /// Frames the attack side sent toward the guard per second (legit ones included, a few
+    /// hundred), and of those what the veth could not queue (the guard's input was full).
+    pub offered_pps: f64,
+    pub queue_full_pps: f64,
+    /// Frames per second back to the attack side: SYN-ACKs, RSTs (and the legit answers).
+    pub answered_pps: f64,
+    pub baseline: Summary,
+    pub during: Summary,
+    pub after: Summary,
+    /// Percent of the whole machine (all CPUs): busy, and softirq (where XDP, netfilter and
+    /// every namespace's TCP stack run).
+    pub machine_busy_percent: f64,
+    pub softirq_percent: f64,
+    /// Percent of one CPU: the guard (its links' receive threads, where XDP and netfilter
+    /// run, plus the synguard controller) and the lab server process.
+    pub guard_process_percent: Option<f64>,
+    pub server_process_percent: Option<f64>,
+    /// Per second during the flood: drops by reason, and the defenses' own answers.
+    pub drops: Vec<(String, f64)>,
+    pub answers: Vec<(String, f64)>,
+    /// Time bins: start second, attempts, success %, connect p99 ms.
+    pub series: Vec<(f64, usize, f64, f64)>,
+}
+
+/// Counters that count packets a defense (or the lack of one) dropped.
+fn is_drop(name: &str) -> bool {
+    let (source, counter) = name.split_once('.').unwrap_or(("", name));
+    match source {
+        "synguard" => counter.starts_with("drop_") && counter != "drop_awaiting_backend",
+        "server" => matches!(
+            counter,
+            "TcpExtListenOverflows"
+                | "TcpExtListenDrops"
+                | "TcpExtTCPReqQFullDrop"
+                | "TcpExtSyncookiesFailed"
+        ),
+        "guard" => counter == "TcpExtSyncookiesFailed",
+        "synproxy" => counter == "cookie_invalid",
+        _ => false,
+    }
+}
+
+/// Counters of SYNs a defense answered.
+fn is_answer(name: &str) -> bool {
+    matches!(
+        name,
+        "synguard.tx_syn_cookie"
+            | "synguard.pass_admitted"
+            | "server.TcpExtSyncookiesSent"
+            | "synproxy.syn_received"
+    )
+}
+
+impl Run {
+    pub fn new(
+        scenario: Scenario,
+        generator: Generator,
+        defense: Defense,
+        attempts: &[Attempt],
+        flood: (f64, f64),
+        before: &Reading,
+        after: &Reading,
+    ) -> Run {
+        let seconds = match (before.at, after.at) {
+            (Some(start), Some(end)) => end.duration_since(start).as_secs_f64().max(1e-3),
+            _ => flood.1 - flood.0,
+        };
+        let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / seconds;
+        let cpu_total = after.cpu_total.saturating_sub(before.cpu_total).max(1) as f64;
+        // Jiffies of all CPUs per wall second, to turn a process's jiffies into % of a CPU.
+        let jiffies_per_cpu_second = cpu_total
+            / seconds
+            / std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let process = |now: Option<u64>, then: Option<u64>| {
+            Some(100.0 * now?.saturating_sub(then?) as f64 / (jiffies_per_cpu_second * seconds))
+        };
+        let mut drops = Vec::new();
+        let mut answers = Vec::new();
+        for (name, value) in &after.counters {
+            let then = before
+                .counters
+                .get(name)
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let per_second = rate(value.as_u64().unwrap_or(0), then);
+            if per_second <= 0.0 {
+                continue;
+            }
+            if is_drop(name) {
+                drops.push((name.clone(), per_second));
+            } else if is_answer(name) {
+                answers.push((name.clone(), per_second));
+            }
+        }
+        let queue_full_pps = rate(after.client_tx_dropped, before.client_tx_dropped);
+        if queue_full_pps > 0.0 {
+            drops.push(("link.queue_full".into(), queue_full_pps));
+        }
+        drops.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let length = attempts.last().map_or(flood.1, |a| a.started);
+        Run {
+            scenario,
+            generator,
+            defense,
+            flood,
+            length,
+            offered_pps: rate(after.client_tx, before.client_tx) + queue_full_pps,
+            queue_full_pps,
+            answered_pps: rate(after.client_rx, before.client_rx),
+            baseline: legit_client::summarise(attempts, 0.0, flood.0),
+            during: legit_client::summarise(attempts, flood.0, flood.1),
+            after: legit_client::summarise(attempts, flood.1, f64::INFINITY),
+            machine_busy_percent: 100.0 * after.cpu_busy.saturating_sub(before.cpu_busy) as f64
+                / cpu_total,
+            softirq_percent: 100.0 * after.cpu_softirq.saturating_sub(before.cpu_softirq) as f64
+                / cpu_total,
+            guard_process_percent: process(after.guard_process, before.guard_process),
+            server_process_percent: process(after.server_process, before.server_process),
+            drops,
+            answers,
+            series: series(attempts, length),
+        }
+    }
+
+    /// Whether the defense held: legitimate success and connect p99 within the bar.
+    pub fn holds(&self) -> bool {
+        self.during.success_percent >= HOLD_SUCCESS_PERCENT
+            && self.during.connect_p99_ms <= HOLD_LATENCY_FACTOR * self.baseline.connect_p99_ms
+    }
+
+    pub fn one_line(&self) -> String {
+        format!(
+            "attack {:.0} pps offered, {:.0}/s answered; legit {:.2} % ok ({} attempts), connect p50 {:.2} ms p99 {:.2} ms (baseline p99 {:.2} ms){}",
+            self.offered_pps,
+            self.answered_pps,
+            self.during.success_percent,
+            self.during.attempts,
+            self.during.connect_p50_ms,
+            self.during.connect_p99_ms,
+            self.baseline.connect_p99_ms,
+            if self.holds() { "; holds" } else { "" }
+        )
+    }
+
+    pub fn to_json(&self) -> Value {
+        let summary = |s: &Summary| {
+            json!({
+                "attempts": s.attempts,
+                "succeeded": s.succeeded,
+                "success_percent": finite(s.success_percent),
+                "connect_p50_ms": finite(s.connect_p50_ms),
+                "connect_p99_ms": finite(s.connect_p99_ms),
+                "request_p99_ms": finite(s.request_p99_ms),
+                "failures": s.failures.iter().map(|(n, c)| json!({"reason": n, "count": c})).collect::<Vec<_>>(),
+            })
+        };
+        let rates = |list: &[(String, f64)]| {
+            list.iter()
+                .map(|(name, rate)| (name.clone(), json!(round(*rate))))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        json!({
+            "scenario": self.scenario.name(),
+            "generator": self.generator.name(),
+            "defense": self.defense.name(),
+            "flood_start_s": round(self.flood.0),
+            "flood_end_s": round(self.flood.1),
+            "offered_attack_pps": round(self.offered_pps),
+            "queue_full_pps": round(self.queue_full_pps),
+            "answered_pps": round(self.answered_pps),
+            "legit_baseline": summary(&self.baseline),
+            "legit_during_flood": summary(&self.during),
+            "legit_after_flood": summary(&self.after),
+            "holds": self.holds(),
+            "machine_busy_percent": round(self.machine_busy_percent),
+            "softirq_percent": round(self.softirq_percent),
+            "guard_process_percent": self.guard_process_percent.map(round),
+            "server_process_percent": self.server_process_percent.map(round),
+            "drops_per_s": rates(&self.drops),
+            "answers_per_s": rates(&self.answers),
+            "series": self.series.iter().map(|(t, n, ok, p99)| json!({
+                "t_s": t, "attempts": n, "success_percent": finite(*ok), "connect_p99_ms": finite(*p99)
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn round(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+fn finite(value: f64) -> Value {
+    if value.is_finite() {
+        json!(round(value))
+    } else {
+        Value::Null
+    }
+}
+
+fn series(attempts: &[Attempt], length: f64) -> Vec<(f64, usize, f64, f64)> {
+    let bins = (length / BIN_SECONDS).ceil() as usize + 1;
+    (0..bins)
+        .map(|bin| {
+            let from = bin as f64 * BIN_SECONDS;
+            let s = legit_client::summarise(attempts, from, from + BIN_SECONDS);
+            (from, s.attempts, s.success_percent, s.connect_p99_ms)
+        })
+        .collect()
+}
+
+/// Writes results/flood/<scenario>.{md,json} and <scenario>-<generator>.svg; returns the
+/// Markdown file's path.
+pub fn write(scenario: Scenario, options: &Options, runs: &[Run]) -> Result<PathBuf> {
+    let dir = workspace_root().join("results").join("flood");
+    std::fs::create_dir_all(&dir)?;
+    let name = scenario.name();
+    let json = json!({
+        "scenario": name,
+        "flood_seconds": options.seconds,
+        "attack_rate_setting": options.attack_rate,
+        "legit_connections_per_s": options.legit_rate,
+        "client_timestamps": options.client_timestamps,
+        "machine_cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "runs": runs.iter().map(Run::to_json).collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    let markdown = dir.join(format!("{name}.md"));
+    std::fs::write(&markdown, markdown_table(scenario, options, runs))?;
+    for generator in [Generator::Hping3, Generator::PacketSocket] {
+        let of_generator: Vec<&Run> = runs.iter().filter(|r| r.generator == generator).collect();
+        if !of_generator.is_empty() {
+            plot(
+                &dir.join(format!("{name}-{}.svg", generator.name())),
+                &format!("{name}, {}", generator.name()),
+                &of_generator,
+            )?;
+        }
+    }
+    Ok(markdown)
+}
+
+fn markdown_table(scenario: Scenario, options: &Options, runs: &[Run]) -> String {
+    let mut out = format!(
+        "# Flood lab: {}\n\n{} s floods (packet-socket generator: {}); legitimate client: {} connections/s, TCP timestamps {}; \
+         baseline = the same run's {} s before the flood. Rates are per second during the flood. \
+         CPU: machine % of all CPUs (busy, and softirq run outside the guard's receive threads); \
+         guard % of one CPU: its links' threaded-NAPI receive threads (XDP, netfilter, routing) \
+         plus the synguard controller; server % of one CPU: the server process. \"holds\": legit success >= {HOLD_SUCCESS_PERCENT} % \
+         and connect p99 <= {HOLD_LATENCY_FACTOR}x baseline.\n\n",
+        scenario.name(),
+        options.seconds,
+        if options.attack_rate == 0 {
+            "as fast as it can".to_string()
+        } else {
+            format!("{} frames/s", options.attack_rate)
+        },
+        options.legit_rate,
+        if options.client_timestamps {
+            "on"
+        } else {
+            "off"
+        },
+        runs.first().map_or(0.0, |r| r.flood.0).round(),
+    );
+    out.push_str(
+        "| generator | defense | attack pps offered | answered/s | legit ok % | connect p50 / p99 ms | baseline p99 ms | request p99 ms | busy / softirq % | guard % | server % | holds | drops/s by reason | answers/s |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n",
+    );
+    let ms = |v: f64| {
+        if v.is_finite() {
+            format!("{v:.2}")
+        } else {
+            "-".into()
+        }
+    };
+    let list = |items: &[(String, f64)]| {
+        if items.is_empty() {
+            "-".to_string()
+        } else {
+            items
+                .iter()
+                .map(|(n, r)| format!("{n} {r:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    for run in runs {
+        out.push_str(&format!(
+            "| {} | {} | {:.0} | {:.0} | {} ({}/{}) | {} / {} | {} | {} | {:.0} / {:.0} | {} | {} | {} | {} | {} |\n",
+            run.generator.name(),
+            run.defense.name(),
+            run.offered_pps,
+            run.answered_pps,
+            ms(run.during.success_percent),
+            run.during.succeeded,
+            run.during.attempts,
+            ms(run.during.connect_p50_ms),
+            ms(run.during.connect_p99_ms),
+            ms(run.baseline.connect_p99_ms),
+            ms(run.during.request_p99_ms),
+            run.machine_busy_percent,
+            run.softirq_percent,
+            run.guard_process_percent.map_or("-".into(), |p| format!("{p:.0}")),
+            run.server_process_percent.map_or("-".into(), |p| format!("{p:.0}")),
+            if run.holds() { "yes" } else { "no" },
+            list(&run.drops),
+            list(&run.answers),
+        ));
+    }
+    out
+}
+
+fn plot(path: &std::path::Path, title: &str, runs: &[&Run]) -> Result<()> {
+    use plotters::prelude::*;
+    let draw = || -> Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::new(path, (1100, 760)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (top, bottom) = root.split_vertically(380);
+        let length = runs.iter().map(|r| r.length).fold(1.0, f64::max) + BIN_SECONDS;
+        let flood = runs[0].flood;
+        let mut success = ChartBuilder::on(&top)
+            .caption(
+                format!("{title}: legitimate connections that succeeded (%)"),
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..length, 0.0..105.0)?;
+        success
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc("success %")
+            .draw()?;
+        let connect_max = runs
+            .iter()
+            .flat_map(|r| r.series.iter().map(|s| s.3))
+            .filter(|v| v.is_finite())
+            .fold(1.0, f64::max)
+            * 2.0;
+        let mut latency = ChartBuilder::on(&bottom)
+            .caption(
+                format!("{title}: connect latency p99 per {BIN_SECONDS} s (ms, log)"),
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..length, (0.01..connect_max).log_scale())?;
+        latency
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc("connect p99 ms")
+            .draw()?;
+        for (index, run) in runs.iter().enumerate() {
+            let color = Palette99::pick(index).to_rgba();
+            let label = run.defense.name();
+            success
+                .draw_series(LineSeries::new(
+                    run.series
+                        .iter()
+                        .filter(|s| s.1 > 0)
+                        .map(|s| (s.0 + BIN_SECONDS / 2.0, s.2)),
+                    color.stroke_width(2),
+                ))?
+                .label(label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            latency
+                .draw_series(LineSeries::new(
+                    run.series
+                        .iter()
+                        .filter(|s| s.3.is_finite())
+                        .map(|s| (s.0 + BIN_SECONDS / 2.0, s.3.max(0.01))),
+                    color.stroke_width(2),
+                ))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        for edge in [flood.0, flood.1] {
+            let marker = BLACK.mix(0.6).stroke_width(1);
+            success.draw_series(std::iter::once(PathElement::new(
+                [(edge, 0.0), (edge, 105.0)],
+                marker,
+            )))?;
+            latency.draw_series(std::iter::once(PathElement::new(
+                [(edge, 0.01), (edge, connect_max)],
+                marker,
+            )))?;
+        }
+        success
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        latency
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|error| anyhow!("drawing {}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_and_answers_are_told_apart() {
+        assert!(is_drop("synguard.drop_cookie_invalid"));
+        assert!(!is_drop("synguard.drop_awaiting_backend"));
+        assert!(is_drop("server.TcpExtListenDrops"));
+        assert!(is_drop("synproxy.cookie_invalid"));
+        assert!(!is_drop("synguard.tx_syn_cookie"));
+        assert!(is_answer("synguard.tx_syn_cookie"));
+        assert!(is_answer("server.TcpExtSyncookiesSent"));
+        assert!(!is_answer("server.TcpExtListenDrops"));
+    }
+}
