@@ -18,13 +18,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use crate::{
     build::{self, Profile, workspace_root},
     cmd,
-    lab::{self, GUARD_CLIENT_IFACE, GUARD_SERVER_IFACE, Host, Lab, LabGuard, SERVER_ADDR},
+    lab::{self, Host, Lab, LabGuard, SERVER_ADDR},
 };
 
 const IPERF_PORT: u16 = 5201;
@@ -111,40 +111,24 @@ fn measure_both(lab: &Lab, synguard: &Path) -> Result<(Value, Value)> {
         "{SERVER_ADDR}/32:{IPERF_PORT},{ECHO_BASE_PORT}-{}",
         ECHO_BASE_PORT + 2 * REPEATS as u16 - 1
     );
-    let mut guard = lab
-        .exec(
-            Host::Guard,
-            synguard.to_str().context("binary path")?,
-            [
-                "run",
-                "--iface",
-                GUARD_CLIENT_IFACE,
-                "--server-iface",
-                GUARD_SERVER_IFACE,
-                "--protect",
-                &protect,
-                "--interval",
-                "3600",
-                "--log-level",
-                "warn",
-                // One client address opens thousands of connections per second here: the
-                // per-source limits (made for floods) stay out of a throughput measurement.
-                "--max-syn-rate",
-                "0",
-                "--max-half-open",
-                "0",
-            ],
-        )
-        .stdout(Stdio::null())
-        .spawn()?;
-    let attached = Instant::now();
-    while !lab.has_xdp(Host::Guard, GUARD_CLIENT_IFACE)? {
-        if attached.elapsed() > Duration::from_secs(30) {
-            stop(&mut guard);
-            bail!("synguard did not attach within 30 s");
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
+    let mut guard = lab.start_guard(
+        synguard,
+        &[
+            "--protect",
+            &protect,
+            "--interval",
+            "3600",
+            "--log-level",
+            "warn",
+            // One client address opens thousands of connections per second here: the
+            // per-source limits (made for floods) stay out of a throughput measurement.
+            "--max-syn-rate",
+            "0",
+            "--max-half-open",
+            "0",
+        ],
+        Stdio::null(),
+    )?;
     let guarded = measure(lab, 1);
     stop(&mut guard);
     Ok((routing, guarded?))

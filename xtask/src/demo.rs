@@ -5,10 +5,7 @@
 //! policy within a second and dropped at the NIC; the block list and the controller's state
 //! histogram at the end. Detach and remove the lab at the end, also on error or ^C.
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Duration};
 
 use anyhow::{Context, Result, bail};
 
@@ -16,9 +13,7 @@ use crate::{
     bootstrap,
     build::{self, Profile},
     cmd,
-    lab::{
-        self, GUARD_CLIENT_IFACE, GUARD_SERVER_IFACE, Host, Lab, LabGuard, SERVER_ADDR, SERVER_PORT,
-    },
+    lab::{self, GUARD_CLIENT_IFACE, Host, Lab, LabGuard, SERVER_ADDR, SERVER_PORT},
 };
 
 const REQUESTS: usize = 20;
@@ -46,24 +41,11 @@ pub fn run(xtask: &Path) -> Result<()> {
         GUARD_CLIENT_IFACE
     );
     let protect = format!("{SERVER_ADDR}/32:{PROTECTED_PORT}");
-    let mut guard = lab
-        .exec(
-            Host::Guard,
-            synguard.to_str().context("non-UTF-8 path")?,
-            [
-                "run",
-                "--iface",
-                GUARD_CLIENT_IFACE,
-                "--mode",
-                "auto",
-                "--protect",
-                &protect,
-                "--server-iface",
-                GUARD_SERVER_IFACE,
-            ],
-        )
-        .spawn()
-        .context("starting synguard")?;
+    let mut guard = lab.start_guard(
+        &synguard,
+        &["--mode", "auto", "--protect", &protect],
+        std::process::Stdio::inherit(),
+    )?;
     let result = drive(&lab, &synguard);
     // SAFETY: plain kill(2) on our child.
     unsafe { libc::kill(guard.id() as i32, libc::SIGINT) };
@@ -94,13 +76,6 @@ fn fetch_during(lab: &Lab, mut flood: std::process::Child) -> Result<usize> {
 }
 
 fn drive(lab: &Lab, synguard: &Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !lab.has_xdp(Host::Guard, GUARD_CLIENT_IFACE)? {
-        if Instant::now() > deadline {
-            bail!("synguard did not attach within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
     println!(
         "demo: 1/4: HTTP to the protected server: cookie handshake at the guard, then joined and forwarded"
     );

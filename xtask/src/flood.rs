@@ -310,38 +310,18 @@ fn set_up(lab: &Lab, synguard: &Path, defense: Defense) -> Result<Option<Child>>
                 "always"
             };
             let protect = format!("{SERVER_ADDR}/32:{SERVER_PORT}:{mode}");
-            let mut guard = lab
-                .exec(
-                    Host::Guard,
-                    synguard.to_str().context("non-UTF-8 path")?,
-                    [
-                        "run",
-                        "--iface",
-                        GUARD_CLIENT_IFACE,
-                        "--server-iface",
-                        GUARD_SERVER_IFACE,
-                        "--protect",
-                        &protect,
-                        "--interval",
-                        "3600",
-                        "--log-level",
-                        "warn",
-                    ],
-                )
-                .stdout(Stdio::null())
-                .spawn()
-                .context("starting synguard")?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !lab.has_xdp(Host::Guard, GUARD_CLIENT_IFACE)? {
-                if let Some(status) = guard.try_wait()? {
-                    bail!("synguard exited with {status} before attaching");
-                }
-                if Instant::now() > deadline {
-                    let _ = guard.kill();
-                    bail!("synguard did not attach within 30 s");
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
+            let guard = lab.start_guard(
+                synguard,
+                &[
+                    "--protect",
+                    &protect,
+                    "--interval",
+                    "3600",
+                    "--log-level",
+                    "warn",
+                ],
+                Stdio::null(),
+            )?;
             Ok(Some(guard))
         }
     }

@@ -14,7 +14,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -112,6 +112,41 @@ impl Lab {
             .args(args)
             .env("SYNGUARD_BPFFS", LAB_BPFFS);
         command
+    }
+
+    /// Starts `synguard run` in the guard namespace on both of the guard's links, with `args`
+    /// after them, and returns once its program is attached (30 s at most; an early exit or
+    /// a timeout is an error, the process killed).
+    pub fn start_guard(&self, synguard: &Path, args: &[&str], stdout: Stdio) -> Result<Child> {
+        let mut guard = self
+            .exec(
+                Host::Guard,
+                synguard.to_str().context("non-UTF-8 path")?,
+                [
+                    "run",
+                    "--iface",
+                    GUARD_CLIENT_IFACE,
+                    "--server-iface",
+                    GUARD_SERVER_IFACE,
+                ]
+                .iter()
+                .chain(args),
+            )
+            .stdout(stdout)
+            .spawn()
+            .context("starting synguard")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.has_xdp(Host::Guard, GUARD_CLIENT_IFACE)? {
+            if let Some(status) = guard.try_wait()? {
+                bail!("synguard exited with {status} before attaching");
+            }
+            if Instant::now() > deadline {
+                let _ = guard.kill();
+                bail!("synguard did not attach within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(guard)
     }
 
     /// Fetches the lab server's page from the client namespace (curl, 5 s at most): true when
