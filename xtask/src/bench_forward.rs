@@ -9,7 +9,7 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
     path::Path,
-    process::{Child, Stdio},
+    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -114,30 +114,18 @@ fn measure_both(lab: &Lab, synguard: &Path) -> Result<(Value, Value)> {
     let mut guard = lab.start_guard(
         synguard,
         &[
-            "--protect",
-            &protect,
-            "--interval",
-            "3600",
-            "--log-level",
-            "warn",
+            &["--protect", &protect][..],
+            &lab::QUIET_GUARD,
             // One client address opens thousands of connections per second here: the
             // per-source limits (made for floods) stay out of a throughput measurement.
-            "--max-syn-rate",
-            "0",
-            "--max-half-open",
-            "0",
-        ],
+            &["--max-syn-rate", "0", "--max-half-open", "0"],
+        ]
+        .concat(),
         Stdio::null(),
     )?;
     let guarded = measure(lab, 1);
-    stop(&mut guard);
+    lab::stop_guard(&mut guard);
     Ok((routing, guarded?))
-}
-
-fn stop(guard: &mut Child) {
-    // SAFETY: plain kill(2) on our child.
-    unsafe { libc::kill(guard.id() as i32, libc::SIGINT) };
-    let _ = guard.wait();
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

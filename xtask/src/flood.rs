@@ -112,9 +112,7 @@ impl Scenario {
     }
 
     pub fn name(self) -> String {
-        clap::ValueEnum::to_possible_value(&self)
-            .map(|value| value.get_name().to_string())
-            .unwrap_or_default()
+        cli_name(self)
     }
 }
 
@@ -129,9 +127,7 @@ impl Defense {
     ];
 
     pub fn name(self) -> String {
-        clap::ValueEnum::to_possible_value(&self)
-            .map(|value| value.get_name().to_string())
-            .unwrap_or_default()
+        cli_name(self)
     }
 
     /// The server's tcp_syncookies: off for `none`, the kernel's default (1) behind a guard.
@@ -150,10 +146,16 @@ impl Defense {
 
 impl Generator {
     pub fn name(self) -> String {
-        clap::ValueEnum::to_possible_value(&self)
-            .map(|value| value.get_name().to_string())
-            .unwrap_or_default()
+        cli_name(self)
     }
+}
+
+/// A value's name on the command line (`random-syn`, `synguard-always`...).
+fn cli_name(value: impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|value| value.get_name().to_string())
+        .unwrap_or_default()
 }
 
 /// What `cargo xtask flood` was asked for.
@@ -242,9 +244,7 @@ pub fn run_one(
         &lab, xtask, synguard, scenario, generator, defense, options, &guard,
     );
     if let Some(guard) = guard.as_mut() {
-        // SAFETY: plain kill(2) on our child; SIGINT makes synguard detach and exit.
-        unsafe { libc::kill(guard.id() as i32, libc::SIGINT) };
-        let _ = guard.wait();
+        lab::stop_guard(guard);
     }
     result
 }
@@ -312,14 +312,7 @@ fn set_up(lab: &Lab, synguard: &Path, defense: Defense) -> Result<Option<Child>>
             let protect = format!("{SERVER_ADDR}/32:{SERVER_PORT}:{mode}");
             let guard = lab.start_guard(
                 synguard,
-                &[
-                    "--protect",
-                    &protect,
-                    "--interval",
-                    "3600",
-                    "--log-level",
-                    "warn",
-                ],
+                &[&["--protect", &protect][..], &lab::QUIET_GUARD].concat(),
                 Stdio::null(),
             )?;
             Ok(Some(guard))

@@ -425,6 +425,16 @@ impl Lab {
     }
 }
 
+/// `synguard run` flags for a guard whose output nobody reads: no counter lines, warnings only.
+pub const QUIET_GUARD: [&str; 4] = ["--interval", "3600", "--log-level", "warn"];
+
+/// Stops a guard started by [`Lab::start_guard`]: SIGINT makes synguard detach and exit.
+pub fn stop_guard(guard: &mut Child) {
+    // SAFETY: plain kill(2) on our child.
+    unsafe { libc::kill(guard.id() as i32, libc::SIGINT) };
+    let _ = guard.wait();
+}
+
 /// Every lab on the machine, from namespace names and state directories.
 pub fn all() -> Result<Vec<Lab>> {
     let mut names = lab_names(&cmd::stdout(&mut cmd::new("ip", ["netns", "list"]))?);
