@@ -4,7 +4,7 @@
 
 use crate::{
     counters::Counter,
-    maps::{PolicySettings, ServiceCounters, SourceCounters},
+    maps::{PolicySettings, ServiceConfig, ServiceCounters, SourceCounters},
 };
 
 impl SourceCounters {
@@ -65,6 +65,16 @@ impl ServiceCounters {
         }
     }
 
+    /// Takes a token from this CPU's direct-admission bucket for a SYN auto mode would let
+    /// straight through at `now_ns`; false: the service is over its threshold on this CPU and
+    /// the SYN gets a cookie.
+    #[inline(always)]
+    pub fn admit_direct(&mut self, now_ns: u64, config: &ServiceConfig) -> bool {
+        let rate = config.direct_syn_rate as u64;
+        self.direct_bucket.take(now_ns, rate, rate, 1)
+    }
+
+    /// Adds another CPU's counts (the buckets stay each CPU's own).
     pub fn accumulate(&mut self, other: &ServiceCounters) {
         self.syns += other.syns;
         self.cookies_sent += other.cookies_sent;
@@ -128,7 +138,35 @@ mod tests {
                 syns: 3,
                 cookies_sent: 1,
                 admitted: 1,
+                ..ServiceCounters::default()
             }
+        );
+    }
+
+    #[test]
+    fn auto_mode_lets_its_rate_through_then_cookies() {
+        const S: u64 = 1_000_000_000;
+        let config = ServiceConfig {
+            direct_syn_rate: 100,
+            ..ServiceConfig::default()
+        };
+        let mut service = ServiceCounters::default();
+        let direct = (0..250)
+            .filter(|_| service.admit_direct(S, &config))
+            .count();
+        assert_eq!(direct, 100, "a second's burst at once");
+        assert!(!service.admit_direct(S + S / 200, &config), "half a token");
+        assert!(
+            service.admit_direct(S + S / 100, &config),
+            "one token a 1/100 s"
+        );
+        let mut busy = ServiceCounters::default();
+        let first_second = (0..1000u64)
+            .filter(|step| busy.admit_direct(10 * S + step * S / 1000, &config))
+            .count();
+        assert!(
+            (199..=200).contains(&first_second),
+            "the burst plus a second's rate at the start of a flood: {first_second}"
         );
     }
 }

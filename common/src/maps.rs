@@ -90,7 +90,11 @@ pub struct ServiceConfig {
     pub mode: u8,
     /// In `AUTO` mode: the controller saw the SYN rate over the threshold, SYNs get cookies.
     pub cookies_on: u8,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// In `AUTO` mode with cookies off: SYNs per second (and burst) each CPU lets straight
+    /// through; past it a SYN gets a cookie. The controller switches only once a second, so
+    /// this keeps the start of a flood from reaching the server before it does.
+    pub direct_syn_rate: u32,
 }
 
 /// Per-service counters (per-CPU array indexed by slot): the global SYN rate of a service.
@@ -101,6 +105,8 @@ pub struct ServiceCounters {
     pub cookies_sent: u64,
     /// SYNs let straight through to the server (auto mode below its threshold, allowlist).
     pub admitted: u64,
+    /// This CPU's bucket of direct admissions in auto mode ([`ServiceConfig::direct_syn_rate`]).
+    pub direct_bucket: TokenBucket,
 }
 
 /// Key of the per-source counters: a source address (IPv4 as IPv4-mapped IPv6) and the

@@ -5,6 +5,9 @@
 
 use serde::Serialize;
 
+/// The threshold of services that name none (SYNs per second), unless `--auto-syn-rate`.
+pub const DEFAULT_AUTO_SYN_RATE: f64 = 1000.0;
+
 /// Cookies go off under this fraction of the threshold.
 pub const OFF_FRACTION: f64 = 0.5;
 

@@ -200,19 +200,43 @@ pub fn slots_of<'a>(
     Ok(by_prefix)
 }
 
-/// Writes the protected services: each one's mode, then the ports of each prefix.
-pub fn write_protected(ebpf: &mut Ebpf, services: &[ProtectedService]) -> Result<()> {
+/// The data plane's view of a service (`None`: an empty slot): its mode, auto mode's switch
+/// and the SYN rate auto mode lets straight through on each CPU, which is the service's own
+/// threshold or `auto_syn_rate`, the default.
+pub fn service_config(
+    service: Option<&ProtectedService>,
+    auto_syn_rate: f64,
+    cookies_on: bool,
+) -> ServiceConfig {
+    let direct_syn_rate = match service.map(|s| s.mode) {
+        Some(ServiceMode::Auto { syn_rate }) => syn_rate
+            .unwrap_or(auto_syn_rate)
+            .ceil()
+            .min(u32::MAX as f64) as u32,
+        _ => 0,
+    };
+    ServiceConfig {
+        mode: service.map_or(0, |s| s.mode.code()),
+        cookies_on: cookies_on as u8,
+        _pad: [0; 2],
+        direct_syn_rate,
+    }
+}
+
+/// Writes the protected services (auto mode's default threshold `auto_syn_rate`): each one's
+/// mode, then the ports of each prefix.
+pub fn write_protected(
+    ebpf: &mut Ebpf,
+    services: &[ProtectedService],
+    auto_syn_rate: f64,
+) -> Result<()> {
     let by_prefix = service_slots(services)?;
     let mut configs: Array<_, ServiceConfig> = Array::try_from(
         ebpf.map_mut(SERVICES_MAP)
             .context("services map missing from the eBPF object")?,
     )?;
     for (index, service) in services.iter().enumerate() {
-        let config = ServiceConfig {
-            mode: service.mode.code(),
-            cookies_on: 0,
-            _pad: [0; 6],
-        };
+        let config = service_config(Some(service), auto_syn_rate, false);
         configs.set(index as u32 + 1, config, 0)?;
     }
     let mut trie: LpmTrie<_, ProtectedAddress, ProtectedPorts> = LpmTrie::try_from(
@@ -231,6 +255,7 @@ pub fn write_cookies_on(
     ebpf: &mut Ebpf,
     slot: u8,
     service: &ProtectedService,
+    auto_syn_rate: f64,
     on: bool,
 ) -> Result<()> {
     let mut configs: Array<_, ServiceConfig> = Array::try_from(
@@ -239,11 +264,7 @@ pub fn write_cookies_on(
     )?;
     configs.set(
         slot as u32,
-        ServiceConfig {
-            mode: service.mode.code(),
-            cookies_on: on as u8,
-            _pad: [0; 6],
-        },
+        service_config(Some(service), auto_syn_rate, on),
         0,
     )?;
     Ok(())
@@ -417,6 +438,20 @@ mod tests {
                 syn_rate: Some(2500.0)
             }
         );
+    }
+
+    #[test]
+    fn auto_services_carry_their_threshold_to_the_data_plane() {
+        let config = |text: &str, cookies_on| {
+            let service: ProtectedService = text.parse().unwrap();
+            let config = service_config(Some(&service), 1000.0, cookies_on);
+            (config.mode, config.cookies_on, config.direct_syn_rate)
+        };
+        assert_eq!(config("198.19.1.2:80:auto", false), (mode::AUTO, 0, 1000));
+        assert_eq!(config("198.19.1.2:80:auto=2.5", true), (mode::AUTO, 1, 3));
+        assert_eq!(config("198.19.1.2:80", false), (mode::ALWAYS, 0, 0));
+        assert_eq!(config("198.19.1.2:80:monitor", false), (mode::MONITOR, 0, 0));
+        assert_eq!(service_config(None, 1000.0, false), ServiceConfig::default());
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub struct PolicyArgs {
     pub block_file: Option<PathBuf>,
     /// Auto mode: SYNs per second to a service above which its SYNs get cookies (services
     /// may set their own with :auto=RATE).
-    #[arg(long, value_name = "PER_SECOND", default_value_t = 1000.0,
+    #[arg(long, value_name = "PER_SECOND", default_value_t = synguard::auto_mode::DEFAULT_AUTO_SYN_RATE,
           value_parser = limit_parser(1e9))]
     pub auto_syn_rate: f64,
     /// Auto mode: seconds the SYN rate must stay under half the threshold before cookies go off.

@@ -22,7 +22,7 @@ use synguard_common::{
     maps::{
         ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, PROTECTED_MAP, ProtectedAddress,
         ProtectedPorts, SERVICE_COUNTERS_MAP, SERVICES_MAP, SOURCE_SKETCH_MAP, SOURCES_MAP,
-        ServiceConfig, ServiceCounters, SourceCounters, SourceKey, block_origin, mode,
+        ServiceConfig, ServiceCounters, SourceCounters, SourceKey, block_origin,
     },
     sketch::{SKETCH_BLOCK_CELLS, SKETCH_BLOCKS, SketchBlock},
 };
@@ -30,7 +30,7 @@ use synguard_common::{
 use crate::{
     auto_mode::AutoSwitch,
     export::{ExabgpStyle, LineSink, decision_json, exabgp_line},
-    guard_config::{ProtectedService, ServiceMode, lpm_key, slots_of},
+    guard_config::{ProtectedService, ServiceMode, lpm_key, service_config, slots_of},
     metrics::ServiceFigures,
     persist::Pins,
     policy::{Decision, Lists, Outcome, Policy, Reason, source_address},
@@ -186,16 +186,24 @@ impl PolicyControl {
     }
 
     /// Auto mode's default threshold and hold, for services that name no threshold of their own.
-    pub fn set_auto(&mut self, default_syn_rate: f64, hold: f64) {
+    /// The data plane's direct-admission rates follow at once.
+    pub fn set_auto(&mut self, default_syn_rate: f64, hold: f64) -> Result<()> {
         self.auto_defaults = (default_syn_rate, hold);
-        for service in self.services.iter_mut().flatten() {
+        for (index, service) in self.services.iter_mut().enumerate() {
+            let Some(service) = service else { continue };
             if let (ServiceMode::Auto { syn_rate }, Some(switch)) =
                 (service.config.mode, &mut service.switch)
             {
                 switch.threshold = syn_rate.unwrap_or(default_syn_rate);
                 switch.hold = hold;
+                let config =
+                    service_config(Some(&service.config), default_syn_rate, switch.cookies_on);
+                self.service_configs
+                    .set(index as u32 + 1, config, 0)
+                    .with_context(|| format!("updating {}", service_name(&service.config)))?;
             }
         }
+        Ok(())
     }
 
     pub fn set_exports(&mut self, exports: Exports) {
@@ -274,11 +282,8 @@ impl PolicyControl {
                 continue;
             };
             if let Some(switched) = switch.observe(now, service.syn_rate) {
-                let config = ServiceConfig {
-                    mode: mode::AUTO,
-                    cookies_on: switched.cookies_on as u8,
-                    _pad: [0; 6],
-                };
+                let config =
+                    service_config(Some(&service.config), switch.threshold, switched.cookies_on);
                 self.service_configs.set(slot, config, 0)?;
                 let name = service_name(&service.config);
                 info!(
@@ -488,11 +493,15 @@ impl PolicyControl {
             .filter_map(|(index, s)| s.as_ref().map(|s| ((index + 1) as u8, s)));
         let by_prefix = slots_of(slotted)?;
         for (index, service) in services.iter().enumerate() {
-            let config = ServiceConfig {
-                mode: service.as_ref().map_or(0, |s| s.mode.code()),
-                cookies_on: 0,
-                _pad: [0; 6],
-            };
+            // A service that stays as it was keeps its switch's state.
+            let cookies_on = self
+                .services
+                .get(index)
+                .and_then(Option::as_ref)
+                .filter(|current| Some(&current.config) == service.as_ref())
+                .and_then(|current| current.switch.as_ref())
+                .is_some_and(|switch| switch.cookies_on);
+            let config = service_config(service.as_ref(), self.auto_defaults.0, cookies_on);
             self.service_configs.set(index as u32 + 1, config, 0)?;
         }
         for (prefix, ports) in &by_prefix {

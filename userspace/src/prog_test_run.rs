@@ -21,6 +21,7 @@ use synguard_common::{
 };
 
 use crate::{
+    auto_mode::DEFAULT_AUTO_SYN_RATE,
     flow_events,
     guard_config::{self, ProtectedService},
     object, stats,
@@ -65,10 +66,11 @@ impl DataPlane {
         })
     }
 
-    /// Writes what the controller writes: keys, protected services, SYN-ACK settings.
+    /// Writes what the controller writes by default: keys, protected services (auto mode's
+    /// default threshold), SYN-ACK settings.
     pub fn configure(&mut self, keys: &CookieKeys, protected: &[ProtectedService]) -> Result<()> {
         guard_config::write_keys(&mut self.ebpf, keys)?;
-        guard_config::write_protected(&mut self.ebpf, protected)?;
+        guard_config::write_protected(&mut self.ebpf, protected, DEFAULT_AUTO_SYN_RATE)?;
         guard_config::write_settings(&mut self.ebpf, &SynAckSettings::default())
     }
 
@@ -134,7 +136,7 @@ impl DataPlane {
 
     /// Turns auto mode's cookies on or off for the service in `slot`.
     pub fn set_cookies_on(&mut self, slot: u8, service: &ProtectedService, on: bool) -> Result<()> {
-        guard_config::write_cookies_on(&mut self.ebpf, slot, service, on)
+        guard_config::write_cookies_on(&mut self.ebpf, slot, service, DEFAULT_AUTO_SYN_RATE, on)
     }
 
     /// What the data plane counted of one source and service, summed over CPUs.

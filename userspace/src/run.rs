@@ -301,7 +301,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
     let mut keys = KeySchedule::new(secret, rotations);
     keys.update(&mut ebpf, args.cookie_rotation)?;
     guard_config::write_settings(&mut ebpf, &args.syn_ack_settings())?;
-    guard_config::write_protected(&mut ebpf, &args.protect)?;
+    guard_config::write_protected(&mut ebpf, &args.protect, args.policy.auto_syn_rate)?;
     guard_config::write_policy_settings(&mut ebpf, &args.policy.data_plane_settings())?;
     for service in &args.protect {
         info!(
@@ -690,7 +690,7 @@ impl Live<'_> {
         self.policy.policy.limits = args.policy.limits();
         self.policy.policy.rules = args.policy.rules();
         self.policy
-            .set_auto(args.policy.auto_syn_rate, args.policy.auto_hold);
+            .set_auto(args.policy.auto_syn_rate, args.policy.auto_hold)?;
         self.policy.set_exports(args.policy.exports()?);
         for change in &changes {
             info!(

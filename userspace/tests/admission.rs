@@ -4,7 +4,7 @@
 
 mod support;
 
-use etherparse::TcpOptionElement as O;
+use etherparse::{PacketBuilder, TcpOptionElement as O};
 use support::{KEY_A, KEY_B, keys, options, passes, segment, server_syn_ack, syn_ack_for};
 use synguard::{
     guard_config::ProtectedService,
@@ -241,6 +241,58 @@ fn auto_mode_above_its_threshold_answers_with_cookies() {
         .set_cookies_on(1, &services("auto")[0], false)
         .unwrap();
     expect(&mut guard, &syn_v4(0), Action::Pass, Counter::PassAdmitted);
+}
+
+/// A SYN of the fixture client from `port`: a new flow each port.
+fn syn_from_port(port: u16) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
+        .ipv4(CLIENT4, SERVER4, 64)
+        .tcp(port, SERVER_PORT, CLIENT_ISN, 64240)
+        .syn()
+        .options(&linux_syn_options())
+        .unwrap()
+        .write(&mut frame, &[])
+        .unwrap();
+    frame
+}
+
+#[test]
+fn auto_mode_answers_with_cookies_past_its_rate_before_the_controller_switches() {
+    let mut guard = guard_in("auto=5");
+    for port in CLIENT_PORT + 1..=CLIENT_PORT + 5 {
+        expect(
+            &mut guard,
+            &syn_from_port(port),
+            Action::Pass,
+            Counter::PassAdmitted,
+        );
+    }
+    let over = syn_from_port(CLIENT_PORT);
+    let output = expect(&mut guard, &over, Action::Tx, Counter::TxSynCookie);
+    assert_syn_ack(&output[14..]);
+    assert!(
+        guard.flow(&flow_of(&over)).unwrap().is_none(),
+        "no state for the SYN past the rate"
+    );
+    // A retransmitted SYN of a flow already let through takes no token and stays its flow's.
+    let retransmitted = syn_from_port(CLIENT_PORT + 1);
+    expect(
+        &mut guard,
+        &retransmitted,
+        Action::Pass,
+        Counter::PassAdmitted,
+    );
+    // The allowlist's bypass is not auto mode's to limit.
+    guard
+        .allow(&"198.18.1.2/32".parse().unwrap(), true)
+        .unwrap();
+    expect(
+        &mut guard,
+        &syn_from_port(CLIENT_PORT + 6),
+        Action::Pass,
+        Counter::PassAdmitted,
+    );
 }
 
 #[test]

@@ -340,14 +340,29 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
     guarded.source.slot = service;
     let (known, entry) = lookup(&guarded.flow);
     let syn = guarded.tcp.flags.has(TcpFlags::SYN);
-    let (service_mode, cookies_on) = match SERVICES.get(guarded.source.slot as u32) {
+    let config = SERVICES.get(guarded.source.slot as u32);
+    let (service_mode, cookies_on) = match config {
         Some(config) => (config.mode, config.cookies_on != 0),
         None => (0, true),
     };
+    let service_counters = SERVICE_COUNTERS.get_ptr_mut(guarded.source.slot as u32);
     // The allowlist is looked up for SYNs only: nothing else opens a connection.
     let bypass = syn && allowed_source(&guarded.source.addr) == Some(1);
     let admission = admission(service_mode, cookies_on, bypass);
-    let step = client_step(&guarded.tcp, known, admission);
+    let mut step = client_step(&guarded.tcp, known, admission);
+    // Auto mode below its switch: past the service's direct rate on this CPU, cookies at once.
+    if step == ClientStep::AdmitDirectly && !bypass {
+        let within = match (config, service_counters) {
+            // SAFETY: per-CPU value, only this CPU writes it.
+            (Some(config), Some(service)) => unsafe {
+                (*service).admit_direct(now_coarse_ns(), config)
+            },
+            _ => false,
+        };
+        if !within {
+            step = client_step(&guarded.tcp, known, Admission::Cookie);
+        }
+    }
     let settings = POLICY_SETTINGS.get(0);
     let gate = match settings {
         Some(settings) => settings.track_after,
@@ -406,7 +421,7 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
             reason,
         },
     };
-    if let Some(service) = SERVICE_COUNTERS.get_ptr_mut(guarded.source.slot as u32) {
+    if let Some(service) = service_counters {
         // SAFETY: per-CPU value, only this CPU writes it.
         unsafe { (*service).note(syn, verdict.reason) };
     }
