@@ -450,8 +450,14 @@ mod tests {
         assert_eq!(config("198.19.1.2:80:auto", false), (mode::AUTO, 0, 1000));
         assert_eq!(config("198.19.1.2:80:auto=2.5", true), (mode::AUTO, 1, 3));
         assert_eq!(config("198.19.1.2:80", false), (mode::ALWAYS, 0, 0));
-        assert_eq!(config("198.19.1.2:80:monitor", false), (mode::MONITOR, 0, 0));
-        assert_eq!(service_config(None, 1000.0, false), ServiceConfig::default());
+        assert_eq!(
+            config("198.19.1.2:80:monitor", false),
+            (mode::MONITOR, 0, 0)
+        );
+        assert_eq!(
+            service_config(None, 1000.0, false),
+            ServiceConfig::default()
+        );
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub fn decayed(value: f64, elapsed: f64, half_life: f64) -> f64 {
 /// The limits a source is held to (per service it talks to); `None` is no limit.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Limits {
-    /// Half-open connections: cookie SYN-ACKs sent minus cookies validated, decaying.
+    /// Half-open connections: cookie SYN-ACKs sent minus cookies validated, decaying. This,
+    /// the SYN rate and the out-of-state rate spare a source that completes handshakes.
     pub max_half_open: Option<f64>,
     /// SYNs per second, with this burst on top (a token bucket over the interval's SYNs;
     /// the data plane runs the same bucket per CPU on each SYN).
@@ -206,6 +207,20 @@ struct Tracked {
     bucket: TokenBucket,
     half_open: f64,
     seen: f64,
+    /// When it last completed a cookie handshake.
+    completed: Option<f64>,
+}
+
+impl Tracked {
+    /// It completed a handshake lately, so it receives what is sent to it: a real host. SYNs
+    /// in its name that never complete may be spoofed by someone else, and cookies make them
+    /// harmless; the host answers their SYN-ACKs with RSTs (RFC 9293 3.10.7.1), strays to us.
+    /// Neither gets it blocked (its data-plane SYN bucket still applies); forged cookies do,
+    /// since a host's own stack sends no ACK for a connection it did not open.
+    fn completes_handshakes(&self, now: f64) -> bool {
+        self.completed
+            .is_some_and(|completed| now - completed <= COMPLETED_VOUCHES_FOR)
+    }
 }
 
 /// A source's figures in the last interval.
@@ -233,6 +248,9 @@ pub struct Policy {
 
 /// Sources unseen for this long are forgotten (their counts restart from the map).
 const FORGET_AFTER: f64 = 600.0;
+
+/// How long a completed handshake shields a source from the SYN-side limits, seconds.
+pub const COMPLETED_VOUCHES_FOR: f64 = 60.0;
 
 impl Policy {
     pub fn new(limits: Limits, rules: BlockRules) -> Self {
@@ -292,6 +310,7 @@ impl Policy {
                 bucket: TokenBucket::default(),
                 half_open: 0.0,
                 seen: now,
+                completed: None,
             });
             // A source the LRU evicted and met again restarts from zero.
             let delta = |now: u64, before: u64| if now >= before { now - before } else { now };
@@ -304,6 +323,10 @@ impl Policy {
             if syns + sent + validated + invalid + stray > 0.0 {
                 tracked.seen = now;
             }
+            if validated > 0.0 {
+                tracked.completed = Some(now);
+            }
+            let real = tracked.completes_handshakes(now);
             tracked.last = counters;
             // A source met for the first time has counted for about one interval.
             let span = if fresh || elapsed <= 0.0 {
@@ -327,18 +350,20 @@ impl Policy {
                 out_of_state_rate: stray / span,
             };
             self.figures.insert(key, figures);
-            // The SYN rate is judged by its bucket (the burst allows spikes), the rest by value.
+            // The SYN rate is judged by its bucket (the burst allows spikes), the rest by value;
+            // what spoofing in its name causes spares a source that completes handshakes.
             let over = |value: f64, limit: Option<f64>| limit.map(|limit| (value > limit, limit));
+            let spoofable = |limit: Option<(bool, f64)>| limit.filter(|_| !real);
             let broken = [
                 (
                     Reason::HalfOpen,
                     figures.half_open,
-                    over(figures.half_open, limits.max_half_open),
+                    spoofable(over(figures.half_open, limits.max_half_open)),
                 ),
                 (
                     Reason::SynRate,
                     figures.syn_rate,
-                    limits.max_syn_rate.map(|limit| (overdrawn, limit as f64)),
+                    spoofable(limits.max_syn_rate.map(|limit| (overdrawn, limit as f64))),
                 ),
                 (
                     Reason::InvalidAckRate,
@@ -348,7 +373,10 @@ impl Policy {
                 (
                     Reason::OutOfStateRate,
                     figures.out_of_state_rate,
-                    over(figures.out_of_state_rate, limits.max_out_of_state_rate),
+                    spoofable(over(
+                        figures.out_of_state_rate,
+                        limits.max_out_of_state_rate,
+                    )),
                 ),
             ]
             .into_iter()
@@ -458,12 +486,19 @@ impl Policy {
             .min(self.rules.max_ttl.max(self.rules.ttl))
     }
 
-    /// Blocks every aggregate prefix holding enough blocked sources.
+    /// Blocks every aggregate prefix holding enough blocked sources and no source that
+    /// completes handshakes (its spoofed neighbours stay blocked one by one).
     fn aggregate(&mut self, now: f64) -> Vec<Decision> {
         let threshold = self.rules.aggregate_sources;
         if threshold == 0 {
             return Vec::new();
         }
+        let real: Vec<IpAddr> = self
+            .tracked
+            .iter()
+            .filter(|(_, tracked)| tracked.completes_handshakes(now))
+            .map(|(key, _)| source_address(key))
+            .collect();
         let mut members: BTreeMap<IpNet, usize> = BTreeMap::new();
         for block in self.blocks.values() {
             if block.reason == Reason::Aggregate || block.reason == Reason::Operator {
@@ -482,6 +517,7 @@ impl Policy {
         let mut decisions = Vec::new();
         for (prefix, count) in members {
             if count >= threshold
+                && !real.iter().any(|address| prefix.contains(address))
                 && let Some(decision) = self.decide(
                     now,
                     prefix,

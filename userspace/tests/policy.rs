@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use synguard::policy::{
-    BlockRules, Limits, Outcome, Policy, Reason, decayed, source_address, source_key,
+    BlockRules, COMPLETED_VOUCHES_FOR, Limits, Outcome, Policy, Reason, decayed, source_address,
+    source_key,
 };
 use synguard_common::maps::SourceCounters;
 
@@ -131,6 +132,81 @@ fn half_open_counts_cookies_never_completed() {
     assert_eq!(honest_figures.syn_rate, 300.0);
 }
 
+/// A real client at 200 connections/s whose address a flood also spoofs at 5,000 SYN/s (it
+/// answers the flood's SYN-ACKs with RSTs): cumulative counters after `second` seconds.
+fn spoofed_real_client(second: u64) -> SourceCounters {
+    SourceCounters {
+        syns: 5200 * second,
+        cookies_sent: 5200 * second,
+        cookies_validated: 200 * second,
+        out_of_state: 5000 * second,
+        ..SourceCounters::default()
+    }
+}
+
+#[test]
+fn syns_spoofed_in_the_name_of_a_real_client_do_not_get_it_blocked() {
+    let limits = Limits {
+        max_half_open: Some(1000.0),
+        max_invalid_ack_rate: Some(100.0),
+        max_out_of_state_rate: Some(1000.0),
+        ..syn_rate_only(1000, 2000)
+    };
+    let mut policy = Policy::new(limits, BlockRules::default());
+    let client = source_key(addr("198.18.1.2"), 1);
+    let spoofed = source_key(addr("198.18.1.3"), 1);
+    let flood = |second: u64| SourceCounters {
+        cookies_validated: 0,
+        out_of_state: 0,
+        ..spoofed_real_client(second)
+    };
+    let mut decisions = Vec::new();
+    for second in 0..=5u64 {
+        decisions.extend(policy.observe(
+            second as f64,
+            [
+                (client, spoofed_real_client(second)),
+                (spoofed, flood(second)),
+            ],
+            |_| true,
+        ));
+    }
+    let blocked: Vec<_> = decisions.iter().map(|d| d.prefix).collect();
+    assert_eq!(blocked, [net("198.18.1.3/32")], "{decisions:?}");
+    let client_figures = policy.figures().find(|(k, _)| **k == client).unwrap().1;
+    assert!(
+        client_figures.half_open > 1000.0
+            && client_figures.syn_rate > 1000.0
+            && client_figures.out_of_state_rate > 1000.0,
+        "over the half-open, SYN and out-of-state limits: {client_figures:?}"
+    );
+
+    // Forged cookies are not SYN-side: they block whoever sends them.
+    let mut counters = spoofed_real_client(6);
+    counters.invalid_acks = 1000;
+    let decisions = policy.observe(6.0, [(client, counters)], |_| true);
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(decisions[0].reason, Reason::InvalidAckRate);
+
+    // A client that stops completing handshakes is vouched for a while, then judged alone.
+    let mut policy = Policy::new(syn_rate_only(1000, 2000), BlockRules::default());
+    let last_completion = spoofed_real_client(1);
+    policy.observe(0.0, [(client, spoofed_real_client(0))], |_| true);
+    policy.observe(1.0, [(client, last_completion)], |_| true);
+    let mut decisions = Vec::new();
+    let mut counters = last_completion;
+    for second in 2..=(COMPLETED_VOUCHES_FOR as u64 + 2) {
+        counters.syns += 5000;
+        counters.cookies_sent += 5000;
+        decisions.extend(policy.observe(second as f64, [(client, counters)], |_| true));
+        if (second as f64) - 1.0 <= COMPLETED_VOUCHES_FOR {
+            assert!(decisions.is_empty(), "second {second}: {decisions:?}");
+        }
+    }
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(decisions[0].reason, Reason::SynRate);
+}
+
 #[test]
 fn invalid_acks_and_strays_have_their_own_limits() {
     let limits = Limits {
@@ -237,11 +313,7 @@ fn allowing_a_prefix_lifts_the_blocks_inside() {
 
 #[test]
 fn enough_bad_sources_in_a_prefix_block_the_prefix() {
-    let rules = BlockRules {
-        aggregate_sources: 3,
-        ..BlockRules::default()
-    };
-    let mut policy = Policy::new(syn_rate_only(10, 10), rules);
+    let mut policy = Policy::new(syn_rate_only(10, 10), rules_of_three());
     let keys: Vec<_> = (1..=3)
         .map(|i| source_key(addr(&format!("198.18.7.{i}")), 1))
         .collect();
@@ -267,6 +339,30 @@ fn enough_bad_sources_in_a_prefix_block_the_prefix() {
             .any(|d| d.prefix == net("2001:db8:1:2::66/128")),
         "IPv6 sources are blocked by their /128"
     );
+
+    // Spoofed sources around a real client stay blocked one by one; its prefix stays open.
+    let mut policy = Policy::new(syn_rate_only(10, 10), rules_of_three());
+    let client = source_key(addr("198.18.9.2"), 1);
+    let spoofed: Vec<_> = (3..=6)
+        .map(|i| source_key(addr(&format!("198.18.9.{i}")), 1))
+        .collect();
+    let round = |second: u64| {
+        let mut samples: Vec<_> = spoofed.iter().map(|k| (*k, syns(5000 * second))).collect();
+        samples.push((client, spoofed_real_client(second)));
+        samples
+    };
+    policy.observe(0.0, round(0), |_| true);
+    let decisions = policy.observe(1.0, round(1), |_| true);
+    assert_eq!(decisions.len(), 4, "{decisions:?}");
+    assert!(decisions.iter().all(|d| d.prefix.prefix_len() == 32));
+    assert!(decisions.iter().all(|d| d.prefix != net("198.18.9.2/32")));
+}
+
+fn rules_of_three() -> BlockRules {
+    BlockRules {
+        aggregate_sources: 3,
+        ..BlockRules::default()
+    }
 }
 
 #[test]
