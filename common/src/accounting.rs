@@ -18,10 +18,9 @@ impl SourceCounters {
             Counter::TxSynCookie => self.cookies_sent += 1,
             Counter::CookieValid => self.cookies_validated += 1,
             Counter::DropCookieInvalid | Counter::DropCookieExpired => self.invalid_acks += 1,
-            Counter::DropStrayFin
-            | Counter::DropStrayRst
-            | Counter::DropStrayData
-            | Counter::DropStraySynAck => self.out_of_state += 1,
+            Counter::DropStrayFin | Counter::DropStrayRst | Counter::DropStraySynAck => {
+                self.out_of_state += 1
+            }
             _ => {}
         }
     }

@@ -75,7 +75,6 @@ counters! {
     DropStraySynAck => "drop_stray_syn_ack": "dropped: SYN-ACKs from the client side",
     DropStrayFin => "drop_stray_fin": "dropped: FINs of no validated flow (FIN flood)",
     DropStrayRst => "drop_stray_rst": "dropped: RSTs of no validated flow (RST flood)",
-    DropStrayData => "drop_stray_data": "dropped: data segments of no validated flow",
     DropEventLost => "drop_event_lost": "dropped: the flow event ring buffer was full (the sender retransmits)",
     DropRewriteFailed => "drop_rewrite_failed": "dropped: the frame could not be resized or rewritten",
     DropNoConfig => "drop_no_config": "dropped: cookie keys, settings or forwarding programs missing (controller not started)",

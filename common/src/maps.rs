@@ -130,7 +130,7 @@ pub struct SourceCounters {
     pub cookies_validated: u64,
     /// Bare ACKs with a forged or expired cookie.
     pub invalid_acks: u64,
-    /// Stray FIN, RST, data and SYN-ACK segments of no flow.
+    /// Stray FIN, RST and SYN-ACK segments of no flow.
     pub out_of_state: u64,
     /// SYNs over this CPU's token bucket (dropped, or only counted in monitor mode).
     pub syns_over_rate: u64,

@@ -128,10 +128,10 @@ pub fn admission(service_mode: u8, cookies_on: bool, bypass: bool) -> Admission 
 pub enum ClientStep {
     /// A SYN opening a connection: answer with a cookie SYN-ACK, keep no state.
     AnswerWithCookie,
-    /// A bare ACK of no known flow: it must echo a valid cookie.
+    /// An ACK (bare, or the client's first data) of no known flow: it must echo a valid cookie.
     CheckCookie,
-    /// A bare ACK on a tuple whose connection is over: the third ACK of a new connection
-    /// when it echoes a valid cookie, else a late segment of the old one (forwarded).
+    /// An ACK on a tuple whose connection is over: the third ACK (or first data) of a new
+    /// connection when it echoes a valid cookie, else a late segment of the old one (forwarded).
     CheckCookieElseForward,
     /// A segment of a joined flow: translate and forward (a SYN included: the server answers
     /// it with a challenge ACK, RFC 5961 section 4).
@@ -157,12 +157,13 @@ pub enum ClientStep {
 pub fn client_step(tcp: &TcpSegment, known: Known, admission: Admission) -> ClientStep {
     let flags = tcp.flags;
     let syn = flags.has(TcpFlags::SYN);
-    let bare_ack = flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) == 0
-        && flags.has(TcpFlags::ACK)
-        && tcp.payload_len == 0;
+    // The third ACK, or, when that was lost, the client's first data: it carries the same
+    // acknowledgment of the cookie (RFC 9293 3.5: the connection is open on the client's side).
+    let may_complete =
+        flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) == 0 && flags.has(TcpFlags::ACK);
     match known {
         Known::Joined => return ClientStep::Forward,
-        Known::Closed if bare_ack => return ClientStep::CheckCookieElseForward,
+        Known::Closed if may_complete => return ClientStep::CheckCookieElseForward,
         Known::Closed if !syn => return ClientStep::Forward,
         Known::AwaitingBackend if flags.has(TcpFlags::RST) => return ClientStep::ResetBeforeJoin,
         Known::AwaitingBackend => return ClientStep::AwaitBackend,
@@ -182,8 +183,6 @@ pub fn client_step(tcp: &TcpSegment, known: Known, admission: Admission) -> Clie
         ClientStep::DropStray(Counter::DropStrayRst)
     } else if flags.has(TcpFlags::FIN) {
         ClientStep::DropStray(Counter::DropStrayFin)
-    } else if tcp.payload_len != 0 {
-        ClientStep::DropStray(Counter::DropStrayData)
     } else {
         ClientStep::CheckCookie
     }
@@ -381,7 +380,8 @@ mod tests {
         assert_eq!(step(F::ACK | F::PSH, 0, Known::No), CheckCookie);
         assert_eq!(
             step(F::ACK | F::PSH, 10, Known::No),
-            DropStray(Counter::DropStrayData)
+            CheckCookie,
+            "the client's first data may complete the handshake"
         );
         assert_eq!(
             step(F::FIN | F::ACK, 0, Known::No),
@@ -411,6 +411,7 @@ mod tests {
             CheckCookieElseForward,
             "a new connection's third ACK, or the old one's last"
         );
+        assert_eq!(step(F::ACK, 10, Known::Closed), CheckCookieElseForward);
         assert_eq!(step(F::FIN | F::ACK, 0, Known::Closed), Forward);
         for flags in [F::SYN, F::RST, F::ACK] {
             assert_eq!(

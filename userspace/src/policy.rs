@@ -44,7 +44,7 @@ pub struct Limits {
     pub syn_burst: u64,
     /// Bare ACKs with a forged or expired cookie, per second.
     pub max_invalid_ack_rate: Option<f64>,
-    /// Stray FIN/RST/data segments of no flow, per second.
+    /// Stray FIN/RST/SYN-ACK segments of no flow, per second.
     pub max_out_of_state_rate: Option<f64>,
     /// Half-life of the half-open count, seconds.
     pub half_open_half_life: f64,

@@ -40,7 +40,7 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "PER_SECOND", default_value_t = 1000.0,
           value_parser = limit_parser(1e9))]
     pub max_invalid_ack_rate: f64,
-    /// Most stray FIN/RST/data segments (of no flow) per second from a source.
+    /// Most stray FIN/RST/SYN-ACK segments (of no flow) per second from a source.
     #[arg(long, value_name = "PER_SECOND", default_value_t = 1000.0,
           value_parser = limit_parser(1e9))]
     pub max_out_of_state_rate: f64,

@@ -272,7 +272,6 @@ fn segments_of_no_flow_die_by_kind() {
     let cases = [
         (F::FIN | F::ACK, &b""[..], Counter::DropStrayFin),
         (F::RST, &b""[..], Counter::DropStrayRst),
-        (F::ACK, &b"data"[..], Counter::DropStrayData),
         (F::SYN | F::ACK, &b""[..], Counter::DropStraySynAck),
     ];
     for (flags, payload, counter) in cases {

@@ -11,6 +11,7 @@ use synguard_common::{
     cookie::{self, CookieKeys, CookieOptions},
     counters::Counter,
     maps::NO_WINDOW_SCALE,
+    parse::TcpFlags as F,
     siphash::SipKey,
     test_frames::*,
     verdict::Action,
@@ -18,7 +19,7 @@ use synguard_common::{
 
 mod support;
 
-use support::{KEY_A, KEY_B, guard, keys, syn_ack_for};
+use support::{KEY_A, KEY_B, guard, keys, segment, syn_ack_for};
 
 /// The options the host code recovers from a cookie the guard made for `syn`.
 fn decode(syn: &[u8], cookie: u32) -> Result<CookieOptions, cookie::CookieError> {
@@ -170,6 +171,54 @@ fn a_valid_third_ack_hands_the_flow_to_the_controller_once() {
         1
     );
     assert!(guard.events().unwrap().is_empty());
+}
+
+#[test]
+fn the_clients_first_data_completes_a_handshake_whose_third_ack_was_lost() {
+    let mut guard = guard();
+    let syn = syn_v4(0);
+    let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn, 0);
+    let request = segment(
+        true,
+        CLIENT_ISN.wrapping_add(1),
+        cookie.wrapping_add(1),
+        F::ACK | F::PSH,
+        502,
+        &[TcpOptionElement::Timestamp(0x1122_4001, tsval.unwrap())],
+        b"GET / HTTP/1.1\r\nHost: lab\r\n\r\n",
+    );
+    let outcome = guard.run(&request).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Pass);
+    assert_eq!(guard.counters().unwrap().get(Counter::CookieValid), 1);
+    let tcp = assert_checksums(&outcome.output[14..]);
+    assert!(tcp.syn && !tcp.ack && !tcp.psh, "the SYN to the server");
+    assert_eq!(
+        tcp.sequence_number, CLIENT_ISN,
+        "the client's ISN, as its SYN had it"
+    );
+    assert_eq!(
+        outcome.output.len(),
+        14 + 20 + tcp.header_len(),
+        "no payload: the client sends its data again once the server's window opens"
+    );
+    let events = guard.events().unwrap();
+    assert_eq!(events.len(), 1);
+    let to_server = events[0].entry.to_server;
+    assert_eq!(
+        (to_server.next_seq, to_server.bytes),
+        (CLIENT_ISN.wrapping_add(1), 0),
+        "the dropped data is not counted as received"
+    );
+
+    // Data acknowledging no cookie is an ACK flood like any other.
+    let mut guard = support::guard();
+    let stray = segment(true, 5, 0x1eed_beef, F::ACK | F::PSH, 100, &[], b"data");
+    assert_eq!(guard.run(&stray).unwrap().action().unwrap(), Action::Drop);
+    let counters = guard.counters().unwrap();
+    assert_eq!(
+        counters.get(Counter::DropCookieInvalid) + counters.get(Counter::DropCookieExpired),
+        1
+    );
 }
 
 #[test]
