@@ -58,6 +58,7 @@ pub fn run(benches: &[Bench], xtask: &Path) -> Result<()> {
                     attack_rate: 0,
                     legit_rate: 200,
                     client_timestamps: true,
+                    repeats: 3,
                 };
                 flood::run(xtask, &options)?;
                 summary.push_str("## Flood lab (`cargo xtask flood --scenario random-syn`)\n\n");

@@ -171,6 +171,8 @@ pub struct Options {
     pub legit_rate: u32,
     /// TCP timestamps on the legitimate client (off: options ride only in the cookie).
     pub client_timestamps: bool,
+    /// Rounds over every generator and defense (interleaved, so drift hits them alike).
+    pub repeats: u32,
 }
 
 /// Runs every scenario x generator x defense and writes one report per scenario under
@@ -179,34 +181,46 @@ pub fn run(xtask: &Path, options: &Options) -> Result<Vec<Run>> {
     let synguard = build::synguard(Profile::Release)?;
     let mut all = Vec::new();
     for &scenario in &options.scenarios {
+        let generators: Vec<Generator> = options
+            .generators
+            .iter()
+            .copied()
+            .filter(|&generator| {
+                let possible = generator != Generator::Hping3 || scenario.hping3_legs().is_some();
+                if !possible {
+                    println!(
+                        "flood: {}: hping3 cannot spoof inside a prefix; packet-socket only",
+                        scenario.name()
+                    );
+                }
+                possible
+            })
+            .collect();
         let mut runs = Vec::new();
-        for &generator in &options.generators {
-            if generator == Generator::Hping3 && scenario.hping3_legs().is_none() {
-                println!(
-                    "flood: {}: hping3 cannot spoof inside a prefix; packet-socket only",
-                    scenario.name()
-                );
-                continue;
-            }
-            for &defense in &options.defenses {
-                println!(
-                    "flood: {} with {} against {} ({} s)...",
-                    scenario.name(),
-                    generator.name(),
-                    defense.name(),
-                    options.seconds
-                );
-                let run = run_one(xtask, &synguard, scenario, generator, defense, options)
-                    .with_context(|| {
-                        format!(
-                            "{} with {} against {}",
-                            scenario.name(),
-                            generator.name(),
-                            defense.name()
-                        )
-                    })?;
-                println!("flood:   {}", run.one_line());
-                runs.push(run);
+        for repeat in 1..=options.repeats {
+            for &generator in &generators {
+                for &defense in &options.defenses {
+                    println!(
+                        "flood: {} with {} against {} ({} s, round {repeat} of {})...",
+                        scenario.name(),
+                        generator.name(),
+                        defense.name(),
+                        options.seconds,
+                        options.repeats
+                    );
+                    let mut run = run_one(xtask, &synguard, scenario, generator, defense, options)
+                        .with_context(|| {
+                            format!(
+                                "{} with {} against {}",
+                                scenario.name(),
+                                generator.name(),
+                                defense.name()
+                            )
+                        })?;
+                    run.repeat = repeat;
+                    println!("flood:   {}", run.one_line());
+                    runs.push(run);
+                }
             }
         }
         let written = flood_report::write(scenario, options, &runs)?;

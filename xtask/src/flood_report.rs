@@ -26,6 +26,8 @@ pub struct Run {
     pub scenario: Scenario,
     pub generator: Generator,
     pub defense: Defense,
+    /// Which round of `--repeats` (from 1).
+    pub repeat: u32,
     /// Flood start and end, seconds from the run's start.
     pub flood: (f64, f64),
     /// Run length, seconds (the last attempt's start).
@@ -134,6 +136,7 @@ impl Run {
             scenario,
             generator,
             defense,
+            repeat: 1,
             flood,
             length,
             offered_pps: rate(after.client_tx, before.client_tx) + queue_full_pps,
@@ -195,6 +198,7 @@ impl Run {
             "scenario": self.scenario.name(),
             "generator": self.generator.name(),
             "defense": self.defense.name(),
+            "repeat": self.repeat,
             "flood_start_s": round(self.flood.0),
             "flood_end_s": round(self.flood.1),
             "offered_attack_pps": round(self.offered_pps),
@@ -213,6 +217,98 @@ impl Run {
             "series": self.series.iter().map(|(t, n, ok, p99)| json!({
                 "t_s": t, "attempts": n, "success_percent": finite(*ok), "connect_p99_ms": finite(*p99)
             })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// One generator and defense over its rounds: the median of each figure, the spread of the
+/// two that decide whether it holds, and how many rounds held.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Medians {
+    pub generator: Generator,
+    pub defense: Defense,
+    pub rounds: usize,
+    pub held: usize,
+    pub offered_pps: f64,
+    pub answered_pps: f64,
+    pub success_percent: (f64, f64, f64),
+    pub connect_p99_ms: (f64, f64, f64),
+    pub baseline_p99_ms: f64,
+    /// Median over rounds of each round's p99 / its own baseline p99.
+    pub p99_over_baseline: f64,
+    pub guard_percent: Option<f64>,
+}
+
+/// The median (mean of the middle two for an even count) of the finite values; NaN if none.
+fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut sorted: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// (min, median, max) of the finite values.
+fn spread(values: impl IntoIterator<Item = f64>) -> (f64, f64, f64) {
+    let finite: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+    let min = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min, median(finite), max)
+}
+
+/// Medians per generator and defense, in the order the runs came.
+pub fn medians(runs: &[Run]) -> Vec<Medians> {
+    let mut groups: Vec<(Generator, Defense)> = Vec::new();
+    for run in runs {
+        if !groups.contains(&(run.generator, run.defense)) {
+            groups.push((run.generator, run.defense));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(generator, defense)| {
+            let of: Vec<&Run> = runs
+                .iter()
+                .filter(|r| (r.generator, r.defense) == (generator, defense))
+                .collect();
+            let each = |figure: fn(&Run) -> f64| of.iter().map(move |r| figure(r));
+            let guard: Vec<f64> = of.iter().filter_map(|r| r.guard_process_percent).collect();
+            Medians {
+                generator,
+                defense,
+                rounds: of.len(),
+                held: of.iter().filter(|r| r.holds()).count(),
+                offered_pps: median(each(|r| r.offered_pps)),
+                answered_pps: median(each(|r| r.answered_pps)),
+                success_percent: spread(each(|r| r.during.success_percent)),
+                connect_p99_ms: spread(each(|r| r.during.connect_p99_ms)),
+                baseline_p99_ms: median(each(|r| r.baseline.connect_p99_ms)),
+                p99_over_baseline: median(each(|r| {
+                    r.during.connect_p99_ms / r.baseline.connect_p99_ms
+                })),
+                guard_percent: (!guard.is_empty()).then(|| median(guard)),
+            }
+        })
+        .collect()
+}
+
+impl Medians {
+    fn to_json(&self) -> Value {
+        let spread = |(min, median, max): (f64, f64, f64)| json!({"min": finite(min), "median": finite(median), "max": finite(max)});
+        json!({
+            "generator": self.generator.name(),
+            "defense": self.defense.name(),
+            "rounds": self.rounds,
+            "rounds_held": self.held,
+            "offered_attack_pps": finite(self.offered_pps),
+            "answered_pps": finite(self.answered_pps),
+            "legit_success_percent": spread(self.success_percent),
+            "connect_p99_ms": spread(self.connect_p99_ms),
+            "baseline_p99_ms": finite(self.baseline_p99_ms),
+            "p99_over_baseline": finite(self.p99_over_baseline),
+            "guard_process_percent": self.guard_percent.map(round),
         })
     }
 }
@@ -253,6 +349,8 @@ pub fn write(scenario: Scenario, options: &Options, runs: &[Run]) -> Result<Path
         "legit_connections_per_s": options.legit_rate,
         "client_timestamps": options.client_timestamps,
         "machine_cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "repeats": options.repeats,
+        "medians": medians(runs).iter().map(Medians::to_json).collect::<Vec<_>>(),
         "runs": runs.iter().map(Run::to_json).collect::<Vec<_>>(),
     });
     std::fs::write(
@@ -262,11 +360,15 @@ pub fn write(scenario: Scenario, options: &Options, runs: &[Run]) -> Result<Path
     let markdown = dir.join(format!("{name}.md"));
     std::fs::write(&markdown, markdown_table(scenario, options, runs))?;
     for generator in [Generator::Hping3, Generator::PacketSocket] {
-        let of_generator: Vec<&Run> = runs.iter().filter(|r| r.generator == generator).collect();
+        // The first round: one line per defense keeps the plot readable.
+        let of_generator: Vec<&Run> = runs
+            .iter()
+            .filter(|r| r.generator == generator && r.repeat == 1)
+            .collect();
         if !of_generator.is_empty() {
             plot(
                 &dir.join(format!("{name}-{}.svg", generator.name())),
-                &format!("{name}, {}", generator.name()),
+                &format!("{name}, {} (round 1)", generator.name()),
                 &of_generator,
             )?;
         }
@@ -297,10 +399,6 @@ fn markdown_table(scenario: Scenario, options: &Options, runs: &[Run]) -> String
         },
         runs.first().map_or(0.0, |r| r.flood.0).round(),
     );
-    out.push_str(
-        "| generator | defense | attack pps offered | answered/s | legit ok % | connect p50 / p99 ms | baseline p99 ms | request p99 ms | busy / softirq % | guard % | server % | holds | drops/s by reason | answers/s |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n",
-    );
     let ms = |v: f64| {
         if v.is_finite() {
             format!("{v:.2}")
@@ -308,6 +406,41 @@ fn markdown_table(scenario: Scenario, options: &Options, runs: &[Run]) -> String
             "-".into()
         }
     };
+    if options.repeats > 1 {
+        out.push_str(&format!(
+            "## Medians over {} rounds\n\n\
+             | generator | defense | attack pps offered | answered/s | legit ok % median (min-max) | connect p99 ms median (min-max) | baseline p99 ms | p99 / baseline | guard % | held |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            options.repeats
+        ));
+        for m in medians(runs) {
+            let (ok_min, ok, ok_max) = m.success_percent;
+            let (p99_min, p99, p99_max) = m.connect_p99_ms;
+            out.push_str(&format!(
+                "| {} | {} | {:.0} | {:.0} | {} ({}-{}) | {} ({}-{}) | {} | {:.1}x | {} | {} of {} |\n",
+                m.generator.name(),
+                m.defense.name(),
+                m.offered_pps,
+                m.answered_pps,
+                ms(ok),
+                ms(ok_min),
+                ms(ok_max),
+                ms(p99),
+                ms(p99_min),
+                ms(p99_max),
+                ms(m.baseline_p99_ms),
+                m.p99_over_baseline,
+                m.guard_percent.map_or("-".into(), |p| format!("{p:.0}")),
+                m.held,
+                m.rounds,
+            ));
+        }
+        out.push_str("\n## Every round\n\n");
+    }
+    out.push_str(
+        "| round | generator | defense | attack pps offered | answered/s | legit ok % | connect p50 / p99 ms | baseline p99 ms | request p99 ms | busy / softirq % | guard % | server % | holds | drops/s by reason | answers/s |\n\
+         |---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n",
+    );
     let list = |items: &[(String, f64)]| {
         if items.is_empty() {
             "-".to_string()
@@ -321,7 +454,8 @@ fn markdown_table(scenario: Scenario, options: &Options, runs: &[Run]) -> String
     };
     for run in runs {
         out.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {} ({}/{}) | {} / {} | {} | {} | {:.0} / {:.0} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {:.0} | {} ({}/{}) | {} / {} | {} | {} | {:.0} / {:.0} | {} | {} | {} | {} | {} |\n",
+            run.repeat,
             run.generator.name(),
             run.defense.name(),
             run.offered_pps,
@@ -458,5 +592,14 @@ mod tests {
         assert!(is_answer("synguard.tx_syn_cookie"));
         assert!(is_answer("server.TcpExtSyncookiesSent"));
         assert!(!is_answer("server.TcpExtListenDrops"));
+    }
+
+    #[test]
+    fn medians_skip_missing_figures() {
+        assert_eq!(median([3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median([4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median([f64::NAN, 5.0]), 5.0, "a round without attempts");
+        assert!(median([]).is_nan());
+        assert_eq!(spread([2.0, f64::NAN, 9.0, 1.0]), (1.0, 2.0, 9.0));
     }
 }

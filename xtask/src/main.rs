@@ -95,6 +95,9 @@ struct FloodArgs {
     /// Run the legitimate client with TCP timestamps off (options only in the cookie).
     #[arg(long)]
     no_timestamps: bool,
+    /// Measure every defense this many times, interleaved; the report adds the medians.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    repeats: u32,
 }
 
 impl FloodArgs {
@@ -121,6 +124,7 @@ impl FloodArgs {
             attack_rate: self.attack_rate,
             legit_rate: self.legit_rate,
             client_timestamps: !self.no_timestamps,
+            repeats: self.repeats,
         }
     }
 }

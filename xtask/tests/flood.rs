@@ -23,6 +23,7 @@ fn a_random_source_syn_flood_leaves_real_clients_connecting() {
         attack_rate: 50_000,
         legit_rate: 100,
         client_timestamps: false,
+        repeats: 1,
     };
     let run = flood::run_one(
         Path::new(env!("CARGO_BIN_EXE_xtask")),
