@@ -3,8 +3,8 @@
 use proptest::prelude::*;
 use synguard_common::{
     cookie::{
-        CookieError, CookieKeys, CookieOptions, FlowKey, MSS_TABLE, check, counter_at, epoch_key,
-        make,
+        CookieError, CookieKeys, CookieOptions, FlowKey, MSS_TABLE, check, check_ack, counter_at,
+        epoch_key, make,
     },
     parse::{TcpFlags, TcpSegment, parse_tcp_frame},
     siphash::SipKey,
@@ -227,10 +227,43 @@ fn ipv4_and_ipv6_flows_differ() {
     }
 }
 
-/// Random ACK numbers against one flow and ISN; every accepted one is a forgery.
-fn forgery_rate(trials: u64) -> (u64, f64) {
+/// An ACK of `flow()` with `payload_len` bytes.
+fn ack_with(seq: u32, ack: u32, payload_len: u16) -> TcpSegment {
+    TcpSegment {
+        seq,
+        ack,
+        flags: TcpFlags(TcpFlags::ACK),
+        payload_len,
+        ..syn_with(TcpOptions::default(), 0)
+    }
+}
+
+#[test]
+fn third_acks_first_data_and_zero_window_probes_echo_the_cookie() {
+    let options = CookieOptions {
+        mss: 1460,
+        window_scale: Some(7),
+        sack_permitted: true,
+        ecn: false,
+    };
+    let isn = 7;
+    let cookie = make(&KEY_A, 0, &flow(), isn, 100, &options);
     let keys = keys(KEY_A, KEY_B);
-    let flow = flow();
+    let checked =
+        |seq, payload| check_ack(&keys, &flow(), &ack_with(seq, cookie + 1, payload), 100);
+    assert_eq!(checked(isn + 1, 0), Ok((options, isn)), "the third ACK");
+    assert_eq!(checked(isn + 1, 120), Ok((options, isn)), "the first data");
+    assert_eq!(checked(isn, 0), Ok((options, isn)), "a probe: snd_una - 1");
+    assert_eq!(
+        checked(isn, 120),
+        Err(CookieError::Invalid),
+        "data below the ISN + 1"
+    );
+    assert_eq!(checked(isn + 2, 0), Err(CookieError::Invalid));
+}
+
+/// Random ACK numbers against one flow and ISN; every one `accepts` is a forgery.
+fn forgery_rate(trials: u64, accepts: impl Fn(u32) -> bool) -> (u64, f64) {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut accepted = 0;
     for _ in 0..trials {
@@ -240,7 +273,7 @@ fn forgery_rate(trials: u64) -> (u64, f64) {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
-        if check(&keys, &flow, 12345, z as u32, 1000).is_ok() {
+        if accepts(z as u32) {
             accepted += 1;
         }
     }
@@ -250,10 +283,16 @@ fn forgery_rate(trials: u64) -> (u64, f64) {
 /// The documented bound: 2^11 accepted values out of 2^32.
 const FORGERY_BOUND: f64 = 1.0 / (1u64 << 21) as f64;
 
+/// Whether a guessed cookie for a known ISN passes.
+fn guessed_cookie() -> impl Fn(u32) -> bool {
+    let (keys, flow) = (keys(KEY_A, KEY_B), flow());
+    move |cookie| check(&keys, &flow, 12345, cookie, 1000).is_ok()
+}
+
 #[test]
 fn measured_forgery_rate_is_within_the_bound() {
     let trials = 10_000_000;
-    let (accepted, rate) = forgery_rate(trials);
+    let (accepted, rate) = forgery_rate(trials, guessed_cookie());
     let expected = FORGERY_BOUND * trials as f64; // 4.77
     eprintln!(
         "forgery: {accepted} of {trials} random ACKs accepted (rate {rate:.2e}, bound {FORGERY_BOUND:.2e})"
@@ -269,10 +308,26 @@ fn measured_forgery_rate_is_within_the_bound() {
 #[ignore = "long: 10^9 guesses (about a minute in release); run with --ignored"]
 fn measured_forgery_rate_over_a_billion_guesses() {
     let trials = 1_000_000_000;
-    let (accepted, rate) = forgery_rate(trials);
+    let (accepted, rate) = forgery_rate(trials, guessed_cookie());
     eprintln!(
         "forgery: {accepted} of {trials} random ACKs accepted (rate {rate:.3e}, bound {FORGERY_BOUND:.3e})"
     );
     // Expected 477 at the bound; allow 5 standard deviations above it.
     assert!((accepted as f64) < FORGERY_BOUND * trials as f64 + 5.0 * 477f64.sqrt());
+}
+
+#[test]
+fn a_blind_bare_ack_read_twice_stays_within_twice_the_bound() {
+    let trials = 10_000_000;
+    let (keys, flow) = (keys(KEY_A, KEY_B), flow());
+    let (accepted, rate) = forgery_rate(trials, |ack| {
+        check_ack(&keys, &flow, &ack_with(12346, ack, 0), 1000).is_ok()
+    });
+    let expected = 2.0 * FORGERY_BOUND * trials as f64; // 9.5
+    eprintln!("forgery: {accepted} of {trials} random bare ACKs accepted (rate {rate:.2e})");
+    // Poisson(9.5): P(X >= 24) is about 1e-4.
+    assert!(
+        accepted < 24,
+        "{accepted} forgeries, expected about {expected:.1}"
+    );
 }

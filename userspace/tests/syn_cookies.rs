@@ -174,7 +174,7 @@ fn a_valid_third_ack_hands_the_flow_to_the_controller_once() {
 }
 
 #[test]
-fn the_clients_first_data_completes_a_handshake_whose_third_ack_was_lost() {
+fn the_clients_first_data_or_window_probe_completes_a_handshake_whose_third_ack_was_lost() {
     let mut guard = guard();
     let syn = syn_v4(0);
     let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn, 0);
@@ -208,6 +208,30 @@ fn the_clients_first_data_completes_a_handshake_whose_third_ack_was_lost() {
         (to_server.next_seq, to_server.bytes),
         (CLIENT_ISN.wrapping_add(1), 0),
         "the dropped data is not counted as received"
+    );
+
+    // A client whose third ACK was lost and that has nothing to send probes our zero window
+    // one below its next sequence number: the cookie holds all the same.
+    let mut guard = support::guard();
+    let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn, 0);
+    let probe = segment(
+        true,
+        CLIENT_ISN,
+        cookie.wrapping_add(1),
+        F::ACK,
+        502,
+        &[TcpOptionElement::Timestamp(0x1122_4300, tsval.unwrap())],
+        &[],
+    );
+    let outcome = guard.run(&probe).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Pass);
+    let tcp = assert_checksums(&outcome.output[14..]);
+    assert!(tcp.syn && !tcp.ack);
+    assert_eq!(tcp.sequence_number, CLIENT_ISN);
+    let entry = guard.flow(&flow_of(&syn)).unwrap().expect("recorded");
+    assert_eq!(
+        (entry.client_isn, entry.to_server.next_seq),
+        (CLIENT_ISN, CLIENT_ISN.wrapping_add(1))
     );
 
     // Data acknowledging no cookie is an ACK flood like any other.

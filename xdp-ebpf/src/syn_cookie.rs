@@ -82,8 +82,9 @@ pub fn answer_syn(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     emit(ctx, guarded, &spec, true, Counter::TxSynCookie)
 }
 
-/// Checks the cookie a third ACK echoes. A valid one records the flow, tells the controller,
-/// and becomes the SYN to the server: the client's ISN and options, as its SYN had them.
+/// Checks the cookie an ACK echoes (the third ACK, the client's first data, or its probe of
+/// our zero window). A valid one records the flow, tells the controller, and becomes the SYN
+/// to the server: the client's ISN and options, as its SYN had them.
 #[inline(always)]
 pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     let (ack, flow) = (&guarded.tcp, &guarded.flow);
@@ -91,10 +92,9 @@ pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
         return verdict(Action::Drop, Counter::DropNoConfig);
     };
     let now = now_tai_ns();
-    let client_isn = ack.seq.wrapping_sub(1);
     let guard_isn = ack.ack.wrapping_sub(1);
-    let options = match cookie::check(keys, flow, client_isn, guard_isn, cookie::counter_at(now)) {
-        Ok(options) => options,
+    let (options, client_isn) = match cookie::check_ack(keys, flow, ack, cookie::counter_at(now)) {
+        Ok(checked) => checked,
         Err(CookieError::Expired) => return verdict(Action::Drop, Counter::DropCookieExpired),
         Err(CookieError::Invalid) => return verdict(Action::Drop, Counter::DropCookieInvalid),
     };
@@ -121,7 +121,7 @@ pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
         client_view_of_server_shift,
         now_tai_ns: now,
         now_coarse_ns: now_coarse_ns(),
-        next_seq: ack.seq,
+        next_seq: client_isn.wrapping_add(1),
         window: (ack.window as u32) << client_shift,
     });
     // A full LRU map evicts its oldest entry: insertion does not fail for lack of room. A

@@ -28,16 +28,40 @@ pub enum Failure {
     ConnectTimeout,
     /// The connection was refused or reset while connecting.
     ConnectError,
-    /// Connected, but the answer did not arrive whole within [`REQUEST_TIMEOUT`].
-    Request,
+    /// Connected, but the whole answer did not arrive within [`REQUEST_TIMEOUT`].
+    RequestTimeout,
+    /// Connected, then reset (by the server, or by a guard that lost the flow).
+    RequestReset,
+    /// Connected, then closed early or with another error: the answer is incomplete.
+    RequestIncomplete,
 }
 
 impl Failure {
+    pub const ALL: [Failure; 5] = [
+        Failure::ConnectTimeout,
+        Failure::ConnectError,
+        Failure::RequestTimeout,
+        Failure::RequestReset,
+        Failure::RequestIncomplete,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Failure::ConnectTimeout => "connect_timeout",
             Failure::ConnectError => "connect_error",
-            Failure::Request => "request_failed",
+            Failure::RequestTimeout => "request_timeout",
+            Failure::RequestReset => "request_reset",
+            Failure::RequestIncomplete => "request_incomplete",
+        }
+    }
+
+    /// What a failed request's I/O error says.
+    fn of_request_error(error: &std::io::Error) -> Failure {
+        use std::io::ErrorKind::*;
+        match error.kind() {
+            WouldBlock | TimedOut => Failure::RequestTimeout,
+            ConnectionReset | ConnectionAborted | BrokenPipe => Failure::RequestReset,
+            _ => Failure::RequestIncomplete,
         }
     }
 }
@@ -142,7 +166,9 @@ fn attempt(server: SocketAddr, started: f64) -> Attempt {
             request_ms: Some(requesting.elapsed().as_secs_f64() * 1e3),
             failure: None,
         },
-        _ => failed(Failure::Request, connect_ms),
+        Ok(true) => failed(Failure::RequestTimeout, connect_ms),
+        Ok(false) => failed(Failure::RequestIncomplete, connect_ms),
+        Err(error) => failed(Failure::of_request_error(&error), connect_ms),
     }
 }
 
@@ -180,11 +206,7 @@ pub fn summarise(attempts: &[Attempt], from: f64, to: f64) -> Summary {
     let mut connect: Vec<f64> = window.iter().filter_map(|a| a.connect_ms).collect();
     let mut request: Vec<f64> = window.iter().filter_map(|a| a.request_ms).collect();
     let mut failures = Vec::new();
-    for failure in [
-        Failure::ConnectTimeout,
-        Failure::ConnectError,
-        Failure::Request,
-    ] {
+    for failure in Failure::ALL {
         let count = window.iter().filter(|a| a.failure == Some(failure)).count();
         if count > 0 {
             failures.push((failure.name(), count));
@@ -243,7 +265,7 @@ mod tests {
                 started: 1.7,
                 connect_ms: Some(5.0),
                 request_ms: None,
-                failure: Some(Failure::Request),
+                failure: Some(Failure::RequestReset),
             },
             ok(2.0, 100.0),
         ];
@@ -256,7 +278,7 @@ mod tests {
         assert_eq!(summary.request_p99_ms, 6.0);
         assert_eq!(
             summary.failures,
-            [("connect_timeout", 1), ("request_failed", 1)]
+            [("connect_timeout", 1), ("request_reset", 1)]
         );
     }
 }
