@@ -4,7 +4,7 @@
 
 use crate::{
     counters::Counter,
-    maps::{PolicySettings, ServiceConfig, ServiceCounters, SourceCounters},
+    maps::{PolicySettings, ServiceConfig, ServiceCounters, SourceCounters, vouched},
 };
 
 impl SourceCounters {
@@ -26,13 +26,20 @@ impl SourceCounters {
     }
 
     /// Takes a token from this CPU's bucket for a SYN at `now_ns`; false (and counted) when
-    /// the source is over its rate. A rate of 0 is no limit.
+    /// the source is over its rate, unless `validated_at` says it completed a handshake lately
+    /// ([`vouched`]; asked only then, the lookup behind it costs). A rate of 0 is no limit.
     #[inline(always)]
-    pub fn admit_syn(&mut self, now_ns: u64, settings: &PolicySettings) -> bool {
+    pub fn admit_syn(
+        &mut self,
+        now_ns: u64,
+        settings: &PolicySettings,
+        validated_at: impl FnOnce() -> Option<u64>,
+    ) -> bool {
         if settings.syn_rate == 0
             || self
                 .bucket
                 .take(now_ns, settings.syn_rate, settings.syn_burst, 1)
+            || validated_at().is_some_and(|validated_ns| vouched(validated_ns, now_ns))
         {
             return true;
         }
@@ -84,6 +91,7 @@ impl ServiceCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::maps::COMPLETED_VOUCHES_FOR_SECS;
 
     #[test]
     fn each_verdict_lands_in_its_counter() {
@@ -116,15 +124,25 @@ mod tests {
             ..PolicySettings::default()
         };
         let mut flooder = SourceCounters::default();
-        let admitted = [0; 4].map(|_| flooder.admit_syn(1_000, &settings));
+        let admitted = [0; 4].map(|_| flooder.admit_syn(1_000, &settings, || None));
         assert_eq!(admitted, [true, true, false, false]);
         assert_eq!(flooder.syns_over_rate, 2);
         assert!(
-            flooder.admit_syn(100_001_000, &settings),
+            flooder.admit_syn(100_001_000, &settings, || None),
             "a tenth of a second later"
         );
         let unlimited = PolicySettings::default();
-        assert!((0..100).all(|_| flooder.admit_syn(100_001_000, &unlimited)));
+        assert!((0..100).all(|_| flooder.admit_syn(100_001_000, &unlimited, || None)));
+
+        // A source that completes handshakes: a flood spoofing it gets cookies, not drops.
+        const S: u64 = 1_000_000_000;
+        let mut real = SourceCounters::default();
+        let validated = || Some(10 * S);
+        assert!((0..100).all(|_| real.admit_syn(10 * S, &settings, validated)));
+        let vouched_until = (10 + COMPLETED_VOUCHES_FOR_SECS) * S;
+        assert!((0..100).all(|_| real.admit_syn(vouched_until, &settings, validated)));
+        let later = [0; 3].map(|_| real.admit_syn(vouched_until + S, &settings, validated));
+        assert_eq!(later, [true, true, false], "judged by the bucket again");
 
         let mut service = ServiceCounters::default();
         service.note(true, Counter::PassAdmitted);

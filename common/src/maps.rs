@@ -15,6 +15,7 @@ pub const FLOW_EVENTS_MAP: &str = "FLOW_EVENTS";
 pub const SERVICES_MAP: &str = "SERVICES";
 pub const SERVICE_COUNTERS_MAP: &str = "SERVICE_COUNTERS";
 pub const SOURCES_MAP: &str = "SOURCES";
+pub const VOUCHED_MAP: &str = "VOUCHED";
 pub const BLOCKED_MAP: &str = "BLOCKED";
 pub const ALLOWED_MAP: &str = "ALLOWED";
 pub const POLICY_SETTINGS_MAP: &str = "POLICY_SETTINGS";
@@ -30,6 +31,9 @@ pub const FLOW_EVENTS_RING_BYTES: u32 = 1 << 22;
 pub const SERVICES_CAPACITY: u32 = 256;
 /// Sources (per service) the data plane keeps counters for (LRU).
 pub const SOURCES_CAPACITY: u32 = 65536;
+/// Sources that completed a handshake lately (LRU hash shared by all CPUs: SourceKey -> when
+/// the last cookie validated, monotonic coarse ns).
+pub const VOUCHED_CAPACITY: u32 = 65536;
 /// Blocked and allowed prefixes.
 pub const BLOCKED_CAPACITY: u32 = 65536;
 pub const ALLOWED_CAPACITY: u32 = 4096;
@@ -107,6 +111,19 @@ pub struct ServiceCounters {
     pub admitted: u64,
     /// This CPU's bucket of direct admissions in auto mode ([`ServiceConfig::direct_syn_rate`]).
     pub direct_bucket: TokenBucket,
+}
+
+/// How long a completed handshake vouches for its source, seconds: it receives what is sent
+/// to it, so it is a real host, and SYNs and RSTs in its name may be a flood spoofing it. Its
+/// SYNs skip the data plane's bucket (they get cookies) and the policy's SYN-side limits do
+/// not block it.
+pub const COMPLETED_VOUCHES_FOR_SECS: u64 = 60;
+
+/// Whether a source whose cookie last validated at `validated_ns` (monotonic coarse ns, the
+/// vouched map's value) is still vouched for at `now_ns`.
+#[inline(always)]
+pub fn vouched(validated_ns: u64, now_ns: u64) -> bool {
+    now_ns.saturating_sub(validated_ns) <= COMPLETED_VOUCHES_FOR_SECS * 1_000_000_000
 }
 
 /// Key of the per-source counters: a source address (IPv4 as IPv4-mapped IPv6) and the

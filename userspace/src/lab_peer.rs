@@ -26,6 +26,10 @@ pub struct LabPeerArgs {
     /// Drop about one in N data frames arriving there (loss for the lab's SACK tests).
     #[arg(long, value_name = "N", default_value_t = 0)]
     drop_one_in: u32,
+    /// Drop IPv4 frames to any address but this one: answers to a flood's spoofed sources,
+    /// which a real network would not deliver to this host.
+    #[arg(long, value_name = "IPV4")]
+    only_for: Option<std::net::Ipv4Addr>,
 }
 
 pub fn lab_peer_pass(args: LabPeerArgs) -> Result<()> {
@@ -34,6 +38,13 @@ pub fn lab_peer_pass(args: LabPeerArgs) -> Result<()> {
     let mut ebpf = aya::EbpfLoader::new()
         .override_global(aya_log::LEVEL, &0u8, true)
         .override_global(object::LAB_DROP_ONE_IN, &args.drop_one_in, true)
+        .override_global(
+            object::LAB_ONLY_FOR_IPV4,
+            &args
+                .only_for
+                .map_or(0, |address| u32::from_ne_bytes(address.octets())),
+            true,
+        )
         .load(object::EBPF_OBJECT)
         .context("loading the eBPF object")?;
     let program = object::load_xdp(&mut ebpf, object::PEER_PASS_PROGRAM)?;

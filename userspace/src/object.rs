@@ -26,6 +26,7 @@ pub const SERVER_PROGRAM: &str = "synguard_server";
 pub const PEER_PASS_PROGRAM: &str = "lab_peer_pass";
 /// Its loss knob (a global set at load time).
 pub const LAB_DROP_ONE_IN: &str = "LAB_DROP_ONE_IN";
+pub const LAB_ONLY_FOR_IPV4: &str = "LAB_ONLY_FOR_IPV4";
 /// The benchmark floor: swap addresses and ports, XDP_TX.
 pub const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
 

@@ -20,7 +20,7 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use synguard_common::{
-    maps::{SourceCounters, SourceKey},
+    maps::{COMPLETED_VOUCHES_FOR_SECS, SourceCounters, SourceKey},
     token_bucket::TokenBucket,
 };
 
@@ -215,8 +215,8 @@ impl Tracked {
     /// It completed a handshake lately, so it receives what is sent to it: a real host. SYNs
     /// in its name that never complete may be spoofed by someone else, and cookies make them
     /// harmless; the host answers their SYN-ACKs with RSTs (RFC 9293 3.10.7.1), strays to us.
-    /// Neither gets it blocked (its data-plane SYN bucket still applies); forged cookies do,
-    /// since a host's own stack sends no ACK for a connection it did not open.
+    /// Neither gets it blocked (nor do the data plane's buckets drop its SYNs); forged cookies
+    /// do, since a host's own stack sends no ACK for a connection it did not open.
     fn completes_handshakes(&self, now: f64) -> bool {
         self.completed
             .is_some_and(|completed| now - completed <= COMPLETED_VOUCHES_FOR)
@@ -250,7 +250,7 @@ pub struct Policy {
 const FORGET_AFTER: f64 = 600.0;
 
 /// How long a completed handshake shields a source from the SYN-side limits, seconds.
-pub const COMPLETED_VOUCHES_FOR: f64 = 60.0;
+pub const COMPLETED_VOUCHES_FOR: f64 = COMPLETED_VOUCHES_FOR_SECS as f64;
 
 impl Policy {
     pub fn new(limits: Limits, rules: BlockRules) -> Self {

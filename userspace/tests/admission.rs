@@ -326,6 +326,26 @@ fn syns_over_their_source_bucket_drop_at_once() {
     let counted = guard.source_counters(&client_source()).unwrap();
     assert_eq!((counted.syns, counted.syns_over_rate), (4, 1));
 
+    // Once one of its cookies validated, the source is a real host: SYNs in its name (maybe a
+    // flood spoofing it) get cookies, not drops.
+    let mut guard = guard_in("always");
+    guard.set_policy_settings(&settings).unwrap();
+    let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn_v4(0), 0);
+    let ack = ack_v4(
+        CLIENT_ISN + 1,
+        cookie + 1,
+        Some((0x1122_4000, tsval.unwrap())),
+    );
+    expect(&mut guard, &ack, Action::Pass, Counter::CookieValid);
+    for port in CLIENT_PORT + 1..=CLIENT_PORT + 10 {
+        expect(
+            &mut guard,
+            &syn_from_port(port),
+            Action::Tx,
+            Counter::TxSynCookie,
+        );
+    }
+
     // Monitor mode counts the excess and drops nothing.
     let mut guard = guard_in("monitor");
     guard.set_policy_settings(&settings).unwrap();

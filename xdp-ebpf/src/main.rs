@@ -35,7 +35,7 @@ use synguard_common::{
         FLOWS_CAPACITY, FlowEntry, PROTECTED_CAPACITY, PolicySettings, ProtectedAddress,
         ProtectedPorts, SERVICES_CAPACITY, SOURCES_CAPACITY, STAGE_CLIENT_SEGMENT, STAGE_COUNT,
         ServiceConfig, ServiceCounters, SourceCounters, SourceKey, TO_CLIENT, TO_SERVER,
-        ipv4_mapped, phase,
+        VOUCHED_CAPACITY, ipv4_mapped, phase,
     },
     parse::{
         IpAddrs, L3, ParseScratch, ParsedFrame, TcpFlags, TcpSegment, TransportKind,
@@ -112,6 +112,11 @@ static SERVICE_COUNTERS: PerCpuArray<ServiceCounters> =
 #[map]
 static SOURCES: LruPerCpuHashMap<SourceKey, SourceCounters> =
     LruPerCpuHashMap::with_max_entries(SOURCES_CAPACITY, 0);
+
+/// When each source last completed a handshake with each service, shared by all CPUs
+/// (written once per validated cookie, read only for SYNs over their bucket).
+#[map]
+static VOUCHED: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(VOUCHED_CAPACITY, 0);
 
 /// Blocked source prefixes (policy decisions and the operator's): dropped before anything else.
 #[map]
@@ -381,7 +386,11 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
         && !counters.is_null()
         && match settings {
             // SAFETY: checked non-null; a per-CPU value only this CPU writes.
-            Some(settings) => !unsafe { (*counters).admit_syn(now_coarse_ns(), settings) },
+            Some(settings) => !unsafe {
+                (*counters).admit_syn(now_coarse_ns(), settings, || {
+                    VOUCHED.get(&guarded.source).copied()
+                })
+            },
             None => false,
         };
     let verdict = match step {
@@ -428,6 +437,10 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
     if !counters.is_null() {
         // SAFETY: per-CPU value of a live entry, only this CPU writes it.
         unsafe { (*counters).note(syn, verdict.reason) };
+    }
+    if verdict.reason == Counter::CookieValid {
+        // Best effort: a full LRU map evicts, and a lost entry only means the bucket applies.
+        let _ = VOUCHED.insert(&guarded.source, &now_coarse_ns(), 0);
     }
     finish(&ctx, tally, verdict)
 }
@@ -630,12 +643,35 @@ fn is_blocked(source: &ProtectedAddress) -> bool {
 #[unsafe(no_mangle)]
 static LAB_DROP_ONE_IN: u32 = 0;
 
-/// Passes everything (or, for loss tests, nearly everything). Native XDP on veth delivers
-/// XDP_TX/XDP_REDIRECT frames only when the peer device runs an XDP program too, so the lab
-/// attaches this one to the peers.
+/// Set at load time for the lab's client side: its IPv4 address (as the frame's bytes read
+/// it), so that frames to any other address drop here (0: keep everything). Answers to a
+/// flood's spoofed sources come back this way in the lab; a real network never delivers
+/// them to this host, so they should not cost its TCP stack anything.
+#[unsafe(no_mangle)]
+static LAB_ONLY_FOR_IPV4: u32 = 0;
+
+/// Passes everything (or, for loss tests, nearly everything; on the client side, everything
+/// for its own address). Native XDP on veth delivers XDP_TX/XDP_REDIRECT frames only when the
+/// peer device runs an XDP program too, so the lab attaches this one to the peers.
 #[xdp]
 pub fn lab_peer_pass(ctx: XdpContext) -> u32 {
-    // SAFETY: a read-only global the loader may have overridden.
+    // SAFETY: read-only globals the loader may have overridden.
+    let only_for = unsafe { core::ptr::read_volatile(&LAB_ONLY_FOR_IPV4) };
+    // An untagged IPv4 frame's destination address ends 34 bytes in.
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if only_for != 0 && data + 34 <= end {
+        // SAFETY: the first 34 bytes are in the frame, checked just above.
+        let (ethertype, destination) = unsafe {
+            (
+                core::ptr::read_unaligned((data + 12) as *const u16),
+                core::ptr::read_unaligned((data + 30) as *const u32),
+            )
+        };
+        if ethertype == u16::from_ne_bytes([0x08, 0x00]) && destination != only_for {
+            return aya_ebpf::bindings::xdp_action::XDP_DROP;
+        }
+    }
+    // SAFETY: as above.
     let one_in = unsafe { core::ptr::read_volatile(&LAB_DROP_ONE_IN) };
     // SAFETY: no arguments, no memory.
     if one_in != 0

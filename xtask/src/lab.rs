@@ -265,7 +265,8 @@ impl Lab {
             ],
         )?;
         // Answers to the floods' spoofed sources travel back toward the client side, as
-        // they would out of a real guard, whichever defense sent them; they die there.
+        // they would out of a real guard, whichever defense sent them; they die at the
+        // client's link (see `pin_peer`).
         self.ip(Guard, ["route", "add", SPOOFED_PREFIX, "via", CLIENT_ADDR])?;
         for host in Host::ALL {
             self.ip(host, ["route", "add", "blackhole", "default"])?;
@@ -279,22 +280,8 @@ impl Lab {
     fn pin_peer_programs(&self, synguard: &Path) -> Result<()> {
         mount_bpffs()?;
         fs::create_dir_all(self.pin_dir())?;
-        for host in [Host::Client, Host::Server] {
-            let pin = self.pin_dir().join(host.role());
-            cmd::output(
-                Command::new(synguard)
-                    .args([
-                        "lab-peer-pass",
-                        "--netns",
-                        &self.netns(host),
-                        "--iface",
-                        PEER_IFACE,
-                    ])
-                    .arg("--pin")
-                    .arg(&pin),
-            )?;
-        }
-        Ok(())
+        self.pin_peer(synguard, Host::Client, 0)?;
+        self.pin_peer(synguard, Host::Server, 0)
     }
 
     /// Makes the client's side drop about one in `one_in` data frames it receives (0: none),
@@ -302,20 +289,25 @@ impl Lab {
     pub fn set_client_loss(&self, synguard: &Path, one_in: u32) -> Result<()> {
         let pin = self.pin_dir().join(Host::Client.role());
         fs::remove_file(&pin).with_context(|| format!("unpinning {}", pin.display()))?;
-        cmd::output(
-            Command::new(synguard)
-                .args([
-                    "lab-peer-pass",
-                    "--netns",
-                    &self.netns(Host::Client),
-                    "--iface",
-                    PEER_IFACE,
-                    "--drop-one-in",
-                    &one_in.to_string(),
-                ])
-                .arg("--pin")
-                .arg(&pin),
-        )?;
+        self.pin_peer(synguard, Host::Client, one_in)
+    }
+
+    /// Pins `host`'s peer program, dropping about one in `drop_one_in` data frames. On the
+    /// client's side it also drops frames to addresses other than the client's: answers to
+    /// spoofed sources, which a real network would not deliver to the client's host, so they
+    /// do not load its TCP stack and every defense's answers die the same way.
+    fn pin_peer(&self, synguard: &Path, host: Host, drop_one_in: u32) -> Result<()> {
+        let mut command = Command::new(synguard);
+        command
+            .args(["lab-peer-pass", "--netns", &self.netns(host), "--iface"])
+            .arg(PEER_IFACE)
+            .args(["--drop-one-in", &drop_one_in.to_string()])
+            .arg("--pin")
+            .arg(self.pin_dir().join(host.role()));
+        if host == Host::Client {
+            command.args(["--only-for", CLIENT_ADDR]);
+        }
+        cmd::output(&mut command)?;
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 //! Lab tests of the policy: blocking a single-source flood (in XDP, within a policy interval,
-//! until its TTL runs out), random-source floods answered with cookies and blocking no real
-//! client, auto mode's switch both ways, monitor mode that never drops, the operator's block
+//! until its TTL runs out), random-source floods and floods spoofing the real client's own
+//! address answered with cookies and blocking no real client, auto mode's switch both ways, monitor mode that never drops, the operator's block
 //! and allow commands, and the exports (JSON lines, Prometheus, ExaBGP).
 //! They need root and the synguard binary: run them through `cargo xtask test`.
 
@@ -212,6 +212,43 @@ fn a_random_source_flood_gets_cookies_and_blocks_no_real_client() {
             "the real client was blocked: {block}"
         );
     }
+    assert_eq!(guard.total("drop_blocked"), 0);
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn a_flood_spoofing_a_real_clients_address_gets_cookies_and_blocks_nothing() {
+    let lab = new_lab();
+    let guard = guarded(&lab, "always", &[]);
+    // The client completes a handshake: from now on SYNs in its name may be spoofed.
+    assert!(lab.page_arrives().unwrap());
+    let (cookies, over_rate) = (guard.total("tx_syn_cookie"), guard.total("drop_syn_rate"));
+    let mut flood = lab
+        .flood(3, &["-S", "-a", CLIENT_ADDR, "-p", &port()])
+        .unwrap();
+    let mut fetched = 0;
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(400));
+        fetched += usize::from(lab.page_arrives().unwrap());
+    }
+    flood.wait().unwrap();
+    assert!(fetched >= 4, "{fetched}/5 pages during the flood");
+    wait_for(
+        "the flood's cookies counted",
+        Duration::from_secs(5),
+        || guard.total("tx_syn_cookie") > cookies + 10_000,
+    );
+    // Without the vouching, the per-source bucket (1000/s) would drop nearly all of them.
+    let answered = guard.total("tx_syn_cookie") - cookies;
+    let dropped = guard.total("drop_syn_rate") - over_rate;
+    assert!(
+        dropped * 10 < answered,
+        "{dropped} SYNs dropped by the bucket, {answered} answered"
+    );
+    // Its stack answers the flood's SYN-ACKs with RSTs, strays to the guard: no block either.
+    assert!(guard.total("drop_stray_rst") > 1000);
+    assert_eq!(decisions(&guard, "block"), Vec::<Value>::new());
     assert_eq!(guard.total("drop_blocked"), 0);
     let (status, stderr) = guard.stop();
     assert!(status.success(), "{stderr}");
