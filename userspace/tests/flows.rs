@@ -7,7 +7,7 @@
 mod support;
 
 use etherparse::TcpOptionElement as O;
-use support::{guard, options, passes, segment, syn_ack_for};
+use support::{guard, options, passes, segment, syn_ack_for, zero_window_probe};
 use synguard::{object::SERVER_PROGRAM, prog_test_run::DataPlane};
 use synguard_common::{
     counters::Counter,
@@ -313,15 +313,7 @@ fn a_refusing_server_and_an_early_client_reset_are_reported_not_forwarded() {
     let third = third_ack(cookie, CLIENT_TS, tsval.unwrap());
     passes(&mut guard, synguard::object::GUARD_PROGRAM, &third);
     // Before the server answers, the client's segments wait (our zero window holds data).
-    let probe = segment(
-        true,
-        CLIENT_ISN,
-        cookie.wrapping_add(1),
-        F::ACK,
-        502,
-        &[],
-        &[],
-    );
+    let probe = zero_window_probe(cookie, &[]);
     assert_eq!(guard.run(&probe).unwrap().action().unwrap(), Action::Drop);
     assert_eq!(
         guard.counters().unwrap().get(Counter::DropAwaitingBackend),

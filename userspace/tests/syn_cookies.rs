@@ -19,7 +19,7 @@ use synguard_common::{
 
 mod support;
 
-use support::{KEY_A, KEY_B, guard, keys, segment, syn_ack_for};
+use support::{KEY_A, KEY_B, guard, keys, segment, syn_ack_for, zero_window_probe};
 
 /// The options the host code recovers from a cookie the guard made for `syn`.
 fn decode(syn: &[u8], cookie: u32) -> Result<CookieOptions, cookie::CookieError> {
@@ -214,14 +214,9 @@ fn the_clients_first_data_or_window_probe_completes_a_handshake_whose_third_ack_
     // one below its next sequence number: the cookie holds all the same.
     let mut guard = support::guard();
     let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn, 0);
-    let probe = segment(
-        true,
-        CLIENT_ISN,
-        cookie.wrapping_add(1),
-        F::ACK,
-        502,
+    let probe = zero_window_probe(
+        cookie,
         &[TcpOptionElement::Timestamp(0x1122_4300, tsval.unwrap())],
-        &[],
     );
     let outcome = guard.run(&probe).unwrap();
     assert_eq!(outcome.action().unwrap(), Action::Pass);

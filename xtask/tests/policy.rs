@@ -77,6 +77,23 @@ fn port() -> String {
     SERVER_PORT.to_string()
 }
 
+/// The real client gets at least 4 of 5 pages while `flood` runs, and the guard answers the
+/// flood with cookies: more than 10,000 beyond the `cookies` it had sent before.
+fn pages_arrive_during(lab: &Lab, guard: &Guard, mut flood: std::process::Child, cookies: u64) {
+    let mut fetched = 0;
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(400));
+        fetched += usize::from(lab.page_arrives().unwrap());
+    }
+    flood.wait().unwrap();
+    assert!(fetched >= 4, "{fetched}/5 pages during the flood");
+    wait_for(
+        "the flood's cookies counted",
+        Duration::from_secs(5),
+        || guard.total("tx_syn_cookie") > cookies + 10_000,
+    );
+}
+
 #[test]
 fn a_single_source_flood_is_blocked_in_xdp_until_its_block_expires() {
     let lab = new_lab();
@@ -191,19 +208,7 @@ fn a_random_source_flood_gets_cookies_and_blocks_no_real_client() {
     let flood = lab
         .flood(3, &["-S", "--rand-source", "-p", &port()])
         .unwrap();
-    let mut fetched = 0;
-    for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(400));
-        fetched += usize::from(lab.page_arrives().unwrap());
-    }
-    let mut flood = flood;
-    flood.wait().unwrap();
-    assert!(fetched >= 4, "{fetched}/5 pages during the flood");
-    wait_for(
-        "the flood's cookies counted",
-        Duration::from_secs(5),
-        || guard.total("tx_syn_cookie") > cookies + 10_000,
-    );
+    pages_arrive_during(&lab, &guard, flood, cookies);
     let client: std::net::IpAddr = CLIENT_ADDR.parse().unwrap();
     for block in decisions(&guard, "block") {
         let prefix: ipnet::IpNet = block["prefix"].as_str().unwrap().parse().unwrap();
@@ -224,21 +229,10 @@ fn a_flood_spoofing_a_real_clients_address_gets_cookies_and_blocks_nothing() {
     // The client completes a handshake: from now on SYNs in its name may be spoofed.
     assert!(lab.page_arrives().unwrap());
     let (cookies, over_rate) = (guard.total("tx_syn_cookie"), guard.total("drop_syn_rate"));
-    let mut flood = lab
+    let flood = lab
         .flood(3, &["-S", "-a", CLIENT_ADDR, "-p", &port()])
         .unwrap();
-    let mut fetched = 0;
-    for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(400));
-        fetched += usize::from(lab.page_arrives().unwrap());
-    }
-    flood.wait().unwrap();
-    assert!(fetched >= 4, "{fetched}/5 pages during the flood");
-    wait_for(
-        "the flood's cookies counted",
-        Duration::from_secs(5),
-        || guard.total("tx_syn_cookie") > cookies + 10_000,
-    );
+    pages_arrive_during(&lab, &guard, flood, cookies);
     // Without the vouching, the per-source bucket (1000/s) would drop nearly all of them.
     let answered = guard.total("tx_syn_cookie") - cookies;
     let dropped = guard.total("drop_syn_rate") - over_rate;

@@ -85,6 +85,20 @@ pub fn segment(
     frame
 }
 
+/// The client's probe of our zero window: a bare ACK one below its next sequence number
+/// (RFC 9293 3.8.6.1; Linux sends `snd_una - 1`).
+pub fn zero_window_probe(cookie: u32, options: &[O]) -> Vec<u8> {
+    segment(
+        true,
+        CLIENT_ISN,
+        cookie.wrapping_add(1),
+        F::ACK,
+        502,
+        options,
+        &[],
+    )
+}
+
 /// Runs `frame` through the named program; expects XDP_PASS and returns the TCP header of
 /// the output (its checksums verified) and the payload.
 pub fn passes(
