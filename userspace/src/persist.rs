@@ -35,6 +35,7 @@ pub const PINNED_MAPS: &[&str] = &[
     "SERVICES",
     "SERVICE_COUNTERS",
     "SOURCES",
+    "VOUCHED",
     "BLOCKED",
     "ALLOWED",
     "TRIE_KEY",

@@ -20,7 +20,7 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use synguard_common::{
-    maps::{COMPLETED_VOUCHES_FOR_SECS, SourceCounters, SourceKey},
+    maps::{SourceCounters, SourceKey},
     token_bucket::TokenBucket,
 };
 
@@ -207,19 +207,28 @@ struct Tracked {
     bucket: TokenBucket,
     half_open: f64,
     seen: f64,
-    /// When it last completed a cookie handshake.
-    completed: Option<f64>,
 }
 
-impl Tracked {
-    /// It completed a handshake lately, so it receives what is sent to it: a real host. SYNs
-    /// in its name that never complete may be spoofed by someone else, and cookies make them
-    /// harmless; the host answers their SYN-ACKs with RSTs (RFC 9293 3.10.7.1), strays to us.
-    /// Neither gets it blocked (nor do the data plane's buckets drop its SYNs); forged cookies
-    /// do, since a host's own stack sends no ACK for a connection it did not open.
-    fn completes_handshakes(&self, now: f64) -> bool {
-        self.completed
-            .is_some_and(|completed| now - completed <= COMPLETED_VOUCHES_FOR)
+/// The sources that completed a cookie handshake lately (the data plane's vouched map, see
+/// `COMPLETED_VOUCHES_FOR_SECS`): they receive what is sent to them, so they are real hosts.
+/// SYNs in their name that never complete may be spoofed by someone else, and cookies make
+/// them harmless; such a host answers their SYN-ACKs with RSTs (RFC 9293 3.10.7.1), strays to
+/// us. None of that gets it blocked, nor its prefix aggregated; forged cookies still do,
+/// since a host's own stack sends no ACK for a connection it did not open.
+pub trait Vouched {
+    fn vouched(&self, key: &SourceKey) -> bool;
+    /// Whether a vouched source lies inside `prefix` (asked only for aggregation).
+    fn any_inside(&self, prefix: &IpNet) -> bool;
+}
+
+/// A fixed set of vouched sources (tests, and a guard that vouches for nobody).
+impl Vouched for [SourceKey] {
+    fn vouched(&self, key: &SourceKey) -> bool {
+        self.contains(key)
+    }
+
+    fn any_inside(&self, prefix: &IpNet) -> bool {
+        self.iter().any(|key| prefix.contains(&source_address(key)))
     }
 }
 
@@ -248,9 +257,6 @@ pub struct Policy {
 
 /// Sources unseen for this long are forgotten (their counts restart from the map).
 const FORGET_AFTER: f64 = 600.0;
-
-/// How long a completed handshake shields a source from the SYN-side limits, seconds.
-pub const COMPLETED_VOUCHES_FOR: f64 = COMPLETED_VOUCHES_FOR_SECS as f64;
 
 impl Policy {
     pub fn new(limits: Limits, rules: BlockRules) -> Self {
@@ -297,6 +303,7 @@ impl Policy {
         now: f64,
         samples: impl IntoIterator<Item = (SourceKey, SourceCounters)>,
         enforcing: impl Fn(u8) -> bool,
+        vouched: &(impl Vouched + ?Sized),
     ) -> Vec<Decision> {
         let elapsed = self.last_observed.map_or(0.0, |last| (now - last).max(0.0));
         self.last_observed = Some(now);
@@ -310,7 +317,6 @@ impl Policy {
                 bucket: TokenBucket::default(),
                 half_open: 0.0,
                 seen: now,
-                completed: None,
             });
             // A source the LRU evicted and met again restarts from zero.
             let delta = |now: u64, before: u64| if now >= before { now - before } else { now };
@@ -323,10 +329,6 @@ impl Policy {
             if syns + sent + validated + invalid + stray > 0.0 {
                 tracked.seen = now;
             }
-            if validated > 0.0 {
-                tracked.completed = Some(now);
-            }
-            let real = tracked.completes_handshakes(now);
             tracked.last = counters;
             // A source met for the first time has counted for about one interval.
             let span = if fresh || elapsed <= 0.0 {
@@ -351,9 +353,11 @@ impl Policy {
             };
             self.figures.insert(key, figures);
             // The SYN rate is judged by its bucket (the burst allows spikes), the rest by value;
-            // what spoofing in its name causes spares a source that completes handshakes.
+            // what spoofing in its name causes spares a vouched source (looked up only then).
             let over = |value: f64, limit: Option<f64>| limit.map(|limit| (value > limit, limit));
-            let spoofable = |limit: Option<(bool, f64)>| limit.filter(|_| !real);
+            let spoofable = |limit: Option<(bool, f64)>| {
+                limit.filter(|(broken, _)| !broken || !vouched.vouched(&key))
+            };
             let broken = [
                 (
                     Reason::HalfOpen,
@@ -406,7 +410,7 @@ impl Policy {
         }
         self.tracked
             .retain(|_, tracked| now - tracked.seen < FORGET_AFTER);
-        decisions.extend(self.aggregate(now));
+        decisions.extend(self.aggregate(now, vouched));
         decisions
     }
 
@@ -486,19 +490,13 @@ impl Policy {
             .min(self.rules.max_ttl.max(self.rules.ttl))
     }
 
-    /// Blocks every aggregate prefix holding enough blocked sources and no source that
-    /// completes handshakes (its spoofed neighbours stay blocked one by one).
-    fn aggregate(&mut self, now: f64) -> Vec<Decision> {
+    /// Blocks every aggregate prefix holding enough blocked sources and no vouched one (its
+    /// spoofed neighbours stay blocked one by one).
+    fn aggregate(&mut self, now: f64, vouched: &(impl Vouched + ?Sized)) -> Vec<Decision> {
         let threshold = self.rules.aggregate_sources;
         if threshold == 0 {
             return Vec::new();
         }
-        let real: Vec<IpAddr> = self
-            .tracked
-            .iter()
-            .filter(|(_, tracked)| tracked.completes_handshakes(now))
-            .map(|(key, _)| source_address(key))
-            .collect();
         let mut members: BTreeMap<IpNet, usize> = BTreeMap::new();
         for block in self.blocks.values() {
             if block.reason == Reason::Aggregate || block.reason == Reason::Operator {
@@ -517,7 +515,7 @@ impl Policy {
         let mut decisions = Vec::new();
         for (prefix, count) in members {
             if count >= threshold
-                && !real.iter().any(|address| prefix.contains(address))
+                && !vouched.any_inside(&prefix)
                 && let Some(decision) = self.decide(
                     now,
                     prefix,

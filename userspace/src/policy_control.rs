@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf,
-    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
 };
 use ipnet::IpNet;
 use log::{info, warn};
@@ -22,7 +22,8 @@ use synguard_common::{
     maps::{
         ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, PROTECTED_MAP, ProtectedAddress,
         ProtectedPorts, SERVICE_COUNTERS_MAP, SERVICES_MAP, SOURCE_SKETCH_MAP, SOURCES_MAP,
-        ServiceConfig, ServiceCounters, SourceCounters, SourceKey, block_origin,
+        ServiceConfig, ServiceCounters, SourceCounters, SourceKey, VOUCHED_MAP, block_origin,
+        vouched,
     },
     sketch::{SKETCH_BLOCK_CELLS, SKETCH_BLOCKS, SketchBlock},
 };
@@ -30,10 +31,11 @@ use synguard_common::{
 use crate::{
     auto_mode::AutoSwitch,
     export::{ExabgpStyle, LineSink, decision_json, exabgp_line},
+    flow_control::monotonic_coarse_ns,
     guard_config::{ProtectedService, ServiceMode, lpm_key, service_config, slots_of},
     metrics::ServiceFigures,
     persist::Pins,
-    policy::{Decision, Lists, Outcome, Policy, Reason, source_address},
+    policy::{Decision, Lists, Outcome, Policy, Reason, Vouched, source_address},
 };
 
 /// The configurations of services held by slot.
@@ -87,6 +89,7 @@ pub struct PolicyControl {
     protected: LpmTrie<MapData, ProtectedAddress, ProtectedPorts>,
     exports: Exports,
     sources: PerCpuHashMap<MapData, SourceKey, SourceCounters>,
+    vouched: HashMap<MapData, SourceKey, u64>,
     sketch: PerCpuArray<MapData, SketchBlock>,
     service_counters: PerCpuArray<MapData, ServiceCounters>,
     service_configs: Array<MapData, ServiceConfig>,
@@ -99,6 +102,26 @@ pub struct PolicyControl {
     last_round: (usize, f64),
     /// Where the lists are saved for the next controller (None: not saved).
     pins: Option<Pins>,
+}
+
+/// The data plane's vouched map as the policy asks it (`now_ns`: monotonic coarse, its clock).
+struct VouchedMap<'a> {
+    map: &'a HashMap<MapData, SourceKey, u64>,
+    now_ns: u64,
+}
+
+impl Vouched for VouchedMap<'_> {
+    fn vouched(&self, key: &SourceKey) -> bool {
+        self.map
+            .get(key, 0)
+            .is_ok_and(|validated_ns| vouched(validated_ns, self.now_ns))
+    }
+
+    fn any_inside(&self, prefix: &IpNet) -> bool {
+        self.map.iter().flatten().any(|(key, validated_ns)| {
+            vouched(validated_ns, self.now_ns) && prefix.contains(&source_address(&key))
+        })
+    }
 }
 
 /// The state file of the lists.
@@ -142,6 +165,7 @@ impl PolicyControl {
             protected: take(ebpf, PROTECTED_MAP)?,
             exports,
             sources: take(ebpf, SOURCES_MAP)?,
+            vouched: take(ebpf, VOUCHED_MAP)?,
             sketch: take(ebpf, SOURCE_SKETCH_MAP)?,
             service_counters: take(ebpf, SERVICE_COUNTERS_MAP)?,
             service_configs: take(ebpf, SERVICES_MAP)?,
@@ -243,9 +267,13 @@ impl PolicyControl {
             .collect();
         let sources = samples.len();
         self.clear_sketch()?;
-        let mut decisions = self
-            .policy
-            .observe(now, samples, |slot| !monitor.contains(&slot));
+        let vouched = VouchedMap {
+            map: &self.vouched,
+            now_ns: monotonic_coarse_ns(),
+        };
+        let mut decisions =
+            self.policy
+                .observe(now, samples, |slot| !monitor.contains(&slot), &vouched);
         decisions.extend(self.policy.expire(now));
         let applied = self.apply(&decisions);
         self.last_round = (sources, started.elapsed().as_secs_f64());

@@ -207,3 +207,21 @@ fn lab_peer_program_passes_everything() {
         assert_eq!(peer.run(&frame).unwrap().action().unwrap(), Action::Pass);
     }
 }
+
+#[test]
+fn every_map_the_programs_keep_state_in_is_pinned_for_restarts() {
+    privilege::require_xdp_privileges("the data-plane tests")
+        .expect("run the data-plane tests as root, e.g. through `cargo xtask test`");
+    let ebpf = object::load_sized(log::LevelFilter::Off, 1024).unwrap();
+    // Globals (.rodata, .bss) are set at each load; aya-log's ring belongs to the loader.
+    let unpinned: Vec<&str> = ebpf
+        .maps()
+        .map(|(name, _)| name)
+        .filter(|name| !name.starts_with('.') && *name != "AYA_LOGS")
+        .filter(|name| !synguard::persist::PINNED_MAPS.contains(name))
+        .collect();
+    assert!(
+        unpinned.is_empty(),
+        "not in persist::PINNED_MAPS: {unpinned:?}"
+    );
+}

@@ -5,10 +5,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use synguard::policy::{
-    BlockRules, COMPLETED_VOUCHES_FOR, Limits, Outcome, Policy, Reason, decayed, source_address,
-    source_key,
+    BlockRules, Limits, Outcome, Policy, Reason, decayed, source_address, source_key,
 };
-use synguard_common::maps::SourceCounters;
+use synguard_common::maps::{SourceCounters, SourceKey};
 
 fn addr(text: &str) -> IpAddr {
     text.parse().unwrap()
@@ -59,6 +58,7 @@ fn a_source_over_its_syn_rate_is_blocked_once() {
             1000.0 + second as f64,
             [(flooder, syns(total)), (calm, syns(50 * second))],
             |_| true,
+            NOBODY,
         ));
     }
     assert_eq!(decisions.len(), 1, "{decisions:?}");
@@ -80,16 +80,16 @@ fn the_burst_absorbs_a_short_spike() {
     let source = source_key(addr("198.18.0.7"), 1);
     assert!(
         policy
-            .observe(0.0, [(source, syns(0))], |_| true)
+            .observe(0.0, [(source, syns(0))], |_| true, NOBODY)
             .is_empty()
     );
     assert!(
         policy
-            .observe(1.0, [(source, syns(900))], |_| true)
+            .observe(1.0, [(source, syns(900))], |_| true, NOBODY)
             .is_empty(),
         "900 SYNs in one second fit a burst of 1000"
     );
-    let decisions = policy.observe(2.0, [(source, syns(1800))], |_| true);
+    let decisions = policy.observe(2.0, [(source, syns(1800))], |_| true, NOBODY);
     assert_eq!(decisions.len(), 1, "the burst is spent: {decisions:?}");
 }
 
@@ -120,6 +120,7 @@ fn half_open_counts_cookies_never_completed() {
             second as f64,
             [(honest, honest_counts), (spoofer, spoofer_counts)],
             |_| true,
+            NOBODY,
         ));
     }
     assert_eq!(decisions.len(), 1, "{decisions:?}");
@@ -131,6 +132,9 @@ fn half_open_counts_cookies_never_completed() {
     assert_eq!(honest_figures.half_open, 0.0);
     assert_eq!(honest_figures.syn_rate, 300.0);
 }
+
+/// No source completed a handshake lately.
+const NOBODY: &[SourceKey] = &[];
 
 /// A real client at 200 connections/s whose address a flood also spoofs at 5,000 SYN/s (it
 /// answers the flood's SYN-ACKs with RSTs): cumulative counters after `second` seconds.
@@ -160,6 +164,7 @@ fn syns_spoofed_in_the_name_of_a_real_client_do_not_get_it_blocked() {
         out_of_state: 0,
         ..spoofed_real_client(second)
     };
+    let vouched = [client];
     let mut decisions = Vec::new();
     for second in 0..=5u64 {
         decisions.extend(policy.observe(
@@ -169,6 +174,7 @@ fn syns_spoofed_in_the_name_of_a_real_client_do_not_get_it_blocked() {
                 (spoofed, flood(second)),
             ],
             |_| true,
+            &vouched[..],
         ));
     }
     let blocked: Vec<_> = decisions.iter().map(|d| d.prefix).collect();
@@ -184,25 +190,14 @@ fn syns_spoofed_in_the_name_of_a_real_client_do_not_get_it_blocked() {
     // Forged cookies are not SYN-side: they block whoever sends them.
     let mut counters = spoofed_real_client(6);
     counters.invalid_acks = 1000;
-    let decisions = policy.observe(6.0, [(client, counters)], |_| true);
+    let decisions = policy.observe(6.0, [(client, counters)], |_| true, &vouched[..]);
     assert_eq!(decisions.len(), 1, "{decisions:?}");
     assert_eq!(decisions[0].reason, Reason::InvalidAckRate);
 
-    // A client that stops completing handshakes is vouched for a while, then judged alone.
+    // Once nothing vouches for it, the same figures block it.
     let mut policy = Policy::new(syn_rate_only(1000, 2000), BlockRules::default());
-    let last_completion = spoofed_real_client(1);
-    policy.observe(0.0, [(client, spoofed_real_client(0))], |_| true);
-    policy.observe(1.0, [(client, last_completion)], |_| true);
-    let mut decisions = Vec::new();
-    let mut counters = last_completion;
-    for second in 2..=(COMPLETED_VOUCHES_FOR as u64 + 2) {
-        counters.syns += 5000;
-        counters.cookies_sent += 5000;
-        decisions.extend(policy.observe(second as f64, [(client, counters)], |_| true));
-        if (second as f64) - 1.0 <= COMPLETED_VOUCHES_FOR {
-            assert!(decisions.is_empty(), "second {second}: {decisions:?}");
-        }
-    }
+    policy.observe(0.0, [(client, spoofed_real_client(0))], |_| true, NOBODY);
+    let decisions = policy.observe(1.0, [(client, spoofed_real_client(1))], |_| true, NOBODY);
     assert_eq!(decisions.len(), 1, "{decisions:?}");
     assert_eq!(decisions[0].reason, Reason::SynRate);
 }
@@ -220,7 +215,7 @@ fn invalid_acks_and_strays_have_their_own_limits() {
     let mut policy = Policy::new(limits, BlockRules::default());
     let acker = source_key(addr("198.18.1.1"), 1);
     let rst = source_key(addr("198.18.1.2"), 1);
-    policy.observe(0.0, [], |_| true);
+    policy.observe(0.0, [], |_| true, NOBODY);
     let decisions = policy.observe(
         1.0,
         [
@@ -240,6 +235,7 @@ fn invalid_acks_and_strays_have_their_own_limits() {
             ),
         ],
         |_| true,
+        NOBODY,
     );
     let reasons: Vec<_> = decisions.iter().map(|d| (d.prefix, d.reason)).collect();
     assert!(reasons.contains(&(net("198.18.1.1/32"), Reason::InvalidAckRate)));
@@ -258,11 +254,11 @@ fn blocks_expire_and_repeat_offenders_wait_longer() {
     let mut total = 0;
     let mut ttls = Vec::new();
     let mut now = 0.0;
-    policy.observe(now, [(source, syns(0))], |_| true);
+    policy.observe(now, [(source, syns(0))], |_| true, NOBODY);
     for _ in 0..4 {
         now += 1.0;
         total += 1000;
-        let decisions = policy.observe(now, [(source, syns(total))], |_| true);
+        let decisions = policy.observe(now, [(source, syns(total))], |_| true, NOBODY);
         assert_eq!(decisions.len(), 1);
         let until = decisions[0].until.unwrap();
         ttls.push(until - now);
@@ -284,11 +280,17 @@ fn allowlisted_sources_are_never_blocked() {
     assert!(policy.allow(0.0, net("198.18.0.0/28"), false).is_empty());
     let inside = source_key(addr("198.18.0.5"), 1);
     let outside = source_key(addr("198.18.0.20"), 1);
-    policy.observe(0.0, [(inside, syns(0)), (outside, syns(0))], |_| true);
+    policy.observe(
+        0.0,
+        [(inside, syns(0)), (outside, syns(0))],
+        |_| true,
+        NOBODY,
+    );
     let decisions = policy.observe(
         1.0,
         [(inside, syns(10_000)), (outside, syns(10_000))],
         |_| true,
+        NOBODY,
     );
     assert_eq!(decisions.len(), 1);
     assert_eq!(decisions[0].prefix, net("198.18.0.20/32"));
@@ -318,14 +320,14 @@ fn enough_bad_sources_in_a_prefix_block_the_prefix() {
         .map(|i| source_key(addr(&format!("198.18.7.{i}")), 1))
         .collect();
     let v6 = source_key(addr("2001:db8:1:2::66"), 1);
-    policy.observe(0.0, keys.iter().map(|k| (*k, syns(0))), |_| true);
+    policy.observe(0.0, keys.iter().map(|k| (*k, syns(0))), |_| true, NOBODY);
     let two: Vec<_> = keys[..2].iter().map(|k| (*k, syns(5000))).collect();
-    let decisions = policy.observe(1.0, two.clone(), |_| true);
+    let decisions = policy.observe(1.0, two.clone(), |_| true, NOBODY);
     assert_eq!(decisions.len(), 2, "two sources: below the threshold");
     let mut three = two;
     three.push((keys[2], syns(5000)));
     three.push((v6, syns(5000)));
-    let decisions = policy.observe(2.0, three, |_| true);
+    let decisions = policy.observe(2.0, three, |_| true, NOBODY);
     let aggregate: Vec<_> = decisions
         .iter()
         .filter(|d| d.reason == Reason::Aggregate)
@@ -351,8 +353,8 @@ fn enough_bad_sources_in_a_prefix_block_the_prefix() {
         samples.push((client, spoofed_real_client(second)));
         samples
     };
-    policy.observe(0.0, round(0), |_| true);
-    let decisions = policy.observe(1.0, round(1), |_| true);
+    policy.observe(0.0, round(0), |_| true, &[client][..]);
+    let decisions = policy.observe(1.0, round(1), |_| true, &[client][..]);
     assert_eq!(decisions.len(), 4, "{decisions:?}");
     assert!(decisions.iter().all(|d| d.prefix.prefix_len() == 32));
     assert!(decisions.iter().all(|d| d.prefix != net("198.18.9.2/32")));
@@ -369,11 +371,11 @@ fn rules_of_three() -> BlockRules {
 fn monitor_mode_reports_once_and_blocks_nothing() {
     let mut policy = Policy::new(syn_rate_only(10, 10), BlockRules::default());
     let source = source_key(addr("198.18.0.66"), 2);
-    policy.observe(0.0, [(source, syns(0))], |_| false);
-    let first = policy.observe(1.0, [(source, syns(5000))], |slot| slot != 2);
+    policy.observe(0.0, [(source, syns(0))], |_| false, NOBODY);
+    let first = policy.observe(1.0, [(source, syns(5000))], |slot| slot != 2, NOBODY);
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].action, Outcome::Report);
-    let again = policy.observe(2.0, [(source, syns(10_000))], |slot| slot != 2);
+    let again = policy.observe(2.0, [(source, syns(10_000))], |slot| slot != 2, NOBODY);
     assert!(again.is_empty(), "reported once per TTL: {again:?}");
     assert_eq!(policy.blocks().count(), 0);
 }
