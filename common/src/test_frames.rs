@@ -36,22 +36,30 @@ pub fn linux_syn_options() -> [TcpOptionElement; 5] {
 pub fn syn_v4(vlans: usize) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD);
     let id = VlanId::try_new(VLAN_ID).unwrap();
-    linux_syn(match vlans {
+    let ip = match vlans {
         0 => eth.ipv4(CLIENT4, SERVER4, 64),
         1 => eth.single_vlan(id).ipv4(CLIENT4, SERVER4, 64),
         _ => eth.double_vlan(id, id).ipv4(CLIENT4, SERVER4, 64),
-    })
+    };
+    linux_syn(ip, CLIENT_PORT)
+}
+
+/// The untagged IPv4 client SYN from another source port: a new flow each port.
+pub fn syn_v4_from_port(port: u16) -> Vec<u8> {
+    let ip = PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD).ipv4(CLIENT4, SERVER4, 64);
+    linux_syn(ip, port)
 }
 
 /// A client SYN over IPv6 with Linux's options.
 pub fn syn_v6() -> Vec<u8> {
-    linux_syn(PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD).ipv6(CLIENT6, SERVER6, 64))
+    let ip = PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD).ipv6(CLIENT6, SERVER6, 64);
+    linux_syn(ip, CLIENT_PORT)
 }
 
-/// The fixture SYN (ports, ISN, Linux's options) over the given IP layer.
-fn linux_syn(ip: PacketBuilderStep<IpHeaders>) -> Vec<u8> {
+/// The fixture SYN (ISN, Linux's options) from `port` over the given IP layer.
+fn linux_syn(ip: PacketBuilderStep<IpHeaders>, port: u16) -> Vec<u8> {
     let mut out = Vec::new();
-    ip.tcp(CLIENT_PORT, SERVER_PORT, CLIENT_ISN, 64240)
+    ip.tcp(port, SERVER_PORT, CLIENT_ISN, 64240)
         .syn()
         .options(&linux_syn_options())
         .unwrap()

@@ -4,7 +4,7 @@
 
 mod support;
 
-use etherparse::{PacketBuilder, TcpOptionElement as O};
+use etherparse::TcpOptionElement as O;
 use support::{KEY_A, KEY_B, keys, options, passes, segment, server_syn_ack, syn_ack_for};
 use synguard::{
     guard_config::ProtectedService,
@@ -243,32 +243,18 @@ fn auto_mode_above_its_threshold_answers_with_cookies() {
     expect(&mut guard, &syn_v4(0), Action::Pass, Counter::PassAdmitted);
 }
 
-/// A SYN of the fixture client from `port`: a new flow each port.
-fn syn_from_port(port: u16) -> Vec<u8> {
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
-        .ipv4(CLIENT4, SERVER4, 64)
-        .tcp(port, SERVER_PORT, CLIENT_ISN, 64240)
-        .syn()
-        .options(&linux_syn_options())
-        .unwrap()
-        .write(&mut frame, &[])
-        .unwrap();
-    frame
-}
-
 #[test]
 fn auto_mode_answers_with_cookies_past_its_rate_before_the_controller_switches() {
     let mut guard = guard_in("auto=5");
     for port in CLIENT_PORT + 1..=CLIENT_PORT + 5 {
         expect(
             &mut guard,
-            &syn_from_port(port),
+            &syn_v4_from_port(port),
             Action::Pass,
             Counter::PassAdmitted,
         );
     }
-    let over = syn_from_port(CLIENT_PORT);
+    let over = syn_v4_from_port(CLIENT_PORT);
     let output = expect(&mut guard, &over, Action::Tx, Counter::TxSynCookie);
     assert_syn_ack(&output[14..]);
     assert!(
@@ -276,7 +262,7 @@ fn auto_mode_answers_with_cookies_past_its_rate_before_the_controller_switches()
         "no state for the SYN past the rate"
     );
     // A retransmitted SYN of a flow already let through takes no token and stays its flow's.
-    let retransmitted = syn_from_port(CLIENT_PORT + 1);
+    let retransmitted = syn_v4_from_port(CLIENT_PORT + 1);
     expect(
         &mut guard,
         &retransmitted,
@@ -289,7 +275,7 @@ fn auto_mode_answers_with_cookies_past_its_rate_before_the_controller_switches()
         .unwrap();
     expect(
         &mut guard,
-        &syn_from_port(CLIENT_PORT + 6),
+        &syn_v4_from_port(CLIENT_PORT + 6),
         Action::Pass,
         Counter::PassAdmitted,
     );
@@ -340,7 +326,7 @@ fn syns_over_their_source_bucket_drop_at_once() {
     for port in CLIENT_PORT + 1..=CLIENT_PORT + 10 {
         expect(
             &mut guard,
-            &syn_from_port(port),
+            &syn_v4_from_port(port),
             Action::Tx,
             Counter::TxSynCookie,
         );
