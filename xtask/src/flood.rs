@@ -200,23 +200,19 @@ pub fn run(xtask: &Path, options: &Options) -> Result<Vec<Run>> {
         for repeat in 1..=options.repeats {
             for &generator in &generators {
                 for &defense in &options.defenses {
+                    let case = Case {
+                        scenario,
+                        generator,
+                        defense,
+                    };
                     println!(
-                        "flood: {} with {} against {} ({} s, round {repeat} of {})...",
-                        scenario.name(),
-                        generator.name(),
-                        defense.name(),
+                        "flood: {} ({} s, round {repeat} of {})...",
+                        case.name(),
                         options.seconds,
                         options.repeats
                     );
-                    let mut run = run_one(xtask, &synguard, scenario, generator, defense, options)
-                        .with_context(|| {
-                            format!(
-                                "{} with {} against {}",
-                                scenario.name(),
-                                generator.name(),
-                                defense.name()
-                            )
-                        })?;
+                    let mut run =
+                        run_one(xtask, &synguard, case, options).with_context(|| case.name())?;
                     run.repeat = repeat;
                     println!("flood:   {}", run.one_line());
                     runs.push(run);
@@ -230,15 +226,28 @@ pub fn run(xtask: &Path, options: &Options) -> Result<Vec<Run>> {
     Ok(all)
 }
 
-/// One scenario x generator x defense in a fresh lab (removed afterwards, also on error).
-pub fn run_one(
-    xtask: &Path,
-    synguard: &Path,
-    scenario: Scenario,
-    generator: Generator,
-    defense: Defense,
-    options: &Options,
-) -> Result<Run> {
+/// One comparison: a scenario, the generator that floods, the defense that faces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Case {
+    pub scenario: Scenario,
+    pub generator: Generator,
+    pub defense: Defense,
+}
+
+impl Case {
+    pub fn name(&self) -> String {
+        format!(
+            "{} with {} against {}",
+            self.scenario.name(),
+            self.generator.name(),
+            self.defense.name()
+        )
+    }
+}
+
+/// One case in a fresh lab (removed afterwards, also on error).
+pub fn run_one(xtask: &Path, synguard: &Path, case: Case, options: &Options) -> Result<Run> {
+    let defense = case.defense;
     let lab = LabGuard(Lab::up(
         &lab::unique_suffix(),
         synguard,
@@ -254,9 +263,7 @@ pub fn run_one(
         sysctl(&lab, Host::Client, "net.ipv4.tcp_timestamps", "0")?;
     }
     let mut guard = set_up(&lab, synguard, defense)?;
-    let result = measure(
-        &lab, xtask, synguard, scenario, generator, defense, options, &guard,
-    );
+    let result = measure(&lab, xtask, synguard, case, options, &guard);
     if let Some(guard) = guard.as_mut() {
         lab::stop_guard(guard);
     }
@@ -334,17 +341,19 @@ fn set_up(lab: &Lab, synguard: &Path, defense: Defense) -> Result<Option<Child>>
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn measure(
     lab: &Lab,
     xtask: &Path,
     synguard: &Path,
-    scenario: Scenario,
-    generator: Generator,
-    defense: Defense,
+    case: Case,
     options: &Options,
     guard: &Option<Child>,
 ) -> Result<Run> {
+    let Case {
+        scenario,
+        generator,
+        defense,
+    } = case;
     let flood_length = Duration::from_secs(u64::from(options.seconds));
     let started = Instant::now();
     let load = legit_client::start(
@@ -378,9 +387,7 @@ fn measure(
     let flood_ended = started.elapsed().as_secs_f64();
     let attempts = load.finish()?;
     Ok(flood_report::Run::new(
-        scenario,
-        generator,
-        defense,
+        case,
         &attempts,
         (flood_started, flood_ended),
         &before,

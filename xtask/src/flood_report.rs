@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::{
     build::workspace_root,
-    flood::{Defense, Generator, Options, Reading, Scenario},
+    flood::{Case, Defense, Generator, Options, Reading, Scenario},
     legit_client::{self, Attempt, Summary},
 };
 
@@ -87,9 +87,7 @@ fn is_answer(name: &str) -> bool {
 
 impl Run {
     pub fn new(
-        scenario: Scenario,
-        generator: Generator,
-        defense: Defense,
+        case: Case,
         attempts: &[Attempt],
         flood: (f64, f64),
         before: &Reading,
@@ -133,9 +131,9 @@ impl Run {
         drops.sort_by(|a, b| b.1.total_cmp(&a.1));
         let length = attempts.last().map_or(flood.1, |a| a.started);
         Run {
-            scenario,
-            generator,
-            defense,
+            scenario: case.scenario,
+            generator: case.generator,
+            defense: case.defense,
             repeat: 1,
             flood,
             length,

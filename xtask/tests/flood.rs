@@ -8,7 +8,7 @@ mod support;
 
 use std::path::Path;
 
-use xtask::flood::{self, Defense, Generator, Options, Scenario};
+use xtask::flood::{self, Case, Defense, Generator, Options, Scenario};
 
 #[test]
 fn a_random_source_syn_flood_leaves_real_clients_connecting() {
@@ -28,9 +28,11 @@ fn a_random_source_syn_flood_leaves_real_clients_connecting() {
     let run = flood::run_one(
         Path::new(env!("CARGO_BIN_EXE_xtask")),
         &support::synguard_bin(),
-        Scenario::RandomSyn,
-        Generator::PacketSocket,
-        Defense::SynguardAlways,
+        Case {
+            scenario: Scenario::RandomSyn,
+            generator: Generator::PacketSocket,
+            defense: Defense::SynguardAlways,
+        },
         &options,
     )
     .expect("flood run");
