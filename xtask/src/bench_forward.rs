@@ -25,6 +25,7 @@ use crate::{
     build::{self, Profile, workspace_root},
     cmd,
     lab::{self, Host, Lab, LabGuard, SERVER_ADDR},
+    stats::median,
 };
 
 const IPERF_PORT: u16 = 5201;
@@ -126,11 +127,6 @@ fn measure_both(lab: &Lab, synguard: &Path) -> Result<(Value, Value)> {
     let guarded = measure(lab, 1);
     lab::stop_guard(&mut guard);
     Ok((routing, guarded?))
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn echo_addr(port: u16) -> SocketAddr {

@@ -11,6 +11,7 @@ use crate::{
     build::workspace_root,
     flood::{Case, Defense, Generator, Options, Reading, Scenario},
     legit_client::{self, Attempt, Summary},
+    stats::{median, spread},
 };
 
 /// Width of the time bins of the plots, seconds.
@@ -235,25 +236,6 @@ pub struct Medians {
     /// Median over rounds of each round's p99 / its own baseline p99.
     pub p99_over_baseline: f64,
     pub guard_percent: Option<f64>,
-}
-
-/// The median (mean of the middle two for an even count) of the finite values; NaN if none.
-fn median(values: impl IntoIterator<Item = f64>) -> f64 {
-    let mut sorted: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-/// (min, median, max) of the finite values.
-fn spread(values: impl IntoIterator<Item = f64>) -> (f64, f64, f64) {
-    let finite: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
-    let min = finite.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (min, median(finite), max)
 }
 
 /// Medians per generator and defense, in the order the runs came.
@@ -590,14 +572,5 @@ mod tests {
         assert!(is_answer("synguard.tx_syn_cookie"));
         assert!(is_answer("server.TcpExtSyncookiesSent"));
         assert!(!is_answer("server.TcpExtListenDrops"));
-    }
-
-    #[test]
-    fn medians_skip_missing_figures() {
-        assert_eq!(median([3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median([4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(median([f64::NAN, 5.0]), 5.0, "a round without attempts");
-        assert!(median([]).is_nan());
-        assert_eq!(spread([2.0, f64::NAN, 9.0, 1.0]), (1.0, 2.0, 9.0));
     }
 }

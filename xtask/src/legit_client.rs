@@ -14,7 +14,10 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::lab::{Host, Lab, SERVER_ADDR, SERVER_PORT};
+use crate::{
+    lab::{Host, Lab, SERVER_ADDR, SERVER_PORT},
+    stats::quantile,
+};
 
 /// How long a connect may take: Linux retransmits a SYN after 1 s and 3 s, so a connection
 /// whose first SYN was lost still counts (slow); one that needed a third SYN fails.
@@ -185,16 +188,6 @@ pub struct Summary {
     pub failures: Vec<(&'static str, usize)>,
 }
 
-/// The `q` quantile (0..=1) of `values` by the nearest-rank method; NaN when empty.
-pub fn quantile(values: &mut [f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let rank = (q * values.len() as f64).ceil() as usize;
-    values[rank.clamp(1, values.len()) - 1]
-}
-
 /// Summarises the attempts started in `[from, to)` seconds. Latencies count every attempt
 /// that got that far; success needs the whole answer.
 pub fn summarise(attempts: &[Attempt], from: f64, to: f64) -> Summary {
@@ -238,16 +231,6 @@ mod tests {
             request_ms: Some(2.0 * connect_ms),
             failure: None,
         }
-    }
-
-    #[test]
-    fn quantiles_use_the_nearest_rank() {
-        let mut values: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(quantile(&mut values, 0.5), 50.0);
-        assert_eq!(quantile(&mut values, 0.99), 99.0);
-        assert_eq!(quantile(&mut values, 1.0), 100.0);
-        assert_eq!(quantile(&mut [7.0], 0.99), 7.0);
-        assert!(quantile(&mut [], 0.5).is_nan());
     }
 
     #[test]

@@ -13,4 +13,5 @@ pub mod lab;
 pub mod lab_server;
 pub mod legit_client;
 pub mod packet_flood;
+pub mod stats;
 pub mod test;
