@@ -221,7 +221,7 @@ pub trait Vouched {
     fn any_inside(&self, prefix: &IpNet) -> bool;
 }
 
-/// A fixed set of vouched sources (tests, and a guard that vouches for nobody).
+/// A fixed set of vouched sources (what the host tests hand the policy).
 impl Vouched for [SourceKey] {
     fn vouched(&self, key: &SourceKey) -> bool {
         self.contains(key)

@@ -355,13 +355,13 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
     let bypass = syn && allowed_source(&guarded.source.addr) == Some(1);
     let admission = admission(service_mode, cookies_on, bypass);
     let mut step = client_step(&guarded.tcp, known, admission);
+    // One clock read for the buckets a SYN may take tokens from.
+    let now = if syn { now_coarse_ns() } else { 0 };
     // Auto mode below its switch: past the service's direct rate on this CPU, cookies at once.
     if step == ClientStep::AdmitDirectly && !bypass {
         let within = match (config, service_counters) {
             // SAFETY: per-CPU value, only this CPU writes it.
-            (Some(config), Some(service)) => unsafe {
-                (*service).admit_direct(now_coarse_ns(), config)
-            },
+            (Some(config), Some(service)) => unsafe { (*service).admit_direct(now, config) },
             _ => false,
         };
         if !within {
@@ -387,9 +387,7 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
         && match settings {
             // SAFETY: checked non-null; a per-CPU value only this CPU writes.
             Some(settings) => !unsafe {
-                (*counters).admit_syn(now_coarse_ns(), settings, || {
-                    VOUCHED.get(&guarded.source).copied()
-                })
+                (*counters).admit_syn(now, settings, || VOUCHED.get(&guarded.source).copied())
             },
             None => false,
         };
