@@ -1,44 +1,75 @@
 //! The gate in front of the per-source counters: a count-min sketch of recent segments per
-//! source (two rows of small counters, per CPU, zeroed by the controller every policy
-//! interval). A source gets an entry in the per-source map only once both its cells reach the
-//! gate, so a random-source flood, where each source sends a segment or two, never pays for an
-//! LRU insert (which costs as much as the cookie itself); a source that sends more is counted
-//! from then on. The sketch only overestimates, so no heavy source stays out.
+//! source (small counters, per CPU, cleared by the controller every policy interval). A source
+//! gets an entry in the per-source map only once both its cells reach the gate, so a
+//! random-source flood, where each source sends a segment or two, never pays for an LRU insert
+//! (which costs as much as the cookie itself), nor even for a lookup in the per-source map (a
+//! cache miss per SYN in a flood); a source that sends more is counted from then on. The
+//! sketch only overestimates, so no heavy source stays out; the controller seeds the sources
+//! it already tracks into each new interval, so they stay counted.
+//!
+//! Both cells of a source lie in one 32-byte group: one cache miss per segment, not two (a
+//! blocked count-min sketch; the cells per source and in all are as with two rows).
 
 /// Cells per block (one per-CPU array entry: a per-CPU value holds at most 32 KiB).
 pub const SKETCH_BLOCK_CELLS: usize = 8192;
-/// Blocks per row; the sketch map holds two rows.
-pub const SKETCH_ROW_BLOCKS: u32 = 16;
-pub const SKETCH_BLOCKS: u32 = 2 * SKETCH_ROW_BLOCKS;
+/// Blocks in the sketch map: 262,144 cells in all.
+pub const SKETCH_BLOCKS: u32 = 32;
+/// Cells per group: a source's two cells are in the same one.
+const GROUP_CELLS: usize = 16;
+const GROUPS_PER_BLOCK: usize = SKETCH_BLOCK_CELLS / GROUP_CELLS;
+const GROUP_BITS: u32 = (SKETCH_BLOCKS as usize * GROUPS_PER_BLOCK).trailing_zeros();
 
 /// One entry of the sketch map.
 pub type SketchBlock = [u16; SKETCH_BLOCK_CELLS];
 
-/// Where an address counts: (block, cell) in each row. Two multiplicative hashes of the
-/// address folded to 32 bits; 17 bits each pick one of a row's 131,072 cells.
+/// Where a source counts: its block, and its two (distinct) cells in that block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SketchPlace {
+    pub block: u32,
+    pub cells: [usize; 2],
+}
+
+/// Where an address counts. Two multiplicative hashes of the address folded to 32 bits: the
+/// first picks one of the 16,384 groups, the second two cells in it.
 #[inline(always)]
-pub fn sketch_cells(addr: &[u8; 16]) -> [(u32, usize); 2] {
+pub fn sketch_place(addr: &[u8; 16]) -> SketchPlace {
     let word = |i: usize| u32::from_le_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
     let folded =
         word(0) ^ word(4).rotate_left(7) ^ word(8).rotate_left(13) ^ word(12).rotate_left(19);
-    let first = folded.wrapping_mul(0x9e37_79b1) >> 15;
-    let second = (folded ^ 0x5bd1_e995).wrapping_mul(0x85eb_ca6b) >> 15;
-    let place = |hash: u32, row: u32| {
-        (
-            row * SKETCH_ROW_BLOCKS + (hash >> 13) % SKETCH_ROW_BLOCKS,
-            (hash as usize) % SKETCH_BLOCK_CELLS,
-        )
-    };
-    [place(first, 0), place(second, 1)]
+    let group = (folded.wrapping_mul(0x9e37_79b1) >> (32 - GROUP_BITS)) as usize;
+    let pick = (folded ^ 0x5bd1_e995).wrapping_mul(0x85eb_ca6b);
+    let first = (pick >> 28) as usize;
+    let mut second = ((pick >> 24) & 0xf) as usize;
+    if second == first {
+        second ^= 1;
+    }
+    let base = (group % GROUPS_PER_BLOCK) * GROUP_CELLS;
+    SketchPlace {
+        block: (group / GROUPS_PER_BLOCK) as u32,
+        cells: [base + first, base + second],
+    }
 }
 
-/// Counts one segment in the source's two cells; true once both reach `gate`
+/// Counts one segment in the source's two cells of `block`; true once both reach `gate`
 /// (a gate of 0 lets every source through).
 #[inline(always)]
-pub fn count_and_pass(first: &mut u16, second: &mut u16, gate: u16) -> bool {
-    *first = first.saturating_add(1);
-    *second = second.saturating_add(1);
-    *first >= gate && *second >= gate
+pub fn count_and_pass(block: &mut SketchBlock, cells: [usize; 2], gate: u16) -> bool {
+    // The masks keep the indexes provably in range for the verifier.
+    let (first, second) = (cells[0] % SKETCH_BLOCK_CELLS, cells[1] % SKETCH_BLOCK_CELLS);
+    block[first] = block[first].saturating_add(1);
+    block[second] = block[second].saturating_add(1);
+    block[first] >= gate && block[second] >= gate
+}
+
+/// Marks a source the per-source map already holds as past any gate in a fresh interval's
+/// `blocks` (the controller does this when it clears the sketch).
+pub fn seed_tracked(blocks: &mut [SketchBlock], addr: &[u8; 16]) {
+    let place = sketch_place(addr);
+    if let Some(block) = blocks.get_mut(place.block as usize) {
+        for cell in place.cells {
+            block[cell] = u16::MAX;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -51,22 +82,41 @@ mod tests {
         [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d]
     }
 
+    fn fresh() -> std::vec::Vec<SketchBlock> {
+        std::vec![[0u16; SKETCH_BLOCK_CELLS]; SKETCH_BLOCKS as usize]
+    }
+
+    fn count(sketch: &mut [SketchBlock], addr: &[u8; 16], gate: u16) -> bool {
+        let place = sketch_place(addr);
+        count_and_pass(&mut sketch[place.block as usize], place.cells, gate)
+    }
+
     #[test]
-    fn cells_stay_in_their_row() {
+    fn both_cells_are_distinct_and_in_one_group() {
+        let mut groups = std::collections::BTreeSet::new();
         for i in 0..100_000u32 {
-            let [a, b] = sketch_cells(&v4(198, 18, (i >> 8) as u8, i as u8));
-            assert!(a.0 < SKETCH_ROW_BLOCKS && a.1 < SKETCH_BLOCK_CELLS);
-            assert!((SKETCH_ROW_BLOCKS..SKETCH_BLOCKS).contains(&b.0) && b.1 < SKETCH_BLOCK_CELLS);
+            let place = sketch_place(&v4(198, 18, (i >> 8) as u8, i as u8));
+            let [a, b] = place.cells;
+            assert!(
+                place.block < SKETCH_BLOCKS && a < SKETCH_BLOCK_CELLS && b < SKETCH_BLOCK_CELLS
+            );
+            assert_ne!(a, b);
+            assert_eq!(
+                a / GROUP_CELLS,
+                b / GROUP_CELLS,
+                "one group: one cache miss"
+            );
+            groups.insert((place.block, a / GROUP_CELLS));
         }
+        // 100,000 addresses over 16,384 groups: nearly all of them used (the hash spreads).
+        assert!(groups.len() > 16_000, "{} groups used", groups.len());
     }
 
     /// A million random sources in one interval: about 7.6 per cell, so with a gate of 32
     /// (practically) none is let in; a source sending 32 segments always is.
     #[test]
     fn one_off_sources_stay_out_and_heavy_ones_get_in() {
-        let cells = SKETCH_BLOCKS as usize * SKETCH_BLOCK_CELLS;
-        let mut sketch = std::vec![0u16; cells];
-        let index = |(block, cell): (u32, usize)| block as usize * SKETCH_BLOCK_CELLS + cell;
+        let mut sketch = fresh();
         let mut state = 0x1234_5678_9abc_def0u64;
         let mut let_in = 0;
         for _ in 0..1_000_000 {
@@ -79,28 +129,25 @@ mod tests {
                 (state >> 24) as u8,
                 state as u8,
             );
-            let [a, b] = sketch_cells(&addr);
-            let (i, j) = (index(a), index(b));
-            let (mut x, mut y) = (sketch[i], sketch[j]);
-            if count_and_pass(&mut x, &mut y, 32) {
-                let_in += 1;
-            }
-            sketch[i] = x;
-            sketch[j] = y;
+            let_in += count(&mut sketch, &addr, 32) as usize;
         }
         assert!(let_in < 10, "{let_in} one-off sources let in");
         let heavy = v4(198, 18, 1, 66);
-        let [a, b] = sketch_cells(&heavy);
-        let mut passed = 0;
-        for _ in 0..32 {
-            let (i, j) = (index(a), index(b));
-            let (mut x, mut y) = (sketch[i], sketch[j]);
-            passed += count_and_pass(&mut x, &mut y, 32) as usize;
-            sketch[i] = x;
-            sketch[j] = y;
-        }
+        let passed = (0..32).filter(|_| count(&mut sketch, &heavy, 32)).count();
         assert!(passed >= 1, "a source with 32 segments gets in");
-        let (mut x, mut y) = (0, 0);
-        assert!(count_and_pass(&mut x, &mut y, 0), "gate 0: everyone");
+        let mut block = [0u16; SKETCH_BLOCK_CELLS];
+        assert!(count_and_pass(&mut block, [0, 1], 0), "gate 0: everyone");
+    }
+
+    #[test]
+    fn a_seeded_source_passes_at_once_and_others_do_not() {
+        let mut sketch = fresh();
+        let tracked = v4(198, 18, 1, 2);
+        seed_tracked(&mut sketch, &tracked);
+        assert!(
+            count(&mut sketch, &tracked, 32),
+            "tracked: counted from its first segment"
+        );
+        assert!(!count(&mut sketch, &v4(198, 18, 7, 9), 32));
     }
 }

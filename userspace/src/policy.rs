@@ -532,6 +532,14 @@ impl Policy {
         decisions
     }
 
+    /// The sources whose counters moved in the round observed at `now`.
+    pub fn active_at(&self, now: f64) -> impl Iterator<Item = &SourceKey> {
+        self.tracked
+            .iter()
+            .filter(move |(_, tracked)| tracked.seen == now)
+            .map(|(key, _)| key)
+    }
+
     /// Lifts the blocks whose TTL ran out.
     pub fn expire(&mut self, now: f64) -> Vec<Decision> {
         self.reported.retain(|_, until| *until > now);

@@ -25,7 +25,7 @@ use synguard_common::{
         ServiceConfig, ServiceCounters, SourceCounters, SourceKey, VOUCHED_MAP, block_origin,
         vouched,
     },
-    sketch::{SKETCH_BLOCK_CELLS, SKETCH_BLOCKS, SketchBlock},
+    sketch::{SKETCH_BLOCK_CELLS, SKETCH_BLOCKS, SketchBlock, seed_tracked},
 };
 
 use crate::{
@@ -266,7 +266,6 @@ impl PolicyControl {
             .map(|(i, _)| (i + 1) as u8)
             .collect();
         let sources = samples.len();
-        self.clear_sketch()?;
         let vouched = VouchedMap {
             map: &self.vouched,
             now_ns: monotonic_coarse_ns(),
@@ -274,19 +273,28 @@ impl PolicyControl {
         let mut decisions =
             self.policy
                 .observe(now, samples, |slot| !monitor.contains(&slot), &vouched);
+        self.clear_sketch(now)?;
         decisions.extend(self.policy.expire(now));
         let applied = self.apply(&decisions);
         self.last_round = (sources, started.elapsed().as_secs_f64());
         applied
     }
 
-    /// Starts the sketch's next interval: sources must pass its gate again to get counters.
-    fn clear_sketch(&mut self) -> Result<()> {
+    /// Starts the sketch's next interval: new sources must pass its gate again to get
+    /// counters. The sources active in the round observed at `now` are seeded past it (the
+    /// data plane looks a source's counters up only once its sketch cells pass), not every
+    /// source in the per-source map: in a flood that map fills with one-off sources, which
+    /// would saturate the sketch.
+    fn clear_sketch(&mut self, now: f64) -> Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow!("counting CPUs: {e}"))?;
-        for block in 0..SKETCH_BLOCKS {
-            let zeros = PerCpuValues::try_from(vec![[0u16; SKETCH_BLOCK_CELLS]; cpus])?;
+        let mut blocks = vec![[0u16; SKETCH_BLOCK_CELLS]; SKETCH_BLOCKS as usize];
+        for key in self.policy.active_at(now) {
+            seed_tracked(&mut blocks, &key.addr);
+        }
+        for (index, block) in blocks.into_iter().enumerate() {
+            let values = PerCpuValues::try_from(vec![block; cpus])?;
             self.sketch
-                .set(block, zeros, 0)
+                .set(index as u32, values, 0)
                 .context("clearing the source sketch")?;
         }
         Ok(())

@@ -74,6 +74,34 @@ fn a_source_over_its_syn_rate_is_blocked_once() {
     assert_eq!(policy.blocks().count(), 1);
 }
 
+/// What the controller seeds into each new sketch interval: the sources that sent something
+/// in the last round, not every source the per-source map still holds.
+#[test]
+fn only_sources_whose_counters_moved_are_active() {
+    let mut policy = Policy::new(syn_rate_only(100, 200), BlockRules::default());
+    let steady = source_key(addr("198.18.0.2"), 1);
+    let one_off = source_key(addr("198.18.200.9"), 1);
+    policy.observe(
+        1000.0,
+        [(steady, syns(5)), (one_off, syns(1))],
+        |_| true,
+        NOBODY,
+    );
+    let mut active: Vec<_> = policy.active_at(1000.0).copied().collect();
+    active.sort_by_key(|key| key.addr);
+    assert_eq!(active, [steady, one_off]);
+    policy.observe(
+        1001.0,
+        [(steady, syns(9)), (one_off, syns(1))],
+        |_| true,
+        NOBODY,
+    );
+    assert_eq!(
+        policy.active_at(1001.0).copied().collect::<Vec<_>>(),
+        [steady]
+    );
+}
+
 #[test]
 fn the_burst_absorbs_a_short_spike() {
     let mut policy = Policy::new(syn_rate_only(100, 1000), BlockRules::default());

@@ -42,7 +42,7 @@ use synguard_common::{
         parse_frame_with,
     },
     segment::{SEGMENT_BUF_LEN, SynAckSettings},
-    sketch::{SKETCH_BLOCK_CELLS, SKETCH_BLOCKS, SketchBlock, count_and_pass, sketch_cells},
+    sketch::{SKETCH_BLOCKS, SketchBlock, count_and_pass, sketch_place},
     token_bucket::TokenBucket,
     verdict::{
         Action, Admission, ClientStep, Known, ServerStep, Verdict, admission, classify,
@@ -443,32 +443,24 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
     finish(&ctx, tally, verdict)
 }
 
-/// The per-CPU counters of a source and service; created once the source passes the sketch's
-/// `gate`, null before that (and if the map refused, which a full LRU map does not: it evicts).
+/// The per-CPU counters of a source and service; looked up (and created) only once the source
+/// passes the sketch's `gate` (a lookup that misses is a cache miss, one per SYN of a
+/// random-source flood), null before that (and if the map refused, which a full LRU map does
+/// not: it evicts).
 #[inline(always)]
 fn source_counters(source: &SourceKey, gate: u16) -> *mut SourceCounters {
-    if let Some(counters) = SOURCES.get_ptr_mut(source) {
-        return counters;
-    }
     if gate != 0 {
-        let [(first_block, first), (second_block, second)] = sketch_cells(&source.addr);
-        let (Some(row0), Some(row1)) = (
-            SOURCE_SKETCH.get_ptr_mut(first_block),
-            SOURCE_SKETCH.get_ptr_mut(second_block),
-        ) else {
+        let place = sketch_place(&source.addr);
+        let Some(block) = SOURCE_SKETCH.get_ptr_mut(place.block) else {
             return core::ptr::null_mut();
         };
-        // SAFETY: per-CPU values only this CPU writes; the cells are in range by construction.
-        let passed = unsafe {
-            count_and_pass(
-                &mut (*row0)[first % SKETCH_BLOCK_CELLS],
-                &mut (*row1)[second % SKETCH_BLOCK_CELLS],
-                gate,
-            )
-        };
-        if !passed {
+        // SAFETY: a per-CPU value only this CPU writes.
+        if !count_and_pass(unsafe { &mut *block }, place.cells, gate) {
             return core::ptr::null_mut();
         }
+    }
+    if let Some(counters) = SOURCES.get_ptr_mut(source) {
+        return counters;
     }
     let _ = SOURCES.insert(source, &NEW_SOURCE, 0);
     SOURCES.get_ptr_mut(source).unwrap_or(core::ptr::null_mut())
