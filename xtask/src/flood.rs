@@ -21,10 +21,7 @@ use crate::{
     build::{self, Profile},
     cmd,
     flood_report::{self, Run},
-    lab::{
-        self, GUARD_CLIENT_IFACE, GUARD_SERVER_IFACE, Host, Lab, LabGuard, PEER_IFACE, SERVER_ADDR,
-        SERVER_PORT,
-    },
+    lab::{self, GUARD_CLIENT_IFACE, Host, Lab, LabGuard, PEER_IFACE, SERVER_ADDR, SERVER_PORT},
     legit_client,
 };
 
@@ -177,8 +174,15 @@ pub struct Options {
 
 /// Runs every scenario x generator x defense and writes one report per scenario under
 /// results/flood/; returns the runs.
+/// How long idle CPUs poll before they halt during the floods (see `lab::IdlePolling`).
+const FLOOD_HALT_POLL_NS: u64 = 200_000;
+
 pub fn run(xtask: &Path, options: &Options) -> Result<Vec<Run>> {
     let synguard = build::synguard(Profile::Release)?;
+    // Everything the runs start (labs' servers, floods, clients, synguard) stays off the
+    // CPU the guard's receive threads get (see `lab::keep_off_guard_cpu`).
+    lab::keep_off_guard_cpu()?;
+    let _idle_polling = lab::IdlePolling::start(FLOOD_HALT_POLL_NS);
     let mut all = Vec::new();
     for &scenario in &options.scenarios {
         let generators: Vec<Generator> = options
@@ -416,8 +420,11 @@ fn start_flood(
         Generator::PacketSocket => Ok(vec![
             lab.exec(
                 Host::Client,
-                xtask.to_str().context("non-UTF-8 path")?,
+                "nice",
                 [
+                    lab::ATTACKER_NICENESS[0].to_string(),
+                    lab::ATTACKER_NICENESS[1].into(),
+                    xtask.to_str().context("non-UTF-8 path")?.into(),
                     "lab-packet-flood".to_string(),
                     "--iface".into(),
                     PEER_IFACE.into(),
@@ -542,7 +549,11 @@ impl Probes<'_> {
             cpu_softirq,
             cpu_total,
             guard_process: Some(
-                self.guard_pid.and_then(process_jiffies).unwrap_or(0) + guard_napi_jiffies(),
+                self.guard_pid.and_then(process_jiffies).unwrap_or(0)
+                    + lab::guard_receive_threads()
+                        .into_iter()
+                        .filter_map(process_jiffies)
+                        .sum::<u64>(),
             ),
             server_process: self.server_pid.and_then(process_jiffies),
             client_tx: link["tx"]["packets"].as_u64().unwrap_or(0),
@@ -590,26 +601,6 @@ fn parse_cpu_line(line: &str) -> Result<(u64, u64, u64)> {
     let total: u64 = fields.iter().take(8).sum();
     let idle = fields[3] + fields[4];
     Ok((total - idle, fields[6], total))
-}
-
-/// CPU time of the guard's receive threads (threaded NAPI of its two links, named
-/// `napi/<iface>-<id>`): where XDP and netfilter run, whatever the defense.
-fn guard_napi_jiffies() -> u64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| {
-                [GUARD_CLIENT_IFACE, GUARD_SERVER_IFACE]
-                    .iter()
-                    .any(|iface| comm.starts_with(&format!("napi/{iface}-")))
-            })
-        })
-        .filter_map(process_jiffies)
-        .sum()
 }
 
 /// utime + stime of a process, jiffies (fields 14 and 15 of /proc/PID/stat).

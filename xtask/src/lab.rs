@@ -159,15 +159,16 @@ impl Lab {
         Ok(out.status.success() && out.stdout == crate::lab_server::BODY.as_bytes())
     }
 
-    /// Starts an hping3 flood from the client namespace toward the lab server, bounded to
+    /// Starts an hping3 flood (at [`ATTACKER_NICENESS`]) from the client namespace toward the lab server, bounded to
     /// `seconds` by timeout(1); `args` pick the kind (`-S`, `-a SOURCE`, `--rand-source`,
     /// `-p PORT`...).
     pub fn flood(&self, seconds: u32, args: &[&str]) -> Result<std::process::Child> {
         let seconds = seconds.to_string();
-        let mut argv = vec![seconds.as_str(), "hping3", "-q", "--flood"];
+        let mut argv = vec![ATTACKER_NICENESS[0], ATTACKER_NICENESS[1], "timeout"];
+        argv.extend([seconds.as_str(), "hping3", "-q", "--flood"]);
         argv.extend_from_slice(args);
         argv.push(SERVER_ADDR);
-        self.exec(Host::Client, "timeout", argv)
+        self.exec(Host::Client, "nice", argv)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -244,6 +245,7 @@ impl Lab {
                 ["-c", &format!("echo 1 > /sys/class/net/{iface}/threaded")],
             ))?;
         }
+        pin_guard_receive_threads()?;
         self.ip(
             Client,
             [
@@ -419,6 +421,104 @@ impl Lab {
 
 /// `synguard run` flags for a guard whose output nobody reads: no counter lines, warnings only.
 pub const QUIET_GUARD: [&str; 4] = ["--interval", "3600", "--log-level", "warn"];
+
+/// The guard's receive threads: the threaded NAPI of its two links, named `napi/<iface>-<id>`
+/// (the same names in every lab). XDP, netfilter and routing run there, whatever the defense.
+pub fn guard_receive_threads() -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| {
+                [GUARD_CLIENT_IFACE, GUARD_SERVER_IFACE]
+                    .iter()
+                    .any(|iface| comm.starts_with(&format!("napi/{iface}-")))
+            })
+        })
+        .collect()
+}
+
+/// The CPU the guard's receive threads get to themselves, on a machine with two or more: the
+/// last one. A real guard's NIC queues have their own cores, and the attackers and clients
+/// are other machines; here they share one box, and a sender on the guard's CPU would stall
+/// the very queue its frames wait in.
+fn guard_cpu() -> Option<usize> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus >= 2).then(|| cpus - 1)
+}
+
+fn set_affinity(pid: i32, cpus: impl Iterator<Item = usize>) -> Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET/sched_setaffinity only write into it
+    // or read it, with its own size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("setting the CPU affinity of {pid}"));
+        }
+    }
+    Ok(())
+}
+
+/// Pins the guard's receive threads to [`guard_cpu`].
+fn pin_guard_receive_threads() -> Result<()> {
+    if let Some(cpu) = guard_cpu() {
+        for pid in guard_receive_threads() {
+            set_affinity(pid, std::iter::once(cpu))?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the calling thread, and the threads and processes it starts from now on (floods,
+/// clients, servers, synguard's controller), off [`guard_cpu`].
+pub fn keep_off_guard_cpu() -> Result<()> {
+    if let Some(cpu) = guard_cpu() {
+        set_affinity(0, 0..cpu)?;
+    }
+    Ok(())
+}
+
+/// `nice` arguments for flood generators: the attacker's CPU is not the clients' nor the
+/// server's in a real network; here they share one, and the generator, always runnable, would
+/// otherwise delay their wakeups.
+pub const ATTACKER_NICENESS: [&str; 2] = ["-n", "19"];
+
+/// The guest's halt-polling window, on a VM with the haltpoll cpuidle driver.
+const HALT_POLL_NS: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
+
+/// While alive, idle CPUs poll for `ns` before they halt; the previous setting comes back on
+/// drop. On a VM whose idle vCPUs halt at once (Firecracker here: `guest_halt_poll_ns=0`), a
+/// halted vCPU takes hundreds of microseconds to wake, longer than the guard's 256-slot veth
+/// queue lasts at a few hundred thousand frames/s; a NIC's interrupt wakes a bare-metal core
+/// in microseconds. Without the haltpoll driver this does nothing.
+pub struct IdlePolling {
+    previous: Option<String>,
+}
+
+impl IdlePolling {
+    pub fn start(ns: u64) -> IdlePolling {
+        let previous = fs::read_to_string(HALT_POLL_NS)
+            .ok()
+            .filter(|_| fs::write(HALT_POLL_NS, ns.to_string()).is_ok());
+        IdlePolling { previous }
+    }
+}
+
+impl Drop for IdlePolling {
+    fn drop(&mut self) {
+        if let Some(previous) = &self.previous {
+            let _ = fs::write(HALT_POLL_NS, previous.trim());
+        }
+    }
+}
 
 /// Stops a guard started by [`Lab::start_guard`]: SIGINT makes synguard detach and exit.
 pub fn stop_guard(guard: &mut Child) {
