@@ -7,10 +7,11 @@
 //! sketch only overestimates, so no heavy source stays out; the controller seeds the sources
 //! it already tracks into each new interval, so they stay counted.
 //!
-//! Both cells of a source lie in one 32-byte group: one cache miss per segment, not two (a
+//! Both cells of a source lie in one 16-byte group: one cache miss per segment, not two (a
 //! blocked count-min sketch; the cells per source and in all are as with two rows).
 
-/// Cells per block (one per-CPU array entry: a per-CPU value holds at most 32 KiB).
+/// Cells per block (one per-CPU array entry). Cells are bytes: the gate is at most 32, and
+/// the whole sketch (256 KiB per CPU) stays mostly in the guard's core's cache.
 pub const SKETCH_BLOCK_CELLS: usize = 8192;
 /// Blocks in the sketch map: 262,144 cells in all.
 pub const SKETCH_BLOCKS: u32 = 32;
@@ -20,7 +21,7 @@ const GROUPS_PER_BLOCK: usize = SKETCH_BLOCK_CELLS / GROUP_CELLS;
 const GROUP_BITS: u32 = (SKETCH_BLOCKS as usize * GROUPS_PER_BLOCK).trailing_zeros();
 
 /// One entry of the sketch map.
-pub type SketchBlock = [u16; SKETCH_BLOCK_CELLS];
+pub type SketchBlock = [u8; SKETCH_BLOCK_CELLS];
 
 /// Where a source counts: its block, and its two (distinct) cells in that block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,13 +52,14 @@ pub fn sketch_place(addr: &[u8; 16]) -> SketchPlace {
 }
 
 /// Counts one segment in the source's two cells of `block`; true once both reach `gate`
-/// (a gate of 0 lets every source through).
+/// (a gate of 0 lets every source through; cells saturate at 255, which passes any gate).
 #[inline(always)]
 pub fn count_and_pass(block: &mut SketchBlock, cells: [usize; 2], gate: u16) -> bool {
     // The masks keep the indexes provably in range for the verifier.
     let (first, second) = (cells[0] % SKETCH_BLOCK_CELLS, cells[1] % SKETCH_BLOCK_CELLS);
     block[first] = block[first].saturating_add(1);
     block[second] = block[second].saturating_add(1);
+    let gate = gate.min(u8::MAX as u16) as u8;
     block[first] >= gate && block[second] >= gate
 }
 
@@ -67,7 +69,7 @@ pub fn seed_tracked(blocks: &mut [SketchBlock], addr: &[u8; 16]) {
     let place = sketch_place(addr);
     if let Some(block) = blocks.get_mut(place.block as usize) {
         for cell in place.cells {
-            block[cell] = u16::MAX;
+            block[cell] = u8::MAX;
         }
     }
 }
@@ -83,7 +85,7 @@ mod tests {
     }
 
     fn fresh() -> std::vec::Vec<SketchBlock> {
-        std::vec![[0u16; SKETCH_BLOCK_CELLS]; SKETCH_BLOCKS as usize]
+        std::vec![[0u8; SKETCH_BLOCK_CELLS]; SKETCH_BLOCKS as usize]
     }
 
     fn count(sketch: &mut [SketchBlock], addr: &[u8; 16], gate: u16) -> bool {
@@ -135,8 +137,16 @@ mod tests {
         let heavy = v4(198, 18, 1, 66);
         let passed = (0..32).filter(|_| count(&mut sketch, &heavy, 32)).count();
         assert!(passed >= 1, "a source with 32 segments gets in");
-        let mut block = [0u16; SKETCH_BLOCK_CELLS];
+        let mut block = [0u8; SKETCH_BLOCK_CELLS];
         assert!(count_and_pass(&mut block, [0, 1], 0), "gate 0: everyone");
+        for _ in 0..300 {
+            count_and_pass(&mut block, [2, 3], 1000);
+        }
+        assert_eq!(block[2], u8::MAX, "cells saturate");
+        assert!(
+            count_and_pass(&mut block, [2, 3], 1000),
+            "a saturated cell passes any gate"
+        );
     }
 
     #[test]

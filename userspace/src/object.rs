@@ -29,6 +29,8 @@ pub const LAB_DROP_ONE_IN: &str = "LAB_DROP_ONE_IN";
 pub const LAB_ONLY_FOR_IPV4: &str = "LAB_ONLY_FOR_IPV4";
 /// The benchmark floor: swap addresses and ports, XDP_TX.
 pub const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
+/// The benchmark reference: a SYN answered with the kernel's own cookie helper.
+pub const BENCH_KERNEL_COOKIE_PROGRAM: &str = "bench_kernel_cookie";
 
 /// Loads the object (maps created, programs not yet verified). The in-kernel log level is fixed
 /// at load time, so disabled log statements cost nothing per packet.

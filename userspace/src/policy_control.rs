@@ -287,7 +287,7 @@ impl PolicyControl {
     /// would saturate the sketch.
     fn clear_sketch(&mut self, now: f64) -> Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow!("counting CPUs: {e}"))?;
-        let mut blocks = vec![[0u16; SKETCH_BLOCK_CELLS]; SKETCH_BLOCKS as usize];
+        let mut blocks = vec![[0u8; SKETCH_BLOCK_CELLS]; SKETCH_BLOCKS as usize];
         for key in self.policy.active_at(now) {
             seed_tracked(&mut blocks, &key.addr);
         }

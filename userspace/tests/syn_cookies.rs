@@ -4,7 +4,7 @@
 
 use etherparse::{SlicedPacket, TcpOptionElement};
 use synguard::{
-    privilege,
+    object, privilege,
     prog_test_run::{DataPlane, cookie_counter_now},
 };
 use synguard_common::{
@@ -60,6 +60,30 @@ fn ipv4_syn_is_answered_with_a_byte_checked_cookie_syn_ack() {
     let counters = guard.counters().unwrap();
     assert_eq!(counters.get(Counter::TxSynCookie), 1);
     assert_eq!(counters.get(Counter::Transmitted), 1);
+}
+
+/// The benchmark's reference program answers the same SYN with a correct SYN-ACK too (the
+/// kernel's cookie, MSS only), so `bench xdp` compares like with like.
+#[test]
+fn the_kernel_cookie_reference_answers_with_a_valid_syn_ack() {
+    privilege::require_xdp_privileges("the data-plane tests").unwrap();
+    let mut reference = DataPlane::load(object::BENCH_KERNEL_COOKIE_PROGRAM).unwrap();
+    let outcome = reference.run(&syn_v4(0)).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Tx);
+    let out = &outcome.output;
+    assert_eq!((&out[0..6], &out[6..12]), (&MAC_CLIENT[..], &MAC_GUARD[..]));
+    let tcp = assert_checksums(&out[14..]);
+    assert_eq!((&out[26..30], &out[30..34]), (&SERVER4[..], &CLIENT4[..]));
+    assert_eq!(
+        (tcp.source_port, tcp.destination_port),
+        (SERVER_PORT, CLIENT_PORT)
+    );
+    assert!(tcp.syn && tcp.ack && !tcp.rst && !tcp.fin);
+    assert_eq!(tcp.acknowledgment_number, CLIENT_ISN.wrapping_add(1));
+    assert_eq!(
+        support::options(&tcp)[0],
+        TcpOptionElement::MaximumSegmentSize(1460)
+    );
 }
 
 #[test]

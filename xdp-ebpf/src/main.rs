@@ -8,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod bench_reference;
 mod events;
 mod flows;
 mod frame;
@@ -679,6 +680,13 @@ pub fn lab_peer_pass(ctx: XdpContext) -> u32 {
 pub fn bench_floor(ctx: XdpContext) -> u32 {
     frame::swap_for_floor(&ctx);
     XDP_TX
+}
+
+/// A benchmark reference: a SYN answered with the kernel's own cookie helper (see
+/// `bench_reference`).
+#[xdp]
+pub fn bench_kernel_cookie(ctx: XdpContext) -> u32 {
+    bench_reference::kernel_cookie_syn_ack(&ctx)
 }
 
 #[cfg(not(test))]

@@ -549,11 +549,7 @@ impl Probes<'_> {
             cpu_softirq,
             cpu_total,
             guard_process: Some(
-                self.guard_pid.and_then(process_jiffies).unwrap_or(0)
-                    + lab::guard_receive_threads()
-                        .into_iter()
-                        .filter_map(process_jiffies)
-                        .sum::<u64>(),
+                self.guard_pid.and_then(process_jiffies).unwrap_or(0) + guard_receive_jiffies()?,
             ),
             server_process: self.server_pid.and_then(process_jiffies),
             client_tx: link["tx"]["packets"].as_u64().unwrap_or(0),
@@ -585,6 +581,25 @@ impl Probes<'_> {
 fn cpu_jiffies() -> Result<(u64, u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     parse_cpu_line(stat.lines().next().unwrap_or_default())
+}
+
+/// What the guard's receive path cost: the busy jiffies of the CPU its receive threads have to
+/// themselves (their own time and the softirq work they trigger, such as the peer links'
+/// XDP), or, on a single CPU, the threads' own time.
+fn guard_receive_jiffies() -> Result<u64> {
+    let Some(cpu) = lab::guard_cpu() else {
+        return Ok(lab::guard_receive_threads()
+            .into_iter()
+            .filter_map(process_jiffies)
+            .sum());
+    };
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let name = format!("cpu{cpu} ");
+    let line = stat
+        .lines()
+        .find(|line| line.starts_with(&name))
+        .with_context(|| format!("no {name}line in /proc/stat"))?;
+    Ok(parse_cpu_line(line)?.0)
 }
 
 fn parse_cpu_line(line: &str) -> Result<(u64, u64, u64)> {

@@ -101,9 +101,7 @@ impl Run {
         let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / seconds;
         let cpu_total = after.cpu_total.saturating_sub(before.cpu_total).max(1) as f64;
         // Jiffies of all CPUs per wall second, to turn a process's jiffies into % of a CPU.
-        let jiffies_per_cpu_second = cpu_total
-            / seconds
-            / std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let jiffies_per_cpu_second = cpu_total / seconds / crate::lab::machine_cpus() as f64;
         let process = |now: Option<u64>, then: Option<u64>| {
             Some(100.0 * now?.saturating_sub(then?) as f64 / (jiffies_per_cpu_second * seconds))
         };
@@ -328,7 +326,7 @@ pub fn write(scenario: Scenario, options: &Options, runs: &[Run]) -> Result<Path
         "attack_rate_setting": options.attack_rate,
         "legit_connections_per_s": options.legit_rate,
         "client_timestamps": options.client_timestamps,
-        "machine_cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "machine_cpus": crate::lab::machine_cpus(),
         "repeats": options.repeats,
         "medians": medians(runs).iter().map(Medians::to_json).collect::<Vec<_>>(),
         "runs": runs.iter().map(Run::to_json).collect::<Vec<_>>(),
@@ -361,8 +359,9 @@ fn markdown_table(scenario: Scenario, options: &Options, runs: &[Run]) -> String
         "# Flood lab: {}\n\n{} s floods (packet-socket generator: {}); legitimate client: {} connections/s, TCP timestamps {}; \
          baseline = the same run's {} s before the flood. Rates are per second during the flood. \
          CPU: machine % of all CPUs (busy, and softirq run outside the guard's receive threads); \
-         guard % of one CPU: its links' threaded-NAPI receive threads (XDP, netfilter, routing) \
-         plus the synguard controller; server % of one CPU: the server process. \"holds\": legit success >= {HOLD_SUCCESS_PERCENT} % \
+         guard % of one CPU: the busy time of the CPU its links' threaded-NAPI receive threads \
+         have to themselves (XDP, netfilter, routing, and the softirq work they trigger) plus \
+         the synguard controller; server % of one CPU: the server process. \"holds\": legit success >= {HOLD_SUCCESS_PERCENT} % \
          and connect p99 <= {HOLD_LATENCY_FACTOR}x baseline.\n\n",
         scenario.name(),
         options.seconds,

@@ -236,16 +236,26 @@ impl Lab {
         // The guard's receive queues run in their own kernel threads (threaded NAPI), as a
         // real NIC's queues have their own CPUs' interrupts, not in the softirq of whoever
         // sent the frame; GRO on makes veth use NAPI with or without an XDP program, so every
-        // defense sees its traffic the same way.
-        for iface in [GUARD_CLIENT_IFACE, GUARD_SERVER_IFACE] {
-            cmd::output(&mut self.exec(Guard, "ethtool", ["-K", iface, "gro", "on"]))?;
+        // defense sees its traffic the same way. They get the guard's CPU. So does the
+        // client's receive (in the softirq the guard's XDP_TX raises), where the answers to
+        // spoofed sources die: it stands in for the guard's NIC sending them, and keeps the
+        // real client's SYN-ACKs from waiting in a queue the flood's answers fill. The
+        // server's receive, its kernel's TCP work, runs in a thread of its own off the guard's
+        // CPU, as the server is another machine.
+        let links = [
+            (Guard, GUARD_CLIENT_IFACE),
+            (Guard, GUARD_SERVER_IFACE),
+            (Server, PEER_IFACE),
+        ];
+        for (host, iface) in links {
+            cmd::output(&mut self.exec(host, "ethtool", ["-K", iface, "gro", "on"]))?;
             cmd::output(&mut self.exec(
-                Guard,
+                host,
                 "sh",
                 ["-c", &format!("echo 1 > /sys/class/net/{iface}/threaded")],
             ))?;
         }
-        pin_guard_receive_threads()?;
+        pin_receive_threads()?;
         self.ip(
             Client,
             [
@@ -422,9 +432,9 @@ impl Lab {
 /// `synguard run` flags for a guard whose output nobody reads: no counter lines, warnings only.
 pub const QUIET_GUARD: [&str; 4] = ["--interval", "3600", "--log-level", "warn"];
 
-/// The guard's receive threads: the threaded NAPI of its two links, named `napi/<iface>-<id>`
-/// (the same names in every lab). XDP, netfilter and routing run there, whatever the defense.
-pub fn guard_receive_threads() -> Vec<i32> {
+/// Kernel threads whose name starts with `napi/<iface>-` for one of `ifaces` (threaded NAPI;
+/// the same names in every lab).
+fn receive_threads(ifaces: &[&str]) -> Vec<i32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -433,7 +443,7 @@ pub fn guard_receive_threads() -> Vec<i32> {
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| {
-                [GUARD_CLIENT_IFACE, GUARD_SERVER_IFACE]
+                ifaces
                     .iter()
                     .any(|iface| comm.starts_with(&format!("napi/{iface}-")))
             })
@@ -441,13 +451,25 @@ pub fn guard_receive_threads() -> Vec<i32> {
         .collect()
 }
 
+/// The guard's receive threads, those of its two links: XDP, netfilter and routing run there,
+/// whatever the defense.
+pub fn guard_receive_threads() -> Vec<i32> {
+    receive_threads(&[GUARD_CLIENT_IFACE, GUARD_SERVER_IFACE])
+}
+
 /// The CPU the guard's receive threads get to themselves, on a machine with two or more: the
 /// last one. A real guard's NIC queues have their own cores, and the attackers and clients
 /// are other machines; here they share one box, and a sender on the guard's CPU would stall
 /// the very queue its frames wait in.
-fn guard_cpu() -> Option<usize> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+pub fn guard_cpu() -> Option<usize> {
+    let cpus = machine_cpus();
     (cpus >= 2).then(|| cpus - 1)
+}
+
+/// The machine's online CPUs, not this process's share (its affinity may leave some out).
+pub fn machine_cpus() -> usize {
+    // SAFETY: sysconf(3) reads a system constant.
+    unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize
 }
 
 fn set_affinity(pid: i32, cpus: impl Iterator<Item = usize>) -> Result<()> {
@@ -467,11 +489,14 @@ fn set_affinity(pid: i32, cpus: impl Iterator<Item = usize>) -> Result<()> {
     Ok(())
 }
 
-/// Pins the guard's receive threads to [`guard_cpu`].
-fn pin_guard_receive_threads() -> Result<()> {
+/// Pins the guard's receive threads to [`guard_cpu`] and the server's to the other CPUs.
+fn pin_receive_threads() -> Result<()> {
     if let Some(cpu) = guard_cpu() {
         for pid in guard_receive_threads() {
             set_affinity(pid, std::iter::once(cpu))?;
+        }
+        for pid in receive_threads(&[PEER_IFACE]) {
+            set_affinity(pid, 0..cpu)?;
         }
     }
     Ok(())
