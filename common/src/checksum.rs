@@ -55,6 +55,19 @@ pub fn pseudo_header_v6(src: &[u8; 16], dst: &[u8; 16], protocol: u8, length: u1
     add_words(add_words(0, src), dst) + protocol as u64 + length as u64
 }
 
+/// The checksum after bytes `old` of the summed data (an even count, starting at an even
+/// offset) became `new`, without summing the rest again (RFC 1624, eqn. 3).
+#[inline(always)]
+pub fn replace<const N: usize>(checksum: u16, old: &[u8; N], new: &[u8; N]) -> u16 {
+    let mut complement = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        complement[i] = !old[i];
+        i += 1;
+    }
+    finish(add_words(add_words(!checksum as u64, &complement), new))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +89,30 @@ mod tests {
         header[10..12].copy_from_slice(&checksum.to_be_bytes());
         assert_eq!(finish(add_words(0, &header)), 0);
         assert_eq!(checksum, 0xb1e6);
+    }
+
+    #[test]
+    fn an_update_in_place_matches_a_full_sum() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..10_000 {
+            let mut data = [0u8; 40];
+            data.iter_mut().for_each(|byte| *byte = next() as u8);
+            let before = finish(add_words(0, &data));
+            let at = (next() % 18) as usize * 2;
+            let old: [u8; 4] = data[at..at + 4].try_into().unwrap();
+            let new = (next() as u32).to_be_bytes();
+            data[at..at + 4].copy_from_slice(&new);
+            let full = finish(add_words(0, &data));
+            let updated = replace(before, &old, &new);
+            // 0x0000 and 0xffff are the same number in ones' complement.
+            assert!(updated == full || (updated | full) == 0xffff && (updated & full) == 0);
+        }
     }
 
     #[test]

@@ -12,6 +12,10 @@ pub const SYN_ACK_SETTINGS_MAP: &str = "SYN_ACK_SETTINGS";
 pub const PROTECTED_MAP: &str = "PROTECTED";
 pub const FLOWS_MAP: &str = "FLOWS";
 pub const FLOW_EVENTS_MAP: &str = "FLOW_EVENTS";
+/// The lab's live-frames flood generator's template frame (one entry).
+pub const LAB_FLOOD_TEMPLATE_MAP: &str = "LAB_FLOOD_TEMPLATE";
+/// Its length: untagged Ethernet, IPv4 without options, TCP without options.
+pub const LAB_FLOOD_FRAME_LEN: usize = 14 + 20 + 20;
 pub const SERVICES_MAP: &str = "SERVICES";
 pub const SERVICE_COUNTERS_MAP: &str = "SERVICE_COUNTERS";
 pub const SOURCES_MAP: &str = "SOURCES";

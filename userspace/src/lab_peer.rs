@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use aya::programs::{XdpMode, links::FdLink};
 use clap::Args;
 use synguard::{object, privilege};
+use synguard_common::maps::{LAB_FLOOD_FRAME_LEN, LAB_FLOOD_TEMPLATE_MAP};
 
 #[derive(Args)]
 pub struct LabPeerArgs {
@@ -74,4 +75,112 @@ fn enter_netns(name: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[derive(Args)]
+pub struct LabFloodArgs {
+    /// The interface the frames go out of (in this process's network namespace).
+    #[arg(long)]
+    iface: String,
+    /// A template frame in hex (repeatable: the templates take turns).
+    #[arg(long = "frame", value_name = "HEX", required = true)]
+    frames: Vec<String>,
+    /// How many low bits of the templates' IPv4 source to randomize.
+    #[arg(long, default_value_t = 0)]
+    source_bits: u32,
+    /// How long to flood, seconds.
+    #[arg(long)]
+    seconds: u64,
+    /// Frames per second (0: as fast as this CPU makes them).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+}
+
+/// Frames per BPF_PROG_TEST_RUN call at full speed (a call sets up and tears down its page
+/// pool, which waits for an RCU grace period: tens of milliseconds here), and per
+/// live-frames batch inside it.
+const FLOOD_CALL_FRAMES: u32 = 1 << 18;
+const FLOOD_BATCH: u32 = 64;
+
+/// `synguard lab-flood-frames` (hidden): the lab's fastest flood generator. Runs the object's
+/// `lab_flood_frames` program through BPF_PROG_TEST_RUN in live-frames mode: every run
+/// randomizes a copy of a template and redirects it out of `--iface`. Prints the frames sent.
+pub fn lab_flood_frames(args: LabFloodArgs) -> Result<()> {
+    use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
+    privilege::require_xdp_privileges("synguard lab-flood-frames")?;
+    let name = std::ffi::CString::new(args.iface.as_str())?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string we own.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        bail!("no interface {} in this namespace", args.iface);
+    }
+    let templates = args
+        .frames
+        .iter()
+        .map(|text| {
+            let bytes = parse_hex(text).with_context(|| format!("--frame {text}"))?;
+            <[u8; LAB_FLOOD_FRAME_LEN]>::try_from(bytes).map_err(|bytes| {
+                anyhow::anyhow!(
+                    "--frame has {} bytes, not {LAB_FLOOD_FRAME_LEN}",
+                    bytes.len()
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut ebpf = aya::EbpfLoader::new()
+        .override_global(aya_log::LEVEL, &0u8, true)
+        .override_global(object::LAB_FLOOD_IFINDEX, &ifindex, true)
+        .override_global(object::LAB_FLOOD_SOURCE_BITS, &args.source_bits, true)
+        .load(object::EBPF_OBJECT)
+        .context("loading the eBPF object")?;
+    let mut template_map: aya::maps::Array<_, [u8; LAB_FLOOD_FRAME_LEN]> = ebpf
+        .take_map(LAB_FLOOD_TEMPLATE_MAP)
+        .context("the flood template map is missing")?
+        .try_into()?;
+    let program = object::load_xdp(&mut ebpf, object::LAB_FLOOD_PROGRAM)?;
+    let start = std::time::Instant::now();
+    let end = start + std::time::Duration::from_secs(args.seconds);
+    let mut sent = 0u64;
+    // Paced, a call carries a twentieth of a second's frames.
+    let call_frames = if args.rate > 0 {
+        (args.rate / 20).clamp(1, u64::from(FLOOD_CALL_FRAMES)) as u32
+    } else {
+        FLOOD_CALL_FRAMES
+    };
+    for template in templates.iter().cycle() {
+        if std::time::Instant::now() >= end {
+            break;
+        }
+        if args.rate > 0 {
+            // Open loop: each call leaves when the frames before it were due.
+            let due = start + std::time::Duration::from_secs_f64(sent as f64 / args.rate as f64);
+            if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        if templates.len() > 1 || sent == 0 {
+            template_map.set(0, template, 0)?;
+        }
+        program
+            .test_run(TestRunOptions {
+                data_in: Some(&template[..]),
+                repeat: call_frames,
+                attrs: TestRunAttrs::new().xdp_live_frames(FLOOD_BATCH),
+                ..TestRunOptions::new()
+            })
+            .context("BPF_PROG_TEST_RUN in live-frames mode")?;
+        sent += u64::from(call_frames);
+    }
+    println!("sent {sent} frames");
+    Ok(())
+}
+
+fn parse_hex(text: &str) -> Result<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        bail!("an odd number of hex digits");
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).context("not hex"))
+        .collect()
 }

@@ -70,6 +70,9 @@ enum Command {
     /// Lab plumbing: pin a pass program on a peer veth (see `cargo xtask lab`).
     #[command(hide = true)]
     LabPeerPass(lab_peer::LabPeerArgs),
+    /// Lab plumbing: the live-frames flood generator (see `cargo xtask flood`).
+    #[command(hide = true)]
+    LabFloodFrames(lab_peer::LabFloodArgs),
 }
 
 #[derive(clap::Args)]
@@ -329,6 +332,7 @@ fn main() -> ExitCode {
         Command::Block(args) => lists::run(args, lists::List::Block),
         Command::Allow(args) => lists::run(args, lists::List::Allow),
         Command::LabPeerPass(args) => lab_peer::lab_peer_pass(args),
+        Command::LabFloodFrames(args) => lab_peer::lab_flood_frames(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

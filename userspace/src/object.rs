@@ -27,6 +27,10 @@ pub const PEER_PASS_PROGRAM: &str = "lab_peer_pass";
 /// Its loss knob (a global set at load time).
 pub const LAB_DROP_ONE_IN: &str = "LAB_DROP_ONE_IN";
 pub const LAB_ONLY_FOR_IPV4: &str = "LAB_ONLY_FOR_IPV4";
+/// The lab's live-frames flood generator and its load-time settings.
+pub const LAB_FLOOD_PROGRAM: &str = "lab_flood_frames";
+pub const LAB_FLOOD_IFINDEX: &str = "LAB_FLOOD_IFINDEX";
+pub const LAB_FLOOD_SOURCE_BITS: &str = "LAB_FLOOD_SOURCE_BITS";
 /// The benchmark floor: swap addresses and ports, XDP_TX.
 pub const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
 /// The benchmark reference: a SYN answered with the kernel's own cookie helper.

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use log::LevelFilter;
@@ -13,8 +13,8 @@ use synguard_common::{
     counters::CounterBlock,
     maps::{
         ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, FLOW_EVENTS_MAP, FLOWS_MAP, FlowEntry,
-        FlowEvent, PolicySettings, ProtectedAddress, SOURCES_MAP, SourceCounters, SourceKey,
-        block_origin,
+        FlowEvent, LAB_FLOOD_FRAME_LEN, LAB_FLOOD_TEMPLATE_MAP, PolicySettings, ProtectedAddress,
+        SOURCES_MAP, SourceCounters, SourceKey, block_origin,
     },
     segment::SynAckSettings,
     verdict::Action,
@@ -132,6 +132,17 @@ impl DataPlane {
     /// What the data plane enforces per source on its own (the SYN token bucket).
     pub fn set_policy_settings(&mut self, settings: &PolicySettings) -> Result<()> {
         guard_config::write_policy_settings(&mut self.ebpf, settings)
+    }
+
+    /// The lab flood generator's template frame.
+    pub fn set_flood_template(&mut self, frame: &[u8; LAB_FLOOD_FRAME_LEN]) -> Result<()> {
+        let mut map: Array<_, [u8; LAB_FLOOD_FRAME_LEN]> = Array::try_from(
+            self.ebpf
+                .map_mut(LAB_FLOOD_TEMPLATE_MAP)
+                .context("flood template map missing")?,
+        )?;
+        map.set(0, frame, 0)?;
+        Ok(())
     }
 
     /// Turns auto mode's cookies on or off for the service in `slot`.

@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 
+use etherparse::PacketBuilder;
 use proptest::{
     prelude::*,
     test_runner::{Config, TestRunner},
@@ -11,7 +12,10 @@ use synguard::{object, privilege, prog_test_run::DataPlane};
 use synguard_common::{
     counters::Counter,
     parse::parse_frame,
-    test_frames::{arp, patched, syn_v4, syn_v6, tcp_v4_with_flags, udp_v4},
+    test_frames::{
+        MAC_CLIENT, MAC_GUARD, SERVER_PORT, SERVER4, arp, assert_checksums, patched, syn_v4,
+        syn_v6, tcp_v4_with_flags, udp_v4,
+    },
     verdict::{Action, classify},
 };
 
@@ -208,16 +212,54 @@ fn lab_peer_program_passes_everything() {
     }
 }
 
+/// The lab's live-frames flood generator writes its whole template over whatever the page
+/// held (a recycled page holds the receiver's leftovers), with a fresh port and sequence
+/// number each run and both checksums valid, and redirects it.
+#[test]
+fn the_lab_flood_generator_rewrites_its_template_with_valid_checksums() {
+    privilege::require_xdp_privileges("the data-plane tests").unwrap();
+    let mut generator = DataPlane::load(object::LAB_FLOOD_PROGRAM).unwrap();
+    let mut template = Vec::new();
+    PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
+        .ipv4([198, 18, 128, 0], SERVER4, 64)
+        .tcp(40000, SERVER_PORT, 1, 64240)
+        .syn()
+        .write(&mut template, &[])
+        .unwrap();
+    generator
+        .set_flood_template(&template.clone().try_into().unwrap())
+        .unwrap();
+    let leftovers = vec![0xa5u8; template.len()];
+    let mut ports = std::collections::BTreeSet::new();
+    for _ in 0..16 {
+        let outcome = generator.run(&leftovers).unwrap();
+        assert_eq!(outcome.action().unwrap(), Action::Redirect);
+        let out = &outcome.output;
+        assert_eq!(
+            &out[..34],
+            &template[..34],
+            "Ethernet and IPv4 as the template's"
+        );
+        let tcp = assert_checksums(&out[14..]);
+        assert!(tcp.syn && !tcp.ack);
+        assert_eq!(tcp.destination_port, SERVER_PORT);
+        ports.insert(tcp.source_port);
+    }
+    assert!(ports.len() > 8, "random source ports: {ports:?}");
+}
+
 #[test]
 fn every_map_the_programs_keep_state_in_is_pinned_for_restarts() {
     privilege::require_xdp_privileges("the data-plane tests")
         .expect("run the data-plane tests as root, e.g. through `cargo xtask test`");
     let ebpf = object::load_sized(log::LevelFilter::Off, 1024).unwrap();
-    // Globals (.rodata, .bss) are set at each load; aya-log's ring belongs to the loader.
+    // Globals (.rodata, .bss) are set at each load; aya-log's ring belongs to the loader; the
+    // lab flood generator's template belongs to no guard program.
     let unpinned: Vec<&str> = ebpf
         .maps()
         .map(|(name, _)| name)
         .filter(|name| !name.starts_with('.') && *name != "AYA_LOGS")
+        .filter(|name| *name != synguard_common::maps::LAB_FLOOD_TEMPLATE_MAP)
         .filter(|name| !synguard::persist::PINNED_MAPS.contains(name))
         .collect();
     assert!(

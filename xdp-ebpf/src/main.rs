@@ -12,6 +12,7 @@ mod bench_reference;
 mod events;
 mod flows;
 mod frame;
+mod lab_flood;
 mod route;
 mod syn_cookie;
 
@@ -33,10 +34,10 @@ use synguard_common::{
     counters::{Counter, CounterBlock, Tally},
     maps::{
         ALLOWED_CAPACITY, AllowValue, BLOCKED_CAPACITY, BlockValue, FLOW_EVENTS_RING_BYTES,
-        FLOWS_CAPACITY, FlowEntry, PROTECTED_CAPACITY, PolicySettings, ProtectedAddress,
-        ProtectedPorts, SERVICES_CAPACITY, SOURCES_CAPACITY, STAGE_CLIENT_SEGMENT, STAGE_COUNT,
-        ServiceConfig, ServiceCounters, SourceCounters, SourceKey, TO_CLIENT, TO_SERVER,
-        VOUCHED_CAPACITY, ipv4_mapped, phase,
+        FLOWS_CAPACITY, FlowEntry, LAB_FLOOD_FRAME_LEN, PROTECTED_CAPACITY, PolicySettings,
+        ProtectedAddress, ProtectedPorts, SERVICES_CAPACITY, SOURCES_CAPACITY,
+        STAGE_CLIENT_SEGMENT, STAGE_COUNT, ServiceConfig, ServiceCounters, SourceCounters,
+        SourceKey, TO_CLIENT, TO_SERVER, VOUCHED_CAPACITY, ipv4_mapped, phase,
     },
     parse::{
         IpAddrs, L3, ParseScratch, ParsedFrame, TcpFlags, TcpSegment, TransportKind,
@@ -672,6 +673,39 @@ pub fn lab_peer_pass(ctx: XdpContext) -> u32 {
         return aya_ebpf::bindings::xdp_action::XDP_DROP;
     }
     XDP_PASS
+}
+
+/// Set at load time for the lab's live-frames flood generator: the interface its frames go
+/// out of, and how many low bits of the template's IPv4 source it randomizes.
+#[unsafe(no_mangle)]
+static LAB_FLOOD_IFINDEX: u32 = 0;
+#[unsafe(no_mangle)]
+static LAB_FLOOD_SOURCE_BITS: u32 = 0;
+
+/// The lab flood generator's template, written by its loader before each batch: a recycled
+/// page holds whatever the receiver left in it, so every run writes the whole frame.
+#[map]
+static LAB_FLOOD_TEMPLATE: Array<[u8; LAB_FLOOD_FRAME_LEN]> = Array::with_max_entries(1, 0);
+
+/// The lab's flood generator (see `lab_flood`), run through BPF_PROG_TEST_RUN in live-frames
+/// mode; never attached.
+#[xdp]
+pub fn lab_flood_frames(ctx: XdpContext) -> u32 {
+    // SAFETY: read-only globals the loader overrides.
+    let (ifindex, source_bits) = unsafe {
+        (
+            core::ptr::read_volatile(&LAB_FLOOD_IFINDEX),
+            core::ptr::read_volatile(&LAB_FLOOD_SOURCE_BITS),
+        )
+    };
+    let Some(template) = LAB_FLOOD_TEMPLATE.get(0) else {
+        return XDP_ABORTED;
+    };
+    if !lab_flood::randomize(&ctx, template, source_bits) {
+        return aya_ebpf::bindings::xdp_action::XDP_DROP;
+    }
+    // SAFETY: a helper call with plain integers.
+    unsafe { aya_ebpf::helpers::generated::bpf_redirect(ifindex, 0) as u32 }
 }
 
 /// The benchmark floor: the least a reply path can do. Swaps MACs, IPv4 addresses and TCP

@@ -53,7 +53,7 @@ pub fn run(benches: &[Bench], xtask: &Path) -> Result<()> {
                 let options = flood::Options {
                     scenarios: vec![Scenario::RandomSyn],
                     defenses: Defense::ALL.to_vec(),
-                    generators: vec![Generator::Hping3, Generator::PacketSocket],
+                    generators: Generator::ALL.to_vec(),
                     seconds: 8,
                     attack_rate: 0,
                     legit_rate: 200,

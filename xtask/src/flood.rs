@@ -22,7 +22,7 @@ use crate::{
     cmd,
     flood_report::{self, Run},
     lab::{self, GUARD_CLIENT_IFACE, Host, Lab, LabGuard, PEER_IFACE, SERVER_ADDR, SERVER_PORT},
-    legit_client,
+    legit_client, packet_flood,
 };
 
 /// Quiet seconds before the flood (the baseline) and after it (the recovery).
@@ -75,6 +75,18 @@ pub enum Generator {
     /// Ours (`packet_flood`): crafted frames, 64 per sendmmsg on an AF_PACKET socket; several
     /// times hping3's rate, spoofed sources inside the lab's range.
     PacketSocket,
+    /// Ours (`synguard lab-flood-frames`): BPF_PROG_TEST_RUN in live-frames mode redirects
+    /// randomized copies of template frames into the client's link; the guard receives
+    /// page-pool frames, as from a NIC, not socket buffers veth must copy. Millions of frames/s.
+    LiveFrames,
+}
+
+impl Generator {
+    pub const ALL: [Generator; 3] = [
+        Generator::Hping3,
+        Generator::PacketSocket,
+        Generator::LiveFrames,
+    ];
 }
 
 impl Scenario {
@@ -377,7 +389,7 @@ fn measure(
     };
     let before = probes.read()?;
     let flood_started = started.elapsed().as_secs_f64();
-    let mut floods = start_flood(lab, xtask, scenario, generator, options)?;
+    let mut floods = start_flood(lab, (xtask, synguard), scenario, generator, options)?;
     let deadline = Instant::now() + flood_length + Duration::from_secs(5);
     for flood in &mut floods {
         while flood.try_wait()?.is_none() {
@@ -401,7 +413,7 @@ fn measure(
 
 fn start_flood(
     lab: &Lab,
-    xtask: &Path,
+    (xtask, synguard): (&Path, &Path),
     scenario: Scenario,
     generator: Generator,
     options: &Options,
@@ -429,7 +441,7 @@ fn start_flood(
                     "--iface".into(),
                     PEER_IFACE.into(),
                     "--guard-mac".into(),
-                    guard_mac(lab)?,
+                    link_mac(lab, Host::Guard, GUARD_CLIENT_IFACE)?,
                     "--scenario".into(),
                     scenario.name(),
                     "--seconds".into(),
@@ -442,27 +454,50 @@ fn start_flood(
             .spawn()
             .context("starting the packet-socket flood")?,
         ]),
+        Generator::LiveFrames => {
+            let macs = (
+                packet_flood::parse_mac(&link_mac(lab, Host::Client, PEER_IFACE)?)?,
+                packet_flood::parse_mac(&link_mac(lab, Host::Guard, GUARD_CLIENT_IFACE)?)?,
+            );
+            let (templates, source_bits) = packet_flood::live_templates(scenario, macs);
+            let mut args = vec![
+                lab::ATTACKER_NICENESS[0].to_string(),
+                lab::ATTACKER_NICENESS[1].into(),
+                synguard.to_str().context("non-UTF-8 path")?.into(),
+                "lab-flood-frames".into(),
+                "--iface".into(),
+                PEER_IFACE.into(),
+                "--source-bits".into(),
+                source_bits.to_string(),
+                "--seconds".into(),
+                seconds.to_string(),
+                "--rate".into(),
+                options.attack_rate.to_string(),
+            ];
+            for template in templates {
+                args.push("--frame".into());
+                args.push(template.iter().map(|byte| format!("{byte:02x}")).collect());
+            }
+            Ok(vec![
+                lab.exec(Host::Client, "nice", args)
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .context("starting the live-frames flood")?,
+            ])
+        }
     }
 }
 
-/// The guard's MAC address on the client link: where the packet-socket flood's frames go.
-fn guard_mac(lab: &Lab) -> Result<String> {
+/// The MAC address of `iface` in `host`'s namespace (where crafted frames come from or go).
+fn link_mac(lab: &Lab, host: Host, iface: &str) -> Result<String> {
     let links: Value = serde_json::from_str(&cmd::stdout(&mut cmd::new(
         "ip",
-        [
-            "-n",
-            &lab.netns(Host::Guard),
-            "-j",
-            "link",
-            "show",
-            "dev",
-            GUARD_CLIENT_IFACE,
-        ],
+        ["-n", &lab.netns(host), "-j", "link", "show", "dev", iface],
     ))?)?;
     links[0]["address"]
         .as_str()
         .map(str::to_owned)
-        .context("no MAC address on the guard's client link")
+        .with_context(|| format!("no MAC address on {iface}"))
 }
 
 /// Counter readings taken at the flood's start and end.

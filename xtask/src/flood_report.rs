@@ -337,7 +337,7 @@ pub fn write(scenario: Scenario, options: &Options, runs: &[Run]) -> Result<Path
     )?;
     let markdown = dir.join(format!("{name}.md"));
     std::fs::write(&markdown, markdown_table(scenario, options, runs))?;
-    for generator in [Generator::Hping3, Generator::PacketSocket] {
+    for generator in Generator::ALL {
         // The first round: one line per defense keeps the plot readable.
         let of_generator: Vec<&Run> = runs
             .iter()
@@ -356,7 +356,7 @@ pub fn write(scenario: Scenario, options: &Options, runs: &[Run]) -> Result<Path
 
 fn markdown_table(scenario: Scenario, options: &Options, runs: &[Run]) -> String {
     let mut out = format!(
-        "# Flood lab: {}\n\n{} s floods (packet-socket generator: {}); legitimate client: {} connections/s, TCP timestamps {}; \
+        "# Flood lab: {}\n\n{} s floods (packet-socket and live-frames generators: {}); legitimate client: {} connections/s, TCP timestamps {}; \
          baseline = the same run's {} s before the flood. Rates are per second during the flood. \
          CPU: machine % of all CPUs (busy, and softirq run outside the guard's receive threads); \
          guard % of one CPU: the busy time of the CPU its links' threaded-NAPI receive threads \

@@ -82,11 +82,11 @@ struct FloodArgs {
     /// Defenses to compare, in this order (all by default).
     #[arg(long, value_enum, value_delimiter = ',')]
     defense: Vec<flood::Defense>,
-    /// Flood generators (both by default).
+    /// Flood generators (all of them by default).
     #[arg(long, value_enum, value_delimiter = ',')]
     generator: Vec<flood::Generator>,
-    /// The packet-socket generator's rate, frames per second (0: as fast as the guard's link
-    /// takes them). hping3 always floods as fast as it can.
+    /// The packet-socket and live-frames generators' rate, frames per second (0: as fast as
+    /// they go). hping3 always floods as fast as it can.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
     attack_rate: u64,
     /// Legitimate connections per second during the whole run.
@@ -116,10 +116,7 @@ impl FloodArgs {
                 self.scenario
             },
             defenses: or_all(self.defense, &flood::Defense::ALL),
-            generators: or_all(
-                self.generator,
-                &[flood::Generator::Hping3, flood::Generator::PacketSocket],
-            ),
+            generators: or_all(self.generator, &flood::Generator::ALL),
             seconds: self.seconds,
             attack_rate: self.attack_rate,
             legit_rate: self.legit_rate,

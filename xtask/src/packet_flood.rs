@@ -65,6 +65,33 @@ fn source_address(sources: Sources, rng: &mut fastrand::Rng) -> [u8; 4] {
     }
 }
 
+/// The live-frames generator's templates for a scenario (one per kind, toward the lab server)
+/// and how many low bits of their source it randomizes, the same sources as [`frame`] draws.
+pub fn live_templates(scenario: Scenario, macs: ([u8; 6], [u8; 6])) -> (Vec<Vec<u8>>, u32) {
+    let (base, source_bits) = match sources(scenario) {
+        Sources::Random => ([198, 18, 128, 0], 15),
+        Sources::Fixed(address) => (address, 0),
+        Sources::ClientPrefix([a, b, c]) => ([a, b, c, 0], 8),
+    };
+    let dst = (
+        crate::lab::SERVER_ADDR
+            .parse::<std::net::Ipv4Addr>()
+            .expect("the lab's server address parses")
+            .octets(),
+        crate::lab::SERVER_PORT,
+    );
+    let mut rng = fastrand::Rng::new();
+    let templates = kinds(scenario)
+        .iter()
+        .map(|&kind| {
+            let mut out = Vec::with_capacity(FRAME_LEN);
+            frame(macs, Sources::Fixed(base), kind, dst, &mut rng, &mut out);
+            out
+        })
+        .collect();
+    (templates, source_bits)
+}
+
 /// One frame toward `dst`:`port` from a spoofed source, random port and numbers.
 pub fn frame(
     macs: ([u8; 6], [u8; 6]),
@@ -146,7 +173,7 @@ pub fn run(
     Ok(sent)
 }
 
-fn parse_mac(text: &str) -> Result<[u8; 6]> {
+pub fn parse_mac(text: &str) -> Result<[u8; 6]> {
     let bytes: Vec<u8> = text
         .split(':')
         .map(|part| u8::from_str_radix(part, 16))
