@@ -91,14 +91,12 @@ pub struct LabFloodArgs {
     /// How long to flood, seconds.
     #[arg(long)]
     seconds: u64,
-    /// Frames per second (0: as fast as this CPU makes them).
-    #[arg(long, default_value_t = 0)]
-    rate: u64,
 }
 
-/// Frames per BPF_PROG_TEST_RUN call at full speed (a call sets up and tears down its page
-/// pool, which waits for an RCU grace period: tens of milliseconds here), and per
-/// live-frames batch inside it.
+/// Frames per BPF_PROG_TEST_RUN call (a call sets up and tears down its page pool, which
+/// waits for an RCU grace period: tens of milliseconds here), and per live-frames batch
+/// inside it. A call sends its frames as fast as the CPU makes them, so this generator
+/// cannot be paced.
 const FLOOD_CALL_FRAMES: u32 = 1 << 18;
 const FLOOD_BATCH: u32 = 64;
 
@@ -141,22 +139,9 @@ pub fn lab_flood_frames(args: LabFloodArgs) -> Result<()> {
     let start = std::time::Instant::now();
     let end = start + std::time::Duration::from_secs(args.seconds);
     let mut sent = 0u64;
-    // Paced, a call carries a twentieth of a second's frames.
-    let call_frames = if args.rate > 0 {
-        (args.rate / 20).clamp(1, u64::from(FLOOD_CALL_FRAMES)) as u32
-    } else {
-        FLOOD_CALL_FRAMES
-    };
     for template in templates.iter().cycle() {
         if std::time::Instant::now() >= end {
             break;
-        }
-        if args.rate > 0 {
-            // Open loop: each call leaves when the frames before it were due.
-            let due = start + std::time::Duration::from_secs_f64(sent as f64 / args.rate as f64);
-            if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
-                std::thread::sleep(wait);
-            }
         }
         if templates.len() > 1 || sent == 0 {
             template_map.set(0, template, 0)?;
@@ -164,12 +149,12 @@ pub fn lab_flood_frames(args: LabFloodArgs) -> Result<()> {
         program
             .test_run(TestRunOptions {
                 data_in: Some(&template[..]),
-                repeat: call_frames,
+                repeat: FLOOD_CALL_FRAMES,
                 attrs: TestRunAttrs::new().xdp_live_frames(FLOOD_BATCH),
                 ..TestRunOptions::new()
             })
             .context("BPF_PROG_TEST_RUN in live-frames mode")?;
-        sent += u64::from(call_frames);
+        sent += u64::from(FLOOD_CALL_FRAMES);
     }
     println!("sent {sent} frames");
     Ok(())

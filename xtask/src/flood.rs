@@ -77,16 +77,9 @@ pub enum Generator {
     PacketSocket,
     /// Ours (`synguard lab-flood-frames`): BPF_PROG_TEST_RUN in live-frames mode redirects
     /// randomized copies of template frames into the client's link; the guard receives
-    /// page-pool frames, as from a NIC, not socket buffers veth must copy. Millions of frames/s.
+    /// page-pool frames, as from a NIC, not socket buffers veth must copy. Millions of
+    /// frames/s, in bursts: it cannot be paced (`--attack-rate` skips it).
     LiveFrames,
-}
-
-impl Generator {
-    pub const ALL: [Generator; 3] = [
-        Generator::Hping3,
-        Generator::PacketSocket,
-        Generator::LiveFrames,
-    ];
 }
 
 impl Scenario {
@@ -154,6 +147,12 @@ impl Defense {
 }
 
 impl Generator {
+    pub const ALL: [Generator; 3] = [
+        Generator::Hping3,
+        Generator::PacketSocket,
+        Generator::LiveFrames,
+    ];
+
     pub fn name(self) -> String {
         cli_name(self)
     }
@@ -202,11 +201,20 @@ pub fn run(xtask: &Path, options: &Options) -> Result<Vec<Run>> {
             .iter()
             .copied()
             .filter(|&generator| {
-                let possible = generator != Generator::Hping3 || scenario.hping3_legs().is_some();
+                let possible = match generator {
+                    Generator::Hping3 => scenario.hping3_legs().is_some(),
+                    Generator::PacketSocket => true,
+                    Generator::LiveFrames => options.attack_rate == 0,
+                };
                 if !possible {
                     println!(
-                        "flood: {}: hping3 cannot spoof inside a prefix; packet-socket only",
-                        scenario.name()
+                        "flood: {}: {} skipped ({})",
+                        scenario.name(),
+                        generator.name(),
+                        match generator {
+                            Generator::LiveFrames => "it sends as fast as it can: not paced",
+                            _ => "hping3 cannot spoof inside a prefix",
+                        }
                     );
                 }
                 possible
@@ -234,6 +242,11 @@ pub fn run(xtask: &Path, options: &Options) -> Result<Vec<Run>> {
                     runs.push(run);
                 }
             }
+        }
+        if runs.is_empty() {
+            // Nothing ran: the last report of this scenario stays.
+            println!("flood: {}: nothing to run", scenario.name());
+            continue;
         }
         let written = flood_report::write(scenario, options, &runs)?;
         println!("flood: {} report: {}", scenario.name(), written.display());
@@ -471,8 +484,6 @@ fn start_flood(
                 source_bits.to_string(),
                 "--seconds".into(),
                 seconds.to_string(),
-                "--rate".into(),
-                options.attack_rate.to_string(),
             ];
             for template in templates {
                 args.push("--frame".into());
