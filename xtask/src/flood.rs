@@ -443,13 +443,9 @@ fn start_flood(
             })
             .collect(),
         Generator::PacketSocket => Ok(vec![
-            lab.exec(
-                Host::Client,
-                "nice",
+            lab.attacker(
+                xtask.to_str().context("non-UTF-8 path")?,
                 [
-                    lab::ATTACKER_NICENESS[0].to_string(),
-                    lab::ATTACKER_NICENESS[1].into(),
-                    xtask.to_str().context("non-UTF-8 path")?.into(),
                     "lab-packet-flood".to_string(),
                     "--iface".into(),
                     PEER_IFACE.into(),
@@ -474,10 +470,7 @@ fn start_flood(
             );
             let (templates, source_bits) = packet_flood::live_templates(scenario, macs);
             let mut args = vec![
-                lab::ATTACKER_NICENESS[0].to_string(),
-                lab::ATTACKER_NICENESS[1].into(),
-                synguard.to_str().context("non-UTF-8 path")?.into(),
-                "lab-flood-frames".into(),
+                "lab-flood-frames".to_string(),
                 "--iface".into(),
                 PEER_IFACE.into(),
                 "--source-bits".into(),
@@ -490,7 +483,7 @@ fn start_flood(
                 args.push(template.iter().map(|byte| format!("{byte:02x}")).collect());
             }
             Ok(vec![
-                lab.exec(Host::Client, "nice", args)
+                lab.attacker(synguard.to_str().context("non-UTF-8 path")?, args)
                     .stdout(Stdio::null())
                     .spawn()
                     .context("starting the live-frames flood")?,

@@ -114,6 +114,18 @@ impl Lab {
         command
     }
 
+    /// A flood generator's command: `program` with `args` in the client namespace, at
+    /// [`ATTACKER_NICENESS`].
+    pub fn attacker<I, S>(&self, program: &str, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut command = self.exec(Host::Client, "nice", ATTACKER_NICENESS);
+        command.arg(program).args(args);
+        command
+    }
+
     /// Starts `synguard run` in the guard namespace on both of the guard's links, with `args`
     /// after them, and returns once its program is attached (30 s at most; an early exit or
     /// a timeout is an error, the process killed).
@@ -164,11 +176,10 @@ impl Lab {
     /// `-a SOURCE`, `--rand-source`, `-p PORT`...).
     pub fn flood(&self, seconds: u32, args: &[&str]) -> Result<std::process::Child> {
         let seconds = seconds.to_string();
-        let mut argv = vec![ATTACKER_NICENESS[0], ATTACKER_NICENESS[1], "timeout"];
-        argv.extend([seconds.as_str(), "hping3", "-q", "--flood"]);
+        let mut argv = vec![seconds.as_str(), "hping3", "-q", "--flood"];
         argv.extend_from_slice(args);
         argv.push(SERVER_ADDR);
-        self.exec(Host::Client, "nice", argv)
+        self.attacker("timeout", argv)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -514,7 +525,7 @@ pub fn keep_off_guard_cpu() -> Result<()> {
 /// `nice` arguments for flood generators: the attacker's CPU is not the clients' nor the
 /// server's in a real network; here they share one, and the generator, always runnable, would
 /// otherwise delay their wakeups.
-pub const ATTACKER_NICENESS: [&str; 2] = ["-n", "19"];
+const ATTACKER_NICENESS: [&str; 2] = ["-n", "19"];
 
 /// The guest's halt-polling window, on a VM with the haltpoll cpuidle driver.
 const HALT_POLL_NS: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
