@@ -116,7 +116,7 @@ pub fn lab_flood_frames(args: LabFloodArgs) -> Result<()> {
         .frames
         .iter()
         .map(|text| {
-            let bytes = parse_hex(text).with_context(|| format!("--frame {text}"))?;
+            let bytes = hex::decode(text).with_context(|| format!("--frame {text}"))?;
             <[u8; LAB_FLOOD_FRAME_LEN]>::try_from(bytes).map_err(|bytes| {
                 anyhow::anyhow!(
                     "--frame has {} bytes, not {LAB_FLOOD_FRAME_LEN}",
@@ -158,14 +158,4 @@ pub fn lab_flood_frames(args: LabFloodArgs) -> Result<()> {
     }
     println!("sent {sent} frames");
     Ok(())
-}
-
-fn parse_hex(text: &str) -> Result<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        bail!("an odd number of hex digits");
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).context("not hex"))
-        .collect()
 }

@@ -480,7 +480,7 @@ fn start_flood(
             ];
             for template in templates {
                 args.push("--frame".into());
-                args.push(template.iter().map(|byte| format!("{byte:02x}")).collect());
+                args.push(hex::encode(template));
             }
             Ok(vec![
                 lab.attacker(synguard.to_str().context("non-UTF-8 path")?, args)
