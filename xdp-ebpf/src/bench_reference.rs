@@ -14,6 +14,8 @@ use aya_ebpf::{
 };
 use synguard_common::checksum::{add_words, finish, pseudo_header_v4};
 
+use crate::frame::swap_for_floor;
+
 const IP_AT: usize = 14;
 const IP_LEN: usize = 20;
 const TCP_AT: usize = IP_AT + IP_LEN;
@@ -25,10 +27,10 @@ pub fn kernel_cookie_syn_ack(ctx: &XdpContext) -> u32 {
     if data + TCP_AT + TCP_LEN > ctx.data_end() {
         return XDP_PASS;
     }
-    // SAFETY: the whole frame shape was just checked to lie within the packet.
-    unsafe {
-        let frame = data as *mut u8;
-        let macs = &mut *(frame as *mut [u8; 12]);
+    let frame = data as *mut u8;
+    // SAFETY: the whole frame shape was just checked to lie within the packet; the references
+    // end before the swap below writes the same bytes.
+    let (cookie, mss, client_isn) = unsafe {
         let ip = &mut *(frame.add(IP_AT) as *mut [u8; IP_LEN]);
         let tcp = &mut *(frame.add(TCP_AT) as *mut [u8; TCP_LEN]);
         if ip[0] != 0x45 || ip[9] != 6 || tcp[12] >> 4 != (TCP_LEN / 4) as u8 || tcp[13] != 0x02 {
@@ -42,16 +44,17 @@ pub fn kernel_cookie_syn_ack(ctx: &XdpContext) -> u32 {
         if answer < 0 {
             return XDP_DROP;
         }
-        let (cookie, mss) = (answer as u32, (answer >> 32) as u16);
-        for i in 0..6 {
-            macs.swap(i, 6 + i);
-        }
-        for i in 0..4 {
-            ip.swap(12 + i, 16 + i);
-        }
-        tcp.swap(0, 2);
-        tcp.swap(1, 3);
-        let client_isn = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+        (
+            answer as u32,
+            (answer >> 32) as u16,
+            u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        )
+    };
+    swap_for_floor(ctx);
+    // SAFETY: as above.
+    unsafe {
+        let ip = &mut *(frame.add(IP_AT) as *mut [u8; IP_LEN]);
+        let tcp = &mut *(frame.add(TCP_AT) as *mut [u8; TCP_LEN]);
         tcp[4..8].copy_from_slice(&cookie.to_be_bytes());
         tcp[8..12].copy_from_slice(&client_isn.wrapping_add(1).to_be_bytes());
         tcp[13] = 0x12;
