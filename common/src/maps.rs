@@ -12,6 +12,10 @@ pub const SYN_ACK_SETTINGS_MAP: &str = "SYN_ACK_SETTINGS";
 pub const PROTECTED_MAP: &str = "PROTECTED";
 pub const FLOWS_MAP: &str = "FLOWS";
 pub const FLOW_EVENTS_MAP: &str = "FLOW_EVENTS";
+/// The filter in front of the flows map (`flow_filter`): two entries, the halves, memory-mapped
+/// by the controller; and the index of the half the data plane reads (one `u32` entry).
+pub const FLOW_FILTER_MAP: &str = "FLOW_FILTER";
+pub const FLOW_FILTER_ACTIVE_MAP: &str = "FLOW_FILTER_ACTIVE";
 /// The lab's live-frames flood generator's template frame (one entry).
 pub const LAB_FLOOD_TEMPLATE_MAP: &str = "LAB_FLOOD_TEMPLATE";
 /// Its length: untagged Ethernet, IPv4 without options, TCP without options.

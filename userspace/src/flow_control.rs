@@ -1,6 +1,8 @@
 //! The flow table at work: data-plane events in, commands carried out (segments sent, entries
 //! removed from the flows map), and the answers `synguard flows` and `synguard status` print.
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData, MapError};
 use log::{debug, warn};
@@ -12,6 +14,7 @@ use synguard_common::{
 
 use crate::{
     flow_events::{self, client, server},
+    flow_filter::FlowFilter,
     flows::{Command, FlowTable, FlowTimers},
     inject::Injector,
     tcp_state::State,
@@ -20,8 +23,14 @@ use crate::{
 pub struct FlowControl {
     pub table: FlowTable,
     map: HashMap<MapData, FlowKey, FlowEntry>,
+    filter: FlowFilter,
+    /// When the filter was last checked for stale marks.
+    filter_checked: Instant,
     injector: Injector,
 }
+
+/// How often the flows filter is checked for stale marks (a check counts 128 KiB of marks).
+const FILTER_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The data plane's clock (`bpf_ktime_get_coarse_ns`).
 pub fn monotonic_coarse_ns() -> u64 {
@@ -35,12 +44,28 @@ pub fn monotonic_coarse_ns() -> u64 {
 }
 
 impl FlowControl {
-    pub fn new(map: aya::maps::Map, timers: FlowTimers) -> Result<Self> {
-        Ok(Self {
+    /// `map` is the flows map; the filter in front of it is rebuilt from it at once (a
+    /// restarted controller may find marks of flows long gone).
+    pub fn new(map: aya::maps::Map, filter: FlowFilter, timers: FlowTimers) -> Result<Self> {
+        let mut control = Self {
             table: FlowTable::new(timers),
             map: HashMap::try_from(map).context("the flows map")?,
+            filter,
+            filter_checked: Instant::now(),
             injector: Injector::new()?,
-        })
+        };
+        control.rebuild_filter()?;
+        Ok(control)
+    }
+
+    /// Rebuilds the flows filter from the flows map; returns the slots marked.
+    pub fn rebuild_filter(&mut self) -> Result<usize> {
+        let marked = self
+            .filter
+            .rebuild(self.map.keys().filter_map(Result::ok))
+            .context("rebuilding the flows filter")?;
+        debug!("flows filter rebuilt: {marked} slots marked");
+        Ok(marked)
     }
 
     /// One ring-buffer record.
@@ -75,6 +100,18 @@ impl FlowControl {
             .table
             .on_tick(monotonic_coarse_ns(), |key| map.get(key, 0).ok());
         self.carry_out(&commands);
+        if self.filter_checked.elapsed() >= FILTER_CHECK_EVERY {
+            self.filter_checked = Instant::now();
+            // A failed rebuild leaves the filter as it was: correct, only less selective.
+            let checked = match self.filter.stale() {
+                Ok(true) => self.rebuild_filter().map(drop),
+                Ok(false) => Ok(()),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = checked {
+                warn!("{error:#}");
+            }
+        }
     }
 
     fn carry_out(&mut self, commands: &[Command]) {

@@ -7,6 +7,7 @@ pub mod control;
 pub mod export;
 pub mod flow_control;
 pub mod flow_events;
+pub mod flow_filter;
 pub mod flows;
 pub mod guard_config;
 pub mod inject;

@@ -42,6 +42,8 @@ pub const PINNED_MAPS: &[&str] = &[
     "SOURCE_SKETCH",
     "POLICY_SETTINGS",
     "FLOWS",
+    "FLOW_FILTER",
+    "FLOW_FILTER_ACTIVE",
     "FLOW_EVENTS",
 ];
 

@@ -23,6 +23,7 @@ use synguard_common::{
 use crate::{
     auto_mode::DEFAULT_AUTO_SYN_RATE,
     flow_events,
+    flow_filter::FlowFilter,
     guard_config::{self, ProtectedService},
     object, stats,
 };
@@ -49,6 +50,7 @@ pub struct DataPlane {
     program: String,
     counters: PerCpuArray<MapData, CounterBlock>,
     events: Option<RingBuf<MapData>>,
+    flow_filter: Option<FlowFilter>,
 }
 
 impl DataPlane {
@@ -63,6 +65,7 @@ impl DataPlane {
             program: program.to_string(),
             counters,
             events: None,
+            flow_filter: None,
         })
     }
 
@@ -105,6 +108,40 @@ impl DataPlane {
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Puts `entry` into the flows map behind the flows filter's back (nothing but the data
+    /// plane inserts flows: this stands for a flow the filter lost).
+    pub fn put_flow_unfiltered(&mut self, flow: &FlowKey, entry: &FlowEntry) -> Result<()> {
+        self.flows_map()?.insert(flow, entry, 0)?;
+        Ok(())
+    }
+
+    /// Removes a flow from the flows map, as the controller does when it closes.
+    pub fn remove_flow(&mut self, flow: &FlowKey) -> Result<()> {
+        self.flows_map()?.remove(flow)?;
+        Ok(())
+    }
+
+    fn flows_map(&mut self) -> Result<HashMap<&mut MapData, FlowKey, FlowEntry>> {
+        Ok(HashMap::try_from(
+            self.ebpf.map_mut(FLOWS_MAP).context("flows map missing")?,
+        )?)
+    }
+
+    /// Rebuilds the flows filter from the flows map, as the controller does; returns the
+    /// slots marked.
+    pub fn rebuild_flow_filter(&mut self) -> Result<usize> {
+        if self.flow_filter.is_none() {
+            self.flow_filter = Some(FlowFilter::take(&mut self.ebpf)?);
+        }
+        let keys: Vec<FlowKey> = HashMap::<_, FlowKey, FlowEntry>::try_from(
+            self.ebpf.map(FLOWS_MAP).context("flows map missing")?,
+        )?
+        .keys()
+        .collect::<Result<_, _>>()?;
+        let filter = self.flow_filter.as_mut().expect("just set");
+        filter.rebuild(keys.into_iter())
     }
 
     /// Blocks `prefix` as the controller would.

@@ -20,6 +20,7 @@ use synguard::{
     control,
     export::LineSink,
     flow_control::FlowControl,
+    flow_filter::FlowFilter,
     flows::FlowTimers,
     metrics::{self, Snapshot},
     persist::{self, CLIENT_LINK, Pins, SERVER_LINK},
@@ -337,6 +338,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
     let mut flows = FlowControl::new(
         ebpf.take_map(FLOWS_MAP)
             .context("flows map missing from the eBPF object")?,
+        FlowFilter::take(&mut ebpf)?,
         timers,
     )?;
     let logger = EbpfLogger::init(&mut ebpf).context("starting the eBPF log reader")?;

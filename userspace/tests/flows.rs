@@ -413,3 +413,43 @@ fn a_closed_tuple_is_reused_by_a_new_connection() {
     );
     assert_eq!(guard.events().unwrap()[0].kind, event_kind::VALIDATED);
 }
+
+/// The filter in front of the flows map: a flow the data plane recorded is found; an entry the
+/// filter never saw (put into the map behind its back) is taken for no flow, so the map is not
+/// even looked up, until the controller's rebuild from the map marks it; a rebuild after the
+/// controller removed a flow forgets it.
+#[test]
+fn the_flows_filter_holds_what_the_map_holds_after_a_rebuild() {
+    let mut guard = guard();
+    let (recorded, unseen) = (syn_v4(0), syn_v4_from_port(CLIENT_PORT + 1));
+    let (cookie, tsval, _) = syn_ack_for(&mut guard, &recorded, 0);
+    let third = third_ack(cookie, CLIENT_TS, tsval.unwrap());
+    passes(&mut guard, synguard::object::GUARD_PROGRAM, &third);
+    let entry = guard.flow(&flow_of(&recorded)).unwrap().expect("recorded");
+    guard
+        .put_flow_unfiltered(&flow_of(&unseen), &entry)
+        .unwrap();
+    // A SYN of a flow waiting for the server is dropped; a SYN of no flow gets a cookie.
+    let answer = |guard: &mut DataPlane, syn: &[u8]| {
+        let before = guard.counters().unwrap();
+        guard.run(syn).unwrap();
+        let after = guard.counters().unwrap();
+        [Counter::DropAwaitingBackend, Counter::TxSynCookie]
+            .into_iter()
+            .find(|&counter| after.get(counter) > before.get(counter))
+            .expect("one of the two")
+    };
+    assert_eq!(answer(&mut guard, &recorded), Counter::DropAwaitingBackend);
+    assert_eq!(
+        answer(&mut guard, &unseen),
+        Counter::TxSynCookie,
+        "not in the filter: not looked up"
+    );
+    assert_eq!(guard.rebuild_flow_filter().unwrap(), 2);
+    assert_eq!(answer(&mut guard, &recorded), Counter::DropAwaitingBackend);
+    assert_eq!(answer(&mut guard, &unseen), Counter::DropAwaitingBackend);
+    guard.remove_flow(&flow_of(&recorded)).unwrap();
+    assert_eq!(guard.rebuild_flow_filter().unwrap(), 1);
+    assert_eq!(answer(&mut guard, &recorded), Counter::TxSynCookie);
+    assert_eq!(answer(&mut guard, &unseen), Counter::DropAwaitingBackend);
+}

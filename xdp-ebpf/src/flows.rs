@@ -3,7 +3,9 @@
 
 use aya_ebpf::programs::XdpContext;
 use synguard_common::{
+    cookie::FlowKey,
     counters::Counter,
+    flow_filter::{flow_filter_slot, mark},
     maps::{
         FlowDirection, FlowEntry, FlowStart, NO_WINDOW_SCALE, TO_CLIENT, TO_SERVER, WireOptions,
         event_kind, phase,
@@ -17,7 +19,7 @@ use synguard_common::{
 };
 
 use crate::{
-    FLOWS, Guarded, NEW_FLOW, events,
+    FLOW_FILTER, FLOWS, Guarded, NEW_FLOW, events,
     frame::XdpFrame,
     route,
     syn_cookie::{emit, now_coarse_ns},
@@ -26,6 +28,23 @@ use crate::{
 #[inline(always)]
 fn verdict(action: Action, reason: Counter) -> Verdict {
     Verdict { action, reason }
+}
+
+/// Records a new flow: its slot in both halves of the flows filter first, so that the filter
+/// never says "no flow" of a flow in the map (see `synguard_common::flow_filter`).
+#[inline(always)]
+pub fn insert(flow: &FlowKey, entry: &FlowEntry) -> Result<(), i32> {
+    let slot = flow_filter_slot(flow);
+    let (Some(zero), Some(one)) = (FLOW_FILTER.get_ptr_mut(0), FLOW_FILTER.get_ptr_mut(1)) else {
+        return Err(-1);
+    };
+    // SAFETY: shared map memory; concurrent writers (other CPUs, the controller) only store
+    // whole bytes, so a store cannot tear anyone else's.
+    unsafe {
+        mark(&mut *zero, slot);
+        mark(&mut *one, slot);
+    }
+    FLOWS.insert(flow, entry, 0)
 }
 
 /// Notes a segment the sender sent: its end, its FIN, its window, its size.
@@ -207,7 +226,7 @@ pub fn admit(guarded: &Guarded) -> Verdict {
         next_seq: syn.seq.wrapping_add(1),
         window: syn.window as u32, // a SYN's window is never scaled
     });
-    if FLOWS.insert(&guarded.flow, &*entry, 0).is_err() {
+    if insert(&guarded.flow, entry).is_err() {
         return verdict(Action::Drop, Counter::DropRewriteFailed);
     }
     if !events::report(

@@ -18,7 +18,7 @@ mod syn_cookie;
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_NO_PREALLOC,
+        BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
         xdp_action::{XDP_ABORTED, XDP_PASS, XDP_TX},
     },
     macros::{map, xdp},
@@ -32,6 +32,7 @@ use aya_log_ebpf::debug;
 use synguard_common::{
     cookie::{CookieKeys, FlowKey},
     counters::{Counter, CounterBlock, Tally},
+    flow_filter::{FlowFilterHalf, flow_filter_slot, may_hold},
     maps::{
         ALLOWED_CAPACITY, AllowValue, BLOCKED_CAPACITY, BlockValue, FLOW_EVENTS_RING_BYTES,
         FLOWS_CAPACITY, FlowEntry, LAB_FLOOD_FRAME_LEN, PROTECTED_CAPACITY, PolicySettings,
@@ -161,6 +162,15 @@ static POLICY_SETTINGS: Array<PolicySettings> = Array::with_max_entries(1, 0);
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowEntry> = LruHashMap::with_max_entries(FLOWS_CAPACITY, 0);
 
+/// The filter in front of `FLOWS` (see `synguard_common::flow_filter`): its two halves,
+/// memory-mapped by the controller, which rebuilds one while the other is read.
+#[map]
+static FLOW_FILTER: Array<FlowFilterHalf> = Array::with_max_entries(2, BPF_F_MMAPABLE);
+
+/// Which half of `FLOW_FILTER` the client side reads, written by the controller.
+#[map]
+static FLOW_FILTER_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Flow events (validations, joins, control segments), for the controller.
 #[map]
 static FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(FLOW_EVENTS_RING_BYTES, 0);
@@ -282,6 +292,20 @@ fn lookup(flow: &FlowKey) -> (Known, *mut FlowEntry) {
     }
 }
 
+/// [`lookup`] for a client's segment: the filter first, so that a segment of no flow (nearly
+/// all of a flood) skips the flows map and the cache miss its lookup costs.
+#[inline(always)]
+fn lookup_from_client(flow: &FlowKey) -> (Known, *mut FlowEntry) {
+    let active = match FLOW_FILTER_ACTIVE.get(0) {
+        Some(active) => *active & 1,
+        None => 0,
+    };
+    match FLOW_FILTER.get(active) {
+        Some(half) if !may_hold(half, flow_filter_slot(flow)) => (Known::No, core::ptr::null_mut()),
+        _ => lookup(flow),
+    }
+}
+
 /// The client side: attached to the interface that faces the clients. Parses, and hands every
 /// well-formed IP packet to the client-segment stage.
 #[xdp]
@@ -345,7 +369,7 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
         return finish(&ctx, tally, pass_ip(transport));
     }
     guarded.source.slot = service;
-    let (known, entry) = lookup(&guarded.flow);
+    let (known, entry) = lookup_from_client(&guarded.flow);
     let syn = guarded.tcp.flags.has(TcpFlags::SYN);
     let config = SERVICES.get(guarded.source.slot as u32);
     let (service_mode, cookies_on) = match config {

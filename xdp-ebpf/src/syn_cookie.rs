@@ -17,7 +17,7 @@ use synguard_common::{
 };
 
 use crate::{
-    COOKIE_KEYS, FLOWS, Guarded, NEW_FLOW, SEGMENT_SCRATCH, SYN_ACK_SETTINGS, events,
+    COOKIE_KEYS, FLOWS, Guarded, NEW_FLOW, SEGMENT_SCRATCH, SYN_ACK_SETTINGS, events, flows,
     frame::replace_l3,
 };
 
@@ -126,7 +126,7 @@ pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     });
     // A full LRU map evicts its oldest entry: insertion does not fail for lack of room. A
     // SYN on a closed tuple overwrites the old connection here.
-    if FLOWS.insert(flow, &*entry, 0).is_err() {
+    if flows::insert(flow, entry).is_err() {
         return verdict(Action::Drop, Counter::DropRewriteFailed);
     }
     if !events::report(event_kind::VALIDATED, TO_SERVER, flow, ack, entry, 0, 0) {
