@@ -40,7 +40,10 @@ use synguard_common::{
         STAGE_CLIENT_SEGMENT, STAGE_COUNT, ServiceConfig, ServiceCounters, SourceCounters,
         SourceKey, TO_CLIENT, TO_SERVER, VOUCHED_CAPACITY, ipv4_mapped, phase,
     },
-    parse::{L3, ParseScratch, ParsedFrame, TcpFlags, TcpSegment, TransportKind, parse_frame_with},
+    parse::{
+        IpAddrs, L3, ParseScratch, ParsedFrame, TcpFlags, TcpSegment, TransportKind,
+        parse_frame_with,
+    },
     segment::{SEGMENT_BUF_LEN, SynAckSettings},
     sketch::{SKETCH_BLOCKS, SketchBlock, count_and_pass, sketch_place},
     token_bucket::TokenBucket,
@@ -175,10 +178,9 @@ static FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(FLOW_EVENTS_RING_BYTES, 0)
 /// An IP packet from a client, or a TCP segment from a server: what the later stages and the
 /// actions need of it.
 pub struct Guarded {
-    /// The packet's addresses and ports (a client's packet that is not TCP has no ports: they
-    /// mean nothing then). On the client side the source is `flow.client`, the destination
-    /// `flow.server`.
     pub flow: FlowKey,
+    /// The packet's addresses, as parsed.
+    pub addrs: IpAddrs,
     /// The source as the allow/block tries and the per-source counters key it (with the
     /// service slot once known), filled in by the client-segment stage.
     pub source: SourceKey,
@@ -231,6 +233,9 @@ fn parse(ctx: &XdpContext, scratch: &mut ParseScratch, from_client: bool) -> Par
         } else {
             FlowKey::from_server_segment(&packet.addrs, tcp)
         };
+        // Copied as parsed: mapping IPv4 into IPv6 here (a branch on the family) makes the
+        // verifier track the parser's paths apart and run out of budget.
+        slot.addrs = packet.addrs;
         slot.transport = transport_code(packet.transport.kind);
         // A plain copy, not `slot.tcp = *tcp`: LLVM turns that into a memmove, which it
         // cannot inline for BPF and the byte loop it calls costs a few percent of a SYN.
@@ -342,7 +347,7 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
     let guarded = unsafe { &mut *guarded };
     let tally = guarded.tally;
     guarded.source = SourceKey {
-        addr: mapped(&guarded.flow.client, guarded.flow.family),
+        addr: mapped(&guarded.addrs, true),
         slot: 0,
         _pad: [0; 3],
     };
@@ -359,10 +364,7 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
         _ => TransportKind::Other,
     };
     let service = if transport == TransportKind::Tcp {
-        service_slot(
-            &mapped(&guarded.flow.server, guarded.flow.family),
-            guarded.tcp.dst_port,
-        )
+        service_slot(&mapped(&guarded.addrs, false), guarded.tcp.dst_port)
     } else {
         0
     };
@@ -609,10 +611,11 @@ fn transport_code(kind: TransportKind) -> u8 {
     }
 }
 
-/// An address as the tries key it: IPv4 (`family` 4) as IPv4-mapped IPv6.
+/// An address as the tries key it: IPv4 as IPv4-mapped IPv6. `source` picks which one.
 #[inline(always)]
-fn mapped(address: &[u8; 16], family: u8) -> ProtectedAddress {
-    if family == 6 {
+fn mapped(addrs: &IpAddrs, source: bool) -> ProtectedAddress {
+    let address = if source { &addrs.src } else { &addrs.dst };
+    if addrs.is_v6() {
         *address
     } else {
         ipv4_mapped(&[address[0], address[1], address[2], address[3]])
