@@ -124,6 +124,19 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
+    /// An IPv4 flow.
+    pub fn v4(client: [u8; 4], client_port: u16, server: [u8; 4], server_port: u16) -> Self {
+        let mut key = FlowKey {
+            client_port,
+            server_port,
+            family: 4,
+            ..FlowKey::default()
+        };
+        key.client[..4].copy_from_slice(&client);
+        key.server[..4].copy_from_slice(&server);
+        key
+    }
+
     /// The flow of a segment sent by the client.
     #[inline(always)]
     pub fn from_client_segment(addrs: &IpAddrs, tcp: &TcpSegment) -> Self {

@@ -68,15 +68,7 @@ mod tests {
     use super::*;
 
     fn flow(client: [u8; 4], client_port: u16, server_port: u16) -> FlowKey {
-        let mut key = FlowKey {
-            client_port,
-            server_port,
-            family: 4,
-            ..FlowKey::default()
-        };
-        key.client[..4].copy_from_slice(&client);
-        key.server[..4].copy_from_slice(&[198, 19, 1, 2]);
-        key
+        FlowKey::v4(client, client_port, [198, 19, 1, 2], server_port)
     }
 
     fn half() -> Box<FlowFilterHalf> {

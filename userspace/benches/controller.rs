@@ -41,16 +41,12 @@ const FLOWS: u32 = 200_000;
 const REPEATS: usize = 5;
 
 fn events(i: u32) -> [FlowEvent; 2] {
-    let mut flow = FlowKey {
-        client: [198, 18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        server: [198, 19, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        client_port: (i % 60000) as u16 + 1024,
-        server_port: 80,
-        family: 4,
-        _pad: [0; 3],
-    };
-    flow.client[2] = (i >> 16) as u8;
-    flow.client[3] = (i >> 8) as u8;
+    let flow = FlowKey::v4(
+        [198, 18, (i >> 16) as u8, (i >> 8) as u8],
+        (i % 60000) as u16 + 1024,
+        [198, 19, 1, 2],
+        80,
+    );
     let mut entry = FlowEntry {
         client_isn: i.wrapping_mul(2_654_435_761),
         guard_isn: i,

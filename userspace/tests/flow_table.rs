@@ -19,14 +19,7 @@ const COOKIE: u32 = 0x4000_0000;
 const SERVER_ISN: u32 = 0x9000_0000;
 
 fn key(port: u16) -> FlowKey {
-    FlowKey {
-        client: [198, 18, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        server: [198, 19, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        client_port: port,
-        server_port: 80,
-        family: 4,
-        _pad: [0; 3],
-    }
+    FlowKey::v4([198, 18, 1, 2], port, [198, 19, 1, 2], 80)
 }
 
 fn entry(joined: bool) -> FlowEntry {
