@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
-    maps::{Array, Map, MapData},
+    maps::{Array, Map, MapData, MapError},
 };
 use synguard_common::{
     cookie::FlowKey,
@@ -62,6 +62,22 @@ impl<'a> Rebuild<'a> {
         fence(Ordering::Release);
         (rebuilt as u32, marked(self.halves[rebuilt]))
     }
+}
+
+/// Steps 3 and 4 of a [`Rebuild`]: marks every key, then names the half to activate; an
+/// error (a key unread, or more than `most` of them) means the half must not be used.
+fn mark_all(
+    mut rebuild: Rebuild,
+    keys: impl Iterator<Item = Result<FlowKey, MapError>>,
+    most: usize,
+) -> Result<(u32, usize)> {
+    for (read, key) in keys.enumerate() {
+        if read == most {
+            bail!("the flows map changed faster than it could be read ({most} keys)");
+        }
+        rebuild.mark_live(&key.context("reading the flows map's keys")?);
+    }
+    Ok(rebuild.activate())
 }
 
 /// How many slots of a half are marked.
@@ -168,8 +184,14 @@ impl FlowFilter {
     }
 
     /// Rebuilds the filter from the flows map's `keys` (see [`Rebuild`]); returns how many
-    /// slots the rebuilt half has marked.
-    pub fn rebuild(&mut self, keys: impl Iterator<Item = FlowKey>) -> Result<usize> {
+    /// slots the rebuilt half has marked. The data plane is switched to the rebuilt half only
+    /// when every key was read: a read error, or more than `most` keys (a map churning faster
+    /// than it is read makes the kernel restart the walk), leaves the filter as it was.
+    pub fn rebuild(
+        &mut self,
+        keys: impl Iterator<Item = Result<FlowKey, MapError>>,
+        most: usize,
+    ) -> Result<usize> {
         let active = self
             .active
             .get(&0, 0)
@@ -177,10 +199,7 @@ impl FlowFilter {
         let mut rebuild = Rebuild::new(self.shared.halves(), active);
         rebuild.clear_inactive();
         grace_period()?;
-        for key in keys {
-            rebuild.mark_live(&key);
-        }
-        let (rebuilt, marked) = rebuild.activate();
+        let (rebuilt, marked) = mark_all(rebuild, keys, most)?;
         self.active
             .set(0, rebuilt, 0)
             .context("switching the filter half")?;
@@ -263,6 +282,22 @@ mod tests {
         );
         // The next rebuild goes the other way.
         assert_eq!(Rebuild::new([&zero, &one], active).activate().0, 0);
+    }
+
+    /// A walk of the flows map that fails or does not end yields no half to activate: one
+    /// missing key would make its flow's segments look like no flow's.
+    #[test]
+    fn an_incomplete_walk_of_the_flows_map_activates_nothing() {
+        let (zero, one) = (half(), half());
+        let keys = || (0..10).map(|p| Ok(flow([198, 18, 0, 2], 40_000 + p)));
+        let walk = |keys: Vec<Result<FlowKey, MapError>>, most| {
+            mark_all(Rebuild::new([&zero, &one], 0), keys.into_iter(), most)
+        };
+        assert_eq!(walk(keys().collect(), 10).unwrap().0, 1, "all 10 read");
+        assert!(walk(keys().collect(), 9).is_err(), "more than the most");
+        let mut failing: Vec<_> = keys().collect();
+        failing.insert(5, Err(MapError::KeyNotFound));
+        assert!(walk(failing, 100).is_err(), "a read error");
     }
 
     #[test]
