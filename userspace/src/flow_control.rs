@@ -45,7 +45,8 @@ pub fn monotonic_coarse_ns() -> u64 {
 
 impl FlowControl {
     /// `map` is the flows map; the filter in front of it is rebuilt from it at once (a
-    /// restarted controller may find marks of flows long gone).
+    /// restarted controller may find marks of flows long gone). A rebuild that fails only
+    /// leaves those marks: the filter the data plane keeps never misses a flow.
     pub fn new(map: aya::maps::Map, filter: FlowFilter, timers: FlowTimers) -> Result<Self> {
         let mut control = Self {
             table: FlowTable::new(timers),
@@ -54,7 +55,9 @@ impl FlowControl {
             filter_checked: Instant::now(),
             injector: Injector::new()?,
         };
-        control.rebuild_filter()?;
+        if let Err(error) = control.rebuild_filter() {
+            warn!("{error:#}");
+        }
         Ok(control)
     }
 
