@@ -9,6 +9,7 @@ use log::{debug, warn};
 use serde_json::{Value, json};
 use synguard_common::{
     cookie::FlowKey,
+    flow_filter::FLOW_FILTER_SLOTS,
     maps::{FlowDirection, FlowEntry},
 };
 
@@ -186,6 +187,11 @@ impl FlowControl {
             "states": states,
             "awaiting_server": self.table.awaiting_server(),
             "counts": self.table.counts,
+            "flows_filter": {
+                "slots": FLOW_FILTER_SLOTS,
+                "marked": self.filter.marked().ok(),
+                "rebuilds": self.filter.rebuilds,
+            },
         })
     }
 }
@@ -195,7 +201,7 @@ pub fn status_text(status: &Value) -> String {
     let count = |name: &str| status["states"][name].as_u64().unwrap_or(0);
     let mut text = format!(
         "Flows: {} (estab {}, synrecv {}, timewait {}, closewait {})\n\
-         Half-open: {} (validated, the server has not answered yet)\n\n",
+         Half-open: {} (validated, the server has not answered yet)\n",
         status["flows"],
         count("ESTAB"),
         count("SYN-RECV"),
@@ -203,6 +209,15 @@ pub fn status_text(status: &Value) -> String {
         count("CLOSE-WAIT"),
         status["awaiting_server"],
     );
+    let filter = &status["flows_filter"];
+    if let (Some(marked), Some(slots)) = (filter["marked"].as_u64(), filter["slots"].as_u64()) {
+        text.push_str(&format!(
+            "Flows filter: {marked} of {slots} slots marked ({:.1} %; {} rebuilds)\n",
+            100.0 * marked as f64 / slots.max(1) as f64,
+            filter["rebuilds"],
+        ));
+    }
+    text.push('\n');
     text.push_str("State        Flows\n");
     for state in State::ALL {
         text.push_str(&format!("{:<12} {}\n", state.name(), count(state.name())));

@@ -163,6 +163,8 @@ pub struct FlowFilter {
     active: Array<MapData, u32>,
     /// Slots marked right after the last rebuild: the live flows' share.
     marked_after_rebuild: usize,
+    /// Rebuilds done by this controller.
+    pub rebuilds: u64,
 }
 
 impl FlowFilter {
@@ -180,6 +182,7 @@ impl FlowFilter {
             shared: SharedHalves::map(filter)?,
             active,
             marked_after_rebuild: 0,
+            rebuilds: 0,
         })
     }
 
@@ -204,18 +207,24 @@ impl FlowFilter {
             .set(0, rebuilt, 0)
             .context("switching the filter half")?;
         self.marked_after_rebuild = marked;
+        self.rebuilds += 1;
         Ok(marked)
+    }
+
+    /// Slots marked in the half the data plane reads.
+    pub fn marked(&self) -> Result<usize> {
+        let active = self
+            .active
+            .get(&0, 0)
+            .context("reading the active filter half")?;
+        Ok(marked(self.shared.halves()[(active & 1) as usize]))
     }
 
     /// Worth a rebuild: the half being read has over twice the marks of the last rebuild,
     /// and over 1/16 of its slots (below that, nearly every flood segment skips the lookup
     /// anyway, and a rebuild walks the whole flows map).
     pub fn stale(&self) -> Result<bool> {
-        let active = self
-            .active
-            .get(&0, 0)
-            .context("reading the active filter half")?;
-        let now = marked(self.shared.halves()[(active & 1) as usize]);
+        let now = self.marked()?;
         Ok(now > FLOW_FILTER_SLOTS / 16 && now > 2 * self.marked_after_rebuild)
     }
 }

@@ -344,6 +344,14 @@ fn a_thousand_concurrent_connections() {
         N,
         "synguard flows lists them all"
     );
+    // The data plane marked every flow in the filter in front of its flows map (a few share
+    // a slot: 1,000 flows in 131,072 slots; earlier connections of the test may add some).
+    let filter = &ask(&lab, "status")["flows_filter"];
+    let marked = filter["marked"].as_u64().unwrap();
+    assert!(
+        (N as u64 - 20..=N as u64 + 100).contains(&marked),
+        "{filter}"
+    );
     drop(clients);
     drop(servers);
     wait_until_no_flows(&lab, Duration::from_secs_f64(2.0 * MSL_SECONDS + 5.0));
