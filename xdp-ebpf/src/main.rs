@@ -372,7 +372,6 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
         return finish(&ctx, tally, pass_ip(transport));
     }
     guarded.source.slot = service;
-    let (known, entry) = lookup_from_client(&guarded.flow);
     let syn = guarded.tcp.flags.has(TcpFlags::SYN);
     let config = SERVICES.get(guarded.source.slot as u32);
     let (service_mode, cookies_on) = match config {
@@ -383,6 +382,15 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
     // The allowlist is looked up for SYNs only: nothing else opens a connection.
     let bypass = syn && allowed_source(&guarded.source.addr) == Some(1);
     let admission = admission(service_mode, cookies_on, bypass);
+    let settings = POLICY_SETTINGS.get(0);
+    let gate = match settings {
+        Some(settings) => settings.track_after,
+        None => 0,
+    };
+    // The source's counters, then the flows filter: for a flood's segment each is a cache
+    // miss, and back to back the CPU waits for both at once.
+    let counters = source_counters(&guarded.source, gate);
+    let (known, entry) = lookup_from_client(&guarded.flow);
     let mut step = client_step(&guarded.tcp, known, admission);
     // One clock read for the buckets a SYN may take tokens from.
     let now = if syn { now_coarse_ns() } else { 0 };
@@ -397,20 +405,16 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
             step = client_step(&guarded.tcp, known, Admission::Cookie);
         }
     }
-    let settings = POLICY_SETTINGS.get(0);
-    let gate = match settings {
-        Some(settings) => settings.track_after,
-        None => 0,
-    };
-    let counters = source_counters(&guarded.source, gate);
     // A SYN that would open a connection takes a token from its source's bucket (per CPU);
-    // over the rate it drops here, or in monitor mode is only counted.
+    // over the rate it drops here, or in monitor mode is only counted. (`& syn`, not `&&`:
+    // with the short circuit LLVM left the value undefined on some paths yet spilled it, and
+    // the verifier refuses to read a register never written.)
     let opens = matches!(
         step,
         ClientStep::AnswerWithCookie
             | ClientStep::AdmitDirectly
             | ClientStep::PassUntouched(Counter::PassMonitored)
-    ) && syn;
+    ) & syn;
     let over_rate = opens
         && !counters.is_null()
         && match settings {
