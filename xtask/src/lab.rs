@@ -68,7 +68,10 @@ pub struct Lab {
     pub name: String,
 }
 
-/// A fresh suffix: two labs made in the same run (or by two runs) never share one.
+/// A fresh suffix: the process id and a count of this process's labs, so that two labs of
+/// one run, or of two runs at once, never share one; then a few bits of the clock, so that a
+/// later run with a recycled process id does not either (a lab a crashed run left may still
+/// exist). (Not a hash of the three: two different inputs could give one suffix.)
 pub fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -76,9 +79,8 @@ pub fn unique_suffix() -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let mixed =
-        std::process::id().rotate_left(16) ^ nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{mixed:08x}")
+    let serial = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}-{serial:x}-{:04x}", std::process::id(), nanos >> 16)
 }
 
 impl Lab {
