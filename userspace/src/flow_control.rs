@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use aya::maps::{HashMap, IterableMap, MapData, MapError};
+use aya::maps::{HashMap, MapData, MapError};
 use log::{debug, warn};
 use serde_json::{Value, json};
 use synguard_common::{
@@ -64,10 +64,9 @@ impl FlowControl {
 
     /// Rebuilds the flows filter from the flows map; returns the slots marked.
     pub fn rebuild_filter(&mut self) -> Result<usize> {
-        let most = 2 * self.map.map().info()?.max_entries() as usize;
         let marked = self
             .filter
-            .rebuild(self.map.keys(), most)
+            .rebuild(&self.map)
             .context("rebuilding the flows filter")?;
         debug!("flows filter rebuilt: {marked} slots marked");
         Ok(marked)

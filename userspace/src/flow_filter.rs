@@ -4,6 +4,7 @@
 //! map's keys and makes it the one read.
 
 use std::{
+    borrow::Borrow,
     os::fd::{AsFd, AsRawFd},
     ptr::NonNull,
     sync::atomic::{AtomicU8, Ordering, fence},
@@ -12,12 +13,12 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
-    maps::{Array, Map, MapData, MapError},
+    maps::{Array, HashMap, IterableMap, Map, MapData, MapError},
 };
 use synguard_common::{
     cookie::FlowKey,
     flow_filter::{FLOW_FILTER_SLOTS, flow_filter_slot},
-    maps::{FLOW_FILTER_ACTIVE_MAP, FLOW_FILTER_MAP},
+    maps::{FLOW_FILTER_ACTIVE_MAP, FLOW_FILTER_MAP, FlowEntry},
 };
 
 /// The rebuild, as steps over the two halves the data plane shares (atomics: it stores into
@@ -29,7 +30,7 @@ use synguard_common::{
 ///    it; a run that marks after step 1 keeps its mark.
 /// 3. [`Rebuild::mark_live`] for every key in the flows map.
 /// 4. [`Rebuild::activate`]: the caller makes the data plane read the rebuilt half.
-pub struct Rebuild<'a> {
+struct Rebuild<'a> {
     halves: [&'a [AtomicU8]; 2],
     active: usize,
 }
@@ -37,7 +38,7 @@ pub struct Rebuild<'a> {
 impl<'a> Rebuild<'a> {
     /// `halves` of [`FLOW_FILTER_SLOTS`] slots each; `active` is the half the data plane
     /// reads now (0 or 1).
-    pub fn new(halves: [&'a [AtomicU8]; 2], active: u32) -> Self {
+    fn new(halves: [&'a [AtomicU8]; 2], active: u32) -> Self {
         assert!(halves.iter().all(|half| half.len() == FLOW_FILTER_SLOTS));
         Self {
             halves,
@@ -45,18 +46,18 @@ impl<'a> Rebuild<'a> {
         }
     }
 
-    pub fn clear_inactive(&mut self) {
+    fn clear_inactive(&mut self) {
         for slot in self.halves[1 - self.active] {
             slot.store(0, Ordering::Relaxed);
         }
     }
 
-    pub fn mark_live(&mut self, flow: &FlowKey) {
+    fn mark_live(&mut self, flow: &FlowKey) {
         self.halves[1 - self.active][flow_filter_slot(flow)].store(1, Ordering::Relaxed);
     }
 
     /// The half to make active, and how many of its slots are marked.
-    pub fn activate(self) -> (u32, usize) {
+    fn activate(self) -> (u32, usize) {
         let rebuilt = 1 - self.active;
         // The marks land before the data plane is told to read them.
         fence(Ordering::Release);
@@ -81,7 +82,7 @@ fn mark_all(
 }
 
 /// How many slots of a half are marked.
-pub fn marked(half: &[AtomicU8]) -> usize {
+fn marked(half: &[AtomicU8]) -> usize {
     half.iter()
         .filter(|slot| slot.load(Ordering::Relaxed) != 0)
         .count()
@@ -186,15 +187,17 @@ impl FlowFilter {
         })
     }
 
-    /// Rebuilds the filter from the flows map's `keys` (see [`Rebuild`]); returns how many
-    /// slots the rebuilt half has marked. The data plane is switched to the rebuilt half only
-    /// when every key was read: a read error, or more than `most` keys (a map churning faster
-    /// than it is read makes the kernel restart the walk), leaves the filter as it was.
-    pub fn rebuild(
+    /// Rebuilds the filter from the keys of `flows`, the flows map (see [`Rebuild`]); returns
+    /// how many slots the rebuilt half has marked. The data plane is switched to the rebuilt
+    /// half only when every key was read: a read error, or more keys than twice the map's size
+    /// (a map churning faster than it is read makes the kernel restart the walk), leaves the
+    /// filter as it was.
+    pub fn rebuild<T: Borrow<MapData>>(
         &mut self,
-        keys: impl Iterator<Item = Result<FlowKey, MapError>>,
-        most: usize,
+        flows: &HashMap<T, FlowKey, FlowEntry>,
     ) -> Result<usize> {
+        let most = 2 * flows.map().info()?.max_entries() as usize;
+        let keys = flows.keys();
         let active = self
             .active
             .get(&0, 0)

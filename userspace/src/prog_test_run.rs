@@ -12,9 +12,9 @@ use synguard_common::{
     cookie::{CookieKeys, FlowKey},
     counters::CounterBlock,
     maps::{
-        ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, FLOW_EVENTS_MAP, FLOWS_CAPACITY,
-        FLOWS_MAP, FlowEntry, FlowEvent, LAB_FLOOD_FRAME_LEN, LAB_FLOOD_TEMPLATE_MAP,
-        PolicySettings, ProtectedAddress, SOURCES_MAP, SourceCounters, SourceKey, block_origin,
+        ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, FLOW_EVENTS_MAP, FLOWS_MAP, FlowEntry,
+        FlowEvent, LAB_FLOOD_FRAME_LEN, LAB_FLOOD_TEMPLATE_MAP, PolicySettings, ProtectedAddress,
+        SOURCES_MAP, SourceCounters, SourceKey, block_origin,
     },
     segment::SynAckSettings,
     verdict::Action,
@@ -138,7 +138,7 @@ impl DataPlane {
         let flows: HashMap<_, FlowKey, FlowEntry> =
             HashMap::try_from(self.ebpf.map(FLOWS_MAP).context("flows map missing")?)?;
         let filter = self.flow_filter.as_mut().expect("just set");
-        filter.rebuild(flows.keys(), 2 * FLOWS_CAPACITY as usize)
+        filter.rebuild(&flows)
     }
 
     /// Blocks `prefix` as the controller would.
