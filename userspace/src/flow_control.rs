@@ -63,7 +63,7 @@ impl FlowControl {
     }
 
     /// Rebuilds the flows filter from the flows map; returns the slots marked.
-    pub fn rebuild_filter(&mut self) -> Result<usize> {
+    fn rebuild_filter(&mut self) -> Result<usize> {
         let marked = self
             .filter
             .rebuild(&self.map)
