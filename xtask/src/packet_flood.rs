@@ -57,22 +57,26 @@ pub fn kinds(scenario: Scenario) -> &'static [Flags] {
     }
 }
 
-fn source_address(sources: Sources, rng: &mut fastrand::Rng) -> [u8; 4] {
+/// The addresses `sources` spoofs: a base address and how many of its low bits are random
+/// (drawn here for the packet-socket generator, in XDP for the live-frames one).
+fn source_range(sources: Sources) -> ([u8; 4], u32) {
     match sources {
-        Sources::Random => [198, 18, rng.u8(128..), rng.u8(..)],
-        Sources::Fixed(address) => address,
-        Sources::ClientPrefix([a, b, c]) => [a, b, c, rng.u8(..)],
+        Sources::Random => ([198, 18, 128, 0], 15),
+        Sources::Fixed(address) => (address, 0),
+        Sources::ClientPrefix([a, b, c]) => ([a, b, c, 0], 8),
     }
+}
+
+fn source_address(sources: Sources, rng: &mut fastrand::Rng) -> [u8; 4] {
+    let (base, random_bits) = source_range(sources);
+    let mask = u32::MAX.checked_shr(32 - random_bits).unwrap_or(0);
+    (u32::from_be_bytes(base) & !mask | rng.u32(..) & mask).to_be_bytes()
 }
 
 /// The live-frames generator's templates for a scenario (one per kind, toward the lab server)
 /// and how many low bits of their source it randomizes, the same sources as [`frame`] draws.
 pub fn live_templates(scenario: Scenario, macs: ([u8; 6], [u8; 6])) -> (Vec<Vec<u8>>, u32) {
-    let (base, source_bits) = match sources(scenario) {
-        Sources::Random => ([198, 18, 128, 0], 15),
-        Sources::Fixed(address) => (address, 0),
-        Sources::ClientPrefix([a, b, c]) => ([a, b, c, 0], 8),
-    };
+    let (base, source_bits) = source_range(sources(scenario));
     let dst = (
         crate::lab::SERVER_ADDR
             .parse::<std::net::Ipv4Addr>()
