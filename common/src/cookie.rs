@@ -37,6 +37,14 @@
 //! accepted under both, so handshakes in flight survive a rotation. Keys derive from a
 //! master secret and the rotation epoch ([`epoch_key`]), so guards sharing a master secret and
 //! a clock issue interchangeable cookies (several guards behind ECMP).
+//!
+//! # Clock
+//!
+//! The counter counts TAI time, the clock guards sharing a secret share. The data plane does
+//! not read CLOCK_TAI per SYN (a full clock read, a tenth of a SYN's cost here): it reads the
+//! coarse monotonic clock it needs anyway and adds [`CookieKeys::tai_offset_ns`], which the
+//! controller writes with the keys and refreshes when the system clock is stepped. The sum
+//! lags TAI by at most one scheduler tick, nothing against a 64-second counter.
 
 use crate::{
     parse::{IpAddrs, TcpFlags, TcpSegment},
@@ -66,6 +74,8 @@ pub struct CookieKeys {
     /// 0 or 1.
     pub current_phase: u32,
     pub _pad: u32,
+    /// CLOCK_TAI minus CLOCK_MONOTONIC, in ns, as the controller read them (see Clock above).
+    pub tai_offset_ns: u64,
 }
 
 impl CookieKeys {
@@ -78,7 +88,14 @@ impl CookieKeys {
             by_phase,
             current_phase: phase,
             _pad: 0,
+            tai_offset_ns: 0,
         }
+    }
+
+    /// TAI time, in ns, at `monotonic_ns` of the data plane's (coarse) monotonic clock.
+    #[inline(always)]
+    pub fn tai_ns(&self, monotonic_ns: u64) -> u64 {
+        monotonic_ns.wrapping_add(self.tai_offset_ns)
     }
 
     /// Whether the data plane has keys at all (the controller writes them at start).

@@ -287,8 +287,6 @@ pub struct FlowEntry {
     /// so there is nothing to translate.
     pub admitted_directly: u8,
     pub _pad: [u8; 7],
-    /// When the cookie validated (CLOCK_TAI, ns).
-    pub validated_tai_ns: u64,
     /// Last segment seen either way (CLOCK_MONOTONIC coarse, ns), for idle timeouts.
     pub last_seen_ns: u64,
     pub to_server: FlowDirection,
@@ -306,7 +304,6 @@ pub struct FlowStart {
     pub options: WireOptions,
     pub client_shift: u8,
     pub client_view_of_server_shift: u8,
-    pub now_tai_ns: u64,
     pub now_coarse_ns: u64,
     /// The client's next sequence number and its (scaled) window.
     pub next_seq: u32,
@@ -335,7 +332,6 @@ impl FlowEntry {
         self.server_timestamps = 0;
         self.admitted_directly = (start.phase == phase::ADMITTED) as u8;
         self._pad = [0; 7];
-        self.validated_tai_ns = start.now_tai_ns;
         self.last_seen_ns = start.now_coarse_ns;
         self.to_server = FlowDirection {
             next_seq: start.next_seq,

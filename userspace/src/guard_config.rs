@@ -278,8 +278,44 @@ pub fn write_settings(ebpf: &mut Ebpf, settings: &SynAckSettings) -> Result<()> 
     write_single(ebpf, SYN_ACK_SETTINGS_MAP, settings)
 }
 
-pub fn write_keys(ebpf: &mut Ebpf, keys: &CookieKeys) -> Result<()> {
-    write_single(ebpf, COOKIE_KEYS_MAP, keys)
+/// Writes the keys with the clock offset of now ([`tai_offset_ns`]); returns the offset.
+pub fn write_keys(ebpf: &mut Ebpf, keys: &CookieKeys) -> Result<u64> {
+    let tai_offset_ns = tai_offset_ns();
+    write_keys_with_offset(ebpf, keys, tai_offset_ns)?;
+    Ok(tai_offset_ns)
+}
+
+/// Writes the keys with the given clock offset (a test's stepped clock).
+pub fn write_keys_with_offset(
+    ebpf: &mut Ebpf,
+    keys: &CookieKeys,
+    tai_offset_ns: u64,
+) -> Result<()> {
+    let keys = CookieKeys {
+        tai_offset_ns,
+        ..*keys
+    };
+    write_single(ebpf, COOKIE_KEYS_MAP, &keys)
+}
+
+/// `clock` (a `libc::CLOCK_*` id) now, in ns.
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    // Linux has had both clocks this code reads (monotonic, TAI) for over a decade.
+    assert_eq!(rc, 0, "clock {clock} unreadable");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CLOCK_TAI minus CLOCK_MONOTONIC, in ns: what the data plane adds to its monotonic clock
+/// for the cookie counter (`synguard_common::cookie`, Clock).
+pub fn tai_offset_ns() -> u64 {
+    let monotonic = clock_ns(libc::CLOCK_MONOTONIC);
+    clock_ns(libc::CLOCK_TAI).wrapping_sub(monotonic)
 }
 
 /// Writes the one entry of a one-entry array map.
@@ -362,7 +398,13 @@ pub struct KeySchedule {
     pub extra: u64,
     /// The epoch whose keys are in the data plane.
     epoch: Option<u64>,
+    /// The clock offset written with them.
+    tai_offset_ns: u64,
 }
+
+/// How far the clock offset may move before the keys are written again with the new one: a
+/// stepped system clock (NTP's slewing moves both clocks alike).
+const CLOCK_STEP_NS: u64 = 1_000_000;
 
 impl KeySchedule {
     pub fn new(secret: CookieSecret, extra: u64) -> Self {
@@ -370,6 +412,7 @@ impl KeySchedule {
             secret,
             extra,
             epoch: None,
+            tai_offset_ns: 0,
         }
     }
 
@@ -377,15 +420,17 @@ impl KeySchedule {
         unix_now() / rotation_secs.max(1) + self.extra
     }
 
-    /// Writes the keys when their epoch changed; returns the epoch then.
+    /// Writes the keys when their epoch changed or the system clock was stepped; returns the
+    /// epoch when it changed.
     pub fn update(&mut self, ebpf: &mut Ebpf, rotation_secs: u64) -> Result<Option<u64>> {
         let epoch = self.epoch_now(rotation_secs);
-        if self.epoch == Some(epoch) {
+        let rotated = self.epoch != Some(epoch);
+        if !rotated && tai_offset_ns().abs_diff(self.tai_offset_ns) <= CLOCK_STEP_NS {
             return Ok(None);
         }
-        write_keys(ebpf, &self.secret.keys_of_epoch(epoch))?;
+        self.tai_offset_ns = write_keys(ebpf, &self.secret.keys_of_epoch(epoch))?;
         self.epoch = Some(epoch);
-        Ok(Some(epoch))
+        Ok(rotated.then_some(epoch))
     }
 
     /// Rotates now; returns the new epoch.

@@ -79,7 +79,14 @@ impl DataPlane {
 
     /// Replaces the cookie keys (a rotation).
     pub fn set_keys(&mut self, keys: &CookieKeys) -> Result<()> {
-        guard_config::write_keys(&mut self.ebpf, keys)
+        guard_config::write_keys(&mut self.ebpf, keys).map(|_| ())
+    }
+
+    /// Replaces the cookie keys with the data plane's clock `ahead_ns` ahead of TAI (as if
+    /// the system clock had been stepped after the controller wrote them).
+    pub fn set_keys_with_clock_ahead(&mut self, keys: &CookieKeys, ahead_ns: u64) -> Result<()> {
+        let offset = guard_config::tai_offset_ns().wrapping_add(ahead_ns);
+        guard_config::write_keys_with_offset(&mut self.ebpf, keys, offset)
     }
 
     /// Flow events emitted since the last call.
@@ -248,14 +255,7 @@ impl DataPlane {
     }
 }
 
-/// The cookie time counter the data plane reads now (it uses CLOCK_TAI).
+/// The cookie time counter the data plane reads now (TAI time).
 pub fn cookie_counter_now() -> u32 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we own.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) };
-    assert_eq!(rc, 0, "CLOCK_TAI unreadable");
-    synguard_common::cookie::counter_at(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+    synguard_common::cookie::counter_at(guard_config::clock_ns(libc::CLOCK_TAI))
 }

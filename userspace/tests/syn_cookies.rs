@@ -345,6 +345,38 @@ fn cookies_survive_one_key_rotation_but_not_two() {
     assert_ne!(event.entry.options.window_scale, NO_WINDOW_SCALE);
 }
 
+/// The cookie counter is TAI time, which guards sharing keys share; the data plane gets it
+/// from its monotonic clock plus the offset the controller writes with the keys.
+#[test]
+fn the_cookie_counter_is_tai_time_through_the_offset_written_with_the_keys() {
+    let mut guard = guard();
+    let syn = syn_v4(0);
+    let flow = flow_of(&syn);
+    let check =
+        |cookie, counter| cookie::check(&keys(KEY_A, KEY_B), &flow, CLIENT_ISN, cookie, counter);
+    let (cookie, _, _) = syn_ack_for(&mut guard, &syn, 0);
+    let now = cookie_counter_now();
+    assert!(check(cookie, now).is_ok(), "made at TAI's counter");
+
+    // The data plane's clock two counters ahead (as if the system clock had been stepped
+    // after the keys were written): its cookies are two counters ahead too.
+    let two_counters_ns = 2 * cookie::COUNTER_PERIOD_SECS * 1_000_000_000;
+    guard
+        .set_keys_with_clock_ahead(&keys(KEY_A, KEY_B), two_counters_ns)
+        .unwrap();
+    let (ahead, _, _) = syn_ack_for(&mut guard, &syn, 0);
+    let now = cookie_counter_now();
+    assert_eq!(check(ahead, now), Err(cookie::CookieError::Expired));
+    assert!(check(ahead, now.wrapping_add(2)).is_ok());
+    // And the ACK check reads the same clock: its own cookie passes, one of TAI's counter is
+    // two counters old there.
+    let ack_of = |cookie: u32| ack_v4(CLIENT_ISN.wrapping_add(1), cookie.wrapping_add(1), None);
+    guard.run(&ack_of(cookie)).unwrap();
+    assert_eq!(guard.counters().unwrap().get(Counter::DropCookieExpired), 1);
+    guard.run(&ack_of(ahead)).unwrap();
+    assert_eq!(guard.counters().unwrap().get(Counter::CookieValid), 1);
+}
+
 #[test]
 fn without_keys_syns_are_dropped_not_answered() {
     privilege::require_xdp_privileges("the data-plane tests").unwrap();

@@ -221,7 +221,6 @@ pub fn admit(guarded: &Guarded) -> Verdict {
         },
         client_shift: 0,
         client_view_of_server_shift: 0,
-        now_tai_ns: crate::syn_cookie::now_tai_ns(),
         now_coarse_ns: now_coarse_ns(),
         next_seq: syn.seq.wrapping_add(1),
         window: syn.window as u32, // a SYN's window is never scaled

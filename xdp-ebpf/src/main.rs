@@ -392,7 +392,7 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
     let counters = source_counters(&guarded.source, gate);
     let (known, entry) = lookup_from_client(&guarded.flow);
     let mut step = client_step(&guarded.tcp, known, admission);
-    // One clock read for the buckets a SYN may take tokens from.
+    // One clock read for a SYN: the buckets it may take tokens from, and its cookie.
     let now = if syn { now_coarse_ns() } else { 0 };
     // Auto mode below its switch: past the service's direct rate on this CPU, cookies at once.
     if step == ClientStep::AdmitDirectly && !bypass {
@@ -429,7 +429,8 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
             action: Action::Drop,
             reason: Counter::DropSynRate,
         },
-        ClientStep::AnswerWithCookie => syn_cookie::answer_syn(&ctx, guarded),
+        // Only SYNs are answered: `now` was read.
+        ClientStep::AnswerWithCookie => syn_cookie::answer_syn(&ctx, guarded, now),
         ClientStep::AdmitDirectly => flows::admit(guarded),
         ClientStep::PassUntouched(reason) => Verdict {
             action: Action::Pass,

@@ -2,10 +2,7 @@
 //! its cookie holds, turn it into the SYN that opens the connection to the server (XDP_PASS:
 //! the kernel routes it).
 
-use aya_ebpf::{
-    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_ktime_get_tai_ns},
-    programs::XdpContext,
-};
+use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use synguard_common::{
     cookie::{self, CookieError, CookieOptions},
     counters::Counter,
@@ -26,13 +23,9 @@ fn verdict(action: Action, reason: Counter) -> Verdict {
     Verdict { action, reason }
 }
 
-#[inline(always)]
-pub fn now_tai_ns() -> u64 {
-    // SAFETY: no arguments, no memory.
-    unsafe { bpf_ktime_get_tai_ns() }
-}
-
-/// The clock of `FlowEntry::last_seen_ns` (cheap, tick resolution is plenty for timeouts).
+/// The data plane's one clock: `FlowEntry::last_seen_ns`, token buckets, and with the keys'
+/// offset the cookie counter (`synguard_common::cookie`, Clock). Cheap; tick resolution is
+/// plenty for all three.
 #[inline(always)]
 pub fn now_coarse_ns() -> u64 {
     // SAFETY: no arguments, no memory.
@@ -61,9 +54,10 @@ pub fn emit(
     verdict(if reply { Action::Tx } else { Action::Pass }, reason)
 }
 
-/// Answers the SYN with our SYN-ACK, the cookie as ISN.
+/// Answers the SYN with our SYN-ACK, the cookie as ISN; `now_coarse` is [`now_coarse_ns`]
+/// as the caller read it for this SYN.
 #[inline(always)]
-pub fn answer_syn(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
+pub fn answer_syn(ctx: &XdpContext, guarded: &Guarded, now_coarse: u64) -> Verdict {
     let (syn, flow) = (&guarded.tcp, &guarded.flow);
     let (Some(keys), Some(settings)) = (COOKIE_KEYS.get(0), SYN_ACK_SETTINGS.get(0)) else {
         return verdict(Action::Drop, Counter::DropNoConfig);
@@ -71,7 +65,7 @@ pub fn answer_syn(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     if !keys.is_set() {
         return verdict(Action::Drop, Counter::DropNoConfig);
     }
-    let now = now_tai_ns();
+    let now = keys.tai_ns(now_coarse);
     let ipv6 = flow.family == 6;
     let options = CookieOptions::from_syn(syn, ipv6);
     let (key, phase) = keys.current();
@@ -91,13 +85,14 @@ pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     let (Some(keys), Some(settings)) = (COOKIE_KEYS.get(0), SYN_ACK_SETTINGS.get(0)) else {
         return verdict(Action::Drop, Counter::DropNoConfig);
     };
-    let now = now_tai_ns();
+    let now_coarse = now_coarse_ns();
     let guard_isn = ack.ack.wrapping_sub(1);
-    let (options, client_isn) = match cookie::check_ack(keys, flow, ack, cookie::counter_at(now)) {
-        Ok(checked) => checked,
-        Err(CookieError::Expired) => return verdict(Action::Drop, Counter::DropCookieExpired),
-        Err(CookieError::Invalid) => return verdict(Action::Drop, Counter::DropCookieInvalid),
-    };
+    let (options, client_isn) =
+        match cookie::check_ack(keys, flow, ack, cookie::counter_at(keys.tai_ns(now_coarse))) {
+            Ok(checked) => checked,
+            Err(CookieError::Expired) => return verdict(Action::Drop, Counter::DropCookieExpired),
+            Err(CookieError::Invalid) => return verdict(Action::Drop, Counter::DropCookieInvalid),
+        };
     // We answered a window-scale option with ours (see `SegmentSpec::syn_ack`).
     let (client_shift, client_view_of_server_shift) = match options.window_scale {
         Some(shift) => (shift, settings.window_scale),
@@ -119,8 +114,7 @@ pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
         options: WireOptions::new(&options, ack.options.timestamps.is_some()),
         client_shift,
         client_view_of_server_shift,
-        now_tai_ns: now,
-        now_coarse_ns: now_coarse_ns(),
+        now_coarse_ns: now_coarse,
         next_seq: client_isn.wrapping_add(1),
         window: (ack.window as u32) << client_shift,
     });
