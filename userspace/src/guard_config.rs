@@ -425,12 +425,17 @@ impl KeySchedule {
     pub fn update(&mut self, ebpf: &mut Ebpf, rotation_secs: u64) -> Result<Option<u64>> {
         let epoch = self.epoch_now(rotation_secs);
         let rotated = self.epoch != Some(epoch);
-        if !rotated && tai_offset_ns().abs_diff(self.tai_offset_ns) <= CLOCK_STEP_NS {
+        if !rotated && !self.clock_stepped(tai_offset_ns()) {
             return Ok(None);
         }
         self.tai_offset_ns = write_keys(ebpf, &self.secret.keys_of_epoch(epoch))?;
         self.epoch = Some(epoch);
         Ok(rotated.then_some(epoch))
+    }
+
+    /// Whether the clock offset is now too far from the one written with the keys.
+    fn clock_stepped(&self, tai_offset_ns: u64) -> bool {
+        tai_offset_ns.abs_diff(self.tai_offset_ns) > CLOCK_STEP_NS
     }
 
     /// Rotates now; returns the new epoch.
@@ -451,6 +456,17 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_written_again_when_the_clock_is_stepped_not_when_it_ticks() {
+        let mut schedule = KeySchedule::new(CookieSecret(SipKey { k0: 1, k1: 2 }), 0);
+        schedule.tai_offset_ns = tai_offset_ns();
+        // Read again now: both clocks advanced together.
+        assert!(!schedule.clock_stepped(tai_offset_ns()));
+        assert!(!schedule.clock_stepped(schedule.tai_offset_ns + CLOCK_STEP_NS));
+        assert!(schedule.clock_stepped(schedule.tai_offset_ns + 5_000_000_000));
+        assert!(schedule.clock_stepped(schedule.tai_offset_ns - CLOCK_STEP_NS - 1));
+    }
 
     #[test]
     fn protected_service_syntax() {
