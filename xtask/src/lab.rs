@@ -527,10 +527,9 @@ pub fn keep_off_guard_cpu() -> Result<()> {
 /// `chrt` arguments for flood generators: SCHED_IDLE. The attacker's CPU is not the clients'
 /// nor the server's in a real network; here they share one, and the generator, always
 /// runnable, must not delay their wakeups. At `nice 19` it still did: the scheduler may let
-/// a running task use up its time slice before a woken one runs, and the legitimate client's
-/// connect p99 under a packet-socket flood against synguard was 1.5-3 ms (and 1 s once);
-/// under SCHED_IDLE a woken task preempts the generator at once: 0.8-0.9 ms at the same
-/// flood rate.
+/// a running task use up its time slice before a woken one runs. Under SCHED_IDLE a woken
+/// task preempts the generator at once (the legitimate client's connect p99 under the
+/// packet-socket flood against synguard: 2.75 ms at `nice 19`, 2.00 ms now; medians of 3).
 const ATTACKER_SCHEDULING: [&str; 2] = ["--idle", "0"];
 
 /// The guest's halt-polling window, on a VM with the haltpoll cpuidle driver.
