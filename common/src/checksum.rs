@@ -17,23 +17,6 @@ pub fn add_words<const N: usize>(mut sum: u64, bytes: &[u8; N]) -> u64 {
     sum
 }
 
-/// Adds the big-endian 16-bit words of `bytes[from..from + len]` to `sum`; `len` is even and
-/// at most `MAX`, which bounds the loop for the verifier.
-#[inline(always)]
-pub fn add_words_at<const MAX: usize, const N: usize>(
-    mut sum: u64,
-    bytes: &[u8; N],
-    from: usize,
-    len: usize,
-) -> u64 {
-    let mut i = 0;
-    while i < MAX && i < len {
-        sum += u16::from_be_bytes([bytes[from + i], bytes[from + i + 1]]) as u64;
-        i += 2;
-    }
-    sum
-}
-
 /// Folds a running sum to 16 bits and complements it.
 #[inline(always)]
 pub fn finish(mut sum: u64) -> u16 {

@@ -117,35 +117,29 @@ pub fn write_segment(flow: &FlowKey, spec: &SegmentSpec, out: &mut [u8; SEGMENT_
         (flow.client_port, flow.server_port)
     };
     if flow.family == 4 {
-        let tcp_len = write_tcp::<20>(spec, src_port, dst_port, out);
+        let (tcp_len, tcp_sum) = write_tcp::<20>(spec, src_port, dst_port, out);
         let total = (20 + tcp_len) as u16;
-        out[..12].copy_from_slice(&[
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            0,
-            0,
-            0x40, // don't fragment
-            0,
-            64,
-            IPPROTO_TCP,
-            0,
-            0,
-        ]);
+        // Version and header length, total length, id, don't fragment, TTL and protocol, and
+        // the checksum (zero while summing): written and summed from the same words.
+        let words = [0x4500, total, 0, 0x4000, 64 << 8 | IPPROTO_TCP as u16, 0];
+        let mut header_sum = 0u64;
+        for (i, word) in words.iter().enumerate() {
+            out[2 * i..2 * i + 2].copy_from_slice(&word.to_be_bytes());
+            header_sum += *word as u64;
+        }
         out[12..16].copy_from_slice(&src[..4]);
         out[16..20].copy_from_slice(&dst[..4]);
-        let header_sum = checksum::add_words_at::<20, SEGMENT_BUF_LEN>(0, out, 0, 20);
-        out[10..12].copy_from_slice(&checksum::finish(header_sum).to_be_bytes());
         let mut src4 = [0u8; 4];
         let mut dst4 = [0u8; 4];
         src4.copy_from_slice(&src[..4]);
         dst4.copy_from_slice(&dst[..4]);
+        header_sum = checksum::add_words(checksum::add_words(header_sum, &src4), &dst4);
+        out[10..12].copy_from_slice(&checksum::finish(header_sum).to_be_bytes());
         let pseudo = checksum::pseudo_header_v4(&src4, &dst4, IPPROTO_TCP, tcp_len as u16);
-        finish_tcp_checksum::<20>(pseudo, tcp_len, out);
+        store_tcp_checksum::<20>(pseudo + tcp_sum, out);
         total as usize
     } else {
-        let tcp_len = write_tcp::<40>(spec, src_port, dst_port, out);
+        let (tcp_len, tcp_sum) = write_tcp::<40>(spec, src_port, dst_port, out);
         out[..8].copy_from_slice(&[
             0x60,
             0,
@@ -159,49 +153,64 @@ pub fn write_segment(flow: &FlowKey, spec: &SegmentSpec, out: &mut [u8; SEGMENT_
         out[8..24].copy_from_slice(src);
         out[24..40].copy_from_slice(dst);
         let pseudo = checksum::pseudo_header_v6(src, dst, IPPROTO_TCP, tcp_len as u16);
-        finish_tcp_checksum::<40>(pseudo, tcp_len, out);
+        store_tcp_checksum::<40>(pseudo + tcp_sum, out);
         40 + tcp_len
     }
 }
 
-/// Writes the TCP header at `AT`; returns its length. The checksum field is left zero.
+/// Writes the TCP header at `AT`; returns its length and the sum of its 16-bit words (for the
+/// checksum, summed as written rather than read back). The checksum field is left zero.
 #[inline(always)]
 fn write_tcp<const AT: usize>(
     spec: &SegmentSpec,
     src_port: u16,
     dst_port: u16,
     out: &mut [u8; SEGMENT_BUF_LEN],
-) -> usize {
-    // Options go byte by byte through a masked cursor: any combination of them, and every
-    // index visibly inside the buffer for the verifier.
+) -> (usize, u64) {
+    // Options go in 16-bit words (every option here is laid out on word boundaries) through a
+    // masked cursor: any combination of them, every index visibly inside the buffer for the
+    // verifier, and each word added to the checksum as it is written.
     let mut at = AT + 20;
-    let mut put = |bytes: &[u8]| {
-        for byte in bytes {
-            out[at & (SEGMENT_BUF_LEN - 1)] = *byte;
-            at += 1;
-        }
+    let mut sum = 0u64;
+    let mut put = |word: u16| {
+        out[at & (SEGMENT_BUF_LEN - 1)] = (word >> 8) as u8;
+        out[(at + 1) & (SEGMENT_BUF_LEN - 1)] = word as u8;
+        sum += word as u64;
+        at += 2;
     };
     if spec.mss != 0 {
-        put(&[2, 4, (spec.mss >> 8) as u8, spec.mss as u8]);
+        put(0x0204); // kind 2, length 4
+        put(spec.mss);
     }
     match spec.timestamps {
         Some((tsval, tsecr)) => {
-            put(if spec.sack_permitted {
-                &[4, 2]
-            } else {
-                &[1, 1]
-            });
-            put(&[8, 10]);
-            put(&tsval.to_be_bytes());
-            put(&tsecr.to_be_bytes());
+            put(if spec.sack_permitted { 0x0402 } else { 0x0101 }); // SACK-permitted, or NOP NOP
+            put(0x080a); // kind 8, length 10
+            for value in [tsval, tsecr] {
+                put((value >> 16) as u16);
+                put(value as u16);
+            }
         }
-        None if spec.sack_permitted => put(&[1, 1, 4, 2]),
+        None if spec.sack_permitted => {
+            put(0x0101); // NOP NOP
+            put(0x0402);
+        }
         None => {}
     }
     if let Some(shift) = spec.window_scale {
-        put(&[1, 3, 3, shift]);
+        put(0x0103); // NOP, kind 3
+        put(0x0300 | shift as u16); // length 3, shift
     }
     let len = (at - AT) & 63;
+    let offset_and_flags = ((len / 4) as u64) << 12 | spec.flags as u64;
+    sum += src_port as u64
+        + dst_port as u64
+        + (spec.seq >> 16) as u64
+        + (spec.seq & 0xffff) as u64
+        + (spec.ack >> 16) as u64
+        + (spec.ack & 0xffff) as u64
+        + offset_and_flags
+        + spec.window as u64;
     out[AT..AT + 2].copy_from_slice(&src_port.to_be_bytes());
     out[AT + 2..AT + 4].copy_from_slice(&dst_port.to_be_bytes());
     out[AT + 4..AT + 8].copy_from_slice(&spec.seq.to_be_bytes());
@@ -210,18 +219,11 @@ fn write_tcp<const AT: usize>(
     out[AT + 13] = spec.flags;
     out[AT + 14..AT + 16].copy_from_slice(&spec.window.to_be_bytes());
     out[AT + 16..AT + 20].copy_from_slice(&[0; 4]); // checksum (filled later), urgent pointer
-    len
+    (len, sum)
 }
 
-/// Sums the `len`-byte TCP header at `AT` (a multiple of 4, at most 40) with the
-/// pseudo-header and stores the checksum.
+/// Stores the checksum of the TCP header at `AT` from `sum`, its words and the pseudo-header's.
 #[inline(always)]
-fn finish_tcp_checksum<const AT: usize>(pseudo: u64, len: usize, out: &mut [u8; SEGMENT_BUF_LEN]) {
-    let sum = checksum::finish(checksum::add_words_at::<40, SEGMENT_BUF_LEN>(
-        pseudo,
-        out,
-        AT,
-        len & 63,
-    ));
-    out[AT + 16..AT + 18].copy_from_slice(&sum.to_be_bytes());
+fn store_tcp_checksum<const AT: usize>(sum: u64, out: &mut [u8; SEGMENT_BUF_LEN]) {
+    out[AT + 16..AT + 18].copy_from_slice(&checksum::finish(sum).to_be_bytes());
 }
