@@ -41,7 +41,7 @@
 //! # Clock
 //!
 //! The counter counts TAI time, the clock guards sharing a secret share. The data plane does
-//! not read CLOCK_TAI per SYN (a full clock read, a tenth of a SYN's cost here): it reads the
+//! not read CLOCK_TAI per SYN (a full clock read, 5 % of a SYN's cost here): it reads the
 //! coarse monotonic clock it needs anyway and adds [`CookieKeys::tai_offset_ns`], which the
 //! controller writes with the keys and refreshes when the system clock is stepped. The sum
 //! lags TAI by at most one scheduler tick, nothing against a 64-second counter.
