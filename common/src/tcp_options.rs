@@ -186,7 +186,7 @@ impl TcpOptionWalker {
 
     /// Runs the steps in a plain bounded loop.
     #[inline(always)]
-    pub fn walk_step_by_step(&mut self) {
+    fn walk_step_by_step(&mut self) {
         for _ in 0..MAX_OPTIONS_LEN {
             if !self.step() {
                 break;
