@@ -14,6 +14,7 @@ use synguard_common::{
 };
 
 use crate::{
+    clock::monotonic_coarse_ns,
     flow_events::{self, client, server},
     flow_filter::FlowFilter,
     flows::{Command, FlowTable, FlowTimers},
@@ -32,17 +33,6 @@ pub struct FlowControl {
 
 /// How often the flows filter is checked for stale marks (a check counts 128 KiB of marks).
 const FILTER_CHECK_EVERY: Duration = Duration::from_secs(1);
-
-/// The data plane's clock (`bpf_ktime_get_coarse_ns`).
-pub fn monotonic_coarse_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 impl FlowControl {
     /// `map` is the flows map; the filter in front of it is rebuilt from it at once (a

@@ -27,6 +27,8 @@ use synguard_common::{
     siphash::SipKey,
 };
 
+use crate::clock::tai_offset_ns;
+
 /// A protected service: a destination prefix, its TCP ports and its mode
 /// (`CIDR:PORTS[:MODE]`, for example `198.19.1.2/32:80,443`, `198.19.1.2:80:auto=2000` or
 /// `[2001:db8::/64]:8000-8100:monitor`).
@@ -296,26 +298,6 @@ pub fn write_keys_with_offset(
         ..*keys
     };
     write_single(ebpf, COOKIE_KEYS_MAP, &keys)
-}
-
-/// `clock` (a `libc::CLOCK_*` id) now, in ns.
-pub fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we own.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    // Linux has had both clocks this code reads (monotonic, TAI) for over a decade.
-    assert_eq!(rc, 0, "clock {clock} unreadable");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// CLOCK_TAI minus CLOCK_MONOTONIC, in ns: what the data plane adds to its monotonic clock
-/// for the cookie counter (`synguard_common::cookie`, Clock).
-pub fn tai_offset_ns() -> u64 {
-    let monotonic = clock_ns(libc::CLOCK_MONOTONIC);
-    clock_ns(libc::CLOCK_TAI).wrapping_sub(monotonic)
 }
 
 /// Writes the one entry of a one-entry array map.

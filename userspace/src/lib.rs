@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod auto_mode;
+pub mod clock;
 pub mod control;
 pub mod export;
 pub mod flow_control;

@@ -30,8 +30,8 @@ use synguard_common::{
 
 use crate::{
     auto_mode::AutoSwitch,
+    clock::monotonic_coarse_ns,
     export::{ExabgpStyle, LineSink, decision_json, exabgp_line},
-    flow_control::monotonic_coarse_ns,
     guard_config::{ProtectedService, ServiceMode, lpm_key, service_config, slots_of},
     metrics::ServiceFigures,
     persist::Pins,

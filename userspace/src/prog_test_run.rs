@@ -22,7 +22,7 @@ use synguard_common::{
 
 use crate::{
     auto_mode::DEFAULT_AUTO_SYN_RATE,
-    flow_events,
+    clock, flow_events,
     flow_filter::FlowFilter,
     guard_config::{self, ProtectedService},
     object, stats,
@@ -85,7 +85,7 @@ impl DataPlane {
     /// Replaces the cookie keys with the data plane's clock `ahead_ns` ahead of TAI (as if
     /// the system clock had been stepped after the controller wrote them).
     pub fn set_keys_with_clock_ahead(&mut self, keys: &CookieKeys, ahead_ns: u64) -> Result<()> {
-        let offset = guard_config::tai_offset_ns().wrapping_add(ahead_ns);
+        let offset = clock::tai_offset_ns().wrapping_add(ahead_ns);
         guard_config::write_keys_with_offset(&mut self.ebpf, keys, offset)
     }
 
@@ -257,5 +257,5 @@ impl DataPlane {
 
 /// The cookie time counter the data plane reads now (TAI time).
 pub fn cookie_counter_now() -> u32 {
-    synguard_common::cookie::counter_at(guard_config::clock_ns(libc::CLOCK_TAI))
+    synguard_common::cookie::counter_at(clock::clock_ns(libc::CLOCK_TAI))
 }
