@@ -14,7 +14,7 @@ use synguard_common::{
     maps::{
         ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, FLOW_EVENTS_MAP, FLOWS_MAP, FlowEntry,
         FlowEvent, LAB_FLOOD_FRAME_LEN, LAB_FLOOD_TEMPLATE_MAP, PolicySettings, ProtectedAddress,
-        SOURCES_MAP, SourceCounters, SourceKey, block_origin,
+        SOURCES_MAP, SourceCounters, SourceKey, VOUCHED_MAP, block_origin,
     },
     segment::SynAckSettings,
     verdict::Action,
@@ -202,6 +202,29 @@ impl DataPlane {
             Err(e) => return Err(e.into()),
         }
         Ok(sum)
+    }
+
+    /// When the source last completed a handshake with the service (the vouched map's
+    /// monotonic coarse time), if it has.
+    pub fn vouched_at(&self, key: &SourceKey) -> Result<Option<u64>> {
+        let map: HashMap<_, SourceKey, u64> =
+            HashMap::try_from(self.ebpf.map(VOUCHED_MAP).context("vouched map missing")?)?;
+        match map.get(key, 0) {
+            Ok(at) => Ok(Some(at)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sets when the source last completed a handshake (to age a vouch).
+    pub fn set_vouched_at(&mut self, key: &SourceKey, at_ns: u64) -> Result<()> {
+        let mut map: HashMap<_, SourceKey, u64> = HashMap::try_from(
+            self.ebpf
+                .map_mut(VOUCHED_MAP)
+                .context("vouched map missing")?,
+        )?;
+        map.insert(key, at_ns, 0)?;
+        Ok(())
     }
 
     fn program(&mut self, name: &str) -> Result<&mut Xdp> {

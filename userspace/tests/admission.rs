@@ -7,6 +7,7 @@ mod support;
 use etherparse::TcpOptionElement as O;
 use support::{KEY_A, KEY_B, keys, options, passes, segment, server_syn_ack, syn_ack_for};
 use synguard::{
+    clock::monotonic_coarse_ns,
     guard_config::ProtectedService,
     object::{GUARD_PROGRAM, SERVER_PROGRAM},
     policy::source_key,
@@ -15,7 +16,7 @@ use synguard::{
 };
 use synguard_common::{
     counters::Counter,
-    maps::{PolicySettings, SourceCounters, event_kind, phase},
+    maps::{COMPLETED_VOUCHES_FOR_SECS, PolicySettings, SourceCounters, event_kind, phase},
     parse::TcpFlags as F,
     test_frames::*,
     verdict::Action,
@@ -340,6 +341,68 @@ fn syns_over_their_source_bucket_drop_at_once() {
     }
     let counted = guard.source_counters(&client_source()).unwrap();
     assert_eq!((counted.syns, counted.syns_over_rate), (5, 2));
+}
+
+#[test]
+fn a_new_handshake_renews_a_lapsed_vouch() {
+    let settings = PolicySettings {
+        syn_rate: 1,
+        syn_burst: 3,
+        ..PolicySettings::default()
+    };
+    let mut guard = guard_in("always");
+    guard.set_policy_settings(&settings).unwrap();
+    let third_ack_after_syn = |guard: &mut DataPlane| {
+        let (cookie, tsval, _) = syn_ack_for(guard, &syn_v4(0), 0);
+        let echoed = Some((0x1122_4000, tsval.unwrap()));
+        ack_v4(CLIENT_ISN + 1, cookie.wrapping_add(1), echoed)
+    };
+    let first_ack = third_ack_after_syn(&mut guard);
+    expect(&mut guard, &first_ack, Action::Pass, Counter::CookieValid);
+    let first = guard
+        .vouched_at(&client_source())
+        .unwrap()
+        .expect("vouched");
+    assert!(
+        monotonic_coarse_ns().abs_diff(first) < 1_000_000_000,
+        "vouched now"
+    );
+
+    // The vouch lapses; the same tuple's flow is gone (a later connection reuses it).
+    let lapsed = first.saturating_sub(2 * COMPLETED_VOUCHES_FOR_SECS * 1_000_000_000);
+    guard.set_vouched_at(&client_source(), lapsed).unwrap();
+    guard.remove_flow(&flow_of(&syn_v4(0))).unwrap();
+    let second_ack = third_ack_after_syn(&mut guard);
+    expect(
+        &mut guard,
+        &syn_v4_from_port(CLIENT_PORT + 1),
+        Action::Tx,
+        Counter::TxSynCookie,
+    );
+    // Three SYNs took the burst: with the vouch lapsed, the bucket applies again.
+    expect(
+        &mut guard,
+        &syn_v4_from_port(CLIENT_PORT + 2),
+        Action::Drop,
+        Counter::DropSynRate,
+    );
+
+    // The new handshake rewrites the time in place, and the source is vouched for again.
+    expect(&mut guard, &second_ack, Action::Pass, Counter::CookieValid);
+    let renewed = guard
+        .vouched_at(&client_source())
+        .unwrap()
+        .expect("vouched");
+    assert!(
+        renewed >= first,
+        "renewed at {renewed}, first vouched at {first}"
+    );
+    expect(
+        &mut guard,
+        &syn_v4_from_port(CLIENT_PORT + 3),
+        Action::Tx,
+        Counter::TxSynCookie,
+    );
 }
 
 #[test]

@@ -470,11 +470,23 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
         // SAFETY: per-CPU value of a live entry, only this CPU writes it.
         unsafe { (*counters).note(syn, verdict.reason) };
     }
-    if verdict.reason == Counter::CookieValid {
-        // Best effort: a full LRU map evicts, and a lost entry only means the bucket applies.
-        let _ = VOUCHED.insert(&guarded.source, &now_coarse_ns(), 0);
-    }
     finish(&ctx, tally, verdict)
+}
+
+/// Records that `source` just completed a handshake. A source already vouched for (a real
+/// client connecting again) has its time rewritten in place: an LRU insert takes a free node,
+/// copies the key and unlinks the old node under the map's locks, every time.
+#[inline(always)]
+fn vouch(source: &SourceKey, now_coarse: u64) {
+    match VOUCHED.get_ptr_mut(source) {
+        // SAFETY: a live map value; a concurrent writer on another CPU writes a time as good
+        // as this one.
+        Some(vouched) => unsafe { *vouched = now_coarse },
+        // Best effort: a full LRU map evicts, and a lost entry only means the bucket applies.
+        None => {
+            let _ = VOUCHED.insert(source, &now_coarse, 0);
+        }
+    }
 }
 
 /// The per-CPU counters of a source and service; looked up (and created) only once the source

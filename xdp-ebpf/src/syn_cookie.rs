@@ -15,7 +15,7 @@ use synguard_common::{
 
 use crate::{
     COOKIE_KEYS, FLOWS, Guarded, NEW_FLOW, SEGMENT_SCRATCH, SYN_ACK_SETTINGS, events, flows,
-    frame::replace_l3,
+    frame::replace_l3, vouch,
 };
 
 #[inline(always)]
@@ -77,8 +77,9 @@ pub fn answer_syn(ctx: &XdpContext, guarded: &Guarded, now_coarse: u64) -> Verdi
 }
 
 /// Checks the cookie an ACK echoes (the third ACK, the client's first data, or its probe of
-/// our zero window). A valid one records the flow, tells the controller, and becomes the SYN
-/// to the server: the client's ISN and options, as its SYN had them.
+/// our zero window). A valid one records the flow, tells the controller, vouches for the
+/// source, and becomes the SYN to the server: the client's ISN and options, as its SYN had
+/// them.
 #[inline(always)]
 pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     let (ack, flow) = (&guarded.tcp, &guarded.flow);
@@ -146,5 +147,9 @@ pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
         },
         window_scale: options.window_scale,
     };
-    emit(ctx, guarded, &spec, false, Counter::CookieValid)
+    let validated = emit(ctx, guarded, &spec, false, Counter::CookieValid);
+    if validated.reason == Counter::CookieValid {
+        vouch(&guarded.source, now_coarse);
+    }
+    validated
 }
