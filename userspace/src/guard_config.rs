@@ -325,8 +325,17 @@ impl CookieSecret {
     /// From a file shared by every guard behind the same ECMP group: 32 hex digits (the
     /// 128-bit secret) on the first line that is not blank or a `#` comment.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading cookie key file {}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            let fix = match error.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    ": create it with `openssl rand -hex 16 > {}` and copy it to every guard of \
+                     the group",
+                    path.display()
+                ),
+                _ => String::new(),
+            };
+            anyhow!("reading cookie key file {}: {error}{fix}", path.display())
+        })?;
         let line = text
             .lines()
             .map(str::trim)
@@ -576,6 +585,14 @@ mod tests {
         let a = CookieSecret::from_file(&dir).unwrap();
         let b = CookieSecret::from_hex("00112233445566778899aabbccddeeff").unwrap();
         std::fs::remove_file(&dir).unwrap();
+        let missing = CookieSecret::from_file(&dir).err().unwrap().to_string();
+        assert!(
+            missing.ends_with(&format!(
+                "`openssl rand -hex 16 > {}` and copy it to every guard of the group",
+                dir.display()
+            )),
+            "{missing}"
+        );
         assert_eq!(a.keys_at(1000, 300), b.keys_at(1000, 300));
         let (epoch, keys) = a.keys_at(1000, 300);
         let (next_epoch, next) = a.keys_at(1200, 300);
