@@ -110,11 +110,7 @@ impl DataPlane {
     pub fn flow(&self, flow: &FlowKey) -> Result<Option<FlowEntry>> {
         let map: HashMap<_, FlowKey, FlowEntry> =
             HashMap::try_from(self.ebpf.map(FLOWS_MAP).context("flows map missing")?)?;
-        match map.get(flow, 0) {
-            Ok(entry) => Ok(Some(entry)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        found(map.get(flow, 0))
     }
 
     /// Puts `entry` into the flows map behind the flows filter's back (nothing but the data
@@ -196,10 +192,8 @@ impl DataPlane {
         let map: PerCpuHashMap<_, SourceKey, SourceCounters> =
             PerCpuHashMap::try_from(self.ebpf.map(SOURCES_MAP).context("sources map missing")?)?;
         let mut sum = SourceCounters::default();
-        match map.get(key, 0) {
-            Ok(per_cpu) => per_cpu.iter().for_each(|c| sum.accumulate(c)),
-            Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(e.into()),
+        if let Some(per_cpu) = found(map.get(key, 0))? {
+            per_cpu.iter().for_each(|c| sum.accumulate(c));
         }
         Ok(sum)
     }
@@ -209,11 +203,7 @@ impl DataPlane {
     pub fn vouched_at(&self, key: &SourceKey) -> Result<Option<u64>> {
         let map: HashMap<_, SourceKey, u64> =
             HashMap::try_from(self.ebpf.map(VOUCHED_MAP).context("vouched map missing")?)?;
-        match map.get(key, 0) {
-            Ok(at) => Ok(Some(at)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        found(map.get(key, 0))
     }
 
     /// Sets when the source last completed a handshake (to age a vouch).
@@ -275,6 +265,15 @@ impl DataPlane {
     /// The counters, summed over CPUs.
     pub fn counters(&self) -> Result<CounterBlock> {
         Ok(stats::read(&self.counters)?.total)
+    }
+}
+
+/// A map lookup's value, `None` for a key the map does not hold.
+fn found<V>(lookup: Result<V, aya::maps::MapError>) -> Result<Option<V>> {
+    match lookup {
+        Ok(value) => Ok(Some(value)),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -295,15 +295,28 @@ fn an_allowlisted_source_with_bypass_skips_the_cookie() {
     expect(&mut guard, &syn_v4(0), Action::Pass, Counter::PassAdmitted);
 }
 
-#[test]
-fn syns_over_their_source_bucket_drop_at_once() {
+/// A guard in `mode` whose SYN bucket per source holds three tokens and refills one a second.
+fn guard_with_syn_bucket_of_three(mode: &str) -> DataPlane {
+    let mut guard = guard_in(mode);
     let settings = PolicySettings {
         syn_rate: 1,
         syn_burst: 3,
         ..PolicySettings::default()
     };
-    let mut guard = guard_in("always");
     guard.set_policy_settings(&settings).unwrap();
+    guard
+}
+
+/// Runs the fixture SYN and returns the third ACK that completes its handshake (not run).
+fn third_ack_after_syn(guard: &mut DataPlane) -> Vec<u8> {
+    let (cookie, tsval, _) = syn_ack_for(guard, &syn_v4(0), 0);
+    let echoed = Some((0x1122_4000, tsval.unwrap()));
+    ack_v4(CLIENT_ISN + 1, cookie.wrapping_add(1), echoed)
+}
+
+#[test]
+fn syns_over_their_source_bucket_drop_at_once() {
+    let mut guard = guard_with_syn_bucket_of_three("always");
     for _ in 0..3 {
         expect(&mut guard, &syn_v4(0), Action::Tx, Counter::TxSynCookie);
     }
@@ -315,14 +328,8 @@ fn syns_over_their_source_bucket_drop_at_once() {
 
     // Once one of its cookies validated, the source is a real host: SYNs in its name (maybe a
     // flood spoofing it) get cookies, not drops.
-    let mut guard = guard_in("always");
-    guard.set_policy_settings(&settings).unwrap();
-    let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn_v4(0), 0);
-    let ack = ack_v4(
-        CLIENT_ISN + 1,
-        cookie + 1,
-        Some((0x1122_4000, tsval.unwrap())),
-    );
+    let mut guard = guard_with_syn_bucket_of_three("always");
+    let ack = third_ack_after_syn(&mut guard);
     expect(&mut guard, &ack, Action::Pass, Counter::CookieValid);
     for port in CLIENT_PORT + 1..=CLIENT_PORT + 10 {
         expect(
@@ -334,8 +341,7 @@ fn syns_over_their_source_bucket_drop_at_once() {
     }
 
     // Monitor mode counts the excess and drops nothing.
-    let mut guard = guard_in("monitor");
-    guard.set_policy_settings(&settings).unwrap();
+    let mut guard = guard_with_syn_bucket_of_three("monitor");
     for _ in 0..5 {
         expect(&mut guard, &syn_v4(0), Action::Pass, Counter::PassMonitored);
     }
@@ -345,18 +351,7 @@ fn syns_over_their_source_bucket_drop_at_once() {
 
 #[test]
 fn a_new_handshake_renews_a_lapsed_vouch() {
-    let settings = PolicySettings {
-        syn_rate: 1,
-        syn_burst: 3,
-        ..PolicySettings::default()
-    };
-    let mut guard = guard_in("always");
-    guard.set_policy_settings(&settings).unwrap();
-    let third_ack_after_syn = |guard: &mut DataPlane| {
-        let (cookie, tsval, _) = syn_ack_for(guard, &syn_v4(0), 0);
-        let echoed = Some((0x1122_4000, tsval.unwrap()));
-        ack_v4(CLIENT_ISN + 1, cookie.wrapping_add(1), echoed)
-    };
+    let mut guard = guard_with_syn_bucket_of_three("always");
     let first_ack = third_ack_after_syn(&mut guard);
     expect(&mut guard, &first_ack, Action::Pass, Counter::CookieValid);
     let first = guard
