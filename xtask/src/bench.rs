@@ -59,6 +59,7 @@ pub fn run(benches: &[Bench], xtask: &Path) -> Result<()> {
                     legit_rate: 200,
                     client_timestamps: true,
                     repeats: 3,
+                    profile: false,
                 };
                 flood::run(xtask, &options)?;
                 summary.push_str("## Flood lab (`cargo xtask flood --scenario random-syn`)\n\n");

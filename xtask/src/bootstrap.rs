@@ -14,7 +14,16 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 /// Debian packages the lab and the tests use.
 const DEBIAN_PACKAGES: &[&str] = &[
-    "iproute2", "ethtool", "hping3", "tcpdump", "bpftool", "curl", "procps", "iperf3", "nftables",
+    "iproute2",
+    "ethtool",
+    "hping3",
+    "tcpdump",
+    "bpftool",
+    "curl",
+    "procps",
+    "iperf3",
+    "nftables",
+    "linux-perf",
 ];
 
 pub fn nightly() -> &'static str {

@@ -21,6 +21,7 @@ use crate::{
     build::{self, Profile},
     cmd,
     flood_report::{self, Run},
+    guard_profile,
     lab::{self, GUARD_CLIENT_IFACE, Host, Lab, LabGuard, PEER_IFACE, SERVER_ADDR, SERVER_PORT},
     legit_client, packet_flood,
 };
@@ -181,6 +182,8 @@ pub struct Options {
     pub client_timestamps: bool,
     /// Rounds over every generator and defense (interleaved, so drift hits them alike).
     pub repeats: u32,
+    /// Sample the guard's CPU during each flood (see `guard_profile`).
+    pub profile: bool,
 }
 
 /// Runs every scenario x generator x defense and writes one report per scenario under
@@ -403,6 +406,14 @@ fn measure(
     let before = probes.read()?;
     let flood_started = started.elapsed().as_secs_f64();
     let mut floods = start_flood(lab, (xtask, synguard), scenario, generator, options)?;
+    let recording = match lab::guard_cpu() {
+        Some(cpu) if options.profile => Some(guard_profile::start(
+            cpu,
+            options.seconds,
+            &lab.state_dir().join("guard.perf"),
+        )?),
+        _ => None,
+    };
     let deadline = Instant::now() + flood_length + Duration::from_secs(5);
     for flood in &mut floods {
         while flood.try_wait()?.is_none() {
@@ -415,13 +426,17 @@ fn measure(
     let after = probes.read()?;
     let flood_ended = started.elapsed().as_secs_f64();
     let attempts = load.finish()?;
-    Ok(flood_report::Run::new(
+    let mut run = flood_report::Run::new(
         case,
         &attempts,
         (flood_started, flood_ended),
         &before,
         &after,
-    ))
+    );
+    run.guard_profile = recording
+        .map(guard_profile::Recording::finish)
+        .transpose()?;
+    Ok(run)
 }
 
 fn start_flood(

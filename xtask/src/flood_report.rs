@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::{
     build::workspace_root,
     flood::{Case, Defense, Generator, Options, Reading, Scenario},
+    guard_profile::{self, GuardProfile},
     legit_client::{self, Attempt, Summary},
     stats::{median, spread},
 };
@@ -55,6 +56,8 @@ pub struct Run {
     pub answers: Vec<(String, f64)>,
     /// Time bins: start second, attempts, success %, connect p99 ms.
     pub series: Vec<(f64, usize, f64, f64)>,
+    /// Where the guard's CPU went during the flood (`--profile`).
+    pub guard_profile: Option<GuardProfile>,
 }
 
 /// Counters that count packets a defense (or the lack of one) dropped.
@@ -151,6 +154,7 @@ impl Run {
             drops,
             answers,
             series: series(attempts, length),
+            guard_profile: None,
         }
     }
 
@@ -211,6 +215,10 @@ impl Run {
             "server_process_percent": self.server_process_percent.map(round),
             "drops_per_s": rates(&self.drops),
             "answers_per_s": rates(&self.answers),
+            "guard_profile": self.guard_profile.as_ref().map(|profile| json!({
+                "kinds_percent": rates(&profile.kinds),
+                "top_symbols_percent": rates(&profile.top),
+            })),
             "series": self.series.iter().map(|(t, n, ok, p99)| json!({
                 "t_s": t, "attempts": n, "success_percent": finite(*ok), "connect_p99_ms": finite(*p99)
             })).collect::<Vec<_>>(),
@@ -453,6 +461,49 @@ fn markdown_table(scenario: Scenario, options: &Options, runs: &[Run]) -> String
             if run.holds() { "yes" } else { "no" },
             list(&run.drops),
             list(&run.answers),
+        ));
+    }
+    if runs.iter().any(|run| run.guard_profile.is_some()) {
+        out.push_str(&profile_table(runs));
+    }
+    out
+}
+
+/// Where the guard's CPU went in each profiled run: percent of the samples by kind of work,
+/// and the costliest symbols.
+fn profile_table(runs: &[Run]) -> String {
+    let kinds = guard_profile::kind_names();
+    let mut out = format!(
+        "\n## Where the guard's CPU went\n\n`perf record` on the CPU the guard's receive threads have \
+         to themselves, for the flood's length; percent of its samples (idle included), by kind of \
+         work (kernel symbols by prefix: approximate) and the costliest symbols.\n\n\
+         | round | generator | defense | {} | costliest symbols |\n|---:|---|---|{}---|\n",
+        kinds.join(" | "),
+        "---:|".repeat(kinds.len()),
+    );
+    for run in runs {
+        let Some(profile) = &run.guard_profile else {
+            continue;
+        };
+        let shares: Vec<String> = kinds
+            .iter()
+            .map(|kind| {
+                let share = profile.kinds.iter().find(|(k, _)| k == kind);
+                format!("{:.1}", share.map_or(0.0, |(_, s)| *s))
+            })
+            .collect();
+        let top: Vec<String> = profile
+            .top
+            .iter()
+            .map(|(symbol, share)| format!("{symbol} {share:.1}"))
+            .collect();
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            run.repeat,
+            run.generator.name(),
+            run.defense.name(),
+            shares.join(" | "),
+            top.join(", "),
         ));
     }
     out

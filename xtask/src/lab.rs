@@ -94,7 +94,7 @@ impl Lab {
         format!("{}-{}", self.name, host.role())
     }
 
-    fn state_dir(&self) -> PathBuf {
+    pub fn state_dir(&self) -> PathBuf {
         Path::new(STATE_ROOT).join(&self.name)
     }
 

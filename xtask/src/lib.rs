@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod demo;
 pub mod flood;
 pub mod flood_report;
+pub mod guard_profile;
 pub mod lab;
 pub mod lab_server;
 pub mod legit_client;

@@ -98,6 +98,10 @@ struct FloodArgs {
     /// Measure every defense this many times, interleaved; the report adds the medians.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     repeats: u32,
+    /// Record where the guard's CPU goes during each flood (`perf record` on it), by kind of
+    /// work and costliest symbols, in the report.
+    #[arg(long)]
+    profile: bool,
 }
 
 impl FloodArgs {
@@ -122,6 +126,7 @@ impl FloodArgs {
             legit_rate: self.legit_rate,
             client_timestamps: !self.no_timestamps,
             repeats: self.repeats,
+            profile: self.profile,
         }
     }
 }

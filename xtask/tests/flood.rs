@@ -24,6 +24,7 @@ fn a_random_source_syn_flood_leaves_real_clients_connecting() {
         legit_rate: 100,
         client_timestamps: false,
         repeats: 1,
+        profile: true,
     };
     let run = flood::run_one(
         Path::new(env!("CARGO_BIN_EXE_xtask")),
@@ -63,5 +64,23 @@ fn a_random_source_syn_flood_leaves_real_clients_connecting() {
         run.during.success_percent >= 99.5,
         "legitimate success during the flood: {:?}",
         run.during
+    );
+    // The guard's CPU ran synguard's programs for the flood, as its profile shows.
+    let profile = run.guard_profile.expect("a profile of the guard's CPU");
+    let xdp = profile
+        .kinds
+        .iter()
+        .find(|(kind, _)| kind == "XDP programs")
+        .map_or(0.0, |(_, share)| *share);
+    assert!(
+        xdp > 5.0,
+        "XDP programs at {xdp:.1} % of the guard's CPU: {profile:?}"
+    );
+    assert!(
+        profile
+            .top
+            .iter()
+            .any(|(symbol, _)| symbol == "XDP client_segment"),
+        "{profile:?}"
     );
 }
