@@ -192,6 +192,11 @@ pub struct Options {
 const FLOOD_HALT_POLL_NS: u64 = 200_000;
 
 pub fn run(xtask: &Path, options: &Options) -> Result<Vec<Run>> {
+    if options.profile && lab::guard_cpu().is_none() {
+        bail!(
+            "--profile samples the CPU the guard has to itself, and this machine has one CPU: run without --profile"
+        );
+    }
     let synguard = build::synguard(Profile::Release)?;
     // Everything the runs start (labs' servers, floods, clients, synguard) stays off the
     // CPU the guard's receive threads get (see `lab::keep_off_guard_cpu`).
