@@ -410,7 +410,7 @@ fn measure(
     };
     let before = probes.read()?;
     let flood_started = started.elapsed().as_secs_f64();
-    let mut floods = start_flood(lab, (xtask, synguard), scenario, generator, options)?;
+    // Started first: a perf that cannot start leaves no flood running.
     let recording = match lab::guard_cpu() {
         Some(cpu) if options.profile => Some(guard_profile::start(
             cpu,
@@ -419,6 +419,7 @@ fn measure(
         )?),
         _ => None,
     };
+    let mut floods = start_flood(lab, (xtask, synguard), scenario, generator, options)?;
     let deadline = Instant::now() + flood_length + Duration::from_secs(5);
     for flood in &mut floods {
         while flood.try_wait()?.is_none() {
