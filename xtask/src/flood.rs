@@ -189,7 +189,7 @@ pub struct Options {
 /// Runs every scenario x generator x defense and writes one report per scenario under
 /// results/flood/; returns the runs.
 /// How long idle CPUs poll before they halt during the floods (see `lab::IdlePolling`).
-const FLOOD_HALT_POLL_NS: u64 = 200_000;
+const FLOOD_HALT_POLL_NS: u64 = 2_000_000;
 
 pub fn run(xtask: &Path, options: &Options) -> Result<Vec<Run>> {
     if options.profile && lab::guard_cpu().is_none() {
