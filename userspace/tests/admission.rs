@@ -351,13 +351,14 @@ fn syns_over_their_source_bucket_drop_at_once() {
 
 #[test]
 fn a_new_handshake_renews_a_lapsed_vouch() {
+    let vouched_at = |guard: &DataPlane| {
+        let at = guard.vouched_at(&client_source()).unwrap();
+        at.expect("the source is in the vouched map")
+    };
     let mut guard = guard_with_syn_bucket_of_three("always");
     let first_ack = third_ack_after_syn(&mut guard);
     expect(&mut guard, &first_ack, Action::Pass, Counter::CookieValid);
-    let first = guard
-        .vouched_at(&client_source())
-        .unwrap()
-        .expect("vouched");
+    let first = vouched_at(&guard);
     assert!(
         monotonic_coarse_ns().abs_diff(first) < 1_000_000_000,
         "vouched now"
@@ -384,10 +385,7 @@ fn a_new_handshake_renews_a_lapsed_vouch() {
 
     // The new handshake rewrites the time in place, and the source is vouched for again.
     expect(&mut guard, &second_ack, Action::Pass, Counter::CookieValid);
-    let renewed = guard
-        .vouched_at(&client_source())
-        .unwrap()
-        .expect("vouched");
+    let renewed = vouched_at(&guard);
     assert!(
         renewed >= first,
         "renewed at {renewed}, first vouched at {first}"

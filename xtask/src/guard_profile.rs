@@ -9,8 +9,9 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use crate::cmd;
 use anyhow::{Context, Result, bail};
+
+use crate::cmd;
 
 /// What a flood cost the guard's core, by kind of work and by symbol (percent of samples).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -144,17 +145,17 @@ fn readable(symbol: &str) -> String {
 }
 
 fn summarise(symbols: &[(String, f64)]) -> GuardProfile {
+    // One pass: each symbol's share goes to its kind.
     let mut kinds: Vec<(String, f64)> = kind_names()
         .into_iter()
-        .map(|kind| {
-            let share = symbols
-                .iter()
-                .filter(|(symbol, _)| kind_of(symbol) == kind)
-                .map(|(_, percent)| percent)
-                .sum();
-            (kind.to_string(), share)
-        })
+        .map(|kind| (kind.to_string(), 0.0))
         .collect();
+    for (symbol, percent) in symbols {
+        let kind = kind_of(symbol);
+        if let Some((_, share)) = kinds.iter_mut().find(|(name, _)| name == kind) {
+            *share += percent;
+        }
+    }
     kinds.retain(|(_, share)| *share > 0.0);
     let mut top: Vec<(String, f64)> = symbols
         .iter()

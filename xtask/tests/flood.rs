@@ -43,11 +43,7 @@ fn a_random_source_syn_flood_leaves_real_clients_connecting() {
         "the flood did not run: {:.0} pps",
         run.offered_pps
     );
-    let cookies = run
-        .answers
-        .iter()
-        .find(|(name, _)| name == "synguard.tx_syn_cookie")
-        .map_or(0.0, |(_, rate)| *rate);
+    let cookies = value_of(&run.answers, "synguard.tx_syn_cookie");
     assert!(
         cookies > 0.9 * run.offered_pps,
         "{cookies:.0} cookies/s for {:.0} SYN/s offered",
@@ -67,11 +63,7 @@ fn a_random_source_syn_flood_leaves_real_clients_connecting() {
     );
     // The guard's CPU ran synguard's programs for the flood, as its profile shows.
     let profile = run.guard_profile.expect("a profile of the guard's CPU");
-    let xdp = profile
-        .kinds
-        .iter()
-        .find(|(kind, _)| kind == "XDP programs")
-        .map_or(0.0, |(_, share)| *share);
+    let xdp = value_of(&profile.kinds, "XDP programs");
     assert!(
         xdp > 5.0,
         "XDP programs at {xdp:.1} % of the guard's CPU: {profile:?}"
@@ -83,4 +75,11 @@ fn a_random_source_syn_flood_leaves_real_clients_connecting() {
             .any(|(symbol, _)| symbol == "XDP client_segment"),
         "{profile:?}"
     );
+}
+
+/// The figure named `name` in a report's (name, figure) list; 0 when it is not there.
+fn value_of(list: &[(String, f64)], name: &str) -> f64 {
+    list.iter()
+        .find(|(n, _)| n == name)
+        .map_or(0.0, |(_, value)| *value)
 }
