@@ -366,6 +366,35 @@ pub mod event_kind {
     pub const ADMITTED: u8 = 5;
 }
 
+/// Most payload one [`EarlyData`] record holds: one segment of a client with Ethernet's MSS.
+/// A larger one (a jumbo MSS and an `--early-data` window over 2,920 bytes, of which a client
+/// sends at most half at once) is not held: the client sends it again after the join.
+pub const EARLY_DATA_MAX: usize = 1460;
+
+/// A client's data that arrived before its server joined the flow (our SYN-ACK offered a
+/// window of `--early-data` bytes, so a client sends its request at once, with or after its
+/// third ACK). The data plane cannot hold a frame: it drops it and hands the payload to the
+/// controller through the flow event ring buffer (told apart from a [`FlowEvent`] by its
+/// size), and the controller sends it to the server after the join. Numbers are as the client
+/// sent them, in the guard's sequence space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct EarlyData {
+    pub flow: FlowKey,
+    /// Which connection on the tuple: as in its [`FlowEntry`].
+    pub client_isn: u32,
+    pub guard_isn: u32,
+    pub seq: u32,
+    /// TSval and TSecr of the segment (zero without timestamps).
+    pub ts_val: u32,
+    pub ts_ecr: u32,
+    /// The segment's window field (scaled by the client's shift).
+    pub window: u16,
+    /// Payload bytes in `payload`.
+    pub len: u16,
+    pub payload: [u8; EARLY_DATA_MAX],
+}
+
 /// Directions of a [`FlowEvent`] (and the indices of the forwarding stages).
 pub const TO_SERVER: u8 = 0;
 pub const TO_CLIENT: u8 = 1;
@@ -416,6 +445,7 @@ mod pod {
     unsafe impl aya::Pod for PolicySettings {}
     unsafe impl aya::Pod for FlowEntry {}
     unsafe impl aya::Pod for FlowEvent {}
+    unsafe impl aya::Pod for EarlyData {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for CookieKeys {}
 }

@@ -18,15 +18,20 @@ use crate::{
 /// Room for the longest segment (IPv6 40 + TCP 40), rounded up so a masked length fits.
 pub const SEGMENT_BUF_LEN: usize = 128;
 
+/// The SYN-ACK's window by default (`--early-data`): room for a request or a TLS ClientHello
+/// with a post-quantum key share; a client sends it in segments of at most half of it.
+pub const EARLY_DATA_WINDOW: u16 = 4096;
+
 /// What the guard announces in its SYN-ACKs (a map value written by the controller).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct SynAckSettings {
     pub mss_v4: u16,
     pub mss_v6: u16,
-    /// The window field of the SYN-ACK (never scaled, RFC 7323 section 2.2). Zero keeps a
-    /// client from sending data before the server has joined the flow (see `flows` in the
-    /// controller); the window update that follows the server's SYN-ACK opens it.
+    /// The window field of the SYN-ACK (never scaled, RFC 7323 section 2.2): what a client
+    /// may send before the server has joined the flow, which the guard holds until then
+    /// (`maps::EarlyData`). Zero keeps the client waiting; either way the window update that
+    /// follows the server's SYN-ACK opens the server's window.
     pub window: u16,
     /// Our window-scale shift, sent when the client sent one.
     pub window_scale: u8,
@@ -38,7 +43,7 @@ impl Default for SynAckSettings {
         Self {
             mss_v4: 1460,
             mss_v6: 1440,
-            window: 0,
+            window: EARLY_DATA_WINDOW,
             window_scale: 7,
             _pad: 0,
         }

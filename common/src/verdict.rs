@@ -136,8 +136,8 @@ pub enum ClientStep {
     /// A segment of a joined flow: translate and forward (a SYN included: the server answers
     /// it with a challenge ACK, RFC 5961 section 4).
     Forward,
-    /// A segment of a flow whose server has not answered yet (our zero window holds the
-    /// client's data back, so these are retransmitted ACKs and window probes).
+    /// A segment of a flow whose server has not answered yet: its data is held for the
+    /// server (`maps::EarlyData`); retransmitted ACKs, window probes and FINs drop.
     AwaitBackend,
     /// A RST before the server answered: the controller ends the flow.
     ResetBeforeJoin,

@@ -15,7 +15,7 @@ use synguard_common::{
 
 use crate::{
     clock::monotonic_coarse_ns,
-    flow_events::{self, client, server},
+    flow_events::{self, Record, client, server},
     flow_filter::FlowFilter,
     flows::{Command, FlowTable, FlowTimers},
     inject::Injector,
@@ -62,9 +62,17 @@ impl FlowControl {
         Ok(marked)
     }
 
-    /// One ring-buffer record.
+    /// One ring-buffer record; returns it when it is a flow event.
     pub fn on_record(&mut self, record: &[u8]) -> Option<synguard_common::maps::FlowEvent> {
-        let event = flow_events::decode(record)?;
+        let event = match flow_events::decode(record)? {
+            Record::Event(event) => event,
+            Record::EarlyData(data) => {
+                debug!("early data seq {} len {}", data.seq, data.len);
+                let commands = self.table.on_early_data(&data);
+                self.carry_out(&commands);
+                return None;
+            }
+        };
         debug!(
             "event kind {} dir {} flags {:#04x} seq {} ack {} len {}",
             event.kind, event.direction, event.flags, event.seq, event.ack, event.payload_len
@@ -123,8 +131,9 @@ impl FlowControl {
                         warn!("removing a closed flow from the data plane: {error}");
                     }
                 }
-                Command::AckServer { flow, .. }
-                    if self.map.get(flow, 0).is_ok_and(|e| e.to_server.packets > 0) =>
+                Command::AckServer { flow, payload, .. }
+                    if payload.is_empty()
+                        && self.map.get(flow, 0).is_ok_and(|e| e.to_server.packets > 0) =>
                 {
                     // The client's own segments already completed the server's handshake.
                     // Sent late, our ACK could reach a server whose connection is already

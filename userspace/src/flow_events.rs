@@ -6,16 +6,30 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use serde_json::{Value, json};
 use synguard_common::{
     cookie::FlowKey,
-    maps::{FlowEvent, NO_WINDOW_SCALE},
+    maps::{EarlyData, FlowEvent, NO_WINDOW_SCALE},
 };
 
-/// Decodes one ring-buffer record (None when it is not an event's size).
-pub fn decode(bytes: &[u8]) -> Option<FlowEvent> {
-    if bytes.len() != size_of::<FlowEvent>() {
-        return None;
+/// One record of the flow event ring buffer; the two kinds differ in size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Event(FlowEvent),
+    EarlyData(Box<EarlyData>),
+}
+
+/// Decodes one ring-buffer record (None when it has neither kind's size).
+pub fn decode(bytes: &[u8]) -> Option<Record> {
+    // SAFETY (both reads): right size, and every bit pattern is valid (plain integers).
+    if bytes.len() == size_of::<FlowEvent>() {
+        Some(Record::Event(unsafe {
+            std::ptr::read_unaligned(bytes.as_ptr() as *const FlowEvent)
+        }))
+    } else if bytes.len() == size_of::<EarlyData>() {
+        Some(Record::EarlyData(Box::new(unsafe {
+            std::ptr::read_unaligned(bytes.as_ptr() as *const EarlyData)
+        })))
+    } else {
+        None
     }
-    // SAFETY: right size, and every bit pattern is a valid FlowEvent (plain integers).
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const FlowEvent) })
 }
 
 fn address(bytes: &[u8; 16], family: u8) -> IpAddr {

@@ -5,14 +5,16 @@
 //! - The data plane does everything per packet, because a SYN flood must never wait on
 //!   userspace: the cookie SYN-ACK; on a valid third ACK, the flow entry and the SYN to the
 //!   server (the client's ISN and options, rewritten from the ACK in place); on the server's
-//!   SYN-ACK, the translation offsets and the client's window update (our SYN-ACK offered a
-//!   zero window, so the client holds its data until the server is there: nothing is lost
-//!   and nothing waits for a retransmission timeout); forwarding with translation.
+//!   SYN-ACK, the translation offsets and the client's window update (our SYN-ACK offered
+//!   only `--early-data` bytes); forwarding with translation. Data a client sends before the
+//!   join it hands to the controller (it cannot hold a frame).
 //! - The controller owns the decision and the lifetime: it answers the server's SYN-ACK with
 //!   the ACK that completes the server's handshake (a client that speaks first completes it
-//!   anyway with its first segment), resets the client when the server refuses or never
-//!   answers, runs the state machine of every flow from the control segments the data plane
-//!   reports, and removes flows from the data plane when they close, idle out or time out.
+//!   anyway with its first segment) and sends it the client's held data in the client's
+//!   name, translated as the data plane would; it resets the client when the server refuses
+//!   or never answers, runs the state machine of every flow from the control segments the
+//!   data plane reports, and removes flows from the data plane when they close, idle out or
+//!   time out.
 //!
 //! Time is passed in (monotonic nanoseconds, the data plane's coarse clock) so tests drive it.
 
@@ -20,7 +22,10 @@ use std::collections::HashMap;
 
 use synguard_common::{
     cookie::FlowKey,
-    maps::{FlowEntry, FlowEvent, NO_WINDOW_SCALE, TO_CLIENT, TO_SERVER, event_kind, phase},
+    maps::{
+        EARLY_DATA_MAX, EarlyData, FlowEntry, FlowEvent, NO_WINDOW_SCALE, TO_CLIENT, TO_SERVER,
+        event_kind, phase,
+    },
     parse::TcpFlags,
 };
 
@@ -88,7 +93,64 @@ pub struct Flow {
     /// When the SYN goes out again, and the interval after that (doubling, RFC 6298).
     pub syn_retransmit_at_ns: u64,
     pub syn_retransmit_interval_ns: u64,
+    /// Data the client sent before the server joined, held until the join.
+    pub early_data: Vec<EarlySegment>,
+    /// How the client's segments read on the server's side, known from the join on.
+    pub to_server: Option<ServerView>,
 }
+
+/// A client's data segment held for its server (see `synguard_common::maps::EarlyData`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EarlySegment {
+    pub seq: u32,
+    pub ts_val: u32,
+    pub ts_ecr: u32,
+    pub window: u16,
+    pub payload: Vec<u8>,
+}
+
+/// What the data plane's translation does to a client's segment, for the segments the
+/// controller sends in the client's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerView {
+    /// The server's ISN + 1: what a client segment acknowledges before the server sent data.
+    pub ack: u32,
+    /// Added to the client's TSecr, when both ends use timestamps.
+    pub ts_offset: Option<u32>,
+    pub client_shift: u8,
+    pub server_view_of_client_shift: u8,
+}
+
+impl ServerView {
+    fn of(entry: &FlowEntry) -> Self {
+        Self {
+            ack: entry.server_isn.wrapping_add(1),
+            ts_offset: (entry.server_timestamps != 0).then_some(entry.ts_offset),
+            client_shift: entry.client_shift,
+            server_view_of_client_shift: entry.server_view_of_client_shift,
+        }
+    }
+
+    /// The client's held segment as the server must see it.
+    fn send(&self, flow: &FlowKey, segment: EarlySegment) -> Command {
+        let window = ((segment.window as u32) << (self.client_shift & 15))
+            >> (self.server_view_of_client_shift & 15);
+        Command::AckServer {
+            flow: *flow,
+            seq: segment.seq,
+            ack: self.ack,
+            window: window.min(0xffff) as u16,
+            timestamps: self
+                .ts_offset
+                .map(|offset| (segment.ts_val, segment.ts_ecr.wrapping_add(offset))),
+            payload: segment.payload,
+        }
+    }
+}
+
+/// Most early data the controller holds for all flows together: a client that completed a
+/// handshake to a server that does not answer cannot grow it past this.
+pub const EARLY_DATA_BUFFER_BYTES: usize = 16 << 20;
 
 /// What the data plane's SYN to the server carried: the client's ISN and options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,13 +173,15 @@ pub const FIRST_SYN_RETRANSMIT_NS: u64 = 250_000_000;
 pub enum Command {
     /// Send the SYN to the server again (it has not answered).
     SynServer { flow: FlowKey, syn: BackendSyn },
-    /// Complete the server's handshake in the client's name.
+    /// Complete the server's handshake in the client's name, or (with a payload) send it the
+    /// data the client sent before the join.
     AckServer {
         flow: FlowKey,
         seq: u32,
         ack: u32,
         window: u16,
         timestamps: Option<(u32, u32)>,
+        payload: Vec<u8>,
     },
     /// Reset the client (the server refused or never answered).
     ResetClient { flow: FlowKey, seq: u32, ack: u32 },
@@ -144,6 +208,11 @@ pub struct FlowCounts {
     pub challenge_acks: u64,
     pub ignored_segments: u64,
     pub time_wait_restarts: u64,
+    /// Client data segments held until their server joined, sent on, and refused (held
+    /// already, the flow gone, or the buffer full: the client sends them again).
+    pub early_data_held: u64,
+    pub early_data_sent: u64,
+    pub early_data_refused: u64,
     /// Flows found in the data plane at start (a restart adopted them).
     pub adopted: u64,
 }
@@ -153,6 +222,8 @@ pub struct FlowTable {
     pub timers: FlowTimers,
     flows: HashMap<FlowKey, Flow>,
     pub counts: FlowCounts,
+    /// Payload bytes held in all flows' `early_data`.
+    early_data_bytes: usize,
 }
 
 impl FlowTable {
@@ -239,6 +310,8 @@ impl FlowTable {
                         now_ns + FIRST_SYN_RETRANSMIT_NS
                     },
                     syn_retransmit_interval_ns: FIRST_SYN_RETRANSMIT_NS,
+                    early_data: Vec::new(),
+                    to_server: None,
                 },
             );
             if direct {
@@ -268,15 +341,14 @@ impl FlowTable {
         let rst = segment.flags.has(TcpFlags::RST);
         match (event.kind, event.direction) {
             (event_kind::JOINED, _) => {
-                join(
+                self.early_data_bytes -= join(
                     flow,
                     &key,
                     &event.entry,
-                    event.ts_val,
-                    event.ts_ecr,
+                    (event.ts_val, event.ts_ecr),
+                    &mut self.counts,
                     &mut commands,
                 );
-                self.counts.joined += 1;
             }
             (event_kind::CONTROL, TO_SERVER) if !flow.joined && rst => {
                 self.counts.client_gave_up += 1;
@@ -318,6 +390,44 @@ impl FlowTable {
         commands
     }
 
+    /// Takes a client's data that came before its server joined: held until the join, or sent
+    /// at once when the join is already known (the two records can cross in the ring).
+    pub fn on_early_data(&mut self, data: &EarlyData) -> Vec<Command> {
+        let Some(flow) = self.flows.get_mut(&data.flow) else {
+            self.counts.early_data_refused += 1;
+            return Vec::new();
+        };
+        let len = (data.len as usize).min(EARLY_DATA_MAX);
+        let segment = EarlySegment {
+            seq: data.seq,
+            ts_val: data.ts_val,
+            ts_ecr: data.ts_ecr,
+            window: data.window,
+            payload: data.payload[..len].to_vec(),
+        };
+        let this_connection =
+            flow.client_isn == data.client_isn && flow.guard_isn == data.guard_isn && !flow.direct;
+        // A retransmission of a segment held already adds nothing.
+        let held_already = flow.early_data.iter().any(|held| held.seq == data.seq);
+        if !this_connection || held_already || len == 0 {
+            self.counts.early_data_refused += 1;
+            return Vec::new();
+        }
+        if let Some(view) = flow.to_server {
+            self.counts.early_data_sent += 1;
+            flow.server.received(&segment_of(&segment), 0);
+            return vec![view.send(&data.flow, segment)];
+        }
+        if self.early_data_bytes + len > EARLY_DATA_BUFFER_BYTES {
+            self.counts.early_data_refused += 1;
+            return Vec::new();
+        }
+        self.early_data_bytes += len;
+        self.counts.early_data_held += 1;
+        flow.early_data.push(segment);
+        Vec::new()
+    }
+
     /// Takes over a flow found in the data plane (the controller restarted): its state comes
     /// from what the data plane tracked ([`server_end_of`]); its timers start now.
     pub fn adopt(&mut self, key: FlowKey, entry: &FlowEntry, now_ns: u64) {
@@ -354,6 +464,8 @@ impl FlowTable {
                 // timeout still ends a flow whose server never answers.
                 syn_retransmit_at_ns: u64::MAX,
                 syn_retransmit_interval_ns: FIRST_SYN_RETRANSMIT_NS,
+                early_data: Vec::new(),
+                to_server: (entry.phase == phase::JOINED).then(|| ServerView::of(entry)),
             },
         );
         self.counts.adopted += 1;
@@ -380,16 +492,15 @@ impl FlowTable {
             {
                 if entry.phase == phase::JOINED {
                     // The join happened but its event was lost: catch up from the map.
-                    let (client_tsval, server_tsval) = (0, 0);
-                    join(
+                    let (server_tsval, client_tsval) = (0, 0);
+                    self.early_data_bytes -= join(
                         flow,
                         &key,
                         &entry,
-                        server_tsval,
-                        client_tsval,
+                        (server_tsval, client_tsval),
+                        &mut self.counts,
                         &mut commands,
                     );
-                    self.counts.joined += 1;
                 } else {
                     self.counts.backend_timeouts += 1;
                     // A client let straight through hears from the server (or times out) itself.
@@ -435,6 +546,7 @@ impl FlowTable {
 
     fn forget_quietly(&mut self, key: &FlowKey, commands: &mut Vec<Command>) {
         if let Some(flow) = self.flows.remove(key) {
+            self.early_data_bytes -= held_bytes(&flow.early_data);
             commands.push(Command::Remove {
                 flow: *key,
                 guard_isn: flow.guard_isn,
@@ -488,15 +600,17 @@ pub fn server_end_of(entry: &FlowEntry) -> Endpoint {
 
 /// The server answered: it sent its SYN-ACK, we acknowledge it in the client's name (unless
 /// the flow went straight through: then the client's own ACK follows, reported by the data
-/// plane as its first segment).
+/// plane as its first segment) and send it the client's held data. `timestamps` are the
+/// server's TSval and its echo of the client's. Returns the held bytes it released.
 fn join(
     flow: &mut Flow,
     key: &FlowKey,
     entry: &FlowEntry,
-    server_tsval: u32,
-    client_tsval: u32,
+    (server_tsval, client_tsval): (u32, u32),
+    counts: &mut FlowCounts,
     commands: &mut Vec<Command>,
-) {
+) -> usize {
+    counts.joined += 1;
     flow.joined = true;
     flow.server_isn = entry.server_isn;
     if flow.direct {
@@ -510,11 +624,13 @@ fn join(
     };
     flow.server.sent(&syn_ack);
     if flow.direct {
-        return;
+        return 0;
     }
+    let view = ServerView::of(entry);
+    flow.to_server = Some(view);
     let ack = Segment {
         seq: entry.to_server.next_seq,
-        ack: entry.server_isn.wrapping_add(1),
+        ack: view.ack,
         flags: TcpFlags(TcpFlags::ACK),
         len: 0,
     };
@@ -526,8 +642,33 @@ fn join(
         window: window.min(0xffff) as u16,
         timestamps: (entry.server_timestamps != 0 && server_tsval != 0)
             .then_some((client_tsval, server_tsval)),
+        payload: Vec::new(),
     });
     flow.server.received(&ack, 0);
+    let mut held = std::mem::take(&mut flow.early_data);
+    let released = held_bytes(&held);
+    // In sequence order (they may have come in any): the server takes them without a gap.
+    held.sort_by_key(|segment| segment.seq.wrapping_sub(flow.client_isn));
+    for segment in held {
+        flow.server.received(&segment_of(&segment), 0);
+        commands.push(view.send(key, segment));
+        counts.early_data_sent += 1;
+    }
+    released
+}
+
+fn held_bytes(segments: &[EarlySegment]) -> usize {
+    segments.iter().map(|segment| segment.payload.len()).sum()
+}
+
+/// A held segment as the server's end of the flow receives it.
+fn segment_of(segment: &EarlySegment) -> Segment {
+    Segment {
+        seq: segment.seq,
+        ack: 0,
+        flags: TcpFlags(TcpFlags::ACK),
+        len: segment.payload.len() as u32,
+    }
 }
 
 fn reset_client(key: &FlowKey, flow: &Flow) -> Command {

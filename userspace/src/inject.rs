@@ -52,14 +52,15 @@ impl Injector {
     pub fn send(&self, command: &Command) -> Result<()> {
         match *command {
             Command::AckServer {
-                flow,
+                ref flow,
                 seq,
                 ack,
                 window,
                 timestamps,
-            } => self.send_segment(&flow, false, seq, ack, window, timestamps, false),
+                ref payload,
+            } => self.send_segment(flow, false, seq, ack, window, timestamps, false, payload),
             Command::ResetClient { flow, seq, ack } => {
-                self.send_segment(&flow, true, seq, ack, 0, None, true)
+                self.send_segment(&flow, true, seq, ack, 0, None, true, &[])
             }
             Command::SynServer { flow, syn } => {
                 let packet = build_syn(client(&flow), server(&flow), &syn)?;
@@ -79,13 +80,14 @@ impl Injector {
         window: u16,
         timestamps: Option<(u32, u32)>,
         reset: bool,
+        payload: &[u8],
     ) -> Result<()> {
         let (from, to) = if to_client {
             (server(flow), client(flow))
         } else {
             (client(flow), server(flow))
         };
-        let packet = build(from, to, seq, ack, window, timestamps, reset)?;
+        let packet = build(from, to, seq, ack, window, timestamps, reset, payload)?;
         self.send_packet(flow, to, &packet)
     }
 
@@ -151,7 +153,8 @@ fn ip_builder(
     })
 }
 
-/// An IP packet with a header-only TCP segment, checksums filled in.
+/// An IP packet with a TCP segment, checksums filled in.
+#[allow(clippy::too_many_arguments)]
 fn build(
     from: SocketAddr,
     to: SocketAddr,
@@ -160,6 +163,7 @@ fn build(
     window: u16,
     timestamps: Option<(u32, u32)>,
     reset: bool,
+    payload: &[u8],
 ) -> Result<Vec<u8>> {
     let mut tcp = ip_builder(from, to)?
         .tcp(from.port(), to.port(), seq, window)
@@ -174,8 +178,11 @@ fn build(
             etherparse::TcpOptionElement::Timestamp(tsval, tsecr),
         ])?;
     }
-    let mut packet = Vec::with_capacity(tcp.size(0));
-    tcp.write(&mut packet, &[])?;
+    if !payload.is_empty() {
+        tcp = tcp.psh();
+    }
+    let mut packet = Vec::with_capacity(tcp.size(payload.len()));
+    tcp.write(&mut packet, payload)?;
     Ok(packet)
 }
 
@@ -209,12 +216,13 @@ mod tests {
     fn built_segments_have_valid_checksums() {
         let from: SocketAddr = "198.18.1.2:40000".parse().unwrap();
         let to: SocketAddr = "198.19.1.2:80".parse().unwrap();
-        let packet = build(from, to, 7, 9, 512, Some((1, 2)), false).unwrap();
+        let packet = build(from, to, 7, 9, 512, Some((1, 2)), false, b"GET /").unwrap();
         let sliced = etherparse::SlicedPacket::from_ip(&packet).unwrap();
         let Some(etherparse::TransportSlice::Tcp(tcp)) = sliced.transport else {
             panic!("not TCP")
         };
         assert_eq!((tcp.sequence_number(), tcp.acknowledgment_number()), (7, 9));
+        assert_eq!(tcp.payload(), b"GET /");
         let etherparse::NetSlice::Ipv4(ip) = sliced.net.unwrap() else {
             panic!("not IPv4")
         };
@@ -223,7 +231,7 @@ mod tests {
             .calc_checksum_ipv4(&ip.header().to_header(), tcp.payload())
             .unwrap();
         assert_eq!(tcp.checksum(), expected);
-        let reset = build(to, from, 1, 2, 0, None, true).unwrap();
+        let reset = build(to, from, 1, 2, 0, None, true, &[]).unwrap();
         assert_eq!(reset[20 + 13] & 0x04, 0x04, "RST set");
     }
 }

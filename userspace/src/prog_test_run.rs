@@ -22,7 +22,8 @@ use synguard_common::{
 
 use crate::{
     auto_mode::DEFAULT_AUTO_SYN_RATE,
-    clock, flow_events,
+    clock,
+    flow_events::{self, Record},
     flow_filter::FlowFilter,
     guard_config::{self, ProtectedService},
     object, stats,
@@ -89,8 +90,8 @@ impl DataPlane {
         guard_config::write_keys_with_offset(&mut self.ebpf, keys, offset)
     }
 
-    /// Flow events emitted since the last call.
-    pub fn events(&mut self) -> Result<Vec<FlowEvent>> {
+    /// Ring-buffer records (flow events and early data) emitted since the last call.
+    pub fn records(&mut self) -> Result<Vec<Record>> {
         if self.events.is_none() {
             let map = self
                 .ebpf
@@ -99,11 +100,23 @@ impl DataPlane {
             self.events = Some(RingBuf::try_from(map)?);
         }
         let ring = self.events.as_mut().expect("just set");
-        let mut events = Vec::new();
+        let mut records = Vec::new();
         while let Some(record) = ring.next() {
-            events.push(flow_events::decode(&record).context("odd-sized flow event record")?);
+            records.push(flow_events::decode(&record).context("odd-sized flow event record")?);
         }
-        Ok(events)
+        Ok(records)
+    }
+
+    /// Flow events emitted since the last call (early data records are left out).
+    pub fn events(&mut self) -> Result<Vec<FlowEvent>> {
+        Ok(self
+            .records()?
+            .into_iter()
+            .filter_map(|record| match record {
+                Record::Event(event) => Some(event),
+                Record::EarlyData(_) => None,
+            })
+            .collect())
     }
 
     /// The validated flow recorded for `flow`, if any.

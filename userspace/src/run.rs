@@ -32,7 +32,7 @@ use synguard::{
 use crate::{config::Config, policy_args::PolicyArgs};
 use synguard_common::{
     maps::{FLOW_EVENTS_MAP, FLOWS_CAPACITY, FLOWS_MAP, event_kind},
-    segment::SynAckSettings,
+    segment::{EARLY_DATA_WINDOW, SynAckSettings},
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -84,6 +84,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "SHIFT", default_value_t = 7,
           value_parser = clap::value_parser!(u8).range(0..=14))]
     pub(crate) window_scale: u8,
+    /// Bytes a client may send before its server has answered (the window our SYN-ACKs
+    /// offer): the guard holds them and sends them on after the join, so a request leaves
+    /// with the third ACK and a lost third ACK costs no retransmission. 0 makes clients wait
+    /// for the join (a zero window, which they probe: better where the server speaks first).
+    #[arg(long, value_name = "BYTES", default_value_t = EARLY_DATA_WINDOW)]
+    pub(crate) early_data: u16,
     /// Interface facing the protected servers: validated flows are joined and forwarded
     /// there. Without it, handshakes validate but never reach a server.
     #[arg(long, value_name = "IFACE")]
@@ -175,6 +181,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "mss-v4",
     "mss-v6",
     "window-scale",
+    "early-data",
     "msl",
     "backend-timeout",
     "idle-timeout",
@@ -206,6 +213,7 @@ impl RunArgs {
         self.mss_v4 = new.mss_v4;
         self.mss_v6 = new.mss_v6;
         self.window_scale = new.window_scale;
+        self.early_data = new.early_data;
         self.msl = new.msl;
         self.backend_timeout = new.backend_timeout;
         self.idle_timeout = new.idle_timeout.clone();
@@ -241,6 +249,7 @@ impl RunArgs {
             mss_v4: self.mss_v4,
             mss_v6: self.mss_v6,
             window_scale: self.window_scale,
+            window: self.early_data,
             ..SynAckSettings::default()
         }
     }

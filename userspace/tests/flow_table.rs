@@ -1,14 +1,17 @@
 //! The controller's flow table on synthetic data-plane events, with a clock the test drives:
 //! joins, backend SYN retransmission and timeout, refusals, TIME-WAIT (2*MSL, restarted by a
-//! retransmitted FIN), idle timeouts, LRU evictions, late events of an older connection.
+//! retransmitted FIN), idle timeouts, LRU evictions, late events of an older connection, and
+//! the client data held until the server joins.
 
 use synguard::{
-    flows::{Command, FIRST_SYN_RETRANSMIT_NS, FlowTable, FlowTimers},
+    flows::{Command, EARLY_DATA_BUFFER_BYTES, FIRST_SYN_RETRANSMIT_NS, FlowTable, FlowTimers},
     tcp_state::State,
 };
 use synguard_common::{
     cookie::FlowKey,
-    maps::{FlowEntry, FlowEvent, TO_CLIENT, TO_SERVER, event_kind, phase},
+    maps::{
+        EARLY_DATA_MAX, EarlyData, FlowEntry, FlowEvent, TO_CLIENT, TO_SERVER, event_kind, phase,
+    },
     parse::TcpFlags as F,
 };
 
@@ -114,6 +117,7 @@ fn established() -> FlowTable {
             ack: SERVER_ISN + 1,
             window: 64_000,
             timestamps: None,
+            payload: Vec::new(),
         }],
         "the server's handshake is completed in the client's name"
     );
@@ -431,5 +435,171 @@ fn a_restarted_controller_reads_each_state_from_the_data_plane() {
     assert_eq!(
         table.get(&key(40000)).unwrap().server.state,
         State::CloseWait
+    );
+}
+
+/// A client's data segment before the join, as the data plane hands it over.
+fn early(seq: u32, payload: &[u8], ts_val: u32) -> EarlyData {
+    let mut data = EarlyData {
+        flow: key(40000),
+        client_isn: CLIENT_ISN,
+        guard_isn: COOKIE,
+        seq,
+        ts_val,
+        ts_ecr: 777, // our SYN-ACK's TSval
+        window: 500,
+        len: payload.len() as u16,
+        payload: [0; EARLY_DATA_MAX],
+    };
+    data.payload[..payload.len()].copy_from_slice(payload);
+    data
+}
+
+/// The server's SYN-ACK joined the flow; both ends use timestamps, the server's clock runs
+/// 1000 ahead of ours, and the client scales its window by 2^7 on both sides.
+fn joined_with_timestamps() -> FlowEvent {
+    let mut joined = event(
+        event_kind::JOINED,
+        TO_CLIENT,
+        F::SYN | F::ACK,
+        SERVER_ISN,
+        CLIENT_ISN + 1,
+    );
+    joined.entry.server_timestamps = 1;
+    joined.entry.ts_offset = 1000;
+    joined.entry.client_shift = 7;
+    joined.entry.server_view_of_client_shift = 7;
+    (joined.ts_val, joined.ts_ecr) = (1777, 41);
+    joined
+}
+
+/// What the controller sends the server for a held segment.
+fn to_server(seq: u32, payload: &[u8], ts_val: u32) -> Command {
+    Command::AckServer {
+        flow: key(40000),
+        seq,
+        ack: SERVER_ISN + 1,
+        window: 500,
+        timestamps: Some((ts_val, 777 + 1000)),
+        payload: payload.to_vec(),
+    }
+}
+
+#[test]
+fn early_data_waits_for_the_join_then_goes_in_order_as_the_server_sees_it() {
+    let mut table = FlowTable::new(timers());
+    table.on_event(&validated(), 0);
+    let world = early(CLIENT_ISN + 6, b"world", 51);
+    let hello = early(CLIENT_ISN + 1, b"hello", 50);
+    assert!(table.on_early_data(&world).is_empty(), "held");
+    assert!(table.on_early_data(&hello).is_empty(), "held");
+    assert!(
+        table.on_early_data(&hello).is_empty(),
+        "a retransmission is held once"
+    );
+    let commands = table.on_event(&joined_with_timestamps(), MS);
+    assert_eq!(
+        commands,
+        [
+            Command::AckServer {
+                flow: key(40000),
+                seq: CLIENT_ISN + 1,
+                ack: SERVER_ISN + 1,
+                window: 500, // 64,000 >> 7
+                timestamps: Some((41, 1777)),
+                payload: Vec::new(),
+            },
+            to_server(CLIENT_ISN + 1, b"hello", 50),
+            to_server(CLIENT_ISN + 6, b"world", 51),
+        ],
+        "the handshake's ACK, then the data in sequence order, acknowledging the server's \
+         SYN and echoing its clock"
+    );
+    let counts = &table.counts;
+    assert_eq!(
+        (
+            counts.early_data_held,
+            counts.early_data_sent,
+            counts.early_data_refused
+        ),
+        (2, 2, 1)
+    );
+    let server = table.get(&key(40000)).unwrap().server;
+    assert_eq!(
+        (server.state, server.rcv_nxt),
+        (State::Established, CLIENT_ISN + 11),
+        "the server's end has received the ten bytes"
+    );
+
+    // A record that crossed the join in the ring goes at once.
+    let late = early(CLIENT_ISN + 11, b"!", 52);
+    assert_eq!(
+        table.on_early_data(&late),
+        [to_server(CLIENT_ISN + 11, b"!", 52)]
+    );
+}
+
+#[test]
+fn early_data_of_no_flow_or_another_connection_is_refused() {
+    let mut table = FlowTable::new(timers());
+    assert!(
+        table
+            .on_early_data(&early(CLIENT_ISN + 1, b"x", 1))
+            .is_empty()
+    );
+    table.on_event(&validated(), 0);
+    let mut older = early(CLIENT_ISN + 1, b"x", 1);
+    older.guard_isn = COOKIE - 5;
+    assert!(table.on_early_data(&older).is_empty());
+    assert_eq!(table.counts.early_data_refused, 2);
+    assert_eq!(table.counts.early_data_held, 0);
+}
+
+#[test]
+fn early_data_is_bounded_and_freed_when_its_flow_ends() {
+    let mut table = FlowTable::new(timers());
+    table.on_event(&validated(), 0);
+    let full = [b'a'; EARLY_DATA_MAX];
+    let fits = EARLY_DATA_BUFFER_BYTES / EARLY_DATA_MAX;
+    for i in 0..=fits {
+        let seq = CLIENT_ISN + 1 + (i * EARLY_DATA_MAX) as u32;
+        table.on_early_data(&early(seq, &full, 1));
+    }
+    assert_eq!(table.counts.early_data_held, fits as u64);
+    assert_eq!(table.counts.early_data_refused, 1, "the one past the bound");
+
+    // The server never answers: the flow ends, and its bytes are free again.
+    table.on_tick(3 * S, map_with(false, 0));
+    assert!(table.is_empty());
+    table.on_event(&validated(), 3 * S);
+    table.on_early_data(&early(CLIENT_ISN + 1, &full, 1));
+    assert_eq!(table.counts.early_data_held, fits as u64 + 1);
+}
+
+#[test]
+fn early_data_of_a_client_without_timestamps_or_scaling_goes_as_it_came() {
+    let mut table = FlowTable::new(timers());
+    table.on_event(&validated(), 0);
+    let mut request = early(CLIENT_ISN + 1, b"GET /", 0);
+    request.ts_ecr = 0;
+    table.on_early_data(&request);
+    let joined = event(
+        event_kind::JOINED,
+        TO_CLIENT,
+        F::SYN | F::ACK,
+        SERVER_ISN,
+        CLIENT_ISN + 1,
+    );
+    let commands = table.on_event(&joined, MS);
+    assert_eq!(
+        commands.last().unwrap(),
+        &Command::AckServer {
+            flow: key(40000),
+            seq: CLIENT_ISN + 1,
+            ack: SERVER_ISN + 1,
+            window: 500,
+            timestamps: None,
+            payload: b"GET /".to_vec(),
+        }
     );
 }

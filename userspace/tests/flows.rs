@@ -8,10 +8,10 @@ mod support;
 
 use etherparse::TcpOptionElement as O;
 use support::{guard, options, passes, segment, syn_ack_for, zero_window_probe};
-use synguard::{object::SERVER_PROGRAM, prog_test_run::DataPlane};
+use synguard::{flow_events::Record, object::SERVER_PROGRAM, prog_test_run::DataPlane};
 use synguard_common::{
     counters::Counter,
-    maps::{event_kind, phase},
+    maps::{EARLY_DATA_MAX, event_kind, phase},
     parse::TcpFlags as F,
     test_frames::*,
     verdict::Action,
@@ -307,12 +307,62 @@ fn segments_of_no_flow_die_by_kind() {
 }
 
 #[test]
+fn data_before_the_join_goes_to_the_controller_and_the_frame_drops() {
+    let mut guard = guard();
+    let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn_v4(0), 0);
+    let third = third_ack(cookie, CLIENT_TS, tsval.unwrap());
+    passes(&mut guard, synguard::object::GUARD_PROGRAM, &third);
+    guard.records().unwrap();
+    let data = |payload: &[u8]| {
+        segment(
+            true,
+            CLIENT_ISN + 1,
+            cookie.wrapping_add(1),
+            F::ACK | F::PSH,
+            502,
+            &[
+                O::Noop,
+                O::Noop,
+                O::Timestamp(CLIENT_TS + 1, tsval.unwrap()),
+            ],
+            payload,
+        )
+    };
+    let request = b"GET / HTTP/1.1\r\n\r\n";
+    let outcome = guard.run(&data(request)).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Drop);
+    assert_eq!(guard.counters().unwrap().get(Counter::EarlyDataHeld), 1);
+    let records = guard.records().unwrap();
+    let [Record::EarlyData(held)] = &records[..] else {
+        panic!("expected the held data alone: {records:?}")
+    };
+    assert_eq!(
+        (held.client_isn, held.guard_isn, held.seq, held.window),
+        (CLIENT_ISN, cookie, CLIENT_ISN + 1, 502)
+    );
+    assert_eq!((held.ts_val, held.ts_ecr), (CLIENT_TS + 1, tsval.unwrap()));
+    assert_eq!(&held.payload[..held.len as usize], request);
+
+    // More than a record holds (more than our SYN-ACK's window allowed): dropped, not held.
+    let oversized = data(&[b'x'; EARLY_DATA_MAX + 1]);
+    assert_eq!(
+        guard.run(&oversized).unwrap().action().unwrap(),
+        Action::Drop
+    );
+    let counters = guard.counters().unwrap();
+    assert_eq!(counters.get(Counter::EarlyDataHeld), 1);
+    assert_eq!(counters.get(Counter::DropAwaitingBackend), 1);
+    assert!(guard.records().unwrap().is_empty());
+}
+
+#[test]
 fn a_refusing_server_and_an_early_client_reset_are_reported_not_forwarded() {
     let mut guard = guard();
     let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn_v4(0), 0);
     let third = third_ack(cookie, CLIENT_TS, tsval.unwrap());
     passes(&mut guard, synguard::object::GUARD_PROGRAM, &third);
-    // Before the server answers, the client's segments wait (our zero window holds data).
+    // Before the server answers, the client's segments without data wait (dropped; a client
+    // sends them again).
     let probe = zero_window_probe(cookie, &[]);
     assert_eq!(guard.run(&probe).unwrap().action().unwrap(), Action::Drop);
     assert_eq!(

@@ -4,13 +4,14 @@
 
 use etherparse::{SlicedPacket, TcpOptionElement};
 use synguard::{
+    flow_events::Record,
     object, privilege,
     prog_test_run::{DataPlane, cookie_counter_now},
 };
 use synguard_common::{
     cookie::{self, CookieKeys, CookieOptions},
     counters::Counter,
-    maps::NO_WINDOW_SCALE,
+    maps::{NO_WINDOW_SCALE, event_kind},
     parse::TcpFlags as F,
     siphash::SipKey,
     test_frames::*,
@@ -223,11 +224,32 @@ fn the_clients_first_data_or_window_probe_completes_a_handshake_whose_third_ack_
     assert_eq!(
         outcome.output.len(),
         14 + 20 + tcp.header_len(),
-        "no payload: the client sends its data again once the server's window opens"
+        "no payload in the SYN"
     );
-    let events = guard.events().unwrap();
-    assert_eq!(events.len(), 1);
-    let to_server = events[0].entry.to_server;
+    let records = guard.records().unwrap();
+    let [Record::Event(validated), Record::EarlyData(data)] = &records[..] else {
+        panic!("expected the validation, then the data: {records:?}")
+    };
+    assert_eq!(validated.kind, event_kind::VALIDATED);
+    assert_eq!(
+        (data.flow, data.client_isn, data.guard_isn, data.seq),
+        (
+            flow_of(&syn),
+            CLIENT_ISN,
+            cookie,
+            CLIENT_ISN.wrapping_add(1)
+        ),
+        "the data, held for the server"
+    );
+    assert_eq!(
+        &data.payload[..data.len as usize],
+        b"GET / HTTP/1.1\r\nHost: lab\r\n\r\n"
+    );
+    assert_eq!(
+        (data.ts_val, data.ts_ecr, data.window),
+        (0x1122_4001, tsval.unwrap(), 502)
+    );
+    let to_server = validated.entry.to_server;
     assert_eq!(
         (to_server.next_seq, to_server.bytes),
         (CLIENT_ISN.wrapping_add(1), 0),

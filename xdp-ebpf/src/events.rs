@@ -1,12 +1,13 @@
 //! Flow events for the controller, through the ring buffer.
 
+use aya_ebpf::programs::XdpContext;
 use synguard_common::{
     cookie::FlowKey,
-    maps::{FlowEntry, FlowEvent},
+    maps::{EarlyData, FlowEntry, FlowEvent},
     parse::TcpSegment,
 };
 
-use crate::FLOW_EVENTS;
+use crate::{FLOW_EVENTS, Guarded, frame::XdpFrame};
 
 /// Reports `tcp` of `flow`; `seq`/`ack` are passed as the server sees them. False when the
 /// ring buffer is full (the caller drops the segment, so the sender retransmits it).
@@ -74,4 +75,38 @@ pub fn report(
         receiver_next,
         receiver_window,
     )
+}
+
+/// Hands the payload of a client's segment that came before its server joined `entry`'s flow
+/// to the controller. False when there is no payload, more than a record holds, or no room.
+#[inline(always)]
+pub fn report_early_data(ctx: &XdpContext, guarded: &Guarded, entry: &FlowEntry) -> bool {
+    let tcp = &guarded.tcp;
+    let Some(mut record) = FLOW_EVENTS.reserve::<EarlyData>(0) else {
+        return false;
+    };
+    let slot = record.as_mut_ptr();
+    let payload_at = guarded.l4_offset as usize + tcp.header_len as usize;
+    let (ts_val, ts_ecr) = match tcp.options.timestamps {
+        Some(ts) => ts,
+        None => (0, 0),
+    };
+    // SAFETY: the reservation holds one EarlyData; the payload is copied straight into it,
+    // and every other field is written before submit.
+    unsafe {
+        if !XdpFrame(ctx).load_payload(payload_at, &mut (*slot).payload, tcp.payload_len as usize) {
+            record.discard(0);
+            return false;
+        }
+        (*slot).flow = guarded.flow;
+        (*slot).client_isn = entry.client_isn;
+        (*slot).guard_isn = entry.guard_isn;
+        (*slot).seq = tcp.seq;
+        (*slot).ts_val = ts_val;
+        (*slot).ts_ecr = ts_ecr;
+        (*slot).window = tcp.window;
+        (*slot).len = tcp.payload_len;
+    }
+    record.submit(0);
+    true
 }

@@ -285,9 +285,10 @@ pub fn join_direct(guarded: &Guarded, entry: &mut FlowEntry) -> Verdict {
 }
 
 /// The server's SYN-ACK to our SYN: the flow's translation is now known. The SYN-ACK becomes
-/// the client's window update (our SYN-ACK offered a zero window), so the client sends at
-/// once; the controller sends the server its ACK (and a client that speaks first completes
-/// the server's handshake with its first segment anyway).
+/// the client's window update (our SYN-ACK offered only `--early-data` bytes), so the client
+/// sends the rest at once; the controller sends the server its ACK and the data held so far
+/// (and a client that speaks first completes the server's handshake with its first segment
+/// anyway).
 #[inline(always)]
 pub fn join(ctx: &XdpContext, guarded: &Guarded, entry: &mut FlowEntry) -> Verdict {
     let syn_ack = &guarded.tcp;
@@ -374,6 +375,22 @@ pub fn re_ack(ctx: &XdpContext, guarded: &Guarded, entry: &FlowEntry) -> Verdict
         window_scale: None,
     };
     emit(ctx, guarded, &ack, true, Counter::TxBackendAck)
+}
+
+/// A client's segment before the server answered: its data goes to the controller, which
+/// sends it on after the join; the frame drops either way (a FIN or a bare ACK the client
+/// sends again).
+#[inline(always)]
+pub fn hold_early_data(ctx: &XdpContext, guarded: &Guarded, entry: &FlowEntry) -> Verdict {
+    let held = guarded.tcp.payload_len > 0 && events::report_early_data(ctx, guarded, entry);
+    verdict(
+        Action::Drop,
+        if held {
+            Counter::EarlyDataHeld
+        } else {
+            Counter::DropAwaitingBackend
+        },
+    )
 }
 
 /// A RST before the server answered, from the client (`TO_SERVER`: the controller ends the

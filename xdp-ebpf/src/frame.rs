@@ -11,6 +11,7 @@ use aya_ebpf::{
 };
 use synguard_common::{
     frame::{FrameBytes, TCP_HEADER_BUF_LEN},
+    maps::EARLY_DATA_MAX,
     segment::SEGMENT_BUF_LEN,
 };
 
@@ -66,6 +67,16 @@ impl XdpFrame<'_> {
         unsafe {
             bpf_xdp_load_bytes(self.0.ctx, offset as u32, dst as *mut c_void, len as u32) == 0
         }
+    }
+
+    /// Copies a segment's payload of `len` bytes (1..=`EARLY_DATA_MAX`) at `offset` to `dst`;
+    /// false when the length is out of that range or the frame is shorter.
+    #[inline(always)]
+    pub fn load_payload(&self, offset: usize, dst: &mut [u8; EARLY_DATA_MAX], len: usize) -> bool {
+        if len == 0 || len > EARLY_DATA_MAX {
+            return false;
+        }
+        self.copy_out(offset, dst.as_mut_ptr(), len)
     }
 
     /// Writes `len` bytes from `src` at `offset`; false when the frame is shorter. Callers

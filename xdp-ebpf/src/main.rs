@@ -453,10 +453,8 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
             TO_SERVER,
             Counter::ResetBeforeJoin,
         ),
-        ClientStep::AwaitBackend => Verdict {
-            action: Action::Drop,
-            reason: Counter::DropAwaitingBackend,
-        },
+        // SAFETY: `entry` is non-null whenever the flow is known.
+        ClientStep::AwaitBackend => flows::hold_early_data(&ctx, guarded, unsafe { &*entry }),
         ClientStep::DropStray(reason) => Verdict {
             action: Action::Drop,
             reason,

@@ -77,9 +77,9 @@ pub fn answer_syn(ctx: &XdpContext, guarded: &Guarded, now_coarse: u64) -> Verdi
 }
 
 /// Checks the cookie an ACK echoes (the third ACK, the client's first data, or its probe of
-/// our zero window). A valid one records the flow, tells the controller, vouches for the
-/// source, and becomes the SYN to the server: the client's ISN and options, as its SYN had
-/// them.
+/// a zero window). A valid one records the flow, tells the controller (and hands it the
+/// data), vouches for the source, and becomes the SYN to the server: the client's ISN and
+/// options, as its SYN had them.
 #[inline(always)]
 pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     let (ack, flow) = (&guarded.tcp, &guarded.flow);
@@ -127,6 +127,11 @@ pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     if !events::report(event_kind::VALIDATED, TO_SERVER, flow, ack, entry, 0, 0) {
         let _ = FLOWS.remove(flow);
         return verdict(Action::Drop, Counter::DropEventLost);
+    }
+    // The client's first data (its third ACK lost, or carrying data): the frame becomes the
+    // SYN, so its payload goes to the controller first. Unreported, the client sends it again.
+    if ack.payload_len > 0 {
+        let _ = events::report_early_data(ctx, guarded, entry);
     }
     let mut flags = TcpFlags::SYN;
     if options.ecn {

@@ -4,7 +4,8 @@
 use etherparse::{PacketBuilder, TcpOptionElement, TcpOptionElement as O};
 use synguard::{guard_config::ProtectedService, privilege, prog_test_run::DataPlane};
 use synguard_common::{
-    cookie::CookieKeys, parse::TcpFlags as F, siphash::SipKey, test_frames::*, verdict::Action,
+    cookie::CookieKeys, parse::TcpFlags as F, segment::SynAckSettings, siphash::SipKey,
+    test_frames::*, verdict::Action,
 };
 
 pub const KEY_A: SipKey = SipKey { k0: 11, k1: 12 };
@@ -42,6 +43,17 @@ pub fn syn_ack_for(
     let l2 = 14 + 4 * vlans;
     assert_eq!(&out[12..l2], &syn[12..l2], "VLAN tags and ethertype kept");
     let (cookie, options) = assert_syn_ack(&out[l2..]);
+    let Some(etherparse::TransportSlice::Tcp(tcp)) = etherparse::SlicedPacket::from_ip(&out[l2..])
+        .unwrap()
+        .transport
+    else {
+        panic!("not TCP")
+    };
+    assert_eq!(
+        tcp.window_size(),
+        SynAckSettings::default().window,
+        "the window offered before the join: what the guard holds for the server"
+    );
     let tsval = options.iter().find_map(|o| match o {
         TcpOptionElement::Timestamp(val, _) => Some(*val),
         _ => None,
