@@ -256,8 +256,8 @@ fn the_clients_first_data_or_window_probe_completes_a_handshake_whose_third_ack_
         "the dropped data is not counted as received"
     );
 
-    // A client whose third ACK was lost and that has nothing to send probes our zero window
-    // one below its next sequence number: the cookie holds all the same.
+    // A client whose third ACK was lost and that has nothing to send probes a zero window
+    // (`--early-data 0`) one below its next sequence number: the cookie holds all the same.
     let mut guard = support::guard();
     let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn, 0);
     let probe = zero_window_probe(
