@@ -48,13 +48,16 @@ fn answer(mut stream: TcpStream) -> Result<()> {
         Some(Ok(n)) => (0..n).map(|i| b'a' + (i % 26) as u8).collect(),
         _ => BODY.as_bytes().to_vec(),
     };
-    write!(
-        stream,
+    // One write, as HTTP servers do (writev): written piece by piece, Nagle holds every piece
+    // after the first until the client acknowledges it, and a lost ACK then costs the
+    // response a retransmission timeout.
+    let mut response = format!(
         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    )?;
-    stream.write_all(&body)?;
-    stream.flush()?;
+    )
+    .into_bytes();
+    response.extend_from_slice(&body);
+    stream.write_all(&response)?;
     Ok(())
 }
 
