@@ -27,6 +27,7 @@ use synguard_common::{
         event_kind, phase,
     },
     parse::TcpFlags,
+    segment::EARLY_DATA_WINDOW,
 };
 
 use crate::tcp_state::{Endpoint, Reaction, Segment, State};
@@ -209,7 +210,8 @@ pub struct FlowCounts {
     pub ignored_segments: u64,
     pub time_wait_restarts: u64,
     /// Client data segments held until their server joined, sent on, and refused (held
-    /// already, the flow gone, or the buffer full: the client sends them again).
+    /// already, past our window, the flow gone, or the buffer full: the client sends them
+    /// again).
     pub early_data_held: u64,
     pub early_data_sent: u64,
     pub early_data_refused: u64,
@@ -222,6 +224,8 @@ pub struct FlowTable {
     pub timers: FlowTimers,
     flows: HashMap<FlowKey, Flow>,
     pub counts: FlowCounts,
+    /// The window our SYN-ACKs offer (`--early-data`): held data must lie within it.
+    pub early_data_window: u32,
     /// Payload bytes held in all flows' `early_data`.
     early_data_bytes: usize,
 }
@@ -230,6 +234,7 @@ impl FlowTable {
     pub fn new(timers: FlowTimers) -> Self {
         Self {
             timers,
+            early_data_window: EARLY_DATA_WINDOW as u32,
             ..Self::default()
         }
     }
@@ -290,7 +295,7 @@ impl FlowTable {
                 ecn: options.ecn != 0,
                 tsval: (options.timestamps != 0).then_some(event.ts_val),
             };
-            self.flows.insert(
+            self.put(
                 key,
                 Flow {
                     server,
@@ -407,9 +412,13 @@ impl FlowTable {
         };
         let this_connection =
             flow.client_isn == data.client_isn && flow.guard_isn == data.guard_isn && !flow.direct;
+        // Only what our window let the client send (RFC 9293 section 3.10.7.4): a client that
+        // ignores it cannot make the controller hold more.
+        let offset = data.seq.wrapping_sub(flow.client_isn.wrapping_add(1));
+        let within_window = offset as u64 + len as u64 <= self.early_data_window as u64;
         // A retransmission of a segment held already adds nothing.
         let held_already = flow.early_data.iter().any(|held| held.seq == data.seq);
-        if !this_connection || held_already || len == 0 {
+        if !this_connection || !within_window || held_already || len == 0 {
             self.counts.early_data_refused += 1;
             return Vec::new();
         }
@@ -438,7 +447,7 @@ impl FlowTable {
             0
         };
         let options = &entry.options;
-        self.flows.insert(
+        self.put(
             key,
             Flow {
                 server,
@@ -531,6 +540,13 @@ impl FlowTable {
             }
         }
         commands
+    }
+
+    /// Records `flow`; a connection it replaces on the tuple leaves with its held data.
+    fn put(&mut self, key: FlowKey, flow: Flow) {
+        if let Some(old) = self.flows.insert(key, flow) {
+            self.early_data_bytes -= held_bytes(&old.early_data);
+        }
     }
 
     fn forget(&mut self, key: &FlowKey, commands: &mut Vec<Command>) {

@@ -350,6 +350,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
         FlowFilter::take(&mut ebpf)?,
         timers,
     )?;
+    flows.table.early_data_window = args.early_data.into();
     let logger = EbpfLogger::init(&mut ebpf).context("starting the eBPF log reader")?;
     // SAFETY: the logger owns the ring buffer fd and lives inside the AsyncFd until the end.
     let mut logger =
@@ -696,6 +697,7 @@ impl Live<'_> {
         let args = &*self.args;
         log::set_max_level(args.log_level);
         self.flows.table.timers = args.timers();
+        self.flows.table.early_data_window = args.early_data.into();
         guard_config::write_settings(self.ebpf, &args.syn_ack_settings())?;
         guard_config::write_policy_settings(self.ebpf, &args.policy.data_plane_settings())?;
         self.policy.policy.limits = args.policy.limits();

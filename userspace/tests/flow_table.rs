@@ -69,6 +69,14 @@ fn validated() -> FlowEvent {
     )
 }
 
+/// The third ACK of another connection, from client port `port`.
+fn validated_on(port: u16) -> FlowEvent {
+    FlowEvent {
+        flow: key(port),
+        ..validated()
+    }
+}
+
 /// A SYN, FIN or RST of the flow, as the data plane reports it.
 fn control(direction: u8, flags: u8, seq: u32, ack: u32) -> FlowEvent {
     event(event_kind::CONTROL, direction, flags, seq, ack)
@@ -556,24 +564,63 @@ fn early_data_of_no_flow_or_another_connection_is_refused() {
 }
 
 #[test]
-fn early_data_is_bounded_and_freed_when_its_flow_ends() {
+fn early_data_is_held_within_our_window_only() {
     let mut table = FlowTable::new(timers());
+    table.early_data_window = 100;
     table.on_event(&validated(), 0);
+    table.on_early_data(&early(CLIENT_ISN + 1, &[b'a'; 100], 1));
+    table.on_early_data(&early(CLIENT_ISN + 101, b"b", 1));
+    assert_eq!(
+        (
+            table.counts.early_data_held,
+            table.counts.early_data_refused
+        ),
+        (1, 1),
+        "the byte past the window is refused"
+    );
+}
+
+#[test]
+fn early_data_is_bounded_and_freed_when_its_flows_end() {
+    let mut table = FlowTable::new(timers());
+    table.early_data_window = u16::MAX.into();
     let full = [b'a'; EARLY_DATA_MAX];
+    let per_flow = u16::MAX as usize / EARLY_DATA_MAX;
     let fits = EARLY_DATA_BUFFER_BYTES / EARLY_DATA_MAX;
+    // Flows that each fill our largest window, until the next segment finds no room.
     for i in 0..=fits {
-        let seq = CLIENT_ISN + 1 + (i * EARLY_DATA_MAX) as u32;
-        table.on_early_data(&early(seq, &full, 1));
+        let port = 1 + (i / per_flow) as u16;
+        let seq = CLIENT_ISN + 1 + ((i % per_flow) * EARLY_DATA_MAX) as u32;
+        if i % per_flow == 0 {
+            table.on_event(&validated_on(port), 0);
+        }
+        let mut data = early(seq, &full, 1);
+        data.flow = key(port);
+        table.on_early_data(&data);
     }
     assert_eq!(table.counts.early_data_held, fits as u64);
     assert_eq!(table.counts.early_data_refused, 1, "the one past the bound");
 
-    // The server never answers: the flow ends, and its bytes are free again.
+    // A new connection on a tuple frees what the old one held.
+    table.on_event(&validated_on(1), 0);
+    let mut data = early(CLIENT_ISN + 1, &full, 1);
+    data.flow = key(1);
+    table.on_early_data(&data);
+    assert_eq!(table.counts.early_data_held, fits as u64 + 1);
+
+    // The servers never answer: the flows end, and their bytes are free again.
     table.on_tick(3 * S, map_with(false, 0));
     assert!(table.is_empty());
     table.on_event(&validated(), 3 * S);
-    table.on_early_data(&early(CLIENT_ISN + 1, &full, 1));
-    assert_eq!(table.counts.early_data_held, fits as u64 + 1);
+    for i in 0..per_flow {
+        let seq = CLIENT_ISN + 1 + (i * EARLY_DATA_MAX) as u32;
+        table.on_early_data(&early(seq, &full, 1));
+    }
+    assert_eq!(
+        table.counts.early_data_held,
+        (fits + 1 + per_flow) as u64,
+        "nothing refused"
+    );
 }
 
 #[test]
