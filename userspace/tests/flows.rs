@@ -54,12 +54,18 @@ fn server_fin() -> Vec<u8> {
 
 /// Runs the handshake: SYN, third ACK (checked: the backend SYN), server SYN-ACK (checked:
 /// the window update). Returns the cookie and our TSval.
-fn joined(guard: &mut DataPlane) -> (u32, u32) {
-    let syn = syn_v4(0);
-    let (cookie, tsval, _) = syn_ack_for(guard, &syn, 0);
+/// The client's handshake with the guard, up to its third ACK: the flow waits for the server.
+/// Returns the cookie, our TSval, and the SYN to the server the third ACK became.
+fn awaiting_server(guard: &mut DataPlane) -> (u32, u32, etherparse::TcpHeader) {
+    let (cookie, tsval, _) = syn_ack_for(guard, &syn_v4(0), 0);
     let tsval = tsval.unwrap();
     let third = third_ack(cookie, CLIENT_TS, tsval);
     let (backend_syn, _) = passes(guard, synguard::object::GUARD_PROGRAM, &third);
+    (cookie, tsval, backend_syn)
+}
+
+fn joined(guard: &mut DataPlane) -> (u32, u32) {
+    let (cookie, tsval, backend_syn) = awaiting_server(guard);
     assert!(backend_syn.syn && !backend_syn.ack, "a SYN");
     assert_eq!(backend_syn.sequence_number, CLIENT_ISN, "the client's ISN");
     assert_eq!(
@@ -309,9 +315,7 @@ fn segments_of_no_flow_die_by_kind() {
 #[test]
 fn data_before_the_join_goes_to_the_controller_and_the_frame_drops() {
     let mut guard = guard();
-    let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn_v4(0), 0);
-    let third = third_ack(cookie, CLIENT_TS, tsval.unwrap());
-    passes(&mut guard, synguard::object::GUARD_PROGRAM, &third);
+    let (cookie, tsval, _) = awaiting_server(&mut guard);
     guard.records().unwrap();
     let data = |payload: &[u8]| {
         segment(
@@ -320,11 +324,7 @@ fn data_before_the_join_goes_to_the_controller_and_the_frame_drops() {
             cookie.wrapping_add(1),
             F::ACK | F::PSH,
             502,
-            &[
-                O::Noop,
-                O::Noop,
-                O::Timestamp(CLIENT_TS + 1, tsval.unwrap()),
-            ],
+            &[O::Noop, O::Noop, O::Timestamp(CLIENT_TS + 1, tsval)],
             payload,
         )
     };
@@ -340,7 +340,7 @@ fn data_before_the_join_goes_to_the_controller_and_the_frame_drops() {
         (held.client_isn, held.guard_isn, held.seq, held.window),
         (CLIENT_ISN, cookie, CLIENT_ISN + 1, 502)
     );
-    assert_eq!((held.ts_val, held.ts_ecr), (CLIENT_TS + 1, tsval.unwrap()));
+    assert_eq!((held.ts_val, held.ts_ecr), (CLIENT_TS + 1, tsval));
     assert_eq!(&held.payload[..held.len as usize], request);
 
     // More than a record holds (more than our SYN-ACK's window allowed): dropped, not held.
@@ -358,9 +358,7 @@ fn data_before_the_join_goes_to_the_controller_and_the_frame_drops() {
 #[test]
 fn a_refusing_server_and_an_early_client_reset_are_reported_not_forwarded() {
     let mut guard = guard();
-    let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn_v4(0), 0);
-    let third = third_ack(cookie, CLIENT_TS, tsval.unwrap());
-    passes(&mut guard, synguard::object::GUARD_PROGRAM, &third);
+    let (cookie, _, _) = awaiting_server(&mut guard);
     // Before the server answers, the client's segments without data wait (dropped; a client
     // sends them again).
     let probe = zero_window_probe(cookie, &[]);
