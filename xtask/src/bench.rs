@@ -60,6 +60,7 @@ pub fn run(benches: &[Bench], xtask: &Path) -> Result<()> {
                     client_timestamps: true,
                     repeats: 3,
                     profile: false,
+                    guard_args: Vec::new(),
                 };
                 flood::run(xtask, &options)?;
                 summary.push_str("## Flood lab (`cargo xtask flood --scenario random-syn`)\n\n");

@@ -184,6 +184,8 @@ pub struct Options {
     pub repeats: u32,
     /// Sample the guard's CPU during each flood (see `guard_profile`).
     pub profile: bool,
+    /// Extra arguments for `synguard run`.
+    pub guard_args: Vec<String>,
 }
 
 /// Runs every scenario x generator x defense and writes one report per scenario under
@@ -299,7 +301,7 @@ pub fn run_one(xtask: &Path, synguard: &Path, case: Case, options: &Options) -> 
     if !options.client_timestamps {
         sysctl(&lab, Host::Client, "net.ipv4.tcp_timestamps", "0")?;
     }
-    let mut guard = set_up(&lab, synguard, defense)?;
+    let mut guard = set_up(&lab, synguard, defense, &options.guard_args)?;
     let result = measure(&lab, xtask, synguard, case, options, &guard);
     if let Some(guard) = guard.as_mut() {
         lab::stop_guard(guard);
@@ -313,7 +315,12 @@ fn sysctl(lab: &Lab, host: Host, key: &str, value: &str) -> Result<()> {
 }
 
 /// Sets the defense up; synguard's process when the defense is synguard.
-fn set_up(lab: &Lab, synguard: &Path, defense: Defense) -> Result<Option<Child>> {
+fn set_up(
+    lab: &Lab,
+    synguard: &Path,
+    defense: Defense,
+    guard_args: &[String],
+) -> Result<Option<Child>> {
     match defense {
         Defense::None | Defense::Syncookies | Defense::SyncookiesAlways => Ok(None),
         Defense::Synproxy => {
@@ -370,7 +377,12 @@ fn set_up(lab: &Lab, synguard: &Path, defense: Defense) -> Result<Option<Child>>
             let protect = format!("{SERVER_ADDR}/32:{SERVER_PORT}:{mode}");
             let guard = lab.start_guard(
                 synguard,
-                &[&["--protect", &protect][..], &lab::QUIET_GUARD].concat(),
+                &[
+                    &["--protect", &protect][..],
+                    &lab::QUIET_GUARD,
+                    &guard_args.iter().map(String::as_str).collect::<Vec<_>>(),
+                ]
+                .concat(),
                 Stdio::null(),
             )?;
             Ok(Some(guard))

@@ -334,6 +334,7 @@ pub fn write(scenario: Scenario, options: &Options, runs: &[Run]) -> Result<Path
         "attack_rate_setting": options.attack_rate,
         "legit_connections_per_s": options.legit_rate,
         "client_timestamps": options.client_timestamps,
+        "guard_args": options.guard_args,
         "machine_cpus": crate::lab::machine_cpus(),
         "repeats": options.repeats,
         "medians": medians(runs).iter().map(Medians::to_json).collect::<Vec<_>>(),
@@ -386,6 +387,12 @@ fn markdown_table(scenario: Scenario, options: &Options, runs: &[Run]) -> String
         },
         runs.first().map_or(0.0, |r| r.flood.0).round(),
     );
+    if !options.guard_args.is_empty() {
+        out.push_str(&format!(
+            "synguard ran with `{}`.\n\n",
+            options.guard_args.join(" ")
+        ));
+    }
     let ms = |v: f64| {
         if v.is_finite() {
             format!("{v:.2}")

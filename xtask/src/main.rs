@@ -102,6 +102,10 @@ struct FloodArgs {
     /// work and costliest symbols, in the report.
     #[arg(long)]
     profile: bool,
+    /// An argument for `synguard run` in the synguard defenses (repeatable), to compare
+    /// settings under the same flood: `--guard-arg=--early-data=0`.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    guard_arg: Vec<String>,
 }
 
 impl FloodArgs {
@@ -127,6 +131,7 @@ impl FloodArgs {
             client_timestamps: !self.no_timestamps,
             repeats: self.repeats,
             profile: self.profile,
+            guard_args: self.guard_arg,
         }
     }
 }

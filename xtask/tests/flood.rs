@@ -25,6 +25,7 @@ fn a_random_source_syn_flood_leaves_real_clients_connecting() {
         client_timestamps: false,
         repeats: 1,
         profile: true,
+        guard_args: Vec::new(),
     };
     let run = flood::run_one(
         Path::new(env!("CARGO_BIN_EXE_xtask")),
