@@ -630,4 +630,28 @@ mod tests {
         assert!(is_answer("server.TcpExtSyncookiesSent"));
         assert!(!is_answer("server.TcpExtListenDrops"));
     }
+
+    #[test]
+    fn the_report_names_the_guards_extra_arguments() {
+        let mut options = Options {
+            scenarios: vec![Scenario::RandomSyn],
+            defenses: vec![],
+            generators: vec![],
+            seconds: 8,
+            attack_rate: 0,
+            legit_rate: 200,
+            client_timestamps: true,
+            repeats: 1,
+            profile: false,
+            guard_args: vec!["--early-data=0".into()],
+        };
+        let table = markdown_table(Scenario::RandomSyn, &options, &[]);
+        assert!(
+            table.contains("synguard ran with `--early-data=0`."),
+            "{table}"
+        );
+        options.guard_args.clear();
+        let table = markdown_table(Scenario::RandomSyn, &options, &[]);
+        assert!(!table.contains("synguard ran with"), "{table}");
+    }
 }
