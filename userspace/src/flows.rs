@@ -219,6 +219,20 @@ pub struct FlowCounts {
     pub adopted: u64,
 }
 
+impl FlowCounts {
+    /// Every count by its field name.
+    pub fn named(&self) -> Vec<(String, u64)> {
+        let serde_json::Value::Object(fields) = serde_json::to_value(self).unwrap_or_default()
+        else {
+            return Vec::new();
+        };
+        fields
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value.as_u64()?)))
+            .collect()
+    }
+}
+
 #[derive(Default)]
 pub struct FlowTable {
     pub timers: FlowTimers,

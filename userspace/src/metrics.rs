@@ -38,6 +38,9 @@ pub struct Snapshot {
     pub decisions: BTreeMap<(Outcome, Reason), u64>,
     /// Flows per TCP state of the server's end.
     pub flows: Vec<(&'static str, u64)>,
+    /// The controller's flow events by name (`FlowCounts`: joins, backend timeouts, early
+    /// data...), running totals.
+    pub flow_events: Vec<(String, u64)>,
     pub half_open: f64,
     pub blocks: u64,
     pub allows: u64,
@@ -93,6 +96,17 @@ pub fn render(snapshot: &Snapshot) -> String {
         "flows",
         "Validated flows, by TCP state of the server's end",
         flows,
+    );
+    let flow_events = Family::<Labels, Counter>::default();
+    for (event, count) in &snapshot.flow_events {
+        flow_events
+            .get_or_create(&vec![("event", event.clone())])
+            .inc_by(*count);
+    }
+    registry.register(
+        "flow_events",
+        "What the controller saw and did with validated flows, by event (`synguard status`)",
+        flow_events,
     );
     let half_open = Gauge::<f64, AtomicU64>::default();
     half_open.set(snapshot.half_open);

@@ -747,6 +747,7 @@ fn snapshot(reading: &Reading, flows: &FlowControl, policy: &PolicyControl) -> S
             .iter()
             .map(|(state, count)| (state.key(), *count as u64))
             .collect(),
+        flow_events: flows.table.counts.named(),
         half_open: policy.policy.half_open_total(),
         blocks: policy.policy.blocks().count() as u64,
         allows: policy.policy.allows().count() as u64,

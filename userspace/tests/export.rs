@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use synguard::{
     export::{ExabgpStyle, LineSink, decision_json, exabgp_line},
+    flows::FlowCounts,
     metrics::{ServiceFigures, Snapshot, render},
     policy::{Decision, Outcome, Reason},
 };
@@ -150,6 +151,12 @@ fn metrics_parse_back() {
         packets: vec![("seen", 1000), ("drop_blocked", 250)],
         decisions,
         flows: vec![("established", 7), ("time_wait", 2)],
+        flow_events: FlowCounts {
+            backend_timeouts: 4,
+            early_data_sent: 9,
+            ..FlowCounts::default()
+        }
+        .named(),
         half_open: 12.5,
         blocks: 1,
         allows: 2,
@@ -191,6 +198,24 @@ fn metrics_parse_back() {
         3.0
     );
     assert_eq!(value("synguard_flows", &[("state", "established")]), 7.0);
+    assert_eq!(
+        value(
+            "synguard_flow_events_total",
+            &[("event", "backend_timeouts")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(
+            "synguard_flow_events_total",
+            &[("event", "early_data_sent")]
+        ),
+        9.0
+    );
+    assert_eq!(
+        value("synguard_flow_events_total", &[("event", "joined")]),
+        0.0
+    );
     assert_eq!(value("synguard_half_open", &[]), 12.5);
     assert_eq!(value("synguard_blocks", &[]), 1.0);
     assert_eq!(value("synguard_allows", &[]), 2.0);
