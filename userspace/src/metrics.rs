@@ -49,19 +49,30 @@ pub struct Snapshot {
 
 type Labels = Vec<(&'static str, String)>;
 
+/// A counter family with one label: a member per (label value, count).
+fn counters_by<'a>(
+    label: &'static str,
+    counts: impl Iterator<Item = (&'a str, u64)>,
+) -> Family<Labels, Counter> {
+    let family = Family::<Labels, Counter>::default();
+    for (value, count) in counts {
+        family
+            .get_or_create(&vec![(label, value.to_string())])
+            .inc_by(count);
+    }
+    family
+}
+
 /// The snapshot in the OpenMetrics text format.
 pub fn render(snapshot: &Snapshot) -> String {
     let mut registry = Registry::with_prefix("synguard");
-    let packets = Family::<Labels, Counter>::default();
-    for (name, value) in &snapshot.packets {
-        packets
-            .get_or_create(&vec![("counter", name.to_string())])
-            .inc_by(*value);
-    }
     registry.register(
         "packets",
         "Data-plane frame counters, by counter (see the README's verdict table)",
-        packets,
+        counters_by(
+            "counter",
+            snapshot.packets.iter().map(|(name, value)| (*name, *value)),
+        ),
     );
     let decisions = Family::<Labels, Counter>::default();
     for outcome in Outcome::ALL {
@@ -97,16 +108,16 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Validated flows, by TCP state of the server's end",
         flows,
     );
-    let flow_events = Family::<Labels, Counter>::default();
-    for (event, count) in &snapshot.flow_events {
-        flow_events
-            .get_or_create(&vec![("event", event.clone())])
-            .inc_by(*count);
-    }
     registry.register(
         "flow_events",
         "What the controller saw and did with validated flows, by event (`synguard status`)",
-        flow_events,
+        counters_by(
+            "event",
+            snapshot
+                .flow_events
+                .iter()
+                .map(|(event, count)| (event.as_str(), *count)),
+        ),
     );
     let half_open = Gauge::<f64, AtomicU64>::default();
     half_open.set(snapshot.half_open);
