@@ -344,9 +344,8 @@ pub enum CookieError {
 /// options the SYN carried and the client's ISN. The third ACK and the client's first data
 /// carry `seq` = ISN + 1. A bare ACK may also be a zero-window probe, `seq` = ISN: with
 /// `--early-data 0` our SYN-ACK offers a zero window until the server joins, and a client
-/// whose third ACK was lost probes
-/// it with one sequence number below its next (RFC 9293 3.8.6.1; Linux sends `snd_una - 1`),
-/// and would wait forever if the probe were refused. That second reading doubles a bare
+/// whose third ACK was lost probes it with one sequence number below its next (RFC 9293
+/// 3.8.6.1; Linux sends `snd_una - 1`), and would wait forever if the probe were refused. That second reading doubles a bare
 /// ACK's forgery bound (see the module's documentation).
 #[inline(always)]
 pub fn check_ack(

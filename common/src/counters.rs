@@ -65,7 +65,7 @@ counters! {
     DropCookieInvalid => "drop_cookie_invalid": "dropped: bare ACKs of no validated flow with a forged cookie (ACK flood)",
     DropCookieExpired => "drop_cookie_expired": "dropped: ACK to a protected service with an expired cookie",
     EarlyDataHeld => "early_data_held": "client data before its server answered, handed to the controller to send on after the join",
-    DropAwaitingBackend => "drop_awaiting_backend": "dropped: segments of a validated flow before its server answered",
+    DropAwaitingBackend => "drop_awaiting_backend": "dropped: segments of a validated flow without data (or with more than a record holds) before its server answered",
     BackendJoined => "backend_joined": "server SYN-ACKs joined to their client: turned into the client's window update",
     TxBackendAck => "tx_backend_ack": "retransmitted server SYN-ACKs answered with the ACK (XDP_TX)",
     BackendRefused => "backend_refused": "dropped: server RSTs to our SYN (the controller resets the client)",
