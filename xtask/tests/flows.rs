@@ -568,49 +568,62 @@ fn server_nft(lab: &Lab, rule: &str) {
 fn a_request_sent_before_the_server_answers_is_held_and_delivered() {
     let lab = new_lab();
     let guard = guarded(&lab, &[]);
-    // The server drops SYNs for now: the guard's SYN goes unanswered, so the client's
-    // request surely comes before the join.
-    server_nft(&lab, "add table inet hold");
-    server_nft(
-        &lab,
-        "add chain inet hold input { type filter hook input priority 0 ; }",
-    );
-    server_nft(
-        &lab,
-        &format!("add rule inet hold input tcp dport {PORT} tcp flags syn drop"),
-    );
     const SIZE: usize = 1000;
-    let listener = listen(&lab, PORT);
-    let server = thread::spawn(move || {
-        let mut stream = accept(&listener);
-        let mut request = vec![0; SIZE];
-        stream.read_exact(&mut request).unwrap();
-        stream.write_all(&request).unwrap();
-    });
-    let mut client = connect(&lab, PORT);
-    let request = pattern(SIZE, 3);
-    client.write_all(&request).unwrap();
-    wait_for(
-        "the guard to hold the request",
-        Duration::from_secs(5),
-        || count(&lab, "early_data_held") >= 1,
-    );
-    server_nft(&lab, "delete table inet hold");
-    // The guard's next SYN gets through; the request follows the join.
-    let mut echo = vec![0; SIZE];
-    client.read_exact(&mut echo).unwrap();
-    assert!(echo == request, "the server got the request intact");
-    server.join().unwrap();
-    assert_eq!(
-        count(&lab, "early_data_sent"),
-        count(&lab, "early_data_held"),
-        "every held segment was sent on"
-    );
-    assert!(count(&lab, "syn_retransmits") >= 1);
+    // With the client's timestamps (the controller translates its TSecr), then without.
+    for (round, sysctl) in [None, Some("net.ipv4.tcp_timestamps=0")]
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(sysctl) = sysctl {
+            cmd::output(&mut lab.exec(Host::Client, "sysctl", ["-qw", sysctl])).unwrap();
+        }
+        let held_before = count(&lab, "early_data_held");
+        // The server drops SYNs for now: the guard's SYN goes unanswered, so the client's
+        // request surely comes before the join.
+        server_nft(&lab, "add table inet hold");
+        server_nft(
+            &lab,
+            "add chain inet hold input { type filter hook input priority 0 ; }",
+        );
+        server_nft(
+            &lab,
+            &format!("add rule inet hold input tcp dport {PORT} tcp flags syn drop"),
+        );
+        let listener = listen(&lab, PORT);
+        let server = thread::spawn(move || {
+            let mut stream = accept(&listener);
+            let mut request = vec![0; SIZE];
+            stream.read_exact(&mut request).unwrap();
+            stream.write_all(&request).unwrap();
+        });
+        let mut client = connect(&lab, PORT);
+        let request = pattern(SIZE, 3 + round as u64);
+        client.write_all(&request).unwrap();
+        wait_for(
+            "the guard to hold the request",
+            Duration::from_secs(5),
+            || count(&lab, "early_data_held") > held_before,
+        );
+        server_nft(&lab, "delete table inet hold");
+        // The guard's next SYN gets through; the request follows the join.
+        let mut echo = vec![0; SIZE];
+        client.read_exact(&mut echo).unwrap();
+        assert!(
+            echo == request,
+            "round {round}: the server got the request intact"
+        );
+        server.join().unwrap();
+        assert_eq!(
+            count(&lab, "early_data_sent"),
+            count(&lab, "early_data_held"),
+            "round {round}: every held segment was sent on"
+        );
+    }
+    assert!(count(&lab, "syn_retransmits") >= 2);
     wait_for(
         "the data plane's count of held segments",
         Duration::from_secs(5),
-        || guard.total("early_data_held") >= 1,
+        || guard.total("early_data_held") >= 2,
     );
     let (status, stderr) = guard.stop();
     assert!(status.success(), "{stderr}");
