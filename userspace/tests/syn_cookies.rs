@@ -102,6 +102,39 @@ fn vlan_tagged_and_ipv6_syns_are_answered() {
 }
 
 #[test]
+fn ipv6_first_data_validates_and_its_payload_goes_to_the_controller() {
+    let mut guard = guard();
+    let syn = syn_v6();
+    let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn, 0);
+    let mut request = Vec::new();
+    etherparse::PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
+        .ipv6(CLIENT6, SERVER6, 64)
+        .tcp(CLIENT_PORT, SERVER_PORT, CLIENT_ISN.wrapping_add(1), 502)
+        .ack(cookie.wrapping_add(1))
+        .psh()
+        .options(&[TcpOptionElement::Timestamp(0x1122_4001, tsval.unwrap())])
+        .unwrap()
+        .write(&mut request, b"GET /v6")
+        .unwrap();
+    let outcome = guard.run(&request).unwrap();
+    assert_eq!(
+        outcome.action().unwrap(),
+        Action::Pass,
+        "the SYN to the server"
+    );
+    let records = guard.records().unwrap();
+    let [Record::Event(validated), Record::EarlyData(data)] = &records[..] else {
+        panic!("expected the validation, then the data: {records:?}")
+    };
+    assert_eq!(validated.kind, event_kind::VALIDATED);
+    assert_eq!(
+        (data.flow, data.seq),
+        (flow_of(&syn), CLIENT_ISN.wrapping_add(1))
+    );
+    assert_eq!(&data.payload[..data.len as usize], b"GET /v6");
+}
+
+#[test]
 fn options_ride_in_the_cookie_without_timestamps() {
     let mut guard = guard();
     // A Windows-like SYN: MSS, window scale, SACK, no timestamps.
