@@ -11,7 +11,7 @@ use synguard::{
 use synguard_common::{
     cookie::{self, CookieKeys, CookieOptions},
     counters::Counter,
-    maps::{NO_WINDOW_SCALE, event_kind},
+    maps::{EarlyData, FlowEvent, NO_WINDOW_SCALE, event_kind},
     parse::TcpFlags as F,
     siphash::SipKey,
     test_frames::*,
@@ -101,6 +101,16 @@ fn vlan_tagged_and_ipv6_syns_are_answered() {
     assert!(decode(&syn, cookie).is_ok());
 }
 
+/// The records a data segment that validated leaves: the validation, then its payload.
+fn validation_then_data(guard: &mut DataPlane) -> (FlowEvent, EarlyData) {
+    let records = guard.records().unwrap();
+    let [Record::Event(validated), Record::EarlyData(data)] = &records[..] else {
+        panic!("expected the validation, then the data: {records:?}")
+    };
+    assert_eq!(validated.kind, event_kind::VALIDATED);
+    (*validated, **data)
+}
+
 #[test]
 fn ipv6_first_data_validates_and_its_payload_goes_to_the_controller() {
     let mut guard = guard();
@@ -122,11 +132,7 @@ fn ipv6_first_data_validates_and_its_payload_goes_to_the_controller() {
         Action::Pass,
         "the SYN to the server"
     );
-    let records = guard.records().unwrap();
-    let [Record::Event(validated), Record::EarlyData(data)] = &records[..] else {
-        panic!("expected the validation, then the data: {records:?}")
-    };
-    assert_eq!(validated.kind, event_kind::VALIDATED);
+    let (_, data) = validation_then_data(&mut guard);
     assert_eq!(
         (data.flow, data.seq),
         (flow_of(&syn), CLIENT_ISN.wrapping_add(1))
@@ -259,11 +265,7 @@ fn the_clients_first_data_or_window_probe_completes_a_handshake_whose_third_ack_
         14 + 20 + tcp.header_len(),
         "no payload in the SYN"
     );
-    let records = guard.records().unwrap();
-    let [Record::Event(validated), Record::EarlyData(data)] = &records[..] else {
-        panic!("expected the validation, then the data: {records:?}")
-    };
-    assert_eq!(validated.kind, event_kind::VALIDATED);
+    let (validated, data) = validation_then_data(&mut guard);
     assert_eq!(
         (data.flow, data.client_isn, data.guard_isn, data.seq),
         (
