@@ -417,13 +417,6 @@ impl FlowTable {
             return Vec::new();
         };
         let len = (data.len as usize).min(EARLY_DATA_MAX);
-        let segment = EarlySegment {
-            seq: data.seq,
-            ts_val: data.ts_val,
-            ts_ecr: data.ts_ecr,
-            window: data.window,
-            payload: data.payload[..len].to_vec(),
-        };
         let this_connection =
             flow.client_isn == data.client_isn && flow.guard_isn == data.guard_isn && !flow.direct;
         // Only what our window let the client send (RFC 9293 section 3.10.7.4): a client that
@@ -432,18 +425,24 @@ impl FlowTable {
         let within_window = offset as u64 + len as u64 <= self.early_data_window as u64;
         // A retransmission of a segment held already adds nothing.
         let held_already = flow.early_data.iter().any(|held| held.seq == data.seq);
-        if !this_connection || !within_window || held_already || len == 0 {
+        // Data of a joined flow goes at once; held data must fit the bound.
+        let room =
+            flow.to_server.is_some() || self.early_data_bytes + len <= EARLY_DATA_BUFFER_BYTES;
+        if !this_connection || !within_window || held_already || len == 0 || !room {
             self.counts.early_data_refused += 1;
             return Vec::new();
         }
+        let segment = EarlySegment {
+            seq: data.seq,
+            ts_val: data.ts_val,
+            ts_ecr: data.ts_ecr,
+            window: data.window,
+            payload: data.payload[..len].to_vec(),
+        };
         if let Some(view) = flow.to_server {
             self.counts.early_data_sent += 1;
             flow.server.received(&segment_of(&segment), 0);
             return vec![view.send(&data.flow, segment)];
-        }
-        if self.early_data_bytes + len > EARLY_DATA_BUFFER_BYTES {
-            self.counts.early_data_refused += 1;
-            return Vec::new();
         }
         self.early_data_bytes += len;
         self.counts.early_data_held += 1;
