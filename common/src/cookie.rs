@@ -25,7 +25,8 @@
 //! For one 4-tuple and client ISN, each of the 2 accepted counters, 2^9 option patterns and 2
 //! phases (keys) has exactly one accepted MAC: at most 2 * 2^9 * 2 = 2^11 of the 2^32 ACK
 //! numbers pass, so a blind guess succeeds with probability at most 2^-21 (4.8e-7). (The phase
-//! bit costs no security: it takes a MAC bit but halves the keys a guess can match.) A bare
+//! bit costs no security: it takes a MAC bit but halves the keys a guess can match.) While our
+//! SYN-ACKs offer a zero window (`--early-data 0`) and for one cookie lifetime after, a bare
 //! ACK is read twice, as a third ACK and as a zero-window probe (its ISN one higher,
 //! [`check_ack`]), so a blind bare ACK passes with probability at most 2^-20 (9.5e-7). Linux's
 //! cookies, which carry only 2 bits of MSS, bound it near 2^-29 but lose window scale and SACK
@@ -345,19 +346,22 @@ pub enum CookieError {
 /// carry `seq` = ISN + 1. A bare ACK may also be a zero-window probe, `seq` = ISN: with
 /// `--early-data 0` our SYN-ACK offers a zero window until the server joins, and a client
 /// whose third ACK was lost probes it with one sequence number below its next (RFC 9293
-/// 3.8.6.1; Linux sends `snd_una - 1`), and would wait forever if the probe were refused. That second reading doubles a bare
-/// ACK's forgery bound (see the module's documentation).
+/// 3.8.6.1; Linux sends `snd_una - 1`), and would wait forever if the probe were refused.
+/// That second reading doubles a bare ACK's forgery bound (see the module's documentation),
+/// so it is made only when `window_probes` says such a probe may come
+/// (`SynAckSettings::expects_window_probes`).
 #[inline(always)]
 pub fn check_ack(
     keys: &CookieKeys,
     flow: &FlowKey,
     segment: &TcpSegment,
     now: u32,
+    window_probes: bool,
 ) -> Result<(CookieOptions, u32), CookieError> {
     let cookie = segment.ack.wrapping_sub(1);
     let third_ack_isn = segment.seq.wrapping_sub(1);
     match check(keys, flow, third_ack_isn, cookie, now) {
-        Err(CookieError::Invalid) if segment.payload_len == 0 => {
+        Err(CookieError::Invalid) if window_probes && segment.payload_len == 0 => {
             check(keys, flow, segment.seq, cookie, now).map(|options| (options, segment.seq))
         }
         checked => checked.map(|options| (options, third_ack_isn)),

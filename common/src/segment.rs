@@ -36,6 +36,9 @@ pub struct SynAckSettings {
     /// Our window-scale shift, sent when the client sent one.
     pub window_scale: u8,
     pub _pad: u8,
+    /// The last cookie counter at which a cookie of a zero-window SYN-ACK may still validate
+    /// (see [`SynAckSettings::expects_window_probes`]); kept by [`SynAckSettings::succeeding`].
+    pub zero_window_cookies_until: u32,
 }
 
 impl Default for SynAckSettings {
@@ -46,7 +49,32 @@ impl Default for SynAckSettings {
             window: EARLY_DATA_WINDOW,
             window_scale: 7,
             _pad: 0,
+            zero_window_cookies_until: 0,
         }
+    }
+}
+
+impl SynAckSettings {
+    /// Whether a bare ACK at cookie counter `now` may be a client's probe of a zero window we
+    /// offered (see `cookie::check_ack`): while we offer one, and while a cookie that went out
+    /// with one can still validate. Otherwise a bare ACK gets one reading, not two, which
+    /// halves its forgery bound and its cost.
+    #[inline(always)]
+    pub fn expects_window_probes(&self, now: u32) -> bool {
+        self.window == 0 || now <= self.zero_window_cookies_until
+    }
+
+    /// These settings as they replace `previous` at cookie counter `now`. When they end a
+    /// zero window (or nothing says what came before: `previous` is a fresh, zeroed map
+    /// value), the cookies it went out with validate until the end of the next counter
+    /// (`cookie::check`), and their clients' probes with them.
+    pub fn succeeding(mut self, previous: &SynAckSettings, now: u32) -> Self {
+        self.zero_window_cookies_until = if previous.window == 0 {
+            now.saturating_add(1)
+        } else {
+            previous.zero_window_cookies_until
+        };
+        self
     }
 }
 

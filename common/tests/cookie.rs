@@ -249,17 +249,31 @@ fn third_acks_first_data_and_zero_window_probes_echo_the_cookie() {
     let isn = 7;
     let cookie = make(&KEY_A, 0, &flow(), isn, 100, &options);
     let keys = keys(KEY_A, KEY_B);
-    let checked =
-        |seq, payload| check_ack(&keys, &flow(), &ack_with(seq, cookie + 1, payload), 100);
-    assert_eq!(checked(isn + 1, 0), Ok((options, isn)), "the third ACK");
-    assert_eq!(checked(isn + 1, 120), Ok((options, isn)), "the first data");
-    assert_eq!(checked(isn, 0), Ok((options, isn)), "a probe: snd_una - 1");
-    assert_eq!(
-        checked(isn, 120),
-        Err(CookieError::Invalid),
-        "data below the ISN + 1"
-    );
-    assert_eq!(checked(isn + 2, 0), Err(CookieError::Invalid));
+    for window_probes in [true, false] {
+        let checked = |seq, payload| {
+            check_ack(
+                &keys,
+                &flow(),
+                &ack_with(seq, cookie + 1, payload),
+                100,
+                window_probes,
+            )
+        };
+        assert_eq!(checked(isn + 1, 0), Ok((options, isn)), "the third ACK");
+        assert_eq!(checked(isn + 1, 120), Ok((options, isn)), "the first data");
+        assert_eq!(
+            checked(isn, 120),
+            Err(CookieError::Invalid),
+            "data below the ISN + 1"
+        );
+        assert_eq!(checked(isn + 2, 0), Err(CookieError::Invalid));
+        let probe = checked(isn, 0);
+        if window_probes {
+            assert_eq!(probe, Ok((options, isn)), "a probe: snd_una - 1");
+        } else {
+            assert_eq!(probe, Err(CookieError::Invalid), "no zero window to probe");
+        }
+    }
 }
 
 /// Random ACK numbers against one flow and ISN; every one `accepts` is a forgery.
@@ -321,7 +335,7 @@ fn a_blind_bare_ack_read_twice_stays_within_twice_the_bound() {
     let trials = 10_000_000;
     let (keys, flow) = (keys(KEY_A, KEY_B), flow());
     let (accepted, rate) = forgery_rate(trials, |ack| {
-        check_ack(&keys, &flow, &ack_with(12346, ack, 0), 1000).is_ok()
+        check_ack(&keys, &flow, &ack_with(12346, ack, 0), 1000, true).is_ok()
     });
     let expected = 2.0 * FORGERY_BOUND * trials as f64; // 9.5
     eprintln!("forgery: {accepted} of {trials} random bare ACKs accepted (rate {rate:.2e})");
@@ -329,5 +343,27 @@ fn a_blind_bare_ack_read_twice_stays_within_twice_the_bound() {
     assert!(
         accepted < 24,
         "{accepted} forgeries, expected about {expected:.1}"
+    );
+}
+
+#[test]
+fn a_blind_bare_ack_read_once_stays_within_the_bound() {
+    let trials = 10_000_000;
+    let (keys, flow) = (keys(KEY_A, KEY_B), flow());
+    let guesses = |window_probes| {
+        forgery_rate(trials, |ack| {
+            check_ack(&keys, &flow, &ack_with(12346, ack, 0), 1000, window_probes).is_ok()
+        })
+        .0
+    };
+    let (once, twice) = (guesses(false), guesses(true));
+    eprintln!(
+        "forgery: {once} of {trials} random bare ACKs read once accepted, {twice} read twice"
+    );
+    // Poisson(4.77): P(X >= 16) is about 1e-4. The same guesses read twice accept every one
+    // read once accepts, and more.
+    assert!(
+        once < 16 && once <= twice,
+        "{once} forgeries read once, {twice} read twice"
     );
 }

@@ -106,3 +106,40 @@ proptest! {
         prop_assert_eq!(tcp.options.sack_permitted, sack);
     }
 }
+
+#[test]
+fn window_probes_are_expected_while_a_zero_window_cookie_can_validate() {
+    let zero = SynAckSettings {
+        window: 0,
+        ..SynAckSettings::default()
+    };
+    let open = SynAckSettings::default();
+    let fresh_map = SynAckSettings {
+        mss_v4: 0,
+        mss_v6: 0,
+        window: 0,
+        window_scale: 0,
+        _pad: 0,
+        zero_window_cookies_until: 0,
+    };
+    // A zero window: every bare ACK may be a probe.
+    let zero = zero.succeeding(&fresh_map, 100);
+    assert!(zero.expects_window_probes(100) && zero.expects_window_probes(1_000));
+    // The window opens at counter 100: cookies made during 100 validate through 101.
+    let opened = open.succeeding(&zero, 100);
+    assert!(opened.expects_window_probes(100) && opened.expects_window_probes(101));
+    assert!(
+        !opened.expects_window_probes(102),
+        "every zero-window cookie expired"
+    );
+    // Rewriting an open window (a reload) keeps the deadline; it does not move it.
+    let rewritten = open.succeeding(&opened, 105);
+    assert_eq!(rewritten.zero_window_cookies_until, 101);
+    assert!(!rewritten.expects_window_probes(105));
+    // A fresh map says nothing of what came before (a start): assume a zero window.
+    let started = open.succeeding(&fresh_map, 200);
+    assert!(started.expects_window_probes(201) && !started.expects_window_probes(202));
+    // Closed and opened again: a new deadline.
+    let reopened = open.succeeding(&zero.succeeding(&rewritten, 300), 300);
+    assert_eq!(reopened.zero_window_cookies_until, 301);
+}

@@ -11,7 +11,10 @@
 //! - syn-new: the same from a source never seen before (a random-source flood): it counts in
 //!   the sketch, and stays out of the per-source counters;
 //! - ack:    a third ACK whose cookie validates (ring-buffer event and flow entry);
-//! - forged: an ACK with a forged cookie, dropped (both keys tried).
+//! - forged: a bare ACK with a forged cookie, dropped: read once, as a third ACK (our SYN-ACKs
+//!   have offered a window for longer than a cookie lives);
+//! - forged-0w: the same while our SYN-ACKs offer a zero window (`--early-data 0`): read
+//!   twice, as a third ACK and as a window probe.
 //!
 //! Ratios are to the floor and to the kernel-helper reference. The harness itself (pass) costs
 //! nearly as much as the floor: read the floor as "the harness plus a swap".
@@ -20,13 +23,13 @@ use std::io::Write;
 
 use anyhow::Result;
 use synguard::{
-    guard_config::ProtectedService,
-    object, privilege,
-    prog_test_run::{DataPlane, cookie_counter_now},
+    clock::cookie_counter_now, guard_config::ProtectedService, object, privilege,
+    prog_test_run::DataPlane,
 };
 use synguard_common::{
     cookie::{self, CookieKeys, CookieOptions},
     maps::PolicySettings,
+    segment::SynAckSettings,
     siphash::SipKey,
     test_frames::{CLIENT_ISN, ack_v4, flow_of, syn_v4},
 };
@@ -106,33 +109,53 @@ fn from_source(frame: &[u8], i: usize) -> Vec<u8> {
 fn main() -> Result<()> {
     privilege::require_xdp_privileges("the XDP benchmark")?;
     let protected: ProtectedService = "198.19.1.0/24:80".parse()?;
-    // Indexes into `planes`.
-    let (pass, floor, kernel, guard) = (0, 1, 2, 3);
+    // Indexes into `planes`: `guard` offers a window in its SYN-ACKs (the default),
+    // `zero_window` none (`--early-data 0`).
+    let (pass, floor, kernel, guard, zero_window) = (0, 1, 2, 3, 4);
     let mut planes = [
         DataPlane::load(object::PEER_PASS_PROGRAM)?,
         DataPlane::load(object::BENCH_FLOOR_PROGRAM)?,
         DataPlane::load(object::BENCH_KERNEL_COOKIE_PROGRAM)?,
         DataPlane::load(object::GUARD_PROGRAM)?,
+        DataPlane::load(object::GUARD_PROGRAM)?,
     ];
-    planes[guard].configure(&KEYS, std::slice::from_ref(&protected))?;
-    // As `synguard run` sets it by default, but with a SYN rate no row reaches: the rows time
-    // the cookie paths, not the drop of an over-rate SYN.
-    planes[guard].set_policy_settings(&PolicySettings {
-        syn_rate: 1 << 30,
-        syn_burst: 1 << 30,
-        track_after: 32,
-        ..PolicySettings::default()
-    })?;
+    let now = cookie_counter_now();
+    for (plane, window) in [(guard, SynAckSettings::default().window), (zero_window, 0)] {
+        let plane = &mut planes[plane];
+        plane.configure(&KEYS, std::slice::from_ref(&protected))?;
+        // As `synguard run` sets it by default, but with a SYN rate no row reaches: the rows
+        // time the cookie paths, not the drop of an over-rate SYN.
+        plane.set_policy_settings(&PolicySettings {
+            syn_rate: 1 << 30,
+            syn_burst: 1 << 30,
+            track_after: 32,
+            ..PolicySettings::default()
+        })?;
+        // A guard in its steady state: its last zero-window cookie expired long ago.
+        let settings = SynAckSettings {
+            window,
+            ..SynAckSettings::default()
+        };
+        for settings in [
+            SynAckSettings {
+                window: 0,
+                ..settings
+            },
+            settings,
+        ] {
+            plane.set_syn_ack_settings(&settings, now - 3)?;
+        }
+    }
 
     let syn = syn_v4(0);
     let mut unprotected = syn.clone();
     unprotected[36..38].copy_from_slice(&81u16.to_be_bytes());
     let forged = ack_v4(
         CLIENT_ISN.wrapping_add(1),
-        (cookie_counter_now() & 3) << 30 | 0x1234_5677,
+        (now & 3) << 30 | 0x1234_5677,
         None,
     );
-    let counter = cookie_counter_now();
+    let counter = now;
     let row = |name, plane, frame_for: Box<dyn Fn(usize) -> Vec<u8>>| Row {
         name,
         plane,
@@ -158,6 +181,7 @@ fn main() -> Result<()> {
             Box::new(move |i| valid_ack(1024 + i as u16, counter)),
         ),
         row("forged", guard, same(&forged)),
+        row("forged-0w", zero_window, same(&forged)),
     ];
     let rows: Vec<(&str, f64)> = rows
         .iter()
@@ -172,7 +196,7 @@ fn main() -> Result<()> {
     )?;
     writeln!(
         out,
-        "{:<8} {:>10} {:>10} {:>16}",
+        "{:<9} {:>10} {:>10} {:>16}",
         "path", "ns/packet", "vs floor", "vs kernel cookie"
     )?;
     let mut json = Vec::new();
@@ -180,7 +204,7 @@ fn main() -> Result<()> {
         let (to_floor, to_kernel) = (ns / floor_ns, ns / kernel_ns);
         writeln!(
             out,
-            "{name:<8} {ns:>10.1} {to_floor:>9.2}x {to_kernel:>15.2}x"
+            "{name:<9} {ns:>10.1} {to_floor:>9.2}x {to_kernel:>15.2}x"
         )?;
         json.push(serde_json::json!({"path": name, "ns_per_packet": ns, "ratio_to_floor": to_floor, "ratio_to_kernel_cookie": to_kernel}));
     }

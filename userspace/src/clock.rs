@@ -25,3 +25,8 @@ pub fn tai_offset_ns() -> u64 {
     let monotonic = clock_ns(libc::CLOCK_MONOTONIC);
     clock_ns(libc::CLOCK_TAI).wrapping_sub(monotonic)
 }
+
+/// The cookie time counter the data plane reads now (TAI time).
+pub fn cookie_counter_now() -> u32 {
+    synguard_common::cookie::counter_at(clock_ns(libc::CLOCK_TAI))
+}

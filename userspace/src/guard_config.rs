@@ -276,8 +276,15 @@ pub fn write_policy_settings(ebpf: &mut Ebpf, settings: &PolicySettings) -> Resu
     write_single(ebpf, POLICY_SETTINGS_MAP, settings)
 }
 
-pub fn write_settings(ebpf: &mut Ebpf, settings: &SynAckSettings) -> Result<()> {
-    write_single(ebpf, SYN_ACK_SETTINGS_MAP, settings)
+/// Writes the SYN-ACK settings as they replace those in the map at cookie counter `now`
+/// (see `SynAckSettings::succeeding`: a zero window just ended still has its probes read).
+pub fn write_settings(ebpf: &mut Ebpf, settings: &SynAckSettings, now: u32) -> Result<()> {
+    let previous: SynAckSettings = read_single(ebpf, SYN_ACK_SETTINGS_MAP)?;
+    write_single(
+        ebpf,
+        SYN_ACK_SETTINGS_MAP,
+        &settings.succeeding(&previous, now),
+    )
 }
 
 /// Writes the keys with the clock offset of now ([`tai_offset_ns`]); returns the offset.
@@ -301,6 +308,14 @@ pub fn write_keys_with_offset(
 }
 
 /// Writes the one entry of a one-entry array map.
+fn read_single<V: aya::Pod>(ebpf: &Ebpf, name: &str) -> Result<V> {
+    let array: Array<_, V> = Array::try_from(
+        ebpf.map(name)
+            .with_context(|| format!("map {name} missing from the eBPF object"))?,
+    )?;
+    Ok(array.get(&0, 0)?)
+}
+
 fn write_single<V: aya::Pod>(ebpf: &mut Ebpf, name: &str, value: &V) -> Result<()> {
     let mut array: Array<_, V> = Array::try_from(
         ebpf.map_mut(name)

@@ -75,7 +75,11 @@ impl DataPlane {
     pub fn configure(&mut self, keys: &CookieKeys, protected: &[ProtectedService]) -> Result<()> {
         guard_config::write_keys(&mut self.ebpf, keys)?;
         guard_config::write_protected(&mut self.ebpf, protected, DEFAULT_AUTO_SYN_RATE)?;
-        guard_config::write_settings(&mut self.ebpf, &SynAckSettings::default())
+        guard_config::write_settings(
+            &mut self.ebpf,
+            &SynAckSettings::default(),
+            clock::cookie_counter_now(),
+        )
     }
 
     /// Replaces the cookie keys (a rotation).
@@ -177,6 +181,12 @@ impl DataPlane {
         )?;
         trie.insert(&guard_config::lpm_key(prefix), bypass as AllowValue, 0)?;
         Ok(())
+    }
+
+    /// What our SYN-ACKs announce, written as the controller writes it at cookie counter
+    /// `now` (after the settings already there).
+    pub fn set_syn_ack_settings(&mut self, settings: &SynAckSettings, now: u32) -> Result<()> {
+        guard_config::write_settings(&mut self.ebpf, settings, now)
     }
 
     /// What the data plane enforces per source on its own (the SYN token bucket).
@@ -288,9 +298,4 @@ fn found<V>(lookup: Result<V, aya::maps::MapError>) -> Result<Option<V>> {
         Err(aya::maps::MapError::KeyNotFound) => Ok(None),
         Err(e) => Err(e.into()),
     }
-}
-
-/// The cookie time counter the data plane reads now (TAI time).
-pub fn cookie_counter_now() -> u32 {
-    synguard_common::cookie::counter_at(clock::clock_ns(libc::CLOCK_TAI))
 }

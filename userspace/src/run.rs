@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use aya::maps::RingBuf;
 use synguard::{
     attach::{self, AttachMode},
+    clock::cookie_counter_now,
     flow_events,
     guard_config::{self, CookieSecret, KeySchedule, ProtectedService},
     object, privilege,
@@ -310,7 +311,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
         .unwrap_or(0);
     let mut keys = KeySchedule::new(secret, rotations);
     keys.update(&mut ebpf, args.cookie_rotation)?;
-    guard_config::write_settings(&mut ebpf, &args.syn_ack_settings())?;
+    guard_config::write_settings(&mut ebpf, &args.syn_ack_settings(), cookie_counter_now())?;
     guard_config::write_protected(&mut ebpf, &args.protect, args.policy.auto_syn_rate)?;
     guard_config::write_policy_settings(&mut ebpf, &args.policy.data_plane_settings())?;
     for service in &args.protect {
@@ -698,7 +699,7 @@ impl Live<'_> {
         log::set_max_level(args.log_level);
         self.flows.table.timers = args.timers();
         self.flows.table.early_data_window = args.early_data.into();
-        guard_config::write_settings(self.ebpf, &args.syn_ack_settings())?;
+        guard_config::write_settings(self.ebpf, &args.syn_ack_settings(), cookie_counter_now())?;
         guard_config::write_policy_settings(self.ebpf, &args.policy.data_plane_settings())?;
         self.policy.policy.limits = args.policy.limits();
         self.policy.policy.rules = args.policy.rules();

@@ -4,15 +4,14 @@
 
 use etherparse::{SlicedPacket, TcpOptionElement};
 use synguard::{
-    flow_events::Record,
-    object, privilege,
-    prog_test_run::{DataPlane, cookie_counter_now},
+    clock::cookie_counter_now, flow_events::Record, object, privilege, prog_test_run::DataPlane,
 };
 use synguard_common::{
     cookie::{self, CookieKeys, CookieOptions},
     counters::Counter,
     maps::{EarlyData, FlowEvent, NO_WINDOW_SCALE, event_kind},
     parse::TcpFlags as F,
+    segment::SynAckSettings,
     siphash::SipKey,
     test_frames::*,
     verdict::Action,
@@ -319,6 +318,57 @@ fn the_clients_first_data_or_window_probe_completes_a_handshake_whose_third_ack_
         counters.get(Counter::DropCookieInvalid) + counters.get(Counter::DropCookieExpired),
         1
     );
+}
+
+#[test]
+fn a_bare_ack_is_read_as_a_window_probe_only_while_a_zero_window_cookie_can_validate() {
+    let syn = syn_v4(0);
+    let now = cookie_counter_now();
+    let zero_window = SynAckSettings {
+        window: 0,
+        ..SynAckSettings::default()
+    };
+    // The guard offered a zero window until three counters ago: every cookie that went out
+    // with it has expired, so a bare ACK gets one reading.
+    let mut guard = guard();
+    guard.set_syn_ack_settings(&zero_window, now - 3).unwrap();
+    guard
+        .set_syn_ack_settings(&SynAckSettings::default(), now - 3)
+        .unwrap();
+    let (cookie, _, _) = syn_ack_for(&mut guard, &syn, 0);
+    let probe = zero_window_probe(cookie, &[]);
+    assert_eq!(guard.run(&probe).unwrap().action().unwrap(), Action::Drop);
+    assert_eq!(
+        guard.counters().unwrap().get(Counter::DropCookieInvalid),
+        1,
+        "no zero window to probe"
+    );
+    // The third ACK validates all the same.
+    let third_ack = segment(
+        true,
+        CLIENT_ISN.wrapping_add(1),
+        cookie.wrapping_add(1),
+        F::ACK,
+        502,
+        &[],
+        &[],
+    );
+    assert_eq!(
+        guard.run(&third_ack).unwrap().action().unwrap(),
+        Action::Pass
+    );
+
+    // The window closes again (`synguard set early-data 0`): probes are read again.
+    let mut guard = support::guard();
+    guard.set_syn_ack_settings(&zero_window, now - 3).unwrap();
+    guard
+        .set_syn_ack_settings(&SynAckSettings::default(), now - 3)
+        .unwrap();
+    let (cookie, _, _) = syn_ack_for(&mut guard, &syn, 0);
+    guard.set_syn_ack_settings(&zero_window, now).unwrap();
+    let probe = zero_window_probe(cookie, &[]);
+    assert_eq!(guard.run(&probe).unwrap().action().unwrap(), Action::Pass);
+    assert_eq!(guard.counters().unwrap().get(Counter::CookieValid), 1);
 }
 
 #[test]

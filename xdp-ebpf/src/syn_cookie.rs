@@ -88,8 +88,9 @@ pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     };
     let now_coarse = now_coarse_ns();
     let guard_isn = ack.ack.wrapping_sub(1);
+    let now = cookie::counter_at(keys.tai_ns(now_coarse));
     let (options, client_isn) =
-        match cookie::check_ack(keys, flow, ack, cookie::counter_at(keys.tai_ns(now_coarse))) {
+        match cookie::check_ack(keys, flow, ack, now, settings.expects_window_probes(now)) {
             Ok(checked) => checked,
             Err(CookieError::Expired) => return verdict(Action::Drop, Counter::DropCookieExpired),
             Err(CookieError::Invalid) => return verdict(Action::Drop, Counter::DropCookieInvalid),
