@@ -642,16 +642,20 @@ pub fn server_command(xtask: &Path) -> Vec<String> {
     ]
 }
 
-/// Removes what a synguard killed in the namespace at `netns` left pinned (maps, links) and
-/// its state: synguard names them after the namespace's inode.
+/// Where a synguard keeps what outlives it (pins, state, control socket), each entry named
+/// after its network namespace's inode (`net<inode>-<iface>...`).
+pub const GUARD_LEFTOVER_DIRS: [&str; 3] = [
+    "/sys/fs/bpf/synguard",
+    "/run/synguard-bpffs/synguard",
+    "/run/synguard",
+];
+
+/// Removes what a synguard killed in the namespace at `netns` left pinned (maps, links), its
+/// state and its control socket: synguard names them after the namespace's inode.
 fn remove_guard_pins(netns: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let prefix = format!("net{}-", fs::metadata(netns)?.ino());
-    for root in [
-        "/sys/fs/bpf/synguard",
-        "/run/synguard-bpffs/synguard",
-        "/run/synguard",
-    ] {
+    for root in GUARD_LEFTOVER_DIRS {
         let Ok(entries) = fs::read_dir(root) else {
             continue;
         };
@@ -660,10 +664,16 @@ fn remove_guard_pins(netns: &Path) -> Result<()> {
                 .file_name()
                 .to_str()
                 .is_some_and(|name| name.starts_with(&prefix));
-            if stale && entry.path().is_dir() {
-                fs::remove_dir_all(entry.path())
-                    .with_context(|| format!("removing {}", entry.path().display()))?;
+            if !stale {
+                continue;
             }
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.with_context(|| format!("removing {}", path.display()))?;
         }
     }
     Ok(())

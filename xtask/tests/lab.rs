@@ -148,6 +148,36 @@ fn malformed_segments_from_a_real_sender_are_dropped_and_logged() {
 }
 
 /// Runs synguard to completion with `args` in the guard namespace: (success, stderr).
+#[test]
+fn taking_a_lab_down_removes_what_a_killed_guard_left() {
+    use std::os::unix::fs::MetadataExt;
+    let lab = new_lab();
+    let netns = format!("/run/netns/{}", lab.netns(Host::Guard));
+    let prefix = format!("net{}-", std::fs::metadata(&netns).unwrap().ino());
+    let left_behind = || -> Vec<std::path::PathBuf> {
+        lab::GUARD_LEFTOVER_DIRS
+            .iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flatten()
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|entry| entry.path())
+            .collect()
+    };
+    let guard = Guard::start(&lab, "native", &[]);
+    let (status, _) = guard.stop_with(libc::SIGKILL);
+    assert!(!status.success(), "killed");
+    let left = left_behind();
+    assert!(
+        left.iter()
+            .any(|path| path.extension().is_some_and(|e| e == "sock")),
+        "the control socket: {left:?}"
+    );
+    assert!(left.iter().any(|path| path.is_dir()), "the pins: {left:?}");
+    lab.down().unwrap();
+    assert_eq!(left_behind(), Vec::<std::path::PathBuf>::new());
+}
+
 fn synguard_once(lab: &Lab, args: &[&str]) -> (bool, String) {
     let out = lab
         .exec(Host::Guard, synguard_bin().to_str().unwrap(), args)
