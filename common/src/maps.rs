@@ -20,6 +20,31 @@ pub const FLOW_FILTER_ACTIVE_MAP: &str = "FLOW_FILTER_ACTIVE";
 pub const LAB_FLOOD_TEMPLATE_MAP: &str = "LAB_FLOOD_TEMPLATE";
 /// Its length: untagged Ethernet, IPv4 without options, TCP without options.
 pub const LAB_FLOOD_FRAME_LEN: usize = 14 + 20 + 20;
+/// The generator's pace (one [`FloodPacing`] entry).
+pub const LAB_FLOOD_PACING_MAP: &str = "LAB_FLOOD_PACING";
+
+/// How fast the lab's live-frames generator sends: written by its loader, the bucket kept by
+/// the generator. Frames over the rate drop in the generator, before the template is written,
+/// so the frames that go out are spread over time, not sent in bursts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct FloodPacing {
+    /// Frames per second (0: as fast as the CPU makes them).
+    pub rate: u64,
+    pub bucket: TokenBucket,
+}
+
+impl FloodPacing {
+    /// Frames sent back to back at most: one live-frames batch, a quarter of the guard's
+    /// 256-slot veth input queue.
+    pub const BURST: u64 = 64;
+
+    /// Whether the frame made at `now_ns` goes out.
+    #[inline(always)]
+    pub fn send(&mut self, now_ns: u64) -> bool {
+        self.rate == 0 || self.bucket.take(now_ns, self.rate, Self::BURST, 1)
+    }
+}
 pub const SERVICES_MAP: &str = "SERVICES";
 pub const SERVICE_COUNTERS_MAP: &str = "SERVICE_COUNTERS";
 pub const SOURCES_MAP: &str = "SOURCES";
@@ -437,6 +462,7 @@ mod pod {
     use super::*;
     use crate::cookie::CookieKeys;
 
+    unsafe impl aya::Pod for FloodPacing {}
     unsafe impl aya::Pod for ProtectedPorts {}
     unsafe impl aya::Pod for ServiceConfig {}
     unsafe impl aya::Pod for ServiceCounters {}

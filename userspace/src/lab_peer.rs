@@ -91,18 +91,26 @@ pub struct LabFloodArgs {
     /// How long to flood, seconds.
     #[arg(long)]
     seconds: u64,
+    /// Frames per second to send (0: as fast as they are made). Frames over the rate drop in
+    /// the generator, so those sent are spread out, in bursts of at most 64.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
 }
 
-/// Frames per BPF_PROG_TEST_RUN call (a call sets up and tears down its page pool, which
-/// waits for an RCU grace period: tens of milliseconds here), and per live-frames batch
-/// inside it. A call sends its frames as fast as the CPU makes them, so this generator
-/// cannot be paced.
-const FLOOD_CALL_FRAMES: u32 = 1 << 18;
+/// Frames made by the first BPF_PROG_TEST_RUN call; later calls are sized to last
+/// [`FLOOD_CALL_SECONDS`]. A call sets up and tears down its page pool, which waits for an RCU
+/// grace period (tens of milliseconds here), and sends nothing meanwhile; a paced flood's
+/// bucket cannot make that up, so short calls would leave it well under its rate.
+const FLOOD_FIRST_CALL_FRAMES: u32 = 1 << 18;
+const FLOOD_CALL_SECONDS: f64 = 0.25;
+/// Frames per live-frames batch inside a call. A call makes its frames as fast as the CPU
+/// can; `--rate` drops the excess.
 const FLOOD_BATCH: u32 = 64;
 
 /// `synguard lab-flood-frames` (hidden): the lab's fastest flood generator. Runs the object's
 /// `lab_flood_frames` program through BPF_PROG_TEST_RUN in live-frames mode: every run
-/// randomizes a copy of a template and redirects it out of `--iface`. Prints the frames sent.
+/// randomizes a copy of a template and redirects it out of `--iface` (or, over `--rate`,
+/// drops it). Prints the frames made.
 pub fn lab_flood_frames(args: LabFloodArgs) -> Result<()> {
     use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
     privilege::require_xdp_privileges("synguard lab-flood-frames")?;
@@ -135,27 +143,36 @@ pub fn lab_flood_frames(args: LabFloodArgs) -> Result<()> {
         .take_map(LAB_FLOOD_TEMPLATE_MAP)
         .context("the flood template map is missing")?
         .try_into()?;
+    object::set_flood_rate(&mut ebpf, args.rate)?;
     let program = object::load_xdp(&mut ebpf, object::LAB_FLOOD_PROGRAM)?;
-    let start = std::time::Instant::now();
-    let end = start + std::time::Duration::from_secs(args.seconds);
-    let mut sent = 0u64;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(args.seconds);
+    let (mut made, mut call_frames) = (0u64, FLOOD_FIRST_CALL_FRAMES);
     for template in templates.iter().cycle() {
-        if std::time::Instant::now() >= end {
+        let call_start = std::time::Instant::now();
+        if call_start >= end {
             break;
         }
-        if templates.len() > 1 || sent == 0 {
+        if templates.len() > 1 || made == 0 {
             template_map.set(0, template, 0)?;
         }
         program
             .test_run(TestRunOptions {
                 data_in: Some(&template[..]),
-                repeat: FLOOD_CALL_FRAMES,
+                repeat: call_frames,
                 attrs: TestRunAttrs::new().xdp_live_frames(FLOOD_BATCH),
                 ..TestRunOptions::new()
             })
             .context("BPF_PROG_TEST_RUN in live-frames mode")?;
-        sent += u64::from(FLOOD_CALL_FRAMES);
+        made += u64::from(call_frames);
+        // At the rate this call made frames: the next lasts FLOOD_CALL_SECONDS, or what is left.
+        let per_second = f64::from(call_frames) / call_start.elapsed().as_secs_f64().max(1e-6);
+        let seconds = end
+            .saturating_duration_since(std::time::Instant::now())
+            .as_secs_f64()
+            .min(FLOOD_CALL_SECONDS);
+        call_frames =
+            (per_second * seconds).clamp(f64::from(FLOOD_BATCH), f64::from(1u32 << 24)) as u32;
     }
-    println!("sent {sent} frames");
+    println!("made {made} frames");
     Ok(())
 }

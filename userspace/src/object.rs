@@ -11,7 +11,10 @@ use aya::{
 use log::LevelFilter;
 use synguard_common::{
     counters::{COUNTERS_MAP, CounterBlock},
-    maps::{FLOWS_CAPACITY, FLOWS_MAP, STAGE_CLIENT_SEGMENT, STAGES_MAP, TO_CLIENT, TO_SERVER},
+    maps::{
+        FLOWS_CAPACITY, FLOWS_MAP, FloodPacing, LAB_FLOOD_PACING_MAP, STAGE_CLIENT_SEGMENT,
+        STAGES_MAP, TO_CLIENT, TO_SERVER,
+    },
 };
 
 /// The object built from `xdp-ebpf` by `build.rs`.
@@ -121,4 +124,21 @@ pub fn counters_map(ebpf: &mut Ebpf) -> Result<PerCpuArray<MapData, CounterBlock
         .take_map(COUNTERS_MAP)
         .with_context(|| format!("map {COUNTERS_MAP} missing from the eBPF object"))?;
     Ok(PerCpuArray::try_from(map)?)
+}
+
+/// Sets the lab flood generator's pace, frames per second (0: unpaced), its bucket full.
+pub fn set_flood_rate(ebpf: &mut Ebpf, rate: u64) -> Result<()> {
+    let mut map: aya::maps::Array<_, FloodPacing> = aya::maps::Array::try_from(
+        ebpf.map_mut(LAB_FLOOD_PACING_MAP)
+            .context("the flood pacing map is missing")?,
+    )?;
+    map.set(
+        0,
+        FloodPacing {
+            rate,
+            ..FloodPacing::default()
+        },
+        0,
+    )?;
+    Ok(())
 }

@@ -194,6 +194,11 @@ impl DataPlane {
         guard_config::write_policy_settings(&mut self.ebpf, settings)
     }
 
+    /// The lab flood generator's pace, frames per second (0: unpaced), its bucket full.
+    pub fn set_flood_rate(&mut self, rate: u64) -> Result<()> {
+        object::set_flood_rate(&mut self.ebpf, rate)
+    }
+
     /// The lab flood generator's template frame.
     pub fn set_flood_template(&mut self, frame: &[u8; LAB_FLOOD_FRAME_LEN]) -> Result<()> {
         let mut map: Array<_, [u8; LAB_FLOOD_FRAME_LEN]> = Array::try_from(

@@ -11,6 +11,7 @@ use proptest::{
 use synguard::{object, privilege, prog_test_run::DataPlane};
 use synguard_common::{
     counters::Counter,
+    maps::FloodPacing,
     parse::parse_frame,
     test_frames::{
         MAC_CLIENT, MAC_GUARD, SERVER_PORT, SERVER4, arp, assert_checksums, patched, syn_v4,
@@ -212,11 +213,8 @@ fn lab_peer_program_passes_everything() {
     }
 }
 
-/// The lab's live-frames flood generator writes its whole template over whatever the page
-/// held (a recycled page holds the receiver's leftovers), with a fresh port and sequence
-/// number each run and both checksums valid, and redirects it.
-#[test]
-fn the_lab_flood_generator_rewrites_its_template_with_valid_checksums() {
+/// The lab's live-frames flood generator, loaded with a SYN as its template.
+fn flood_generator() -> (DataPlane, Vec<u8>) {
     privilege::require_xdp_privileges("the data-plane tests").unwrap();
     let mut generator = DataPlane::load(object::LAB_FLOOD_PROGRAM).unwrap();
     let mut template = Vec::new();
@@ -229,6 +227,15 @@ fn the_lab_flood_generator_rewrites_its_template_with_valid_checksums() {
     generator
         .set_flood_template(&template.clone().try_into().unwrap())
         .unwrap();
+    (generator, template)
+}
+
+/// The lab's live-frames flood generator writes its whole template over whatever the page
+/// held (a recycled page holds the receiver's leftovers), with a fresh port and sequence
+/// number each run and both checksums valid, and redirects it.
+#[test]
+fn the_lab_flood_generator_rewrites_its_template_with_valid_checksums() {
+    let (mut generator, template) = flood_generator();
     let leftovers = vec![0xa5u8; template.len()];
     let mut ports = std::collections::BTreeSet::new();
     for _ in 0..16 {
@@ -248,18 +255,57 @@ fn the_lab_flood_generator_rewrites_its_template_with_valid_checksums() {
     assert!(ports.len() > 8, "random source ports: {ports:?}");
 }
 
+/// Paced, the generator sends a burst of 64 frames, then one per 1/rate seconds; the rest
+/// drop in the generator.
+#[test]
+fn the_paced_lab_flood_generator_sends_its_burst_then_its_rate() {
+    let (mut generator, template) = flood_generator();
+    const RATE: u64 = 1000;
+    generator.set_flood_rate(RATE).unwrap();
+    let started = std::time::Instant::now();
+    let sent = (0..300)
+        .filter(|_| {
+            let action = generator.run(&template).unwrap().action().unwrap();
+            assert!(
+                matches!(action, Action::Redirect | Action::Drop),
+                "{action:?}"
+            );
+            action == Action::Redirect
+        })
+        .count() as u64;
+    let refilled = (started.elapsed().as_secs_f64() * RATE as f64).ceil() as u64;
+    assert!(
+        (FloodPacing::BURST..=FloodPacing::BURST + refilled).contains(&sent),
+        "{sent} of 300 sent; the burst and {refilled} more at most"
+    );
+    // Unpaced again: every frame goes.
+    generator.set_flood_rate(0).unwrap();
+    for _ in 0..100 {
+        assert_eq!(
+            generator.run(&template).unwrap().action().unwrap(),
+            Action::Redirect
+        );
+    }
+}
+
 #[test]
 fn every_map_the_programs_keep_state_in_is_pinned_for_restarts() {
     privilege::require_xdp_privileges("the data-plane tests")
         .expect("run the data-plane tests as root, e.g. through `cargo xtask test`");
     let ebpf = object::load_sized(log::LevelFilter::Off, 1024).unwrap();
     // Globals (.rodata, .bss) are set at each load; aya-log's ring belongs to the loader; the
-    // lab flood generator's template belongs to no guard program.
+    // lab flood generator's template and pace belong to no guard program.
     let unpinned: Vec<&str> = ebpf
         .maps()
         .map(|(name, _)| name)
         .filter(|name| !name.starts_with('.') && *name != "AYA_LOGS")
-        .filter(|name| *name != synguard_common::maps::LAB_FLOOD_TEMPLATE_MAP)
+        .filter(|name| {
+            ![
+                synguard_common::maps::LAB_FLOOD_TEMPLATE_MAP,
+                synguard_common::maps::LAB_FLOOD_PACING_MAP,
+            ]
+            .contains(name)
+        })
         .filter(|name| !synguard::persist::PINNED_MAPS.contains(name))
         .collect();
     assert!(

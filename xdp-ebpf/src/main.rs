@@ -35,8 +35,8 @@ use synguard_common::{
     flow_filter::{FlowFilterHalf, flow_filter_slot, may_hold},
     maps::{
         ALLOWED_CAPACITY, AllowValue, BLOCKED_CAPACITY, BlockValue, FLOW_EVENTS_RING_BYTES,
-        FLOWS_CAPACITY, FlowEntry, LAB_FLOOD_FRAME_LEN, PROTECTED_CAPACITY, PolicySettings,
-        ProtectedAddress, ProtectedPorts, SERVICES_CAPACITY, SOURCES_CAPACITY,
+        FLOWS_CAPACITY, FloodPacing, FlowEntry, LAB_FLOOD_FRAME_LEN, PROTECTED_CAPACITY,
+        PolicySettings, ProtectedAddress, ProtectedPorts, SERVICES_CAPACITY, SOURCES_CAPACITY,
         STAGE_CLIENT_SEGMENT, STAGE_COUNT, ServiceConfig, ServiceCounters, SourceCounters,
         SourceKey, TO_CLIENT, TO_SERVER, VOUCHED_CAPACITY, ipv4_mapped, phase,
     },
@@ -729,6 +729,10 @@ static LAB_FLOOD_SOURCE_BITS: u32 = 0;
 #[map]
 static LAB_FLOOD_TEMPLATE: Array<[u8; LAB_FLOOD_FRAME_LEN]> = Array::with_max_entries(1, 0);
 
+/// The lab flood generator's pace, written by its loader (see `FloodPacing`).
+#[map]
+static LAB_FLOOD_PACING: Array<FloodPacing> = Array::with_max_entries(1, 0);
+
 /// The lab's flood generator (see `lab_flood`), run through BPF_PROG_TEST_RUN in live-frames
 /// mode; never attached.
 #[xdp]
@@ -740,6 +744,16 @@ pub fn lab_flood_frames(ctx: XdpContext) -> u32 {
             core::ptr::read_volatile(&LAB_FLOOD_SOURCE_BITS),
         )
     };
+    if let Some(pacing) = LAB_FLOOD_PACING.get_ptr_mut(0) {
+        // The precise clock: the coarse one moves by scheduler ticks, and the pace with it.
+        // SAFETY: no arguments, no memory.
+        let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_ns() };
+        // SAFETY: one generator runs a loaded object, from one thread: nothing else writes
+        // the entry.
+        if !unsafe { (*pacing).send(now) } {
+            return aya_ebpf::bindings::xdp_action::XDP_DROP;
+        }
+    }
     let Some(template) = LAB_FLOOD_TEMPLATE.get(0) else {
         return XDP_ABORTED;
     };

@@ -79,7 +79,7 @@ pub enum Generator {
     /// Ours (`synguard lab-flood-frames`): BPF_PROG_TEST_RUN in live-frames mode redirects
     /// randomized copies of template frames into the client's link; the guard receives
     /// page-pool frames, as from a NIC, not socket buffers veth must copy. Millions of
-    /// frames/s, in bursts: it cannot be paced (`--attack-rate` skips it).
+    /// frames/s, in bursts; paced by `--attack-rate`, in bursts of at most 64.
     LiveFrames,
 }
 
@@ -174,7 +174,7 @@ pub struct Options {
     pub defenses: Vec<Defense>,
     pub generators: Vec<Generator>,
     pub seconds: u32,
-    /// The packet-socket generator's frames per second; 0: as fast as it can.
+    /// The packet-socket and live-frames generators' frames per second; 0: as fast as they can.
     pub attack_rate: u64,
     /// Legitimate connections per second.
     pub legit_rate: u32,
@@ -213,18 +213,13 @@ pub fn run(xtask: &Path, options: &Options) -> Result<Vec<Run>> {
             .filter(|&generator| {
                 let possible = match generator {
                     Generator::Hping3 => scenario.hping3_legs().is_some(),
-                    Generator::PacketSocket => true,
-                    Generator::LiveFrames => options.attack_rate == 0,
+                    Generator::PacketSocket | Generator::LiveFrames => true,
                 };
                 if !possible {
                     println!(
-                        "flood: {}: {} skipped ({})",
+                        "flood: {}: {} skipped (hping3 cannot spoof inside a prefix)",
                         scenario.name(),
                         generator.name(),
-                        match generator {
-                            Generator::LiveFrames => "it sends as fast as it can: not paced",
-                            _ => "hping3 cannot spoof inside a prefix",
-                        }
                     );
                 }
                 possible
@@ -510,6 +505,8 @@ fn start_flood(
                 source_bits.to_string(),
                 "--seconds".into(),
                 seconds.to_string(),
+                "--rate".into(),
+                options.attack_rate.to_string(),
             ];
             for template in templates {
                 args.push("--frame".into());

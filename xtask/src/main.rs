@@ -85,8 +85,8 @@ struct FloodArgs {
     /// Flood generators (all of them by default).
     #[arg(long, value_enum, value_delimiter = ',')]
     generator: Vec<flood::Generator>,
-    /// The packet-socket generator's rate, frames per second (0: as fast as it goes). hping3
-    /// and live-frames always flood as fast as they can; with a rate, live-frames is skipped.
+    /// The packet-socket and live-frames generators' rate, frames per second (0: as fast as
+    /// they go). hping3 always floods as fast as it can.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
     attack_rate: u64,
     /// Legitimate connections per second during the whole run.
