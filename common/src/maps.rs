@@ -23,28 +23,92 @@ pub const LAB_FLOOD_FRAME_LEN: usize = 14 + 20 + 20;
 /// The generator's pace (one [`FloodPacing`] entry).
 pub const LAB_FLOOD_PACING_MAP: &str = "LAB_FLOOD_PACING";
 
-/// How fast the lab's live-frames generator sends: written by its loader, the bucket kept by
-/// the generator. Frames over the rate drop in the generator, before the template is written,
-/// so the frames that go out are spread over time, not sent in bursts.
+/// How fast the lab's live-frames generator sends: written by its loader, the schedule kept by
+/// the generator, which waits (spins) for each frame's slot. It cannot pace by dropping the
+/// frames over the rate: live-frames returns a dropped frame's page to the pool through a
+/// locked ring, the lock the guard's CPU takes to return the pages of the frames it answered,
+/// and contending for it cost that CPU about a third of its time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct FloodPacing {
-    /// Frames per second (0: as fast as the CPU makes them).
-    pub rate: u64,
-    pub bucket: TokenBucket,
+    /// Nanoseconds between frames (0: unpaced).
+    pub interval_ns: u64,
+    /// The next frame's slot (`bpf_ktime_get_ns`).
+    pub next_ns: u64,
 }
 
 impl FloodPacing {
-    /// Frames sent back to back at most: one live-frames batch, a quarter of the guard's
-    /// 256-slot veth input queue.
+    /// Frames sent back to back at most when the generator fell behind its schedule (a
+    /// call's set-up gap): a quarter of the guard's 256-slot veth input queue.
     pub const BURST: u64 = 64;
+    /// The longest a frame waits for its slot; a slot further away is not this frame's (it
+    /// drops, and the slot stays for a later one).
+    pub const MAX_WAIT_NS: u64 = 50_000;
 
-    /// Whether the frame made at `now_ns` goes out.
+    /// `rate` frames per second (0: unpaced).
+    pub fn at_rate(rate: u64) -> Self {
+        Self {
+            interval_ns: if rate == 0 {
+                0
+            } else {
+                (1_000_000_000 / rate).max(1)
+            },
+            next_ns: 0,
+        }
+    }
+
+    /// The slot of the frame made at `now_ns`, taken from the schedule; `None` when the next
+    /// slot lies more than [`Self::MAX_WAIT_NS`] ahead.
     #[inline(always)]
-    pub fn send(&mut self, now_ns: u64) -> bool {
-        self.rate == 0 || self.bucket.take(now_ns, self.rate, Self::BURST, 1)
+    pub fn take_slot(&mut self, now_ns: u64) -> Option<u64> {
+        let earliest = now_ns.saturating_sub(Self::BURST.saturating_mul(self.interval_ns));
+        let slot = if self.next_ns > earliest {
+            self.next_ns
+        } else {
+            earliest
+        };
+        if slot > now_ns.saturating_add(Self::MAX_WAIT_NS) {
+            return None;
+        }
+        self.next_ns = slot.saturating_add(self.interval_ns);
+        Some(slot)
     }
 }
+
+#[cfg(test)]
+mod flood_pacing_tests {
+    extern crate std;
+
+    use super::FloodPacing;
+
+    #[test]
+    fn a_burst_then_one_slot_per_interval() {
+        let mut pacing = FloodPacing::at_rate(1_000_000); // 1 us apart
+        let start = 1_000_000_000;
+        // Fallen behind (a fresh schedule): the burst goes at once, back to back.
+        let burst: std::vec::Vec<u64> = (0..FloodPacing::BURST)
+            .map(|_| pacing.take_slot(start).unwrap())
+            .collect();
+        assert!(burst.iter().all(|&slot| slot <= start));
+        // Then one slot per microsecond from now on.
+        assert_eq!(pacing.take_slot(start), Some(start));
+        assert_eq!(pacing.take_slot(start), Some(start + 1_000));
+        // A slot over MAX_WAIT_NS away is nobody's yet, and stays free.
+        for _ in 0..49 {
+            pacing.take_slot(start).unwrap();
+        }
+        assert_eq!(pacing.take_slot(start), None);
+        assert_eq!(pacing.take_slot(start + 1_000), Some(start + 51_000));
+        // Behind again after a gap: at most a burst is made up, not the whole gap.
+        let later = start + 1_000_000_000;
+        let caught_up = (0..1_000)
+            .filter(|_| pacing.take_slot(later).is_some_and(|slot| slot <= later))
+            .count() as u64;
+        assert_eq!(caught_up, FloodPacing::BURST + 1);
+        assert_eq!(FloodPacing::at_rate(0).interval_ns, 0);
+    }
+}
+
 pub const SERVICES_MAP: &str = "SERVICES";
 pub const SERVICE_COUNTERS_MAP: &str = "SERVICE_COUNTERS";
 pub const SOURCES_MAP: &str = "SOURCES";

@@ -91,8 +91,9 @@ pub struct LabFloodArgs {
     /// How long to flood, seconds.
     #[arg(long)]
     seconds: u64,
-    /// Frames per second to send (0: as fast as they are made). Frames over the rate drop in
-    /// the generator, so those sent are spread out, in bursts of at most 64.
+    /// Frames per second to send (0: as fast as they are made). Each frame waits for its slot
+    /// in the generator, so they go out spread over time (at most 64 back to back after a
+    /// gap).
     #[arg(long, default_value_t = 0)]
     rate: u64,
 }
@@ -104,8 +105,12 @@ pub struct LabFloodArgs {
 const FLOOD_FIRST_CALL_FRAMES: u32 = 1 << 18;
 const FLOOD_CALL_SECONDS: f64 = 0.25;
 /// Frames per live-frames batch inside a call. A call makes its frames as fast as the CPU
-/// can; `--rate` drops the excess.
+/// can, or, with `--rate`, spins for each frame's slot.
 const FLOOD_BATCH: u32 = 64;
+/// How long a paced batch lasts: a batch runs with bottom halves off, so the client's and
+/// the server's tasks on the generator's CPU wait for its end; paced, a batch spends its time
+/// waiting for its frames' slots.
+const PACED_BATCH_SECONDS: f64 = 10e-6;
 
 /// `synguard lab-flood-frames` (hidden): the lab's fastest flood generator. Runs the object's
 /// `lab_flood_frames` program through BPF_PROG_TEST_RUN in live-frames mode: every run
@@ -145,6 +150,11 @@ pub fn lab_flood_frames(args: LabFloodArgs) -> Result<()> {
         .try_into()?;
     object::set_flood_rate(&mut ebpf, args.rate)?;
     let program = object::load_xdp(&mut ebpf, object::LAB_FLOOD_PROGRAM)?;
+    let batch = if args.rate == 0 {
+        FLOOD_BATCH
+    } else {
+        ((args.rate as f64 * PACED_BATCH_SECONDS) as u32).clamp(1, FLOOD_BATCH)
+    };
     let end = std::time::Instant::now() + std::time::Duration::from_secs(args.seconds);
     let (mut made, mut call_frames) = (0u64, FLOOD_FIRST_CALL_FRAMES);
     for template in templates.iter().cycle() {
@@ -159,7 +169,7 @@ pub fn lab_flood_frames(args: LabFloodArgs) -> Result<()> {
             .test_run(TestRunOptions {
                 data_in: Some(&template[..]),
                 repeat: call_frames,
-                attrs: TestRunAttrs::new().xdp_live_frames(FLOOD_BATCH),
+                attrs: TestRunAttrs::new().xdp_live_frames(batch),
                 ..TestRunOptions::new()
             })
             .context("BPF_PROG_TEST_RUN in live-frames mode")?;
@@ -170,8 +180,7 @@ pub fn lab_flood_frames(args: LabFloodArgs) -> Result<()> {
             .saturating_duration_since(std::time::Instant::now())
             .as_secs_f64()
             .min(FLOOD_CALL_SECONDS);
-        call_frames =
-            (per_second * seconds).clamp(f64::from(FLOOD_BATCH), f64::from(1u32 << 24)) as u32;
+        call_frames = (per_second * seconds).clamp(f64::from(batch), f64::from(1u32 << 24)) as u32;
     }
     println!("made {made} frames");
     Ok(())

@@ -126,19 +126,12 @@ pub fn counters_map(ebpf: &mut Ebpf) -> Result<PerCpuArray<MapData, CounterBlock
     Ok(PerCpuArray::try_from(map)?)
 }
 
-/// Sets the lab flood generator's pace, frames per second (0: unpaced), its bucket full.
+/// Sets the lab flood generator's pace, frames per second (0: unpaced), a fresh schedule.
 pub fn set_flood_rate(ebpf: &mut Ebpf, rate: u64) -> Result<()> {
     let mut map: aya::maps::Array<_, FloodPacing> = aya::maps::Array::try_from(
         ebpf.map_mut(LAB_FLOOD_PACING_MAP)
             .context("the flood pacing map is missing")?,
     )?;
-    map.set(
-        0,
-        FloodPacing {
-            rate,
-            ..FloodPacing::default()
-        },
-        0,
-    )?;
+    map.set(0, FloodPacing::at_rate(rate), 0)?;
     Ok(())
 }

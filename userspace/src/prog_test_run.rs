@@ -194,7 +194,7 @@ impl DataPlane {
         guard_config::write_policy_settings(&mut self.ebpf, settings)
     }
 
-    /// The lab flood generator's pace, frames per second (0: unpaced), its bucket full.
+    /// The lab flood generator's pace, frames per second (0: unpaced), a fresh schedule.
     pub fn set_flood_rate(&mut self, rate: u64) -> Result<()> {
         object::set_flood_rate(&mut self.ebpf, rate)
     }

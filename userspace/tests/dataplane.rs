@@ -255,37 +255,42 @@ fn the_lab_flood_generator_rewrites_its_template_with_valid_checksums() {
     assert!(ports.len() > 8, "random source ports: {ports:?}");
 }
 
-/// Paced, the generator sends a burst of 64 frames, then one per 1/rate seconds; the rest
-/// drop in the generator.
+/// Paced, the generator sends a burst of 64 frames, then waits for each frame's slot, one per
+/// 1/rate seconds; a frame whose slot is too far ahead drops.
 #[test]
 fn the_paced_lab_flood_generator_sends_its_burst_then_its_rate() {
     let (mut generator, template) = flood_generator();
-    const RATE: u64 = 1000;
-    generator.set_flood_rate(RATE).unwrap();
-    let started = std::time::Instant::now();
-    let sent = (0..300)
-        .filter(|_| {
-            let action = generator.run(&template).unwrap().action().unwrap();
-            assert!(
-                matches!(action, Action::Redirect | Action::Drop),
-                "{action:?}"
-            );
-            action == Action::Redirect
-        })
-        .count() as u64;
-    let refilled = (started.elapsed().as_secs_f64() * RATE as f64).ceil() as u64;
+    let run = |generator: &mut DataPlane, frames: usize| -> (usize, std::time::Duration) {
+        let started = std::time::Instant::now();
+        let sent = (0..frames)
+            .filter(|_| {
+                let action = generator.run(&template).unwrap().action().unwrap();
+                assert!(
+                    matches!(action, Action::Redirect | Action::Drop),
+                    "{action:?}"
+                );
+                action == Action::Redirect
+            })
+            .count();
+        (sent, started.elapsed())
+    };
+    let burst = FloodPacing::BURST as usize;
+    // 100k frames/s: every slot is near enough to wait for, so every frame goes, 10 us apart.
+    generator.set_flood_rate(100_000).unwrap();
+    let (sent, took) = run(&mut generator, burst + 101);
+    assert_eq!(sent, burst + 101, "all sent");
+    assert!(took >= std::time::Duration::from_micros(1_000), "{took:?}");
+    // 1,000 frames/s: after the burst, a slot 1 ms ahead is too far to wait for.
+    generator.set_flood_rate(1_000).unwrap();
+    let (sent, took) = run(&mut generator, burst + 100);
+    let later_slots = took.as_millis() as usize + 1;
     assert!(
-        (FloodPacing::BURST..=FloodPacing::BURST + refilled).contains(&sent),
-        "{sent} of 300 sent; the burst and {refilled} more at most"
+        (burst + 1..=burst + 1 + later_slots).contains(&sent),
+        "{sent} sent in {took:?}"
     );
     // Unpaced again: every frame goes.
     generator.set_flood_rate(0).unwrap();
-    for _ in 0..100 {
-        assert_eq!(
-            generator.run(&template).unwrap().action().unwrap(),
-            Action::Redirect
-        );
-    }
+    assert_eq!(run(&mut generator, 100).0, 100);
 }
 
 #[test]

@@ -7,8 +7,35 @@
 //! receives page-pool frames with XDP headroom, as from a NIC, not socket buffers veth must
 //! copy first.
 
-use aya_ebpf::{helpers::generated::bpf_get_prandom_u32, programs::XdpContext};
-use synguard_common::{checksum::replace, maps::LAB_FLOOD_FRAME_LEN};
+use aya_ebpf::{
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    programs::XdpContext,
+};
+use synguard_common::{
+    checksum::replace,
+    maps::{FloodPacing, LAB_FLOOD_FRAME_LEN},
+};
+
+/// Clock reads a wait makes at most: more than [`FloodPacing::MAX_WAIT_NS`] takes, at the
+/// 20-30 ns a read costs here.
+const WAIT_READS: u32 = (FloodPacing::MAX_WAIT_NS / 10) as u32;
+
+/// The precise clock: the coarse one moves by scheduler ticks, and a pace with it.
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: no arguments, no memory.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Spins until `slot` (a paced frame's, at most [`FloodPacing::MAX_WAIT_NS`] ahead).
+#[inline(always)]
+pub fn wait_until(slot: u64) {
+    for _ in 0..WAIT_READS {
+        if now_ns() >= slot {
+            return;
+        }
+    }
+}
 
 const IP_AT: usize = 14;
 const TCP_AT: usize = IP_AT + 20;

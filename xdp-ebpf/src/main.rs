@@ -745,13 +745,14 @@ pub fn lab_flood_frames(ctx: XdpContext) -> u32 {
         )
     };
     if let Some(pacing) = LAB_FLOOD_PACING.get_ptr_mut(0) {
-        // The precise clock: the coarse one moves by scheduler ticks, and the pace with it.
-        // SAFETY: no arguments, no memory.
-        let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_ns() };
         // SAFETY: one generator runs a loaded object, from one thread: nothing else writes
         // the entry.
-        if !unsafe { (*pacing).send(now) } {
-            return aya_ebpf::bindings::xdp_action::XDP_DROP;
+        let pacing = unsafe { &mut *pacing };
+        if pacing.interval_ns != 0 {
+            match pacing.take_slot(lab_flood::now_ns()) {
+                Some(slot) => lab_flood::wait_until(slot),
+                None => return aya_ebpf::bindings::xdp_action::XDP_DROP,
+            }
         }
     }
     let Some(template) = LAB_FLOOD_TEMPLATE.get(0) else {
