@@ -48,11 +48,9 @@ impl FloodPacing {
     /// `rate` frames per second (0: unpaced).
     pub fn at_rate(rate: u64) -> Self {
         Self {
-            interval_ns: if rate == 0 {
-                0
-            } else {
-                (1_000_000_000 / rate).max(1)
-            },
+            interval_ns: 1_000_000_000u64
+                .checked_div(rate)
+                .map_or(0, |interval| interval.max(1)),
             next_ns: 0,
         }
     }
