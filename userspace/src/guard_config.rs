@@ -307,7 +307,7 @@ pub fn write_keys_with_offset(
     write_single(ebpf, COOKIE_KEYS_MAP, &keys)
 }
 
-/// Writes the one entry of a one-entry array map.
+/// Reads the one entry of a one-entry array map.
 fn read_single<V: aya::Pod>(ebpf: &Ebpf, name: &str) -> Result<V> {
     let array: Array<_, V> = Array::try_from(
         ebpf.map(name)
@@ -316,6 +316,7 @@ fn read_single<V: aya::Pod>(ebpf: &Ebpf, name: &str) -> Result<V> {
     Ok(array.get(&0, 0)?)
 }
 
+/// Writes the one entry of a one-entry array map.
 fn write_single<V: aya::Pod>(ebpf: &mut Ebpf, name: &str, value: &V) -> Result<()> {
     let mut array: Array<_, V> = Array::try_from(
         ebpf.map_mut(name)

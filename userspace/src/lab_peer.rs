@@ -100,8 +100,9 @@ pub struct LabFloodArgs {
 
 /// Frames made by the first BPF_PROG_TEST_RUN call; later calls are sized to last
 /// [`FLOOD_CALL_SECONDS`]. A call sets up and tears down its page pool, which waits for an RCU
-/// grace period (tens of milliseconds here), and sends nothing meanwhile; a paced flood's
-/// bucket cannot make that up, so short calls would leave it well under its rate.
+/// grace period (tens of milliseconds here), and sends nothing meanwhile; a paced flood
+/// makes up at most 64 frames of such a gap, so short calls would leave it well under its
+/// rate.
 const FLOOD_FIRST_CALL_FRAMES: u32 = 1 << 18;
 const FLOOD_CALL_SECONDS: f64 = 0.25;
 /// Frames per live-frames batch inside a call. A call makes its frames as fast as the CPU
@@ -114,8 +115,8 @@ const PACED_BATCH_SECONDS: f64 = 10e-6;
 
 /// `synguard lab-flood-frames` (hidden): the lab's fastest flood generator. Runs the object's
 /// `lab_flood_frames` program through BPF_PROG_TEST_RUN in live-frames mode: every run
-/// randomizes a copy of a template and redirects it out of `--iface` (or, over `--rate`,
-/// drops it). Prints the frames made.
+/// randomizes a copy of a template and redirects it out of `--iface` (with `--rate`, at its
+/// slot; a frame whose slot is too far ahead drops). Prints the frames made.
 pub fn lab_flood_frames(args: LabFloodArgs) -> Result<()> {
     use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
     privilege::require_xdp_privileges("synguard lab-flood-frames")?;

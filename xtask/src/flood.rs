@@ -79,7 +79,7 @@ pub enum Generator {
     /// Ours (`synguard lab-flood-frames`): BPF_PROG_TEST_RUN in live-frames mode redirects
     /// randomized copies of template frames into the client's link; the guard receives
     /// page-pool frames, as from a NIC, not socket buffers veth must copy. Millions of
-    /// frames/s, in bursts; paced by `--attack-rate`, in bursts of at most 64.
+    /// frames/s, in bursts; `--attack-rate` spreads them out (at most 64 back to back).
     LiveFrames,
 }
 
