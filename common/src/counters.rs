@@ -2,10 +2,7 @@
 //!
 //! One map lookup per packet reaches the whole block; userspace sums the CPUs.
 
-use crate::{
-    parse::{IpPacket, L3, ParseError, ParsedFrame},
-    verdict::{Action, Verdict},
-};
+use crate::parse::{IpPacket, L3, ParseError, ParsedFrame};
 
 macro_rules! counters {
     ($($variant:ident => $name:literal: $help:literal,)*) => {
@@ -159,25 +156,6 @@ impl CounterBlock {
 
     pub fn get(&self, counter: Counter) -> u64 {
         self.values[counter as usize]
-    }
-
-    /// Counts one frame: seen, its action, its reason, and what [`Tally`] noted.
-    #[inline(always)]
-    pub fn record(&mut self, tally: Tally, verdict: Verdict) {
-        self.bump(Counter::Seen);
-        self.bump(match verdict.action {
-            Action::Pass => Counter::Passed,
-            Action::Drop => Counter::Dropped,
-            Action::Tx => Counter::Transmitted,
-            Action::Redirect => Counter::Redirected,
-        });
-        self.bump(verdict.reason);
-        if tally.vlan_tagged {
-            self.bump(Counter::VlanTagged);
-        }
-        if let Some(family) = tally.family {
-            self.bump(family);
-        }
     }
 
     /// Adds another block (another CPU's) into this one.

@@ -11,7 +11,7 @@
 //! A TCP segment to a protected service then takes the guard's [`protected_step`].
 
 use crate::{
-    counters::Counter,
+    counters::{Counter, CounterBlock, Tally},
     maps::mode,
     parse::{L3, ParseError, ParsedFrame, TcpFlags, TcpSegment, TransportKind},
 };
@@ -56,6 +56,33 @@ impl Action {
 pub struct Verdict {
     pub action: Action,
     pub reason: Counter,
+}
+
+impl Verdict {
+    #[inline(always)]
+    pub const fn new(action: Action, reason: Counter) -> Self {
+        Self { action, reason }
+    }
+
+    /// Counts one frame with this verdict: seen, its action, its reason, and what `tally`
+    /// noted.
+    #[inline(always)]
+    pub fn count_into(self, block: &mut CounterBlock, tally: Tally) {
+        block.bump(Counter::Seen);
+        block.bump(match self.action {
+            Action::Pass => Counter::Passed,
+            Action::Drop => Counter::Dropped,
+            Action::Tx => Counter::Transmitted,
+            Action::Redirect => Counter::Redirected,
+        });
+        block.bump(self.reason);
+        if tally.vlan_tagged {
+            block.bump(Counter::VlanTagged);
+        }
+        if let Some(family) = tally.family {
+            block.bump(family);
+        }
+    }
 }
 
 #[inline(always)]
@@ -295,9 +322,9 @@ mod tests {
     fn record_counts_seen_action_reason_family_and_vlan() {
         let mut block = CounterBlock::default();
         let parsed = ip(TransportKind::Fragment, true);
-        block.record(Tally::of(&parsed), classify(&parsed));
+        classify(&parsed).count_into(&mut block, Tally::of(&parsed));
         let dropped = Err(ParseError::TruncatedTcp);
-        block.record(Tally::of(&dropped), classify(&dropped));
+        classify(&dropped).count_into(&mut block, Tally::of(&dropped));
         for (counter, expected) in [
             (Counter::Seen, 2),
             (Counter::Passed, 1),

@@ -8,7 +8,7 @@ use std::{
     time::Instant,
 };
 
-use synguard::flows::{FlowTable, FlowTimers};
+use synguard::flows::table::{FlowTable, FlowTimers};
 use synguard_common::{
     cookie::FlowKey,
     maps::{FlowEntry, FlowEvent, TO_CLIENT, TO_SERVER, event_kind, phase},

@@ -23,8 +23,8 @@ use std::io::Write;
 
 use anyhow::Result;
 use synguard::{
-    clock::cookie_counter_now, guard_config::ProtectedService, object, privilege,
-    prog_test_run::DataPlane,
+    clock::cookie_counter_now, config::service::ProtectedService, dataplane::object,
+    dataplane::privilege, dataplane::test_run::DataPlane,
 };
 use synguard_common::{
     cookie::{self, CookieKeys, CookieOptions},

@@ -1,5 +1,6 @@
-//! The clocks the controller reads: the data plane's own (coarse monotonic), and TAI, whose
-//! offset from the monotonic clock the data plane adds for its cookie counter.
+//! The controller's one clock module: the data plane's own clock (coarse monotonic), TAI (whose
+//! offset from the monotonic clock the data plane adds for its cookie counter), and wall-clock
+//! time (block expiries, key epochs, decision records).
 
 /// `clock` (a `libc::CLOCK_*` id) now, in ns.
 pub fn clock_ns(clock: libc::clockid_t) -> u64 {
@@ -29,4 +30,9 @@ pub fn tai_offset_ns() -> u64 {
 /// The cookie time counter the data plane reads now (TAI time).
 pub fn cookie_counter_now() -> u32 {
     synguard_common::cookie::counter_at(clock_ns(libc::CLOCK_TAI))
+}
+
+/// Wall-clock time in seconds since the Unix epoch.
+pub fn unix_now() -> f64 {
+    clock_ns(libc::CLOCK_REALTIME) as f64 / 1e9
 }

@@ -1,23 +1,17 @@
-//! The synguard controller: loads and attaches the XDP programs, reads their counters.
-//! The binary (`main.rs`) is the CLI on top of this library; tests and benchmarks use it too.
+//! synguard's controller and command line. The binary (`main.rs`) only calls [`cli::main`];
+//! tests and benchmarks use the same library.
+//!
+//! A newcomer reads, in this order: `daemon` (what `synguard run` does, phase by phase),
+//! `dataplane` (the eBPF object and its maps), `flows` (the TCP state of every validated flow),
+//! `policy` (who gets blocked and why), `control` (the typed requests between the CLI and a
+//! running guard), `export`, `config` and `cli`.
 
-pub mod attach;
-pub mod auto_mode;
+pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod control;
+pub mod daemon;
+pub mod dataplane;
 pub mod export;
-pub mod flow_control;
-pub mod flow_events;
-pub mod flow_filter;
 pub mod flows;
-pub mod guard_config;
-pub mod inject;
-pub mod metrics;
-pub mod object;
-pub mod persist;
 pub mod policy;
-pub mod policy_control;
-pub mod privilege;
-pub mod prog_test_run;
-pub mod stats;
-pub mod tcp_state;

@@ -19,16 +19,9 @@ use synguard_common::{
 };
 
 use crate::{
-    FLOW_FILTER, FLOWS, Guarded, NEW_FLOW, events,
-    frame::XdpFrame,
-    route,
-    syn_cookie::{emit, now_coarse_ns},
+    FLOW_FILTER, FLOWS, Guarded, NEW_FLOW, clock::now_coarse_ns, emit::emit, events,
+    frame::XdpFrame, route,
 };
-
-#[inline(always)]
-fn verdict(action: Action, reason: Counter) -> Verdict {
-    Verdict { action, reason }
-}
 
 /// Records a new flow: its slot in both halves of the flows filter first, so that the filter
 /// never says "no flow" of a flow in the map (see `synguard_common::flow_filter`).
@@ -131,7 +124,7 @@ pub fn forward(
     // What the receiver expects of the sender, and the window it offered.
     let (receiver_next, receiver_window) = (sender.next_seq, receiver.window);
     if tcp.flags.has(TcpFlags::RST) && !in_window(tcp.seq, receiver_next, receiver_window) {
-        return verdict(Action::Drop, Counter::DropRstOutOfWindow);
+        return Verdict::new(Action::Drop, Counter::DropRstOutOfWindow);
     }
     translate_header(&mut walker.header, &tcp.options, &translation);
     if !XdpFrame(ctx).store_tcp_header(
@@ -139,7 +132,7 @@ pub fn forward(
         &walker.header,
         tcp.header_len as usize,
     ) {
-        return verdict(Action::Drop, Counter::DropRewriteFailed);
+        return Verdict::new(Action::Drop, Counter::DropRewriteFailed);
     }
     track(sender, tcp, sender_shift);
     let acks_fin = tcp.flags.has(TcpFlags::ACK)
@@ -177,12 +170,14 @@ pub fn forward(
         }
     }
     if control && !report(event_kind::CONTROL, entry) {
-        return verdict(Action::Drop, Counter::DropEventLost);
+        return Verdict::new(Action::Drop, Counter::DropEventLost);
     }
     match route::redirect(ctx, guarded, to_server) {
-        Some(code) if code == Action::Redirect.xdp_code() => verdict(Action::Redirect, forwarded),
+        Some(code) if code == Action::Redirect.xdp_code() => {
+            Verdict::new(Action::Redirect, forwarded)
+        }
         // No next hop we can reach ourselves: the kernel routes it.
-        _ => verdict(Action::Pass, forwarded),
+        _ => Verdict::new(Action::Pass, forwarded),
     }
 }
 
@@ -192,7 +187,7 @@ pub fn forward(
 pub fn admit(guarded: &Guarded) -> Verdict {
     let syn = &guarded.tcp;
     let Some(entry) = NEW_FLOW.get_ptr_mut(0) else {
-        return verdict(Action::Drop, Counter::DropNoConfig);
+        return Verdict::new(Action::Drop, Counter::DropNoConfig);
     };
     // SAFETY: per-CPU entry, used only during this run of the program.
     let entry = unsafe { &mut *entry };
@@ -226,7 +221,7 @@ pub fn admit(guarded: &Guarded) -> Verdict {
         window: syn.window as u32, // a SYN's window is never scaled
     });
     if insert(&guarded.flow, entry).is_err() {
-        return verdict(Action::Drop, Counter::DropRewriteFailed);
+        return Verdict::new(Action::Drop, Counter::DropRewriteFailed);
     }
     if !events::report(
         event_kind::ADMITTED,
@@ -238,9 +233,9 @@ pub fn admit(guarded: &Guarded) -> Verdict {
         0,
     ) {
         let _ = FLOWS.remove(&guarded.flow);
-        return verdict(Action::Drop, Counter::DropEventLost);
+        return Verdict::new(Action::Drop, Counter::DropEventLost);
     }
-    verdict(Action::Pass, Counter::PassAdmitted)
+    Verdict::new(Action::Pass, Counter::PassAdmitted)
 }
 
 /// The server's SYN-ACK to a SYN let straight through: the flow is joined with nothing to
@@ -281,7 +276,7 @@ pub fn join_direct(guarded: &Guarded, entry: &mut FlowEntry) -> Verdict {
         0,
         0,
     );
-    verdict(Action::Pass, Counter::BackendJoined)
+    Verdict::new(Action::Pass, Counter::BackendJoined)
 }
 
 /// The server's SYN-ACK to our SYN: the flow's translation is now known. The SYN-ACK becomes
@@ -330,7 +325,7 @@ pub fn join(ctx: &XdpContext, guarded: &Guarded, entry: &mut FlowEntry) -> Verdi
     ) {
         // The flow stays joined (the controller reads the phase from the map when its
         // backend timer fires); the client's window probe opens its window through the server.
-        return verdict(Action::Drop, Counter::DropEventLost);
+        return Verdict::new(Action::Drop, Counter::DropEventLost);
     }
     let update = SegmentSpec {
         to_client: true,
@@ -383,7 +378,7 @@ pub fn re_ack(ctx: &XdpContext, guarded: &Guarded, entry: &FlowEntry) -> Verdict
 #[inline(always)]
 pub fn hold_early_data(ctx: &XdpContext, guarded: &Guarded, entry: &FlowEntry) -> Verdict {
     let held = guarded.tcp.payload_len > 0 && events::report_early_data(ctx, guarded, entry);
-    verdict(
+    Verdict::new(
         Action::Drop,
         if held {
             Counter::EarlyDataHeld
@@ -412,7 +407,7 @@ pub fn reset_before_join(
         0,
         0,
     );
-    verdict(
+    Verdict::new(
         Action::Drop,
         if reported {
             reason

@@ -9,6 +9,8 @@
 #![no_main]
 
 mod bench_reference;
+mod clock;
+mod emit;
 mod events;
 mod flows;
 mod frame;
@@ -53,7 +55,7 @@ use synguard_common::{
     },
 };
 
-use crate::{frame::XdpFrame, syn_cookie::now_coarse_ns};
+use crate::{clock::now_coarse_ns, frame::XdpFrame};
 
 /// Per-CPU counters; the map name is `synguard_common::counters::COUNTERS_MAP`.
 #[map]
@@ -257,7 +259,7 @@ fn parse(ctx: &XdpContext, scratch: &mut ParseScratch, from_client: bool) -> Par
 fn finish(ctx: &XdpContext, tally: Tally, verdict: Verdict) -> u32 {
     if let Some(block) = COUNTERS.get_ptr_mut(0) {
         // SAFETY: per-CPU value, only this CPU writes it and nothing else holds the pointer.
-        unsafe { (*block).record(tally, verdict) };
+        unsafe { verdict.count_into(&mut *block, tally) };
     }
     if verdict.action == Action::Drop {
         debug!(ctx, "drop: {}", verdict.reason.name());

@@ -2,57 +2,21 @@
 //! its cookie holds, turn it into the SYN that opens the connection to the server (XDP_PASS:
 //! the kernel routes it).
 
-use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use synguard_common::{
     cookie::{self, CookieError, CookieOptions},
     counters::Counter,
     maps::{FlowStart, TO_SERVER, WireOptions, event_kind, phase},
     parse::TcpFlags,
-    segment::{SegmentSpec, write_segment},
+    segment::SegmentSpec,
     seq::rescale_window,
     verdict::{Action, Verdict},
 };
 
 use crate::{
-    COOKIE_KEYS, FLOWS, Guarded, NEW_FLOW, SEGMENT_SCRATCH, SYN_ACK_SETTINGS, events, flows,
-    frame::replace_l3, vouch,
+    COOKIE_KEYS, FLOWS, Guarded, NEW_FLOW, SYN_ACK_SETTINGS, clock::now_coarse_ns, emit::emit,
+    events, flows, vouch,
 };
-
-#[inline(always)]
-fn verdict(action: Action, reason: Counter) -> Verdict {
-    Verdict { action, reason }
-}
-
-/// The data plane's one clock: `FlowEntry::last_seen_ns`, token buckets, and with the keys'
-/// offset the cookie counter (`synguard_common::cookie`, Clock). Cheap; tick resolution is
-/// plenty for all three.
-#[inline(always)]
-pub fn now_coarse_ns() -> u64 {
-    // SAFETY: no arguments, no memory.
-    unsafe { bpf_ktime_get_coarse_ns() }
-}
-
-/// Writes `spec` over the frame from the IP header on; `reply` sends it back (XDP_TX), else
-/// the kernel routes it (XDP_PASS).
-#[inline(always)]
-pub fn emit(
-    ctx: &XdpContext,
-    guarded: &Guarded,
-    spec: &SegmentSpec,
-    reply: bool,
-    reason: Counter,
-) -> Verdict {
-    let Some(out) = SEGMENT_SCRATCH.get_ptr_mut(0) else {
-        return verdict(Action::Drop, Counter::DropNoConfig);
-    };
-    // SAFETY: per-CPU entry, used only during this run of the program.
-    let out = unsafe { &mut *out };
-    let len = write_segment(&guarded.flow, spec, out);
-    if !replace_l3(ctx, guarded.l3_offset as usize, out, len, reply) {
-        return verdict(Action::Drop, Counter::DropRewriteFailed);
-    }
-    verdict(if reply { Action::Tx } else { Action::Pass }, reason)
-}
 
 /// Answers the SYN with our SYN-ACK, the cookie as ISN; `now_coarse` is [`now_coarse_ns`]
 /// as the caller read it for this SYN.
@@ -60,10 +24,10 @@ pub fn emit(
 pub fn answer_syn(ctx: &XdpContext, guarded: &Guarded, now_coarse: u64) -> Verdict {
     let (syn, flow) = (&guarded.tcp, &guarded.flow);
     let (Some(keys), Some(settings)) = (COOKIE_KEYS.get(0), SYN_ACK_SETTINGS.get(0)) else {
-        return verdict(Action::Drop, Counter::DropNoConfig);
+        return Verdict::new(Action::Drop, Counter::DropNoConfig);
     };
     if !keys.is_set() {
-        return verdict(Action::Drop, Counter::DropNoConfig);
+        return Verdict::new(Action::Drop, Counter::DropNoConfig);
     }
     let now = keys.tai_ns(now_coarse);
     let ipv6 = flow.family == 6;
@@ -84,7 +48,7 @@ pub fn answer_syn(ctx: &XdpContext, guarded: &Guarded, now_coarse: u64) -> Verdi
 pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     let (ack, flow) = (&guarded.tcp, &guarded.flow);
     let (Some(keys), Some(settings)) = (COOKIE_KEYS.get(0), SYN_ACK_SETTINGS.get(0)) else {
-        return verdict(Action::Drop, Counter::DropNoConfig);
+        return Verdict::new(Action::Drop, Counter::DropNoConfig);
     };
     let now_coarse = now_coarse_ns();
     let guard_isn = ack.ack.wrapping_sub(1);
@@ -92,8 +56,12 @@ pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     let (options, client_isn) =
         match cookie::check_ack(keys, flow, ack, now, settings.expects_window_probes(now)) {
             Ok(checked) => checked,
-            Err(CookieError::Expired) => return verdict(Action::Drop, Counter::DropCookieExpired),
-            Err(CookieError::Invalid) => return verdict(Action::Drop, Counter::DropCookieInvalid),
+            Err(CookieError::Expired) => {
+                return Verdict::new(Action::Drop, Counter::DropCookieExpired);
+            }
+            Err(CookieError::Invalid) => {
+                return Verdict::new(Action::Drop, Counter::DropCookieInvalid);
+            }
         };
     // We answered a window-scale option with ours (see `SegmentSpec::syn_ack`).
     let (client_shift, client_view_of_server_shift) = match options.window_scale {
@@ -101,7 +69,7 @@ pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
         None => (0, 0),
     };
     let Some(entry) = NEW_FLOW.get_ptr_mut(0) else {
-        return verdict(Action::Drop, Counter::DropNoConfig);
+        return Verdict::new(Action::Drop, Counter::DropNoConfig);
     };
     // SAFETY: per-CPU entry, used only during this run of the program.
     let entry = unsafe { &mut *entry };
@@ -123,11 +91,11 @@ pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     // A full LRU map evicts its oldest entry: insertion does not fail for lack of room. A
     // SYN on a closed tuple overwrites the old connection here.
     if flows::insert(flow, entry).is_err() {
-        return verdict(Action::Drop, Counter::DropRewriteFailed);
+        return Verdict::new(Action::Drop, Counter::DropRewriteFailed);
     }
     if !events::report(event_kind::VALIDATED, TO_SERVER, flow, ack, entry, 0, 0) {
         let _ = FLOWS.remove(flow);
-        return verdict(Action::Drop, Counter::DropEventLost);
+        return Verdict::new(Action::Drop, Counter::DropEventLost);
     }
     // The client's first data (its third ACK lost, or carrying data): the frame becomes the
     // SYN, so its payload goes to the controller first. Unreported, the client sends it again.

@@ -10,7 +10,10 @@ use crate::{
     bench_forward, bootstrap,
     build::workspace_root,
     cmd,
-    flood::{self, Defense, Generator, Scenario},
+    flood::{
+        self,
+        plan::{Defense, Generator, Options, Scenario},
+    },
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -50,7 +53,7 @@ pub fn run(benches: &[Bench], xtask: &Path) -> Result<()> {
                 summary.push_str(&forward_section()?);
             }
             Bench::Flood => {
-                let options = flood::Options {
+                let options = Options {
                     scenarios: vec![Scenario::RandomSyn],
                     defenses: Defense::ALL.to_vec(),
                     generators: Generator::ALL.to_vec(),
@@ -62,7 +65,7 @@ pub fn run(benches: &[Bench], xtask: &Path) -> Result<()> {
                     profile: false,
                     guard_args: Vec::new(),
                 };
-                flood::run(xtask, &options)?;
+                flood::run::run(xtask, &options)?;
                 summary.push_str("## Flood lab (`cargo xtask flood --scenario random-syn`)\n\n");
                 let table =
                     std::fs::read_to_string(workspace_root().join("results/flood/random-syn.md"))?;

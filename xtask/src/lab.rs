@@ -28,7 +28,7 @@ pub const GUARD_CLIENT_SIDE_ADDR: &str = "198.18.1.1";
 pub const GUARD_SERVER_SIDE_ADDR: &str = "198.19.1.1";
 pub const SERVER_ADDR: &str = "198.19.1.2";
 pub const SERVER_PORT: u16 = 80;
-/// Where the flood lab's spoofed sources come from (see `packet_flood`).
+/// Where the flood lab's spoofed sources come from (see `flood::packet_socket`).
 pub const SPOOFED_PREFIX: &str = "198.18.128.0/17";
 /// The guard's interface toward the clients: where synguard attaches.
 pub const GUARD_CLIENT_IFACE: &str = "to-client";

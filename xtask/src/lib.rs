@@ -1,5 +1,5 @@
 //! Developer and lab tooling for synguard: bootstrap, build, lab, test, demo, bench, flood.
-//! The library part is what the lab tests (tests/lab.rs) share with the commands.
+//! The library part is what the lab tests (tests/lab_*.rs) share with the commands.
 
 pub mod bench;
 pub mod bench_forward;
@@ -8,11 +8,9 @@ pub mod build;
 pub mod cmd;
 pub mod demo;
 pub mod flood;
-pub mod flood_report;
 pub mod guard_profile;
 pub mod lab;
 pub mod lab_server;
 pub mod legit_client;
-pub mod packet_flood;
 pub mod stats;
 pub mod test;

@@ -7,9 +7,10 @@ use clap::{Parser, Subcommand};
 use xtask::{
     bench, bootstrap,
     build::{self, Profile},
-    demo, flood,
+    demo,
+    flood::{self, plan},
     lab::{self, Lab},
-    lab_server, packet_flood, test,
+    lab_server, test,
 };
 
 #[derive(Parser)]
@@ -54,7 +55,7 @@ enum Task {
         #[arg(long)]
         guard_mac: String,
         #[arg(long, value_enum)]
-        scenario: flood::Scenario,
+        scenario: plan::Scenario,
         #[arg(long)]
         seconds: u32,
         #[arg(long, default_value_t = 0)]
@@ -72,7 +73,7 @@ enum Task {
 struct FloodArgs {
     /// Scenarios to run (comma-separated or repeated).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "random-syn")]
-    scenario: Vec<flood::Scenario>,
+    scenario: Vec<plan::Scenario>,
     /// Every scenario.
     #[arg(long, conflicts_with = "scenario")]
     all_scenarios: bool,
@@ -81,10 +82,10 @@ struct FloodArgs {
     seconds: u32,
     /// Defenses to compare, in this order (all by default).
     #[arg(long, value_enum, value_delimiter = ',')]
-    defense: Vec<flood::Defense>,
+    defense: Vec<plan::Defense>,
     /// Flood generators (all of them by default).
     #[arg(long, value_enum, value_delimiter = ',')]
-    generator: Vec<flood::Generator>,
+    generator: Vec<plan::Generator>,
     /// The packet-socket and live-frames generators' rate, frames per second (0: as fast as
     /// they go). hping3 always floods as fast as it can.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
@@ -109,7 +110,7 @@ struct FloodArgs {
 }
 
 impl FloodArgs {
-    fn options(self) -> flood::Options {
+    fn options(self) -> plan::Options {
         fn or_all<T: Clone>(chosen: Vec<T>, all: &[T]) -> Vec<T> {
             if chosen.is_empty() {
                 all.to_vec()
@@ -117,14 +118,14 @@ impl FloodArgs {
                 chosen
             }
         }
-        flood::Options {
+        plan::Options {
             scenarios: if self.all_scenarios {
-                flood::Scenario::ALL.to_vec()
+                plan::Scenario::ALL.to_vec()
             } else {
                 self.scenario
             },
-            defenses: or_all(self.defense, &flood::Defense::ALL),
-            generators: or_all(self.generator, &flood::Generator::ALL),
+            defenses: or_all(self.defense, &plan::Defense::ALL),
+            generators: or_all(self.generator, &plan::Generator::ALL),
             seconds: self.seconds,
             attack_rate: self.attack_rate,
             legit_rate: self.legit_rate,
@@ -176,7 +177,7 @@ fn run(task: Task) -> Result<()> {
         Task::Bench { which } => bench::run(&which, &xtask),
         Task::Flood(args) => {
             bootstrap::ensure()?;
-            flood::run(&xtask, &args.options()).map(drop)
+            flood::run::run(&xtask, &args.options()).map(drop)
         }
         Task::LabHttpServer { listen } => lab_server::serve(&listen),
         Task::LabPacketFlood {
@@ -186,7 +187,7 @@ fn run(task: Task) -> Result<()> {
             seconds,
             rate,
         } => {
-            let sent = packet_flood::run(&iface, &guard_mac, scenario, seconds, rate)?;
+            let sent = flood::packet_socket::run(&iface, &guard_mac, scenario, seconds, rate)?;
             println!("sent {sent} frames");
             Ok(())
         }

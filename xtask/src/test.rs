@@ -1,8 +1,12 @@
 //! `cargo xtask test`: lint, then the three test tiers of the project.
+//!
+//! A tier finds its test files by name: every `tests/*.rs` of a package starts with the tier it
+//! belongs to (`host_`, `dataplane_` or `lab_`), so a new file runs with no list to edit, and a
+//! file that names no tier stops the run instead of never running.
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 
 use crate::{
     bootstrap,
@@ -22,10 +26,92 @@ pub enum Tier {
     Lab,
 }
 
-fn cargo_in_root<const N: usize>(args: [&str; N]) -> std::process::Command {
+impl Tier {
+    /// The prefix of this tier's test files; lint has none.
+    fn file_prefix(self) -> Option<&'static str> {
+        match self {
+            Tier::Lint => None,
+            Tier::Host => Some("host_"),
+            Tier::Dataplane => Some("dataplane_"),
+            Tier::Lab => Some("lab_"),
+        }
+    }
+}
+
+/// The packages with test files, by their folder and cargo name.
+const PACKAGES: [(&str, &str); 3] = [
+    ("common", "synguard-common"),
+    ("userspace", "synguard"),
+    ("xtask", "xtask"),
+];
+
+/// The test targets of `tier` in the package in `dir`: the stems of `tests/<prefix>*.rs`.
+/// Fails on a test file whose name belongs to no tier.
+pub fn test_targets(dir: &Path, tier: Tier) -> Result<Vec<String>> {
+    let tests = dir.join("tests");
+    let Ok(entries) = std::fs::read_dir(&tests) else {
+        return Ok(Vec::new());
+    };
+    let prefixes: Vec<&str> = [Tier::Host, Tier::Dataplane, Tier::Lab]
+        .into_iter()
+        .filter_map(Tier::file_prefix)
+        .collect();
+    let mut targets = Vec::new();
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("listing {}", tests.display()))?
+            .path();
+        let Some(stem) = path
+            .extension()
+            .is_some_and(|ext| ext == "rs")
+            .then(|| path.file_stem().and_then(|s| s.to_str()))
+            .flatten()
+        else {
+            continue;
+        };
+        if !prefixes.iter().any(|prefix| stem.starts_with(prefix)) {
+            bail!(
+                "test file {} belongs to no tier: rename it host_*.rs, dataplane_*.rs or lab_*.rs",
+                path.display()
+            );
+        }
+        if tier
+            .file_prefix()
+            .is_some_and(|prefix| stem.starts_with(prefix))
+        {
+            targets.push(stem.to_string());
+        }
+    }
+    targets.sort();
+    Ok(targets)
+}
+
+/// `cargo test` of `package`: the given test targets, and for the host tier the library's and
+/// binaries' unit tests; `env` is set for the tests.
+fn cargo_test(
+    package: &str,
+    targets: &[String],
+    unit_tests: bool,
+    env: Option<(&str, &Path)>,
+    extra: &[&str],
+) -> Result<()> {
     let mut command = cmd::cargo();
-    command.current_dir(workspace_root()).args(args);
     command
+        .current_dir(workspace_root())
+        .args(["test", "--package", package]);
+    if unit_tests {
+        command.args(["--lib", "--bins"]);
+    }
+    for target in targets {
+        command.args(["--test", target]);
+    }
+    if let Some((name, value)) = env {
+        command.env(name, value);
+    }
+    if !extra.is_empty() {
+        command.arg("--").args(extra);
+    }
+    cmd::visible(&mut command)
 }
 
 pub fn run(tiers: &[Tier]) -> Result<()> {
@@ -38,87 +124,77 @@ pub fn run(tiers: &[Tier]) -> Result<()> {
     };
     for tier in selected {
         println!("== {tier:?} ==");
-        match tier {
-            Tier::Lint => {
-                cmd::visible(&mut cargo_in_root(["fmt", "--all", "--", "--check"]))?;
-                // Default members only: the eBPF crate cannot build for the host.
-                cmd::visible(&mut cargo_in_root([
-                    "clippy",
-                    "--all-targets",
-                    "--",
-                    "-D",
-                    "warnings",
-                ]))?;
+        if tier == Tier::Lint {
+            let mut fmt = cmd::cargo();
+            fmt.current_dir(workspace_root())
+                .args(["fmt", "--all", "--", "--check"]);
+            cmd::visible(&mut fmt)?;
+            // Default members only: the eBPF crate cannot build for the host.
+            let mut clippy = cmd::cargo();
+            clippy.current_dir(workspace_root()).args([
+                "clippy",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]);
+            cmd::visible(&mut clippy)?;
+            continue;
+        }
+        // The lab drives the synguard binary, one lab at a time.
+        let synguard = match tier {
+            Tier::Lab => Some(build::synguard(Profile::Debug)?),
+            _ => None,
+        };
+        let extra: &[&str] = if tier == Tier::Lab {
+            &["--test-threads=1"]
+        } else {
+            &[]
+        };
+        for (dir, package) in PACKAGES {
+            let targets = test_targets(&workspace_root().join(dir), tier)?;
+            let unit_tests = tier == Tier::Host;
+            if targets.is_empty() && !unit_tests {
+                continue;
             }
-            Tier::Host => {
-                cmd::visible(&mut cargo_in_root(["test", "--package", "synguard-common"]))?;
-                cmd::visible(&mut cargo_in_root([
-                    "test",
-                    "--package",
-                    "synguard",
-                    "--lib",
-                    "--bins",
-                    "--test",
-                    "tcp_state",
-                    "--test",
-                    "flow_table",
-                    "--test",
-                    "policy",
-                    "--test",
-                    "export",
-                ]))?;
-                cmd::visible(&mut cargo_in_root([
-                    "test",
-                    "--package",
-                    "xtask",
-                    "--lib",
-                    "--bins",
-                ]))?;
-            }
-            Tier::Dataplane => {
-                cmd::visible(&mut cargo_in_root([
-                    "test",
-                    "--package",
-                    "synguard",
-                    "--test",
-                    "dataplane",
-                    "--test",
-                    "syn_cookies",
-                    "--test",
-                    "flows",
-                    "--test",
-                    "admission",
-                ]))?;
-            }
-            Tier::Lab => {
-                let synguard = build::synguard(Profile::Debug)?;
-                lab_tests(&synguard)?;
-            }
+            let env = synguard.as_deref().map(|path| ("SYNGUARD_BIN", path));
+            cargo_test(package, &targets, unit_tests, env, extra)?;
         }
     }
     println!("all selected tiers passed");
     Ok(())
 }
 
-fn lab_tests(synguard: &Path) -> Result<()> {
-    cmd::visible(
-        cargo_in_root([
-            "test",
-            "--package",
-            "xtask",
-            "--test",
-            "lab",
-            "--test",
-            "flows",
-            "--test",
-            "policy",
-            "--test",
-            "operate",
-            "--test",
-            "flood",
-            "--",
-            "--test-threads=1",
-        ])
-        .env("SYNGUARD_BIN", synguard),
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_find_their_files_by_name_and_refuse_strays() {
+        let dir = std::env::temp_dir().join(format!("synguard-tiers-{}", std::process::id()));
+        let tests = dir.join("tests");
+        std::fs::create_dir_all(tests.join("support")).unwrap();
+        for name in [
+            "host_b.rs",
+            "host_a.rs",
+            "dataplane_x.rs",
+            "lab_y.rs",
+            "notes.txt",
+        ] {
+            std::fs::write(tests.join(name), "").unwrap();
+        }
+        assert_eq!(
+            test_targets(&dir, Tier::Host).unwrap(),
+            ["host_a", "host_b"]
+        );
+        assert_eq!(
+            test_targets(&dir, Tier::Dataplane).unwrap(),
+            ["dataplane_x"]
+        );
+        assert_eq!(test_targets(&dir, Tier::Lab).unwrap(), ["lab_y"]);
+        std::fs::write(tests.join("forgotten.rs"), "").unwrap();
+        let error = test_targets(&dir, Tier::Host).unwrap_err().to_string();
+        assert!(error.contains("forgotten.rs belongs to no tier"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

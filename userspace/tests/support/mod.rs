@@ -2,7 +2,9 @@
 #![allow(dead_code)] // each test file uses its own part
 
 use etherparse::{PacketBuilder, TcpOptionElement, TcpOptionElement as O};
-use synguard::{guard_config::ProtectedService, privilege, prog_test_run::DataPlane};
+use synguard::{
+    config::service::ProtectedService, dataplane::privilege, dataplane::test_run::DataPlane,
+};
 use synguard_common::{
     cookie::CookieKeys, parse::TcpFlags as F, segment::SynAckSettings, siphash::SipKey,
     test_frames::*, verdict::Action,
@@ -19,7 +21,7 @@ pub fn keys(current: SipKey, previous: SipKey) -> CookieKeys {
 pub fn guard() -> DataPlane {
     privilege::require_xdp_privileges("the data-plane tests")
         .expect("run the data-plane tests as root, e.g. through `cargo xtask test`");
-    let mut guard = DataPlane::load(synguard::object::GUARD_PROGRAM).unwrap();
+    let mut guard = DataPlane::load(synguard::dataplane::object::GUARD_PROGRAM).unwrap();
     let protected: Vec<ProtectedService> = ["198.19.1.0/24:80", "[2001:db8:1::/48]:80"]
         .iter()
         .map(|s| s.parse().unwrap())

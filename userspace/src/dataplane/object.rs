@@ -1,0 +1,137 @@
+//! The compiled eBPF object, embedded at build time, and loading it into the kernel.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, ProgramArray},
+    programs::Xdp,
+};
+use log::LevelFilter;
+use synguard_common::{
+    counters::{COUNTERS_MAP, CounterBlock},
+    maps::{
+        FLOWS_CAPACITY, FLOWS_MAP, FloodPacing, LAB_FLOOD_PACING_MAP, STAGE_CLIENT_SEGMENT,
+        STAGES_MAP, TO_CLIENT, TO_SERVER,
+    },
+};
+
+/// The object built from `xdp-ebpf` by `build.rs`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-ebpf"));
+
+/// The guard program's name in the object (client side).
+pub const GUARD_PROGRAM: &str = "synguard";
+/// The guard's program for the interface facing the protected servers.
+pub const SERVER_PROGRAM: &str = "synguard_server";
+/// The program the lab attaches to peer veths (see the lab in xtask); also the benchmark's
+/// measure of what BPF_PROG_TEST_RUN itself costs.
+pub const PEER_PASS_PROGRAM: &str = "lab_peer_pass";
+/// Its loss knob (a global set at load time).
+pub const LAB_DROP_ONE_IN: &str = "LAB_DROP_ONE_IN";
+pub const LAB_ONLY_FOR_IPV4: &str = "LAB_ONLY_FOR_IPV4";
+/// The lab's live-frames flood generator and its load-time settings.
+pub const LAB_FLOOD_PROGRAM: &str = "lab_flood_frames";
+pub const LAB_FLOOD_IFINDEX: &str = "LAB_FLOOD_IFINDEX";
+pub const LAB_FLOOD_SOURCE_BITS: &str = "LAB_FLOOD_SOURCE_BITS";
+/// The benchmark floor: swap addresses and ports, XDP_TX.
+pub const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
+/// The benchmark reference: a SYN answered with the kernel's own cookie helper.
+pub const BENCH_KERNEL_COOKIE_PROGRAM: &str = "bench_kernel_cookie";
+
+/// Loads the object (maps created, programs not yet verified). The in-kernel log level is fixed
+/// at load time, so disabled log statements cost nothing per packet.
+pub fn load(log_level: LevelFilter) -> Result<Ebpf> {
+    load_sized(log_level, FLOWS_CAPACITY)
+}
+
+/// [`load`] with a flows map of `max_flows` entries.
+pub fn load_sized(log_level: LevelFilter, max_flows: u32) -> Result<Ebpf> {
+    load_with(log_level, max_flows, None)
+}
+
+/// [`load_sized`] with the maps pinned in `dir` (those already pinned there are reused: a
+/// restarted controller adopts its predecessor's state).
+pub fn load_pinned(log_level: LevelFilter, max_flows: u32, dir: &Path) -> Result<Ebpf> {
+    load_with(log_level, max_flows, Some(dir))
+}
+
+fn load_with(log_level: LevelFilter, max_flows: u32, pin_dir: Option<&Path>) -> Result<Ebpf> {
+    // aya-log numbers levels Error=1 .. Trace=5, and 0 silences everything, like LevelFilter.
+    let level = log_level as usize as u8;
+    let mut loader = EbpfLoader::new();
+    loader
+        .override_global(aya_log::LEVEL, &level, true)
+        .map_max_entries(FLOWS_MAP, max_flows);
+    if let Some(dir) = pin_dir {
+        for name in crate::dataplane::persist::PINNED_MAPS {
+            loader.map_pin_path(name, dir.join(name));
+        }
+    }
+    loader
+        .load(EBPF_OBJECT)
+        .context("loading the eBPF object into the kernel")
+}
+
+/// Verifies and loads one XDP program of the object.
+pub fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?
+        .try_into()?;
+    program
+        .load()
+        .with_context(|| format!("the kernel refused to load program {name}"))?;
+    Ok(program)
+}
+
+/// The later stages, by their index in the `STAGES` tail-call map.
+pub const STAGE_PROGRAMS: [(u32, &str); 3] = [
+    (TO_SERVER as u32, "forward_to_server"),
+    (TO_CLIENT as u32, "forward_to_client"),
+    (STAGE_CLIENT_SEGMENT, "client_segment"),
+];
+
+/// Loads the later stages and puts them where the guard programs tail-call them.
+pub fn load_stages(ebpf: &mut Ebpf) -> Result<()> {
+    for (index, name) in STAGE_PROGRAMS {
+        let fd = load_xdp(ebpf, name)?
+            .fd()
+            .with_context(|| format!("program {name} has no fd"))?
+            .try_clone()?;
+        let mut jumps: ProgramArray<_> = ProgramArray::try_from(
+            ebpf.map_mut(STAGES_MAP)
+                .context("map STAGES missing from the eBPF object")?,
+        )?;
+        jumps
+            .set(index, &fd, 0)
+            .with_context(|| format!("registering {name} for tail calls"))?;
+    }
+    Ok(())
+}
+
+/// An (already loaded) program of the object.
+pub fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    Ok(ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?
+        .try_into()?)
+}
+
+/// The per-CPU counters map.
+pub fn counters_map(ebpf: &mut Ebpf) -> Result<PerCpuArray<MapData, CounterBlock>> {
+    let map = ebpf
+        .take_map(COUNTERS_MAP)
+        .with_context(|| format!("map {COUNTERS_MAP} missing from the eBPF object"))?;
+    Ok(PerCpuArray::try_from(map)?)
+}
+
+/// Sets the lab flood generator's pace, frames per second (0: unpaced), a fresh schedule.
+pub fn set_flood_rate(ebpf: &mut Ebpf, rate: u64) -> Result<()> {
+    let mut map: aya::maps::Array<_, FloodPacing> = aya::maps::Array::try_from(
+        ebpf.map_mut(LAB_FLOOD_PACING_MAP)
+            .context("the flood pacing map is missing")?,
+    )?;
+    map.set(0, FloodPacing::at_rate(rate), 0)?;
+    Ok(())
+}

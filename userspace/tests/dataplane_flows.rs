@@ -1,0 +1,533 @@
+//! Data-plane tests of validated flows: both guard programs of the real compiled object,
+//! sharing their maps, through BPF_PROG_TEST_RUN. The third ACK becomes the backend SYN, the
+//! server's SYN-ACK the client's window update, and segments both ways are translated; every
+//! output is byte-checked (sequence numbers, SACK blocks, timestamps, windows, checksums).
+//! They need root (CAP_BPF): run them through `cargo xtask test`.
+
+mod support;
+
+use etherparse::TcpOptionElement as O;
+use support::{guard, options, passes, segment, syn_ack_for, zero_window_probe};
+use synguard::{
+    dataplane::object::SERVER_PROGRAM, dataplane::test_run::DataPlane, flows::events::Record,
+};
+use synguard_common::{
+    counters::Counter,
+    maps::{EARLY_DATA_MAX, event_kind, phase},
+    parse::TcpFlags as F,
+    test_frames::*,
+    verdict::Action,
+};
+
+const SERVER_ISN: u32 = 0x7000_0000;
+const CLIENT_TS: u32 = 0x1122_4000;
+const SERVER_TS: u32 = 0x5555_0000;
+
+/// The server's SYN-ACK to the backend SYN, stamped `tsval`.
+fn server_syn_ack(tsval: u32) -> Vec<u8> {
+    support::server_syn_ack(SERVER_ISN, tsval, CLIENT_TS)
+}
+
+/// The client's third ACK echoing `cookie`, stamped `client_ts` (echoing our `tsval`).
+fn third_ack(cookie: u32, client_ts: u32, tsval: u32) -> Vec<u8> {
+    segment(
+        true,
+        CLIENT_ISN + 1,
+        cookie.wrapping_add(1),
+        F::ACK,
+        502,
+        &[O::Noop, O::Noop, O::Timestamp(client_ts, tsval)],
+        &[],
+    )
+}
+
+/// The server's FIN, before any data.
+fn server_fin() -> Vec<u8> {
+    segment(
+        false,
+        SERVER_ISN + 1,
+        CLIENT_ISN + 1,
+        F::FIN | F::ACK,
+        100,
+        &[],
+        &[],
+    )
+}
+
+/// Runs the handshake: SYN, third ACK (checked: the backend SYN), server SYN-ACK (checked:
+/// the window update). Returns the cookie and our TSval.
+/// The client's handshake with the guard, up to its third ACK: the flow waits for the server.
+/// Returns the cookie, our TSval, and the SYN to the server the third ACK became.
+fn awaiting_server(guard: &mut DataPlane) -> (u32, u32, etherparse::TcpHeader) {
+    let (cookie, tsval, _) = syn_ack_for(guard, &syn_v4(0), 0);
+    let tsval = tsval.unwrap();
+    let third = third_ack(cookie, CLIENT_TS, tsval);
+    let (backend_syn, _) = passes(guard, synguard::dataplane::object::GUARD_PROGRAM, &third);
+    (cookie, tsval, backend_syn)
+}
+
+fn joined(guard: &mut DataPlane) -> (u32, u32) {
+    let (cookie, tsval, backend_syn) = awaiting_server(guard);
+    assert!(backend_syn.syn && !backend_syn.ack, "a SYN");
+    assert_eq!(backend_syn.sequence_number, CLIENT_ISN, "the client's ISN");
+    assert_eq!(
+        (backend_syn.source_port, backend_syn.destination_port),
+        (CLIENT_PORT, SERVER_PORT)
+    );
+    assert_eq!(
+        backend_syn.window_size,
+        502 << 7,
+        "the client's window, unscaled"
+    );
+    assert_eq!(
+        options(&backend_syn),
+        [
+            O::MaximumSegmentSize(1460),
+            O::SelectiveAcknowledgementPermitted,
+            O::Timestamp(CLIENT_TS, 0),
+            O::WindowScale(7),
+        ],
+        "the client's own options"
+    );
+    let syn_ack = server_syn_ack(SERVER_TS);
+    let (update, _) = passes(guard, SERVER_PROGRAM, &syn_ack);
+    assert!(update.ack && !update.syn, "a bare ACK");
+    assert_eq!(
+        (update.source_port, update.destination_port),
+        (SERVER_PORT, CLIENT_PORT)
+    );
+    assert_eq!(
+        update.sequence_number,
+        cookie.wrapping_add(1),
+        "our ISN + 1"
+    );
+    assert_eq!(update.acknowledgment_number, CLIENT_ISN + 1);
+    assert_eq!(
+        update.window_size,
+        65160 >> 7,
+        "scaled by the shift we announced"
+    );
+    assert_eq!(
+        options(&update),
+        [O::Timestamp(tsval, CLIENT_TS)],
+        "timestamps on our clock, no SYN options"
+    );
+    (cookie, tsval)
+}
+
+#[test]
+fn handshake_joins_and_both_directions_translate_byte_for_byte() {
+    let mut guard = guard();
+    let (cookie, tsval) = joined(&mut guard);
+    let offset = SERVER_ISN.wrapping_sub(cookie);
+    let entry = guard.flow(&flow_of(&syn_v4(0))).unwrap().unwrap();
+    assert_eq!(entry.phase, phase::JOINED);
+    assert_eq!((entry.server_isn, entry.seq_offset), (SERVER_ISN, offset));
+    let kinds: Vec<u8> = guard.events().unwrap().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [event_kind::VALIDATED, event_kind::JOINED]);
+
+    // Client to server: ack, SACK edges and TSecr move into the server's spaces.
+    let data = segment(
+        true,
+        CLIENT_ISN + 1,
+        cookie.wrapping_add(101),
+        F::ACK,
+        500,
+        &[
+            O::Noop,
+            O::Noop,
+            O::Timestamp(CLIENT_TS + 1, tsval + 5),
+            O::Noop,
+            O::Noop,
+            O::SelectiveAcknowledgement(
+                (cookie.wrapping_add(201), cookie.wrapping_add(301)),
+                [
+                    Some((cookie.wrapping_add(401), cookie.wrapping_add(501))),
+                    None,
+                    None,
+                ],
+            ),
+        ],
+        b"hello",
+    );
+    let (tcp, payload) = passes(
+        &mut guard,
+        synguard::dataplane::object::GUARD_PROGRAM,
+        &data,
+    );
+    assert_eq!(payload, b"hello");
+    assert_eq!(
+        tcp.sequence_number,
+        CLIENT_ISN + 1,
+        "the client's space is shared"
+    );
+    assert_eq!(tcp.acknowledgment_number, SERVER_ISN.wrapping_add(101));
+    assert_eq!(
+        tcp.window_size, 500,
+        "both sides scale the client's window alike"
+    );
+    assert_eq!(
+        options(&tcp),
+        [
+            O::Timestamp(CLIENT_TS + 1, SERVER_TS + 5),
+            O::SelectiveAcknowledgement(
+                (SERVER_ISN + 201, SERVER_ISN + 301),
+                [Some((SERVER_ISN + 401, SERVER_ISN + 501)), None, None]
+            ),
+        ]
+    );
+
+    // Server to client: seq and TSval back into ours, the window re-scaled (shift 9 -> 7).
+    let reply = segment(
+        false,
+        SERVER_ISN + 1,
+        CLIENT_ISN + 6,
+        F::ACK,
+        100,
+        &[
+            O::Noop,
+            O::Noop,
+            O::Timestamp(SERVER_TS + 10, CLIENT_TS + 1),
+        ],
+        b"world",
+    );
+    let (tcp, payload) = passes(&mut guard, SERVER_PROGRAM, &reply);
+    assert_eq!(payload, b"world");
+    assert_eq!(tcp.sequence_number, cookie.wrapping_add(1));
+    assert_eq!(tcp.acknowledgment_number, CLIENT_ISN + 6);
+    assert_eq!(tcp.window_size, 100 << 2);
+    assert_eq!(options(&tcp), [O::Timestamp(tsval + 10, CLIENT_TS + 1)]);
+
+    let entry = guard.flow(&flow_of(&syn_v4(0))).unwrap().unwrap();
+    assert_eq!(
+        (entry.to_server.packets, entry.to_server.bytes),
+        (1, 5),
+        "per-flow accounting"
+    );
+    assert_eq!((entry.to_client.packets, entry.to_client.bytes), (1, 5));
+    let counters = guard.counters().unwrap();
+    assert_eq!(counters.get(Counter::ForwardToServer), 1);
+    assert_eq!(counters.get(Counter::ForwardToClient), 1);
+    assert_eq!(counters.get(Counter::BackendJoined), 1);
+}
+
+#[test]
+fn fins_and_resets_are_reported_and_blind_resets_die() {
+    let mut guard = guard();
+    let (cookie, _) = joined(&mut guard);
+    guard.events().unwrap();
+    // A blind RST far outside the server's window: dropped, nothing reported.
+    let blind = segment(
+        true,
+        CLIENT_ISN.wrapping_add(1 << 30),
+        0,
+        F::RST,
+        0,
+        &[],
+        &[],
+    );
+    let outcome = guard.run(&blind).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Drop);
+    assert_eq!(
+        guard.counters().unwrap().get(Counter::DropRstOutOfWindow),
+        1
+    );
+    assert!(guard.events().unwrap().is_empty());
+
+    // The server closes: its FIN is reported in its own space; the client's ACK of it too.
+    let fin = server_fin();
+    let (tcp, _) = passes(&mut guard, SERVER_PROGRAM, &fin);
+    assert!(tcp.fin);
+    let ack_of_fin = segment(
+        true,
+        CLIENT_ISN + 1,
+        cookie.wrapping_add(2),
+        F::ACK,
+        500,
+        &[],
+        &[],
+    );
+    passes(
+        &mut guard,
+        synguard::dataplane::object::GUARD_PROGRAM,
+        &ack_of_fin,
+    );
+    let events = guard.events().unwrap();
+    let summary: Vec<(u8, u8, u32, u32)> = events
+        .iter()
+        .map(|e| (e.kind, e.flags, e.seq, e.ack))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                event_kind::CONTROL,
+                F::FIN | F::ACK,
+                SERVER_ISN + 1,
+                CLIENT_ISN + 1
+            ),
+            (
+                event_kind::FIN_ACKED,
+                F::ACK,
+                CLIENT_ISN + 1,
+                SERVER_ISN + 2
+            ),
+        ]
+    );
+    // An in-window RST goes through, reported with what the receiver expected.
+    let reset = segment(true, CLIENT_ISN + 1, 0, F::RST, 0, &[], &[]);
+    passes(
+        &mut guard,
+        synguard::dataplane::object::GUARD_PROGRAM,
+        &reset,
+    );
+    let event = guard.events().unwrap()[0];
+    assert_eq!((event.kind, event.flags), (event_kind::CONTROL, F::RST));
+    assert_eq!(event.receiver_next, CLIENT_ISN + 1);
+}
+
+#[test]
+fn segments_of_no_flow_die_by_kind() {
+    let mut guard = guard();
+    let cases = [
+        (F::FIN | F::ACK, &b""[..], Counter::DropStrayFin),
+        (F::RST, &b""[..], Counter::DropStrayRst),
+        (F::SYN | F::ACK, &b""[..], Counter::DropStraySynAck),
+    ];
+    for (flags, payload, counter) in cases {
+        let frame = segment(true, 5, 0x1eed_beef, flags, 100, &[], payload);
+        let outcome = guard.run(&frame).unwrap();
+        assert_eq!(
+            outcome.action().unwrap(),
+            Action::Drop,
+            "{}",
+            counter.name()
+        );
+        assert_eq!(
+            guard.counters().unwrap().get(counter),
+            1,
+            "{}",
+            counter.name()
+        );
+    }
+    // A bare ACK must carry a cookie: this one fails it (invalid or, by its counter bits,
+    // expired).
+    let forged = segment(true, 5, 0x1eed_beef, F::ACK, 100, &[], &[]);
+    assert_eq!(guard.run(&forged).unwrap().action().unwrap(), Action::Drop);
+    let counters = guard.counters().unwrap();
+    assert_eq!(
+        counters.get(Counter::DropCookieInvalid) + counters.get(Counter::DropCookieExpired),
+        1
+    );
+    // Server-side traffic of no validated flow is the server's own business: it passes.
+    let own = segment(false, 1, 2, F::ACK, 100, &[], b"x");
+    let outcome = guard.run_program(SERVER_PROGRAM, &own).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Pass);
+    assert!(guard.events().unwrap().is_empty());
+}
+
+#[test]
+fn data_before_the_join_goes_to_the_controller_and_the_frame_drops() {
+    let mut guard = guard();
+    let (cookie, tsval, _) = awaiting_server(&mut guard);
+    guard.records().unwrap();
+    let data = |payload: &[u8]| {
+        segment(
+            true,
+            CLIENT_ISN + 1,
+            cookie.wrapping_add(1),
+            F::ACK | F::PSH,
+            502,
+            &[O::Noop, O::Noop, O::Timestamp(CLIENT_TS + 1, tsval)],
+            payload,
+        )
+    };
+    let request = b"GET / HTTP/1.1\r\n\r\n";
+    let outcome = guard.run(&data(request)).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Drop);
+    assert_eq!(guard.counters().unwrap().get(Counter::EarlyDataHeld), 1);
+    let records = guard.records().unwrap();
+    let [Record::EarlyData(held)] = &records[..] else {
+        panic!("expected the held data alone: {records:?}")
+    };
+    assert_eq!(
+        (held.client_isn, held.guard_isn, held.seq, held.window),
+        (CLIENT_ISN, cookie, CLIENT_ISN + 1, 502)
+    );
+    assert_eq!((held.ts_val, held.ts_ecr), (CLIENT_TS + 1, tsval));
+    assert_eq!(&held.payload[..held.len as usize], request);
+
+    // More than a record holds (more than our SYN-ACK's window allowed): dropped, not held.
+    let oversized = data(&[b'x'; EARLY_DATA_MAX + 1]);
+    assert_eq!(
+        guard.run(&oversized).unwrap().action().unwrap(),
+        Action::Drop
+    );
+    let counters = guard.counters().unwrap();
+    assert_eq!(counters.get(Counter::EarlyDataHeld), 1);
+    assert_eq!(counters.get(Counter::DropAwaitingBackend), 1);
+    assert!(guard.records().unwrap().is_empty());
+}
+
+#[test]
+fn a_refusing_server_and_an_early_client_reset_are_reported_not_forwarded() {
+    let mut guard = guard();
+    let (cookie, _, _) = awaiting_server(&mut guard);
+    // Before the server answers, the client's segments without data wait (dropped; a client
+    // sends them again).
+    let probe = zero_window_probe(cookie, &[]);
+    assert_eq!(guard.run(&probe).unwrap().action().unwrap(), Action::Drop);
+    assert_eq!(
+        guard.counters().unwrap().get(Counter::DropAwaitingBackend),
+        1
+    );
+    // The server refuses: dropped and reported (the controller resets the client).
+    let refusal = segment(false, 0, CLIENT_ISN + 1, F::RST | F::ACK, 0, &[], &[]);
+    let outcome = guard.run_program(SERVER_PROGRAM, &refusal).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Drop);
+    assert_eq!(guard.counters().unwrap().get(Counter::BackendRefused), 1);
+    let last = *guard.events().unwrap().last().unwrap();
+    assert_eq!(
+        (last.kind, last.flags),
+        (event_kind::CONTROL, F::RST | F::ACK)
+    );
+    // The client gives up first in another flow of the same shape: reported too.
+    let early = segment(true, CLIENT_ISN + 1, 0, F::RST, 0, &[], &[]);
+    assert_eq!(guard.run(&early).unwrap().action().unwrap(), Action::Drop);
+    assert_eq!(guard.counters().unwrap().get(Counter::ResetBeforeJoin), 1);
+}
+
+#[test]
+fn a_retransmitted_server_syn_ack_is_answered_with_the_ack() {
+    let mut guard = guard();
+    joined(&mut guard);
+    let again = server_syn_ack(SERVER_TS + 1000);
+    let outcome = guard.run_program(SERVER_PROGRAM, &again).unwrap();
+    assert_eq!(
+        outcome.action().unwrap(),
+        Action::Tx,
+        "sent back to the server"
+    );
+    let out = &outcome.output;
+    assert_eq!(
+        (&out[..6], &out[6..12]),
+        (&MAC_CLIENT[..], &MAC_GUARD[..]),
+        "MACs swapped"
+    );
+    let tcp = assert_checksums(&out[14..]);
+    assert!(tcp.ack && !tcp.syn);
+    assert_eq!(
+        (tcp.source_port, tcp.destination_port),
+        (CLIENT_PORT, SERVER_PORT)
+    );
+    assert_eq!(tcp.sequence_number, CLIENT_ISN + 1);
+    assert_eq!(tcp.acknowledgment_number, SERVER_ISN + 1);
+    assert_eq!(
+        tcp.window_size, 502,
+        "the client's window in the server's scale"
+    );
+    assert_eq!(options(&tcp), [O::Timestamp(CLIENT_TS, SERVER_TS + 1000)]);
+    assert_eq!(guard.counters().unwrap().get(Counter::TxBackendAck), 1);
+}
+
+#[test]
+fn a_closed_tuple_is_reused_by_a_new_connection() {
+    let mut guard = guard();
+    let (cookie, _) = joined(&mut guard);
+    // Both ends close and acknowledge each other's FIN.
+    let server_fin = server_fin();
+    passes(&mut guard, SERVER_PROGRAM, &server_fin);
+    let client_fin = segment(
+        true,
+        CLIENT_ISN + 1,
+        cookie.wrapping_add(2),
+        F::FIN | F::ACK,
+        500,
+        &[],
+        &[],
+    );
+    passes(
+        &mut guard,
+        synguard::dataplane::object::GUARD_PROGRAM,
+        &client_fin,
+    );
+    let last_ack = segment(false, SERVER_ISN + 2, CLIENT_ISN + 2, F::ACK, 100, &[], &[]);
+    passes(&mut guard, SERVER_PROGRAM, &last_ack);
+    let flow = flow_of(&syn_v4(0));
+    assert!(guard.flow(&flow).unwrap().unwrap().both_closed());
+    // A late ACK of the old connection still goes through...
+    let late = segment(
+        true,
+        CLIENT_ISN + 2,
+        cookie.wrapping_add(2),
+        F::ACK,
+        500,
+        &[],
+        &[],
+    );
+    passes(
+        &mut guard,
+        synguard::dataplane::object::GUARD_PROGRAM,
+        &late,
+    );
+    guard.events().unwrap();
+    // ...and a new connection on the same tuple gets a cookie and replaces the old flow.
+    let (new_cookie, new_tsval, _) = syn_ack_for(&mut guard, &syn_v4(0), 0);
+    let third = third_ack(new_cookie, CLIENT_TS + 9, new_tsval.unwrap());
+    let (backend_syn, _) = passes(
+        &mut guard,
+        synguard::dataplane::object::GUARD_PROGRAM,
+        &third,
+    );
+    assert!(backend_syn.syn, "the new connection's SYN to the server");
+    let entry = guard.flow(&flow).unwrap().unwrap();
+    assert_eq!(
+        (entry.guard_isn, entry.phase),
+        (new_cookie, phase::AWAITING_BACKEND)
+    );
+    assert_eq!(guard.events().unwrap()[0].kind, event_kind::VALIDATED);
+}
+
+/// The filter in front of the flows map: a flow the data plane recorded is found; an entry the
+/// filter never saw (put into the map behind its back) is taken for no flow, so the map is not
+/// even looked up, until the controller's rebuild from the map marks it; a rebuild after the
+/// controller removed a flow forgets it.
+#[test]
+fn the_flows_filter_holds_what_the_map_holds_after_a_rebuild() {
+    let mut guard = guard();
+    let (recorded, unseen) = (syn_v4(0), syn_v4_from_port(CLIENT_PORT + 1));
+    let (cookie, tsval, _) = syn_ack_for(&mut guard, &recorded, 0);
+    let third = third_ack(cookie, CLIENT_TS, tsval.unwrap());
+    passes(
+        &mut guard,
+        synguard::dataplane::object::GUARD_PROGRAM,
+        &third,
+    );
+    let entry = guard.flow(&flow_of(&recorded)).unwrap().expect("recorded");
+    guard
+        .put_flow_unfiltered(&flow_of(&unseen), &entry)
+        .unwrap();
+    // A SYN of a flow waiting for the server is dropped; a SYN of no flow gets a cookie.
+    let answer = |guard: &mut DataPlane, syn: &[u8]| {
+        let before = guard.counters().unwrap();
+        guard.run(syn).unwrap();
+        let after = guard.counters().unwrap();
+        [Counter::DropAwaitingBackend, Counter::TxSynCookie]
+            .into_iter()
+            .find(|&counter| after.get(counter) > before.get(counter))
+            .expect("one of the two")
+    };
+    assert_eq!(answer(&mut guard, &recorded), Counter::DropAwaitingBackend);
+    assert_eq!(
+        answer(&mut guard, &unseen),
+        Counter::TxSynCookie,
+        "not in the filter: not looked up"
+    );
+    assert_eq!(guard.rebuild_flow_filter().unwrap(), 2);
+    assert_eq!(answer(&mut guard, &recorded), Counter::DropAwaitingBackend);
+    assert_eq!(answer(&mut guard, &unseen), Counter::DropAwaitingBackend);
+    guard.remove_flow(&flow_of(&recorded)).unwrap();
+    assert_eq!(guard.rebuild_flow_filter().unwrap(), 1);
+    assert_eq!(answer(&mut guard, &recorded), Counter::TxSynCookie);
+    assert_eq!(answer(&mut guard, &unseen), Counter::DropAwaitingBackend);
+}
