@@ -24,7 +24,7 @@ use std::io::Write;
 use anyhow::Result;
 use synguard::{
     clock::cookie_counter_now, config::service::ProtectedService, dataplane::object,
-    dataplane::privilege, dataplane::test_run::DataPlane,
+    dataplane::privilege, dataplane::test_run::DataPlane, lab,
 };
 use synguard_common::{
     cookie::{self, CookieKeys, CookieOptions},
@@ -113,9 +113,9 @@ fn main() -> Result<()> {
     // `zero_window` none (`--early-data 0`).
     let (pass, floor, kernel, guard, zero_window) = (0, 1, 2, 3, 4);
     let mut planes = [
-        DataPlane::load(object::PEER_PASS_PROGRAM)?,
-        DataPlane::load(object::BENCH_FLOOR_PROGRAM)?,
-        DataPlane::load(object::BENCH_KERNEL_COOKIE_PROGRAM)?,
+        DataPlane::load_lab(lab::PEER_PASS_PROGRAM)?,
+        DataPlane::load_lab(lab::BENCH_FLOOR_PROGRAM)?,
+        DataPlane::load_lab(lab::BENCH_KERNEL_COOKIE_PROGRAM)?,
         DataPlane::load(object::GUARD_PROGRAM)?,
         DataPlane::load(object::GUARD_PROGRAM)?,
     ];

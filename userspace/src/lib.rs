@@ -14,4 +14,6 @@ pub mod daemon;
 pub mod dataplane;
 pub mod export;
 pub mod flows;
+#[cfg(feature = "lab")]
+pub mod lab;
 pub mod policy;

@@ -4,8 +4,8 @@
 
 use etherparse::{SlicedPacket, TcpOptionElement};
 use synguard::{
-    clock::cookie_counter_now, dataplane::object, dataplane::privilege,
-    dataplane::test_run::DataPlane, flows::events::Record,
+    clock::cookie_counter_now, dataplane::privilege, dataplane::test_run::DataPlane,
+    flows::events::Record, lab,
 };
 use synguard_common::{
     cookie::{self, CookieKeys, CookieOptions},
@@ -68,7 +68,7 @@ fn ipv4_syn_is_answered_with_a_byte_checked_cookie_syn_ack() {
 #[test]
 fn the_kernel_cookie_reference_answers_with_a_valid_syn_ack() {
     privilege::require_xdp_privileges("the data-plane tests").unwrap();
-    let mut reference = DataPlane::load(object::BENCH_KERNEL_COOKIE_PROGRAM).unwrap();
+    let mut reference = DataPlane::load_lab(lab::BENCH_KERNEL_COOKIE_PROGRAM).unwrap();
     let outcome = reference.run(&syn_v4(0)).unwrap();
     assert_eq!(outcome.action().unwrap(), Action::Tx);
     let out = &outcome.output;

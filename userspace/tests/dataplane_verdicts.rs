@@ -8,7 +8,7 @@ use proptest::{
     prelude::*,
     test_runner::{Config, TestRunner},
 };
-use synguard::{dataplane::object, dataplane::privilege, dataplane::test_run::DataPlane};
+use synguard::{dataplane::object, dataplane::privilege, dataplane::test_run::DataPlane, lab};
 use synguard_common::{
     counters::Counter,
     maps::FloodPacing,
@@ -207,7 +207,7 @@ fn kernel_agrees_with_host_on_malformed_frames() {
 #[test]
 fn lab_peer_program_passes_everything() {
     privilege::require_xdp_privileges("the data-plane tests").unwrap();
-    let mut peer = DataPlane::load(object::PEER_PASS_PROGRAM).unwrap();
+    let mut peer = DataPlane::load_lab(lab::PEER_PASS_PROGRAM).unwrap();
     for frame in [syn_v4(0), arp(), patched(syn_v4(0), 14, &[0x44])] {
         assert_eq!(peer.run(&frame).unwrap().action().unwrap(), Action::Pass);
     }
@@ -216,7 +216,7 @@ fn lab_peer_program_passes_everything() {
 /// The lab's live-frames flood generator, loaded with a SYN as its template.
 fn flood_generator() -> (DataPlane, Vec<u8>) {
     privilege::require_xdp_privileges("the data-plane tests").unwrap();
-    let mut generator = DataPlane::load(object::LAB_FLOOD_PROGRAM).unwrap();
+    let mut generator = DataPlane::load_lab(lab::LAB_FLOOD_PROGRAM).unwrap();
     let mut template = Vec::new();
     PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
         .ipv4([198, 18, 128, 0], SERVER4, 64)

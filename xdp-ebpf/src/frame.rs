@@ -171,26 +171,3 @@ fn grow_at_head(ctx: &XdpContext, l2_len: usize, delta: i32) -> bool {
     let moved = unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta) } == 0;
     moved && XdpFrame(ctx).copy_in(0, l2.as_ptr(), l2_len)
 }
-
-/// The benchmark floor's work: swap MACs, IPv4 addresses and TCP ports of an untagged
-/// IPv4/TCP frame (IHL 5), in place, with direct packet access.
-#[inline(always)]
-pub fn swap_for_floor(ctx: &XdpContext) {
-    let data = ctx.data();
-    if data + 38 > ctx.data_end() {
-        return;
-    }
-    // SAFETY: the 38 bytes were just checked to lie within the frame.
-    unsafe {
-        let p = data as *mut u8;
-        for i in 0..6 {
-            core::ptr::swap(p.add(i), p.add(6 + i));
-        }
-        for i in 0..4 {
-            core::ptr::swap(p.add(26 + i), p.add(30 + i));
-        }
-        for i in 0..2 {
-            core::ptr::swap(p.add(34 + i), p.add(36 + i));
-        }
-    }
-}

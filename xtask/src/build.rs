@@ -26,23 +26,34 @@ pub enum Profile {
     Release,
 }
 
-/// Builds the `synguard` binary and returns its path.
+/// Builds the `synguard` binary, and beside it the lab's `synguard-lab` (with the `lab`
+/// feature, so the product binary carries no lab code); returns the path of `synguard`.
 pub fn synguard(profile: Profile) -> Result<PathBuf> {
-    let mut command = cmd::cargo();
-    command.current_dir(workspace_root()).args([
-        "build",
-        "--package",
-        "synguard",
-        "--bin",
-        "synguard",
-    ]);
-    if profile == Profile::Release {
-        command.arg("--release");
+    for (bin, features) in [("synguard", None), ("synguard-lab", Some("lab"))] {
+        let mut command = cmd::cargo();
+        command.current_dir(workspace_root()).args([
+            "build",
+            "--package",
+            "synguard",
+            "--bin",
+            bin,
+        ]);
+        if let Some(features) = features {
+            command.args(["--features", features]);
+        }
+        if profile == Profile::Release {
+            command.arg("--release");
+        }
+        cmd::visible(&mut command)?;
     }
-    cmd::visible(&mut command)?;
     let dir = match profile {
         Profile::Debug => "debug",
         Profile::Release => "release",
     };
     Ok(target_dir().join(dir).join("synguard"))
+}
+
+/// The lab's plumbing binary built beside `synguard` by [`synguard`].
+pub fn lab_tool(synguard: &Path) -> PathBuf {
+    synguard.with_file_name("synguard-lab")
 }

@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::cmd;
+use crate::{build, cmd};
 
 pub const PREFIX: &str = "sglab-";
 pub const CLIENT_ADDR: &str = "198.18.1.2";
@@ -322,9 +322,9 @@ impl Lab {
     /// spoofed sources, which a real network would not deliver to the client's host, so they
     /// do not load its TCP stack and every defense's answers die the same way.
     fn pin_peer(&self, synguard: &Path, host: Host, drop_one_in: u32) -> Result<()> {
-        let mut command = Command::new(synguard);
+        let mut command = Command::new(build::lab_tool(synguard));
         command
-            .args(["lab-peer-pass", "--netns", &self.netns(host), "--iface"])
+            .args(["peer-pass", "--netns", &self.netns(host), "--iface"])
             .arg(PEER_IFACE)
             .args(["--drop-one-in", &drop_one_in.to_string()])
             .arg("--pin")

@@ -129,11 +129,13 @@ pub fn run(tiers: &[Tier]) -> Result<()> {
             fmt.current_dir(workspace_root())
                 .args(["fmt", "--all", "--", "--check"]);
             cmd::visible(&mut fmt)?;
-            // Default members only: the eBPF crate cannot build for the host.
+            // Default members only (the eBPF crate cannot build for the host); every feature,
+            // so the lab binary is linted too.
             let mut clippy = cmd::cargo();
             clippy.current_dir(workspace_root()).args([
                 "clippy",
                 "--all-targets",
+                "--all-features",
                 "--",
                 "-D",
                 "warnings",

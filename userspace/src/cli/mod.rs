@@ -3,7 +3,6 @@
 //! Owns the operator's side of every verb. It may not touch the kernel except through
 //! `control` (a running controller) and `dataplane::persist` (a guard left running).
 
-mod lab_peer;
 mod lists;
 mod top;
 
@@ -67,12 +66,6 @@ enum Command {
     },
     /// Print the man page (roff; e.g. `synguard man > /usr/local/share/man/man8/synguard.8`).
     Man,
-    /// Lab plumbing: pin a pass program on a peer veth (see `cargo xtask lab`).
-    #[command(hide = true)]
-    LabPeerPass(lab_peer::LabPeerArgs),
-    /// Lab plumbing: the live-frames flood generator (see `cargo xtask flood`).
-    #[command(hide = true)]
-    LabFloodFrames(lab_peer::LabFloodArgs),
 }
 
 #[derive(clap::Args)]
@@ -331,8 +324,6 @@ pub fn main() -> ExitCode {
         Command::Protect(args) => lists::protect(args),
         Command::Block(args) => lists::run(args, lists::List::Block),
         Command::Allow(args) => lists::run(args, lists::List::Allow),
-        Command::LabPeerPass(args) => lab_peer::lab_peer_pass(args),
-        Command::LabFloodFrames(args) => lab_peer::lab_flood_frames(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -396,10 +387,9 @@ mod tests {
         assert!(page.contains(".TH synguard 8"), "{}", &page[..200]);
         assert!(page.contains("synguard\\-run"), "a section per subcommand");
         assert!(page.contains("max\\-syn\\-rate"));
-        assert!(
-            !page.contains("lab\\-peer\\-pass"),
-            "hidden plumbing stays out"
-        );
+        for text in [&bash, &page] {
+            assert!(!text.contains("lab"), "no lab verb in the product's CLI");
+        }
     }
 
     #[test]

@@ -11,34 +11,16 @@ use aya::{
 use log::LevelFilter;
 use synguard_common::{
     counters::{COUNTERS_MAP, CounterBlock},
-    maps::{
-        FLOWS_CAPACITY, FLOWS_MAP, FloodPacing, LAB_FLOOD_PACING_MAP, STAGE_CLIENT_SEGMENT,
-        STAGES_MAP, TO_CLIENT, TO_SERVER,
-    },
+    maps::{FLOWS_CAPACITY, FLOWS_MAP, STAGE_CLIENT_SEGMENT, STAGES_MAP, TO_CLIENT, TO_SERVER},
 };
 
-/// The object built from `xdp-ebpf` by `build.rs`.
+/// The guard's object, built from `xdp-ebpf` by `build.rs` (guard programs only).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-ebpf"));
 
 /// The guard program's name in the object (client side).
 pub const GUARD_PROGRAM: &str = "synguard";
 /// The guard's program for the interface facing the protected servers.
 pub const SERVER_PROGRAM: &str = "synguard_server";
-/// The program the lab attaches to peer veths (see the lab in xtask); also the benchmark's
-/// measure of what BPF_PROG_TEST_RUN itself costs.
-pub const PEER_PASS_PROGRAM: &str = "lab_peer_pass";
-/// Its loss knob (a global set at load time).
-pub const LAB_DROP_ONE_IN: &str = "LAB_DROP_ONE_IN";
-pub const LAB_ONLY_FOR_IPV4: &str = "LAB_ONLY_FOR_IPV4";
-/// The lab's live-frames flood generator and its load-time settings.
-pub const LAB_FLOOD_PROGRAM: &str = "lab_flood_frames";
-pub const LAB_FLOOD_IFINDEX: &str = "LAB_FLOOD_IFINDEX";
-pub const LAB_FLOOD_SOURCE_BITS: &str = "LAB_FLOOD_SOURCE_BITS";
-/// The benchmark floor: swap addresses and ports, XDP_TX.
-pub const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
-/// The benchmark reference: a SYN answered with the kernel's own cookie helper.
-pub const BENCH_KERNEL_COOKIE_PROGRAM: &str = "bench_kernel_cookie";
-
 /// Loads the object (maps created, programs not yet verified). The in-kernel log level is fixed
 /// at load time, so disabled log statements cost nothing per packet.
 pub fn load(log_level: LevelFilter) -> Result<Ebpf> {
@@ -124,14 +106,4 @@ pub fn counters_map(ebpf: &mut Ebpf) -> Result<PerCpuArray<MapData, CounterBlock
         .take_map(COUNTERS_MAP)
         .with_context(|| format!("map {COUNTERS_MAP} missing from the eBPF object"))?;
     Ok(PerCpuArray::try_from(map)?)
-}
-
-/// Sets the lab flood generator's pace, frames per second (0: unpaced), a fresh schedule.
-pub fn set_flood_rate(ebpf: &mut Ebpf, rate: u64) -> Result<()> {
-    let mut map: aya::maps::Array<_, FloodPacing> = aya::maps::Array::try_from(
-        ebpf.map_mut(LAB_FLOOD_PACING_MAP)
-            .context("the flood pacing map is missing")?,
-    )?;
-    map.set(0, FloodPacing::at_rate(rate), 0)?;
-    Ok(())
 }

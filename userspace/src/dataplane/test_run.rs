@@ -51,7 +51,8 @@ impl Outcome {
 pub struct DataPlane {
     ebpf: Ebpf,
     program: String,
-    counters: PerCpuArray<MapData, CounterBlock>,
+    /// The guard's counters (the lab object has none).
+    counters: Option<PerCpuArray<MapData, CounterBlock>>,
     events: Option<RingBuf<MapData>>,
     flow_filter: Option<FlowFilter>,
 }
@@ -66,7 +67,20 @@ impl DataPlane {
         Ok(Self {
             ebpf,
             program: program.to_string(),
-            counters,
+            counters: Some(counters),
+            events: None,
+            flow_filter: None,
+        })
+    }
+
+    /// Loads a fresh copy of the lab object (see [`crate::lab`]) and the named program.
+    pub fn load_lab(program: &str) -> Result<Self> {
+        let mut ebpf = crate::lab::load(&[])?;
+        object::load_xdp(&mut ebpf, program)?;
+        Ok(Self {
+            ebpf,
+            program: program.to_string(),
+            counters: None,
             events: None,
             flow_filter: None,
         })
@@ -198,7 +212,7 @@ impl DataPlane {
 
     /// The lab flood generator's pace, frames per second (0: unpaced), a fresh schedule.
     pub fn set_flood_rate(&mut self, rate: u64) -> Result<()> {
-        object::set_flood_rate(&mut self.ebpf, rate)
+        crate::lab::set_flood_rate(&mut self.ebpf, rate)
     }
 
     /// The lab flood generator's template frame.
@@ -294,7 +308,11 @@ impl DataPlane {
 
     /// The counters, summed over CPUs.
     pub fn counters(&self) -> Result<CounterBlock> {
-        Ok(counters::read(&self.counters)?.total)
+        let counters = self
+            .counters
+            .as_ref()
+            .context("the lab object keeps no counters")?;
+        Ok(counters::read(counters)?.total)
     }
 }
 

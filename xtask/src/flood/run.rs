@@ -325,7 +325,7 @@ fn start_flood(
             );
             let (templates, source_bits) = packet_socket::live_templates(scenario, macs);
             let mut args = vec![
-                "lab-flood-frames".to_string(),
+                "flood-frames".to_string(),
                 "--iface".into(),
                 PEER_IFACE.into(),
                 "--source-bits".into(),
@@ -340,10 +340,15 @@ fn start_flood(
                 args.push(hex::encode(template));
             }
             Ok(vec![
-                lab.attacker(synguard.to_str().context("non-UTF-8 path")?, args)
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .context("starting the live-frames flood")?,
+                lab.attacker(
+                    build::lab_tool(synguard)
+                        .to_str()
+                        .context("non-UTF-8 path")?,
+                    args,
+                )
+                .stdout(Stdio::null())
+                .spawn()
+                .context("starting the live-frames flood")?,
             ])
         }
     }

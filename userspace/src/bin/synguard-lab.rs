@@ -1,20 +1,24 @@
-//! `synguard lab-peer-pass` (hidden): used by the lab, not by operators.
+//! `synguard-lab`: the lab's plumbing, never shipped (see `cargo xtask lab` and
+//! `cargo xtask flood`).
 //!
-//! Native XDP on veth delivers XDP_TX/XDP_REDIRECT frames only when the peer veth runs an XDP
+//! `peer-pass`: native XDP on veth delivers XDP_TX/XDP_REDIRECT frames only when the peer veth runs an XDP
 //! program too. This attaches the object's do-nothing program to such a peer, inside a network
 //! namespace, and pins the link in bpffs so it outlives this process; removing the pin (the
 //! lab's `down`) detaches it.
 
 use std::{fs::File, os::fd::AsRawFd, path::PathBuf};
 
-use crate::{dataplane::object, dataplane::privilege};
 use anyhow::{Context, Result, bail};
 use aya::programs::{XdpMode, links::FdLink};
-use clap::Args;
+use clap::{Args, Parser, Subcommand};
+use synguard::{
+    dataplane::{object, privilege},
+    lab,
+};
 use synguard_common::maps::{LAB_FLOOD_FRAME_LEN, LAB_FLOOD_TEMPLATE_MAP};
 
 #[derive(Args)]
-pub struct LabPeerArgs {
+struct PeerPassArgs {
     /// Network namespace (as in `ip netns list`) holding the interface.
     #[arg(long)]
     netns: String,
@@ -33,22 +37,17 @@ pub struct LabPeerArgs {
     only_for: Option<std::net::Ipv4Addr>,
 }
 
-pub fn lab_peer_pass(args: LabPeerArgs) -> Result<()> {
-    privilege::require_xdp_privileges("synguard lab-peer-pass")?;
+fn peer_pass(args: PeerPassArgs) -> Result<()> {
+    privilege::require_xdp_privileges("synguard-lab peer-pass")?;
     enter_netns(&args.netns)?;
-    let mut ebpf = aya::EbpfLoader::new()
-        .override_global(aya_log::LEVEL, &0u8, true)
-        .override_global(object::LAB_DROP_ONE_IN, &args.drop_one_in, true)
-        .override_global(
-            object::LAB_ONLY_FOR_IPV4,
-            &args
-                .only_for
-                .map_or(0, |address| u32::from_ne_bytes(address.octets())),
-            true,
-        )
-        .load(object::EBPF_OBJECT)
-        .context("loading the eBPF object")?;
-    let program = object::load_xdp(&mut ebpf, object::PEER_PASS_PROGRAM)?;
+    let only_for = args
+        .only_for
+        .map_or(0, |address| u32::from_ne_bytes(address.octets()));
+    let mut ebpf = lab::load(&[
+        (lab::LAB_DROP_ONE_IN, args.drop_one_in),
+        (lab::LAB_ONLY_FOR_IPV4, only_for),
+    ])?;
+    let program = object::load_xdp(&mut ebpf, lab::PEER_PASS_PROGRAM)?;
     let link_id = program
         .attach(&args.iface, XdpMode::Driver)
         .with_context(|| format!("attaching the pass program to {}", args.iface))?;
@@ -78,7 +77,7 @@ fn enter_netns(name: &str) -> Result<()> {
 }
 
 #[derive(Args)]
-pub struct LabFloodArgs {
+struct FloodFramesArgs {
     /// The interface the frames go out of (in this process's network namespace).
     #[arg(long)]
     iface: String,
@@ -113,13 +112,13 @@ const FLOOD_BATCH: u32 = 64;
 /// waiting for its frames' slots.
 const PACED_BATCH_SECONDS: f64 = 10e-6;
 
-/// `synguard lab-flood-frames` (hidden): the lab's fastest flood generator. Runs the object's
+/// `synguard-lab flood-frames`: the lab's fastest flood generator. Runs the object's
 /// `lab_flood_frames` program through BPF_PROG_TEST_RUN in live-frames mode: every run
 /// randomizes a copy of a template and redirects it out of `--iface` (with `--rate`, at its
 /// slot; a frame whose slot is too far ahead drops). Prints the frames made.
-pub fn lab_flood_frames(args: LabFloodArgs) -> Result<()> {
+fn flood_frames(args: FloodFramesArgs) -> Result<()> {
     use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
-    privilege::require_xdp_privileges("synguard lab-flood-frames")?;
+    privilege::require_xdp_privileges("synguard-lab flood-frames")?;
     let name = std::ffi::CString::new(args.iface.as_str())?;
     // SAFETY: if_nametoindex reads a NUL-terminated string we own.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -139,18 +138,16 @@ pub fn lab_flood_frames(args: LabFloodArgs) -> Result<()> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut ebpf = aya::EbpfLoader::new()
-        .override_global(aya_log::LEVEL, &0u8, true)
-        .override_global(object::LAB_FLOOD_IFINDEX, &ifindex, true)
-        .override_global(object::LAB_FLOOD_SOURCE_BITS, &args.source_bits, true)
-        .load(object::EBPF_OBJECT)
-        .context("loading the eBPF object")?;
+    let mut ebpf = lab::load(&[
+        (lab::LAB_FLOOD_IFINDEX, ifindex),
+        (lab::LAB_FLOOD_SOURCE_BITS, args.source_bits),
+    ])?;
     let mut template_map: aya::maps::Array<_, [u8; LAB_FLOOD_FRAME_LEN]> = ebpf
         .take_map(LAB_FLOOD_TEMPLATE_MAP)
         .context("the flood template map is missing")?
         .try_into()?;
-    object::set_flood_rate(&mut ebpf, args.rate)?;
-    let program = object::load_xdp(&mut ebpf, object::LAB_FLOOD_PROGRAM)?;
+    lab::set_flood_rate(&mut ebpf, args.rate)?;
+    let program = object::load_xdp(&mut ebpf, lab::LAB_FLOOD_PROGRAM)?;
     let batch = if args.rate == 0 {
         FLOOD_BATCH
     } else {
@@ -185,4 +182,36 @@ pub fn lab_flood_frames(args: LabFloodArgs) -> Result<()> {
     }
     println!("made {made} frames");
     Ok(())
+}
+
+#[derive(Parser)]
+#[command(
+    name = "synguard-lab",
+    about = "The lab's plumbing (see `cargo xtask lab`)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pin a pass program on a peer veth.
+    PeerPass(PeerPassArgs),
+    /// The live-frames flood generator.
+    FloodFrames(FloodFramesArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
+        Command::PeerPass(args) => peer_pass(args),
+        Command::FloodFrames(args) => flood_frames(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("synguard-lab: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use synguard_common::checksum::{add_words, finish, pseudo_header_v4};
 
-use crate::frame::swap_for_floor;
+use crate::floor::swap_for_floor;
 
 const IP_AT: usize = 14;
 const IP_LEN: usize = 20;
