@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use synguard::{
+    control::protocol::ServiceStatus,
     export::lines::{ExabgpStyle, LineSink, decision_json, exabgp_line},
-    export::metrics::{ServiceFigures, Snapshot, render},
+    export::metrics::{Snapshot, render},
     flows::table::FlowCounts,
     policy::engine::{Decision, Outcome, Reason},
 };
@@ -160,10 +161,10 @@ fn metrics_parse_back() {
         half_open: 12.5,
         blocks: 1,
         allows: 2,
-        services: vec![ServiceFigures {
+        services: vec![ServiceStatus {
             service: "198.19.1.2/32:80".into(),
-            mode: "auto",
-            syn_rate: 1234.5,
+            mode: "auto".into(),
+            syn_rate: Some(1234.5),
             cookies_on: true,
             syns: 5000,
             cookies_sent: 4000,

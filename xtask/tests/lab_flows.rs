@@ -54,15 +54,19 @@ fn ask(lab: &Lab, what: &str) -> Value {
 }
 
 fn flow_count(lab: &Lab) -> u64 {
-    ask(lab, "status")["flows"].as_u64().unwrap()
+    ask(lab, "status")["flows"]["total"].as_u64().unwrap()
 }
 
 fn state_count(lab: &Lab, state: &str) -> u64 {
-    ask(lab, "status")["states"][state].as_u64().unwrap()
+    ask(lab, "status")["flows"]["states"][state]
+        .as_u64()
+        .unwrap()
 }
 
 fn count(lab: &Lab, name: &str) -> u64 {
-    ask(lab, "status")["counts"][name].as_u64().unwrap()
+    ask(lab, "status")["flows"]["counts"][name]
+        .as_u64()
+        .unwrap()
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so each end can check the other's stream.
@@ -346,7 +350,7 @@ fn a_thousand_concurrent_connections() {
     );
     // The data plane marked every flow in the filter in front of its flows map (a few share
     // a slot: 1,000 flows in 131,072 slots; earlier connections of the test may add some).
-    let filter = &ask(&lab, "status")["flows_filter"];
+    let filter = &ask(&lab, "status")["flows"]["filter"];
     let marked = filter["marked"].as_u64().unwrap();
     assert!(
         (N as u64 - 20..=N as u64 + 100).contains(&marked),

@@ -378,6 +378,63 @@ fn a_killed_controller_leaves_the_guard_running_and_the_next_adopts_everything()
         lab.page_arrives().unwrap(),
         "admitted with no controller running"
     );
+    // No controller: the read verbs answer from the pinned maps, and say so.
+    let out = synguard_cmd(&lab, &["status", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no controller runs for") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["reply"], "status");
+    assert!(
+        status["flows"]["states"]["ESTAB"].as_u64().unwrap() >= 3,
+        "{status}"
+    );
+    assert!(status["flows"]["counts"].is_null(), "{status}");
+    let flows: Value =
+        serde_json::from_slice(&synguard_cmd(&lab, &["flows", "--json"]).stdout).unwrap();
+    assert!(flows["flows"].as_array().unwrap().len() >= 3, "{flows}");
+    let stats: Value =
+        serde_json::from_slice(&synguard_cmd(&lab, &["stats", "--json"]).stdout).unwrap();
+    assert!(
+        stats["total"]["tx_syn_cookie"].as_u64().unwrap() > 1000,
+        "{stats}"
+    );
+    assert!(
+        stats["per_second"].is_null(),
+        "one reading has no rate: {stats}"
+    );
+    let out = synguard_cmd(&lab, &["protect", "list", "--json"]);
+    let services: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        services["services"][0]["service"],
+        protect.as_str(),
+        "{services}"
+    );
+    // ...and the lists change there too, for the next controller to take.
+    let out = synguard_cmd(&lab, &["block", "add", "198.18.8.0/24"]);
+    assert!(out.status.success(), "{out:?}");
+    let blocks =
+        String::from_utf8_lossy(&synguard_cmd(&lab, &["block", "list"]).stdout).to_string();
+    assert!(
+        blocks.contains("198.18.9.0/24") && blocks.contains("198.18.8.0/24"),
+        "{blocks}"
+    );
+    // What needs a controller is refused in one line, changing nothing.
+    for refused in [
+        &["block", "add", "198.18.7.0/24", "--ttl", "5"][..],
+        &["set", "max-syn-rate=5"],
+    ] {
+        let out = synguard_cmd(&lab, refused);
+        assert!(!out.status.success(), "{refused:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.lines().count() == 1 && stderr.contains("synguard run --iface"),
+            "{refused:?}: {stderr}"
+        );
+    }
 
     let second = Guard::start(&lab, "native", &args);
     wait_for("the adoption", Duration::from_secs(10), || {
@@ -385,17 +442,23 @@ fn a_killed_controller_leaves_the_guard_running_and_the_next_adopts_everything()
     });
     flood.wait().unwrap();
     let stderr = second.stderr();
-    assert!(stderr.contains("restored 1 blocks"), "{stderr}");
+    assert!(stderr.contains("restored 2 blocks"), "{stderr}");
     let status: Value =
         serde_json::from_slice(&synguard_cmd(&lab, &["status", "--json"]).stdout).unwrap();
-    assert!(status["states"]["ESTAB"].as_u64().unwrap() >= 3, "{status}");
     assert!(
-        status["counts"]["adopted"].as_u64().unwrap() >= 3,
+        status["flows"]["states"]["ESTAB"].as_u64().unwrap() >= 3,
+        "{status}"
+    );
+    assert!(
+        status["flows"]["counts"]["adopted"].as_u64().unwrap() >= 3,
         "{status}"
     );
     let blocks =
         String::from_utf8_lossy(&synguard_cmd(&lab, &["block", "list"]).stdout).to_string();
-    assert!(blocks.contains("198.18.9.0/24"), "{blocks}");
+    assert!(
+        blocks.contains("198.18.9.0/24") && blocks.contains("198.18.8.0/24"),
+        "{blocks}"
+    );
     second.settle();
     assert!(second.total("seen") >= seen_before, "the counters go on");
     // The pinned maps read with bpftool, as an operator would.
@@ -418,8 +481,8 @@ fn a_killed_controller_leaves_the_guard_running_and_the_next_adopts_everything()
     let dump: Value = serde_json::from_slice(&dump.stdout).unwrap();
     assert_eq!(
         dump.as_array().map(Vec::len),
-        Some(1),
-        "the operator's block: {dump}"
+        Some(2),
+        "the operator's blocks: {dump}"
     );
 
     // The connections from before the kill finish their transfers and close.
@@ -440,7 +503,7 @@ fn a_killed_controller_leaves_the_guard_running_and_the_next_adopts_everything()
         || {
             let status: Value =
                 serde_json::from_slice(&synguard_cmd(&lab, &["status", "--json"]).stdout).unwrap();
-            status["flows"] == 0
+            status["flows"]["total"] == 0
         },
     );
     let (status, stderr) = second.stop();

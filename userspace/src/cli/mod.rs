@@ -3,12 +3,20 @@
 //! Owns the operator's side of every verb. It may not touch the kernel except through
 //! `control` (a running controller) and `dataplane::persist` (a guard left running).
 
+mod guard;
 mod lists;
+mod render;
 mod top;
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, error::ErrorKind};
+
+use crate::control::{
+    client::Refused,
+    protocol::{Reply, Request},
+};
+use guard::{GuardArgs, ReadArgs};
 
 #[derive(Parser)]
 #[command(
@@ -26,10 +34,10 @@ enum Command {
     /// Load the guard, attach it to an interface and report counters until SIGINT/SIGTERM.
     Run(Box<crate::config::run_args::RunArgs>),
     /// List the validated flows of a running guard: 4-tuple, state, age, traffic each way.
-    Flows(QueryArgs),
+    Flows(ReadArgs),
     /// The running guard's flow state histogram (as `ss -s` shows one), its services and the
     /// sources with most half-open connections.
-    Status(QueryArgs),
+    Status(ReadArgs),
     /// Change settings of the running guard at once: KEY=VALUE, keys as the long flags of
     /// `synguard run` (`synguard get` lists them and which can change live).
     Set(SetArgs),
@@ -37,27 +45,26 @@ enum Command {
     /// flag, set).
     Get(GetArgs),
     /// The running guard's counters: every one's total and rate.
-    Stats(QueryArgs),
+    Stats(ReadArgs),
     /// A live view of the running guard: SYN/s, cookies, drops by reason, flows by state, top
     /// sources by half-open count, blocks (plain lines when stdout is not a terminal).
     Top(top::TopArgs),
     /// Protect services on the running guard at once, or stop protecting them.
     Protect(lists::ProtectArgs),
     /// Block source prefixes on the running guard (dropped in XDP at once).
-    Block(lists::ListArgs),
+    Block(lists::BlockArgs),
     /// Allow source prefixes on the running guard (never blocked; optionally never challenged).
-    Allow(lists::ListArgs),
+    Allow(lists::AllowArgs),
     /// Cookie keys of the running guard.
     Keys {
         #[command(subcommand)]
         action: KeysAction,
-        /// The guard's client-side interface (needed only when several guards run).
-        #[arg(long, short = 'i', value_name = "IFACE", global = true)]
-        iface: Option<String>,
+        #[command(flatten)]
+        guard: GuardArgs,
     },
     /// Detach the guard from an interface and remove its pinned maps and state (a running
     /// controller detaches and exits; a guard left running by a stopped one is removed).
-    Detach(DetachArgs),
+    Detach(GuardArgs),
     /// Print a shell completion script (e.g. `synguard completions bash >
     /// /etc/bash_completion.d/synguard`).
     Completions {
@@ -68,16 +75,6 @@ enum Command {
     Man,
 }
 
-#[derive(clap::Args)]
-struct QueryArgs {
-    /// The guard's client-side interface (needed only when several guards run).
-    #[arg(long, short = 'i', value_name = "IFACE")]
-    iface: Option<String>,
-    /// Print the controller's JSON answer as it is.
-    #[arg(long)]
-    json: bool,
-}
-
 #[derive(Subcommand)]
 enum KeysAction {
     /// Rotate now: a new key for new cookies, the current one still accepted for one period
@@ -86,23 +83,38 @@ enum KeysAction {
 }
 
 #[derive(clap::Args)]
-struct DetachArgs {
-    /// The guard's client-side interface (needed only when several guards are attached).
-    #[arg(long, short = 'i', value_name = "IFACE")]
-    iface: Option<String>,
-    /// Where bpffs is, as `synguard run --bpffs` had it.
-    #[arg(long, value_name = "PATH", env = "SYNGUARD_BPFFS", default_value = crate::dataplane::persist::BPFFS)]
-    bpffs: std::path::PathBuf,
+struct SetArgs {
+    /// KEY=VALUE, e.g. max-syn-rate=500 (all are checked first: one bad value changes nothing).
+    #[arg(value_name = "KEY=VALUE", required = true, value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+    #[command(flatten)]
+    read: ReadArgs,
 }
 
-fn detach(args: DetachArgs) -> anyhow::Result<()> {
-    let iface = match &args.iface {
-        Some(iface) => iface.clone(),
-        None => crate::dataplane::persist::attached_iface(&args.bpffs)?,
-    };
-    let socket = crate::control::socket::socket_path(&iface);
-    if socket.exists() {
-        crate::control::socket::ask(Some(&iface), &serde_json::json!({ "request": "detach" }))?;
+#[derive(clap::Args)]
+struct GetArgs {
+    /// Only this key.
+    #[arg(value_name = "KEY")]
+    key: Option<String>,
+    #[command(flatten)]
+    read: ReadArgs,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(key, value)| (key.trim_start_matches("--").to_string(), value.to_string()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE (e.g. max-syn-rate=500)"))
+}
+
+/// `synguard detach`: a running controller detaches and exits; a guard left running by a
+/// stopped one is removed from its pins.
+fn detach(args: GuardArgs) -> anyhow::Result<()> {
+    use crate::control::{client, socket};
+    if let Some(stream) = client::connect(args.iface.as_deref())? {
+        client::exchange(stream, &Request::Detach)?;
+        // The controller removes its socket last, once detached.
+        let iface = args.iface()?;
+        let socket = socket::socket_path(&iface);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while socket.exists() {
             if std::time::Instant::now() > deadline {
@@ -113,6 +125,7 @@ fn detach(args: DetachArgs) -> anyhow::Result<()> {
         println!("detached from {iface}");
         return Ok(());
     }
+    let iface = args.iface()?;
     let pins = crate::dataplane::persist::Pins::of(&iface, &args.bpffs);
     if !pins.dir.exists() {
         anyhow::bail!("no synguard is attached to {iface} in this network namespace");
@@ -122,120 +135,39 @@ fn detach(args: DetachArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(clap::Args)]
-struct SetArgs {
-    /// KEY=VALUE, e.g. max-syn-rate=500 (all are checked first: one bad value changes nothing).
-    #[arg(value_name = "KEY=VALUE", required = true, value_parser = parse_setting)]
-    settings: Vec<(String, String)>,
-    #[command(flatten)]
-    query: QueryArgs,
-}
-
-#[derive(clap::Args)]
-struct GetArgs {
-    /// Only this key.
-    #[arg(value_name = "KEY")]
-    key: Option<String>,
-    #[command(flatten)]
-    query: QueryArgs,
-}
-
-fn parse_setting(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .map(|(key, value)| (key.trim_start_matches("--").to_string(), value.to_string()))
-        .ok_or_else(|| format!("{text:?} is not KEY=VALUE (e.g. max-syn-rate=500)"))
-}
-
-fn set(args: SetArgs) -> anyhow::Result<()> {
-    let answer = crate::control::socket::ask(
-        args.query.iface.as_deref(),
-        &serde_json::json!({ "request": "set", "settings": args.settings }),
-    )?;
-    if args.query.json {
-        println!("{answer}");
-        return Ok(());
-    }
-    let changed = answer["changed"].as_array().cloned().unwrap_or_default();
-    if changed.is_empty() {
-        println!("nothing changed (the values were already in force)");
-    }
-    for change in changed {
-        let join = |v: &serde_json::Value| {
-            v.as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|x| x.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        println!(
-            "{}: {} -> {}",
-            change["key"].as_str().unwrap_or(""),
-            join(&change["old"]),
-            join(&change["new"])
-        );
+/// Prints `reply` as JSON (`--json`: the reply as it came, tagged) or as text.
+fn print(
+    reply: &Reply,
+    json: bool,
+    text: impl FnOnce(&Reply) -> anyhow::Result<String>,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(reply)?);
+    } else {
+        print!("{}", text(reply)?);
     }
     Ok(())
 }
 
 fn get(args: GetArgs) -> anyhow::Result<()> {
-    let answer = crate::control::socket::ask(
-        args.query.iface.as_deref(),
-        &serde_json::json!({ "request": "get" }),
-    )?;
-    let settings = answer["settings"].as_object().cloned().unwrap_or_default();
+    let Reply::Settings(settings) = args.read.guard.ask(Request::Get)? else {
+        anyhow::bail!("the controller answered `get` with something else");
+    };
     if let Some(key) = &args.key
-        && !settings.contains_key(key)
+        && !settings.settings.contains_key(key)
     {
         anyhow::bail!("no setting {key:?}: `synguard get` lists them");
     }
-    let live: Vec<&str> = answer["live"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|k| k.as_str())
-        .collect();
-    let shown: Vec<(&String, &serde_json::Value)> = settings
-        .iter()
-        .filter(|(key, _)| args.key.as_ref().is_none_or(|k| k == *key))
-        .collect();
-    if args.query.json {
-        let object: serde_json::Map<String, serde_json::Value> = shown
+    if args.read.json {
+        let shown: std::collections::BTreeMap<_, _> = settings
+            .settings
             .iter()
-            .map(|(k, v)| ((*k).clone(), (*v).clone()))
+            .filter(|(key, _)| args.key.as_ref().is_none_or(|k| k == *key))
             .collect();
-        println!("{}", serde_json::Value::Object(object));
+        println!("{}", serde_json::to_string(&shown)?);
         return Ok(());
     }
-    if args.key.is_none() {
-        println!(
-            "configuration file: {}",
-            answer["config"].as_str().unwrap_or("(none)")
-        );
-        println!("{:<24} {:<32} {:<8} LIVE", "KEY", "VALUE", "SOURCE");
-    }
-    for (key, setting) in shown {
-        let value = setting["value"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
-        if args.key.is_some() {
-            println!("{value}");
-        } else {
-            println!(
-                "{key:<24} {value:<32} {:<8} {}",
-                setting["source"].as_str().unwrap_or(""),
-                if live.contains(&key.as_str()) {
-                    "yes"
-                } else {
-                    "restart"
-                }
-            );
-        }
-    }
+    print!("{}", render::settings(&settings, args.key.as_deref()));
     Ok(())
 }
 
@@ -254,40 +186,6 @@ fn man(out: &mut dyn std::io::Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `synguard stats` as a table: the counters that moved, their totals and rates.
-fn stats_text(stats: &serde_json::Value) -> String {
-    let mut text = format!("{:<36} {:>16} {:>14}\n", "counter", "total", "per second");
-    for counter in synguard_common::counters::Counter::ALL {
-        let name = counter.name();
-        let total = stats["total"][name].as_u64().unwrap_or(0);
-        if total == 0 {
-            continue;
-        }
-        text.push_str(&format!(
-            "{name:<36} {total:>16} {:>14.1}\n",
-            stats["per_second"][name].as_f64().unwrap_or(0.0)
-        ));
-    }
-    text
-}
-
-fn query(
-    args: QueryArgs,
-    request: &str,
-    text: fn(&serde_json::Value) -> String,
-) -> anyhow::Result<()> {
-    let answer = crate::control::socket::ask(
-        args.iface.as_deref(),
-        &serde_json::json!({ "request": request }),
-    )?;
-    if args.json {
-        println!("{answer}");
-    } else {
-        println!("{}", text(&answer));
-    }
-    Ok(())
-}
-
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -296,17 +194,31 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         // Parsed again with the configuration file under the flags.
         Command::Run(_) => crate::daemon::run::run(std::env::args_os().skip(2).collect()),
-        Command::Flows(args) => query(args, "flows", crate::flows::control::flows_text),
-        Command::Status(args) => query(args, "status", crate::flows::control::status_text),
+        Command::Flows(args) => args
+            .guard
+            .ask(Request::Flows)
+            .and_then(|reply| print(&reply, args.json, render::flows)),
+        Command::Status(args) => args
+            .guard
+            .ask(Request::Status)
+            .and_then(|reply| print(&reply, args.json, render::status)),
+        Command::Stats(args) => args
+            .guard
+            .ask(Request::Stats)
+            .and_then(|reply| print(&reply, args.json, render::stats)),
         Command::Detach(args) => detach(args),
         Command::Keys {
             action: KeysAction::Rotate,
-            iface,
-        } => crate::control::socket::ask(
-            iface.as_deref(),
-            &serde_json::json!({ "request": "keys_rotate" }),
-        )
-        .map(|answer| println!("cookie keys rotated (epoch {})", answer["epoch"])),
+            guard,
+        } => guard
+            .ask(Request::KeysRotate)
+            .and_then(|reply| match reply {
+                Reply::KeysRotated { epoch } => {
+                    println!("cookie keys rotated (epoch {epoch})");
+                    Ok(())
+                }
+                other => anyhow::bail!("the controller answered a rotation with {other:?}"),
+            }),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -317,20 +229,28 @@ pub fn main() -> ExitCode {
             Ok(())
         }
         Command::Man => man(&mut std::io::stdout()),
-        Command::Stats(args) => query(args, "stats", stats_text),
         Command::Top(args) => top::top(args),
-        Command::Set(args) => set(args),
+        Command::Set(args) => args
+            .read
+            .guard
+            .ask(Request::Set {
+                settings: args.settings,
+            })
+            .and_then(|reply| print(&reply, args.read.json, render::changes)),
         Command::Get(args) => get(args),
         Command::Protect(args) => lists::protect(args),
-        Command::Block(args) => lists::run(args, lists::List::Block),
-        Command::Allow(args) => lists::run(args, lists::List::Allow),
+        Command::Block(args) => lists::block(args),
+        Command::Allow(args) => lists::allow(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // One line: the outermost context, then its causes.
             eprintln!("synguard: {error:#}");
-            ExitCode::FAILURE
+            match error.downcast_ref::<Refused>() {
+                Some(refused) => ExitCode::from(refused.exit_code),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

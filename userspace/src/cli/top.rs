@@ -3,12 +3,12 @@
 //! the current blocks. When stdout is not a terminal, one plain line per interval instead.
 
 use std::{
+    collections::BTreeMap,
     io::IsTerminal,
     time::{Duration, Instant},
 };
 
-use crate::{control::socket, flows::tcp_state::State};
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 use ratatui::{
     crossterm::event::{self, Event, KeyCode, KeyModifiers},
@@ -17,13 +17,18 @@ use ratatui::{
     text::Line,
     widgets::{Block, Borders, Paragraph, Row, Table},
 };
-use serde_json::Value;
+
+use super::guard::GuardArgs;
+use crate::{
+    control::protocol::{Reply, Request, Status},
+    flows::tcp_state::State,
+    policy::engine::Block as Blocked,
+};
 
 #[derive(Args)]
 pub struct TopArgs {
-    /// The guard's client-side interface (needed only when several guards run).
-    #[arg(long, short = 'i', value_name = "IFACE")]
-    iface: Option<String>,
+    #[command(flatten)]
+    guard: GuardArgs,
     /// Seconds between refreshes.
     #[arg(long, short = 'd', value_name = "SECONDS", default_value_t = 1.0,
           value_parser = crate::config::value_parsers::seconds_parser(0.2, 60.0))]
@@ -35,68 +40,62 @@ pub struct TopArgs {
 
 /// One look at the guard: its counters, its status, its blocks; rates against the last look.
 struct Frame {
-    totals: Value,
-    rates: Vec<(String, f64)>,
-    status: Value,
-    blocks: Value,
+    totals: BTreeMap<String, u64>,
+    rates: BTreeMap<String, f64>,
+    status: Status,
+    blocks: Vec<Blocked>,
 }
 
 impl Frame {
     fn rate(&self, name: &str) -> f64 {
-        self.rates
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(0.0, |(_, r)| *r)
+        self.rates.get(name).copied().unwrap_or(0.0)
     }
 }
 
 struct Poller {
-    iface: Option<String>,
-    last: Option<(Value, Instant)>,
+    guard: GuardArgs,
+    last: Option<(BTreeMap<String, u64>, Instant)>,
 }
 
 impl Poller {
-    fn ask(&self, request: &str) -> Result<Value> {
-        socket::ask(
-            self.iface.as_deref(),
-            &serde_json::json!({ "request": request }),
-        )
-    }
-
     fn poll(&mut self) -> Result<Frame> {
-        let totals = self.ask("stats")?["total"].clone();
+        let Reply::Stats(stats) = self.guard.ask(Request::Stats)? else {
+            bail!("the guard answered `stats` with something else");
+        };
+        let Reply::Status(status) = self.guard.ask(Request::Status)? else {
+            bail!("the guard answered `status` with something else");
+        };
+        let Reply::Blocks { blocks } = self.guard.ask(Request::BlockList)? else {
+            bail!("the guard answered `block list` with something else");
+        };
+        let totals = stats.total;
         let now = Instant::now();
         let rates = match &self.last {
             Some((before, at)) => {
                 let elapsed = now.duration_since(*at).as_secs_f64().max(1e-3);
                 totals
-                    .as_object()
-                    .into_iter()
-                    .flatten()
+                    .iter()
                     .map(|(name, value)| {
-                        let delta = value
-                            .as_u64()
-                            .unwrap_or(0)
-                            .saturating_sub(before[name].as_u64().unwrap_or(0));
+                        let delta = value.saturating_sub(before.get(name).copied().unwrap_or(0));
                         (name.clone(), delta as f64 / elapsed)
                     })
                     .collect()
             }
-            None => Vec::new(),
+            None => BTreeMap::new(),
         };
         self.last = Some((totals.clone(), now));
         Ok(Frame {
             totals,
             rates,
-            status: self.ask("status")?,
-            blocks: self.ask("block_list")?,
+            status,
+            blocks,
         })
     }
 }
 
 pub fn top(args: TopArgs) -> Result<()> {
     let mut poller = Poller {
-        iface: args.iface.clone(),
+        guard: args.guard.clone(),
         last: None,
     };
     // The first look only gives totals; rates need a second.
@@ -169,25 +168,23 @@ fn headline(frame: &Frame) -> String {
 }
 
 fn plain_line(frame: &Frame) -> String {
-    let states = &frame.status["states"];
-    let top = frame.status["policy"]["top_sources"]
-        .get(0)
-        .map(|s| {
-            format!(
-                " | top source {} half-open {:.0}",
-                s["source"].as_str().unwrap_or(""),
-                s["half_open"].as_f64().unwrap_or(0.0)
-            )
-        })
+    let flows = &frame.status.flows;
+    let state = |name: &str| flows.states.get(name).copied().unwrap_or(0);
+    let top = frame
+        .status
+        .policy
+        .top_sources
+        .first()
+        .map(|s| format!(" | top source {} half-open {:.0}", s.source, s.half_open))
         .unwrap_or_default();
     format!(
         "{} | flows {} (estab {}, synrecv {}, timewait {}) | blocks {}{top}",
         headline(frame),
-        frame.status["flows"],
-        states["ESTAB"],
-        states["SYN-RECV"],
-        states["TIME-WAIT"],
-        frame.blocks["blocks"].as_array().map_or(0, Vec::len),
+        flows.total,
+        state("ESTAB"),
+        state("SYN-RECV"),
+        state("TIME-WAIT"),
+        frame.blocks.len(),
     )
 }
 
@@ -210,11 +207,9 @@ fn draw(f: &mut ratatui::Frame, frame: &Frame) {
 
     let mut drops: Vec<(&String, u64)> = frame
         .totals
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(name, value)| name.starts_with("drop_") && value.as_u64().unwrap_or(0) > 0)
-        .map(|(name, value)| (name, value.as_u64().unwrap_or(0)))
+        .iter()
+        .filter(|(name, value)| name.starts_with("drop_") && **value > 0)
+        .map(|(name, value)| (name, *value))
         .collect();
     drops.sort_by(|a, b| {
         frame
@@ -242,7 +237,14 @@ fn draw(f: &mut ratatui::Frame, frame: &Frame) {
     let rows = State::ALL.iter().map(|state| {
         Row::new([
             state.name().to_string(),
-            frame.status["states"][state.name()].to_string(),
+            frame
+                .status
+                .flows
+                .states
+                .get(state.name())
+                .copied()
+                .unwrap_or(0)
+                .to_string(),
         ])
     });
     f.render_widget(
@@ -250,17 +252,13 @@ fn draw(f: &mut ratatui::Frame, frame: &Frame) {
         middle,
     );
 
-    let rows = frame.status["policy"]["top_sources"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            Row::new([
-                s["source"].as_str().unwrap_or("").to_string(),
-                format!("{:.0}", s["half_open"].as_f64().unwrap_or(0.0)),
-                per_second(s["syn_rate"].as_f64().unwrap_or(0.0)),
-            ])
-        });
+    let rows = frame.status.policy.top_sources.iter().map(|s| {
+        Row::new([
+            s.source.clone(),
+            format!("{:.0}", s.half_open),
+            per_second(s.syn_rate),
+        ])
+    });
     f.render_widget(
         panel_table(
             rows,
@@ -272,19 +270,14 @@ fn draw(f: &mut ratatui::Frame, frame: &Frame) {
     );
 
     let now = crate::clock::unix_now();
-    let rows = frame.blocks["blocks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|b| {
-            Row::new([
-                b["prefix"].as_str().unwrap_or("").to_string(),
-                b["reason"].as_str().unwrap_or("").to_string(),
-                b["until"]
-                    .as_f64()
-                    .map_or("never".to_string(), |until| format!("{:.0}s", until - now)),
-            ])
-        });
+    let rows = frame.blocks.iter().map(|b| {
+        Row::new([
+            b.prefix.to_string(),
+            b.reason.name().to_string(),
+            b.until
+                .map_or("never".to_string(), |until| format!("{:.0}s", until - now)),
+        ])
+    });
     f.render_widget(
         panel_table(rows, &[3, 2, 1], ["prefix", "reason", "expires"], "Blocks"),
         blocks,

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{ArgAction, ArgMatches, Args, Command, FromArgMatches, parser::ValueSource};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::run_args::RunArgs;
 
@@ -21,7 +21,7 @@ use crate::config::run_args::RunArgs;
 pub const DEFAULT_CONFIG: &str = "/etc/synguard/synguard.toml";
 
 /// Where an effective value came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     Default,
@@ -31,7 +31,7 @@ pub enum Source {
 }
 
 /// One setting as `synguard get` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Setting {
     pub value: Vec<String>,
     pub source: Source,

@@ -31,6 +31,16 @@ pub enum ServiceMode {
 }
 
 impl ServiceMode {
+    /// The mode of a data-plane code (auto mode's threshold is not in the code).
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            mode::MONITOR => Some(ServiceMode::Monitor),
+            mode::AUTO => Some(ServiceMode::Auto { syn_rate: None }),
+            mode::ALWAYS => Some(ServiceMode::Always),
+            _ => None,
+        }
+    }
+
     pub fn code(self) -> u8 {
         match self {
             ServiceMode::Monitor => mode::MONITOR,

@@ -1,105 +1,116 @@
-//! The controller's side of the control socket: one request line in, one reply line out.
+//! The controller's side of the control socket: one request line in, one reply line out, every
+//! request answered by one exhaustive match.
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use log::info;
+use anyhow::Result;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::{
-    config::lists::parse_prefix,
     config::{run_args::LIVE_KEYS, service::ProtectedService},
+    control::protocol::{
+        EXIT_FAILED, EXIT_REFUSED, ErrorReply, Message, PROTOCOL_VERSION, Reply, Request, Settings,
+        Stats, Status,
+    },
     daemon::live::Live,
-    dataplane::persist::ROTATIONS_FILE,
 };
 
-/// Answers one control request (a JSON object naming the request) with one JSON line.
-pub async fn answer(stream: tokio::net::UnixStream, live: &mut Live<'_>) {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+/// How many sources `synguard status` lists.
+const TOP_SOURCES: usize = 10;
+
+/// Answers one request on `stream`; `stats` are the counters now.
+pub async fn answer(stream: tokio::net::UnixStream, live: &mut Live<'_>, stats: Stats) {
     let mut stream = BufReader::new(stream);
-    let mut request = String::new();
-    let read = tokio::time::timeout(Duration::from_millis(500), stream.read_line(&mut request));
+    let mut line = String::new();
+    let read = tokio::time::timeout(Duration::from_millis(500), stream.read_line(&mut line));
     if !matches!(read.await, Ok(Ok(_))) {
         return;
     }
-    let reply = match serde_json::from_str::<serde_json::Value>(&request) {
-        Ok(request) => handle(&request, live)
-            .unwrap_or_else(|error| serde_json::json!({ "error": format!("{error:#}") })),
-        Err(error) => serde_json::json!({ "error": format!("a request must be JSON: {error}") }),
+    let reply = match serde_json::from_str::<Message<Request>>(&line) {
+        Ok(message) if message.version != PROTOCOL_VERSION => refused(format!(
+            "this controller speaks control protocol {PROTOCOL_VERSION}, the request came in {}: \
+             use the synguard binary of the running build",
+            message.version
+        )),
+        Ok(message) => dispatch(message.body, live, stats).unwrap_or_else(|error| {
+            Reply::Error(ErrorReply {
+                message: format!("{error:#}"),
+                exit_code: EXIT_FAILED,
+            })
+        }),
+        Err(error) => refused(format!("not a control request: {error}")),
     };
-    let _ = stream
-        .get_mut()
-        .write_all(format!("{reply}\n").as_bytes())
-        .await;
+    let mut text = serde_json::to_string(&Message::new(reply)).unwrap_or_default();
+    text.push('\n');
+    let _ = stream.get_mut().write_all(text.as_bytes()).await;
 }
 
-fn handle(request: &serde_json::Value, live: &mut Live<'_>) -> Result<serde_json::Value> {
-    use serde_json::json;
-    let (flows, policy) = (&*live.flows, &mut *live.policy);
-    let prefix = || {
-        request["prefix"]
-            .as_str()
-            .context("the request names no prefix")
-            .and_then(parse_prefix)
-    };
-    Ok(match request["request"].as_str().unwrap_or("") {
-        "flows" => flows.flows_json(),
-        "stats" => live.stats.clone(),
-        "keys_rotate" => {
-            let epoch = live.keys.rotate(live.ebpf, live.args.cookie_rotation)?;
-            live.pins
-                .write(ROTATIONS_FILE, live.keys.extra.to_string().as_bytes())?;
-            info!("cookie keys rotated by hand (epoch {epoch}); the previous key stays valid");
-            json!({ "epoch": epoch })
-        }
-        "detach" => {
-            live.detach = true;
-            json!({ "detaching": true })
-        }
-        "status" => {
-            let mut status = flows.status_json();
-            status["policy"] = policy.status_json(10);
-            status
-        }
-        "block_add" => json!({ "decision": policy.block(prefix()?, request["ttl"].as_u64())? }),
-        "block_del" => json!({ "decision": policy.unblock(prefix()?)? }),
-        "block_list" => policy.blocks_json(),
-        "allow_add" => {
-            let bypass = request["bypass"].as_bool().unwrap_or(false);
-            json!({ "lifted": policy.allow(prefix()?, bypass)? })
-        }
-        "allow_del" => {
-            policy.disallow(prefix()?)?;
-            json!({ "removed": true })
-        }
-        "allow_list" => policy.allows_json(),
-        "protect_add" => {
-            let service: ProtectedService = request["service"]
-                .as_str()
-                .context("the request names no service")?
-                .parse()?;
-            policy.protect(service)?;
-            policy.protected_json()
-        }
-        "protect_del" => {
-            let service: ProtectedService = request["service"]
-                .as_str()
-                .context("the request names no service")?
-                .parse()?;
-            policy.unprotect(&service)?;
-            policy.protected_json()
-        }
-        "protect_list" => policy.protected_json(),
-        "get" => json!({
-            "config": live.config.path,
-            "settings": live.config.effective,
-            "live": LIVE_KEYS,
+fn refused(message: String) -> Reply {
+    Reply::Error(ErrorReply {
+        message,
+        exit_code: EXIT_REFUSED,
+    })
+}
+
+fn dispatch(request: Request, live: &mut Live<'_>, stats: Stats) -> Result<Reply> {
+    Ok(match request {
+        Request::Status => Reply::Status(Status {
+            flows: live.flows.status(),
+            policy: live.policy.status(TOP_SOURCES),
         }),
-        "set" => {
-            let settings: Vec<(String, String)> =
-                serde_json::from_value(request["settings"].clone())
-                    .context("a set request carries [KEY, VALUE] pairs")?;
-            json!({ "changed": live.set(&settings)? })
+        Request::Flows => Reply::Flows {
+            flows: live.flows.rows(),
+        },
+        Request::Stats => Reply::Stats(stats),
+        Request::Get => Reply::Settings(Settings {
+            config: live.config.path.clone(),
+            settings: live.config.effective.clone(),
+            live: LIVE_KEYS.iter().map(|key| key.to_string()).collect(),
+        }),
+        Request::Set { settings } => Reply::Changed {
+            changes: live.set(&settings)?,
+        },
+        Request::KeysRotate => Reply::KeysRotated {
+            epoch: live.rotate_keys()?,
+        },
+        Request::Detach => {
+            live.detach = true;
+            Reply::Detaching
         }
-        other => anyhow::bail!("unknown request {other:?}"),
+        Request::BlockAdd { prefix, ttl } => Reply::Decision {
+            decision: live.policy.block(prefix, ttl)?,
+        },
+        Request::BlockDel { prefix } => Reply::Decision {
+            decision: live.policy.unblock(prefix)?,
+        },
+        Request::BlockList => Reply::Blocks {
+            blocks: live.policy.blocks(),
+        },
+        Request::AllowAdd { prefix, bypass } => Reply::Allowed {
+            lifted: live.policy.allow(prefix, bypass)?,
+        },
+        Request::AllowDel { prefix } => {
+            live.policy.disallow(prefix)?;
+            Reply::Disallowed
+        }
+        Request::AllowList => Reply::Allows {
+            allows: live.policy.allows(),
+        },
+        Request::ProtectAdd { service } => {
+            live.policy.protect(service.parse::<ProtectedService>()?)?;
+            Reply::Services {
+                services: live.policy.services(),
+            }
+        }
+        Request::ProtectDel { service } => {
+            live.policy
+                .unprotect(&service.parse::<ProtectedService>()?)?;
+            Reply::Services {
+                services: live.policy.services(),
+            }
+        }
+        Request::ProtectList => Reply::Services {
+            services: live.policy.services(),
+        },
     })
 }

@@ -1,15 +1,9 @@
-//! The running controller's control socket: `synguard flows`, `status`, `block` and `allow`
-//! talk to it over a Unix socket, one JSON request line in, one JSON document out.
+//! Where a controller's control socket lives (one per interface and network namespace) and
+//! who may use it: root alone.
 
-use std::{
-    io::{BufRead, BufReader, Write},
-    os::unix::net::UnixStream,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
-use serde_json::Value;
+use anyhow::{Context, Result, bail};
 
 /// Where the controllers listen.
 pub const SOCKET_DIR: &str = "/run/synguard";
@@ -35,10 +29,12 @@ pub fn socket_path(iface: &str) -> PathBuf {
     Path::new(SOCKET_DIR).join(format!("{}.sock", instance_id(iface)))
 }
 
-/// The socket to talk to: the one of `iface`, or the only one there is.
-fn pick_socket(iface: Option<&str>) -> Result<PathBuf> {
+/// The socket of the controller to talk to: the one of `iface`, or the only one there is
+/// (`None`: none is there).
+pub fn pick_socket(iface: Option<&str>) -> Result<Option<PathBuf>> {
     if let Some(iface) = iface {
-        return Ok(socket_path(iface));
+        let path = socket_path(iface);
+        return Ok(path.exists().then_some(path));
     }
     let prefix = socket_prefix();
     let mut sockets: Vec<PathBuf> = std::fs::read_dir(SOCKET_DIR)
@@ -53,10 +49,8 @@ fn pick_socket(iface: Option<&str>) -> Result<PathBuf> {
         })
         .unwrap_or_default();
     match sockets.len() {
-        0 => bail!(
-            "no synguard is running in this network namespace: start one with `synguard run --iface IFACE`"
-        ),
-        1 => Ok(sockets.remove(0)),
+        0 => Ok(None),
+        1 => Ok(Some(sockets.remove(0))),
         _ => bail!(
             "several synguards are running ({}): pick one with --iface",
             sockets
@@ -81,7 +75,7 @@ pub fn secure(socket: &Path) -> Result<()> {
 
 /// Refuses a socket that is not root's alone: whoever else could write it could have put a
 /// listener there.
-fn check_owner(path: &Path) -> Result<()> {
+pub fn check_owner(path: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path)
         .with_context(|| format!("no control socket at {}", path.display()))?;
@@ -94,32 +88,4 @@ fn check_owner(path: &Path) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Sends `request` (`{"request": NAME, ...}`) to the running controller and returns its answer.
-pub fn ask(iface: Option<&str>, request: &Value) -> Result<Value> {
-    // SAFETY: geteuid(2) has no failure mode.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("talking to synguard needs root: run it with sudo");
-    }
-    let path = pick_socket(iface)?;
-    check_owner(&path)?;
-    let mut stream = UnixStream::connect(&path).map_err(|e| {
-        anyhow!(
-            "no synguard answers at {} ({e}): is `synguard run` running on that interface?",
-            path.display()
-        )
-    })?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    writeln!(stream, "{request}")?;
-    let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .context("reading the controller's answer")?;
-    let value: Value =
-        serde_json::from_str(&answer).context("the controller's answer is not JSON")?;
-    if let Some(error) = value.get("error").and_then(Value::as_str) {
-        bail!("{error}");
-    }
-    Ok(value)
 }

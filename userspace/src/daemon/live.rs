@@ -11,15 +11,18 @@ use crate::{
         run_args::{LIVE_KEYS, RunArgs},
         service::{ProtectedService, service_slots},
     },
-    dataplane::{keys::KeySchedule, maps, persist::Pins},
+    control::protocol::Change,
+    dataplane::{
+        keys::KeySchedule,
+        maps,
+        persist::{Pins, ROTATIONS_FILE},
+    },
     flows::control::FlowControl,
     policy::control::PolicyControl,
 };
 
 /// What a running guard can change: its settings and the parts that apply them.
 pub struct Live<'a> {
-    /// The counters now (a `synguard stats` answer).
-    pub stats: serde_json::Value,
     /// `synguard detach` asked the controller to detach and exit.
     pub detach: bool,
     pub keys: &'a mut KeySchedule,
@@ -29,14 +32,6 @@ pub struct Live<'a> {
     pub flows: &'a mut FlowControl,
     pub policy: &'a mut PolicyControl,
     pub ebpf: &'a mut aya::Ebpf,
-}
-
-/// A setting that changed: its key, and its value before and after.
-#[derive(serde::Serialize)]
-pub struct Change {
-    key: String,
-    old: Vec<String>,
-    new: Vec<String>,
 }
 
 pub fn describe_changes(changes: &[Change]) -> String {
@@ -51,6 +46,16 @@ pub fn describe_changes(changes: &[Change]) -> String {
 }
 
 impl Live<'_> {
+    /// `synguard keys rotate`: the next epoch's keys now, the current one still accepted;
+    /// returns the new epoch. The rotation is saved: a restarted controller keeps it.
+    pub fn rotate_keys(&mut self) -> Result<u64> {
+        let epoch = self.keys.rotate(self.ebpf, self.args.cookie_rotation)?;
+        self.pins
+            .write(ROTATIONS_FILE, self.keys.extra.to_string().as_bytes())?;
+        info!("cookie keys rotated by hand (epoch {epoch}); the previous key stays valid");
+        Ok(epoch)
+    }
+
     /// `synguard set`: every key must be live and every value valid, or nothing changes.
     pub fn set(&mut self, settings: &[(String, String)]) -> Result<Vec<Change>> {
         for (key, _) in settings {

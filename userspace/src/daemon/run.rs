@@ -212,9 +212,8 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
     let mut before_at = Instant::now();
     // What `set`, `get`, a reload or a detach may change, borrowed for one request.
     macro_rules! live {
-        ($stats:expr) => {
+        () => {
             Live {
-                stats: $stats,
                 detach: false,
                 keys: &mut keys,
                 pins: &pins,
@@ -268,10 +267,10 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
             }
             accepted = control_socket.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    let stats = counters::json_line(&iface, &counters::read(&counters)?, &before, before_at.elapsed());
-                    let mut live = live!(stats);
+                    let stats = counters::stats(&iface, &counters::read(&counters)?, Some(&before), before_at.elapsed());
+                    let mut live = live!();
                     let (interval, policy_interval) = (live.args.interval, live.args.policy.policy_interval);
-                    answer(stream, &mut live).await;
+                    answer(stream, &mut live, stats).await;
                     if live.detach {
                         break Exit::Detach("synguard detach");
                     }
@@ -279,7 +278,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
                 }
             }
             _ = sighup.recv() => {
-                let mut live = live!(serde_json::Value::Null);
+                let mut live = live!();
                 let (interval, policy_interval) = (live.args.interval, live.args.policy.policy_interval);
                 match live.reload() {
                     Ok(changes) => info!("SIGHUP: configuration reloaded; {}", describe_changes(&changes)),

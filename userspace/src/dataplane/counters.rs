@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 use aya::maps::{MapData, PerCpuArray};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use synguard_common::counters::{Counter, CounterBlock};
+
+use crate::control::protocol::Stats;
 
 /// One reading of the counters: every CPU's block and their sum.
 #[derive(Clone, Debug, Default)]
@@ -71,23 +73,41 @@ pub fn text_line(iface: &str, now: &Reading, before: &Reading, elapsed: Duration
     line
 }
 
-/// The same as one JSON object: every counter's total and rate, and per-CPU seen.
-pub fn json_line(iface: &str, now: &Reading, before: &Reading, elapsed: Duration) -> Value {
-    let mut totals = Map::new();
-    let mut rates = Map::new();
-    for &counter in Counter::ALL {
-        totals.insert(counter.name().into(), now.total.get(counter).into());
-        let rate = per_second(now.total.get(counter), before.total.get(counter), elapsed);
-        rates.insert(counter.name().into(), json!((rate * 10.0).round() / 10.0));
+/// `synguard stats`: every counter's total and its rate over `elapsed` since `before` (none
+/// without an earlier reading), and per-CPU seen.
+pub fn stats(iface: &str, now: &Reading, before: Option<&Reading>, elapsed: Duration) -> Stats {
+    let total = Counter::ALL
+        .iter()
+        .map(|&counter| (counter.name().to_string(), now.total.get(counter)))
+        .collect();
+    let per_second = before.map(|before| {
+        Counter::ALL
+            .iter()
+            .map(|&counter| {
+                let rate = per_second(now.total.get(counter), before.total.get(counter), elapsed);
+                (counter.name().to_string(), (rate * 10.0).round() / 10.0)
+            })
+            .collect()
+    });
+    Stats {
+        iface: iface.to_string(),
+        total,
+        per_second,
+        interval_s: elapsed.as_secs_f64(),
+        per_cpu_seen: now.per_cpu.iter().map(|b| b.get(Counter::Seen)).collect(),
     }
-    json!({
-        "type": "counters",
-        "iface": iface,
-        "interval_s": elapsed.as_secs_f64(),
-        "total": totals,
-        "per_second": rates,
-        "per_cpu_seen": now.per_cpu.iter().map(|b| b.get(Counter::Seen)).collect::<Vec<_>>(),
-    })
+}
+
+/// The same as one JSON object (`synguard run --json`): the stats with their type.
+pub fn json_line(iface: &str, now: &Reading, before: &Reading, elapsed: Duration) -> Value {
+    let mut line = json!({ "type": "counters" });
+    if let (Value::Object(line), Ok(Value::Object(fields))) = (
+        &mut line,
+        serde_json::to_value(stats(iface, now, Some(before), elapsed)),
+    ) {
+        line.extend(fields);
+    }
+    line
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 pub mod attach;
 pub mod counters;
 pub mod keys;
+pub mod map_source;
 pub mod maps;
 pub mod object;
 pub mod persist;

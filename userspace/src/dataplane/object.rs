@@ -9,6 +9,8 @@ use aya::{
     programs::Xdp,
 };
 use log::LevelFilter;
+
+use crate::dataplane::map_source::MapSource;
 use synguard_common::{
     counters::{COUNTERS_MAP, CounterBlock},
     maps::{FLOWS_CAPACITY, FLOWS_MAP, STAGE_CLIENT_SEGMENT, STAGES_MAP, TO_CLIENT, TO_SERVER},
@@ -101,9 +103,6 @@ pub fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
 }
 
 /// The per-CPU counters map.
-pub fn counters_map(ebpf: &mut Ebpf) -> Result<PerCpuArray<MapData, CounterBlock>> {
-    let map = ebpf
-        .take_map(COUNTERS_MAP)
-        .with_context(|| format!("map {COUNTERS_MAP} missing from the eBPF object"))?;
-    Ok(PerCpuArray::try_from(map)?)
+pub fn counters_map(maps: &mut impl MapSource) -> Result<PerCpuArray<MapData, CounterBlock>> {
+    maps.take(COUNTERS_MAP)
 }

@@ -94,6 +94,18 @@ impl Pins {
     }
 
     /// Checks that the pinned maps were made by this build, or records that they are.
+    /// Refuses to read the pins of a guard another build started: its maps' layouts may differ.
+    pub fn check_build(&self, build: &str) -> Result<()> {
+        match std::fs::read_to_string(self.state.join("build")) {
+            Ok(pinned) if pinned.trim() != build => bail!(
+                "the guard attached here was started by another synguard build ({}): read it \
+                 with that build's synguard",
+                pinned.trim()
+            ),
+            _ => Ok(()),
+        }
+    }
+
     pub fn claim_build(&self, build: &str, adopting: bool) -> Result<()> {
         let path = self.state.join("build");
         match std::fs::read_to_string(&path) {

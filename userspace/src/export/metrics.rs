@@ -15,20 +15,10 @@ use prometheus_client::{
 };
 use std::sync::atomic::AtomicU64;
 
-use crate::policy::engine::{Outcome, Reason};
-
-/// A protected service's figures.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ServiceFigures {
-    /// `CIDR:PORTS`, as the operator gave it.
-    pub service: String,
-    pub mode: &'static str,
-    pub syn_rate: f64,
-    pub cookies_on: bool,
-    pub syns: u64,
-    pub cookies_sent: u64,
-    pub admitted: u64,
-}
+use crate::{
+    control::protocol::ServiceStatus,
+    policy::engine::{Outcome, Reason},
+};
 
 /// Everything the endpoint shows, taken by the controller every interval.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -44,7 +34,7 @@ pub struct Snapshot {
     pub half_open: f64,
     pub blocks: u64,
     pub allows: u64,
-    pub services: Vec<ServiceFigures>,
+    pub services: Vec<ServiceStatus>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -142,7 +132,9 @@ pub fn render(snapshot: &Snapshot) -> String {
             ("service", figures.service.clone()),
             ("mode", figures.mode.to_string()),
         ];
-        syn_rate.get_or_create(&labels).set(figures.syn_rate);
+        syn_rate
+            .get_or_create(&labels)
+            .set(figures.syn_rate.unwrap_or(0.0));
         cookies_on
             .get_or_create(&labels)
             .set(figures.cookies_on as i64);

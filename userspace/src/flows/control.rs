@@ -6,20 +6,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData, MapError};
 use log::{debug, warn};
-use serde_json::{Value, json};
-use synguard_common::{
-    cookie::FlowKey,
-    flow_filter::FLOW_FILTER_SLOTS,
-    maps::{FlowDirection, FlowEntry},
-};
+use synguard_common::{cookie::FlowKey, flow_filter::FLOW_FILTER_SLOTS, maps::FlowEntry};
 
 use crate::{
     clock::monotonic_coarse_ns,
-    flows::events::{self, Record, client, server},
-    flows::filter::FlowFilter,
-    flows::inject::Injector,
-    flows::table::{Command, FlowTable, FlowTimers},
-    flows::tcp_state::State,
+    control::protocol::{FilterStatus, FlowRow, FlowStatus},
+    flows::{
+        events::{self, Record},
+        filter::FlowFilter,
+        inject::Injector,
+        table::{Command, FlowTable, FlowTimers},
+    },
 };
 
 pub struct FlowControl {
@@ -149,140 +146,24 @@ impl FlowControl {
         }
     }
 
-    /// `synguard flows`: every flow with its state, age and traffic each way.
-    pub fn flows_json(&self) -> Value {
-        let now = monotonic_coarse_ns();
-        let direction = |d: &FlowDirection| json!({"packets": d.packets, "bytes": d.bytes});
-        let flows: Vec<Value> = self
-            .table
-            .iter()
-            .map(|(key, flow)| {
-                let entry = self.map.get(key, 0).unwrap_or_default();
-                json!({
-                    "client": client(key).to_string(),
-                    "server": server(key).to_string(),
-                    "state": flow.server.state.name(),
-                    "joined": flow.joined,
-                    "age_s": now.saturating_sub(flow.validated_ns) as f64 / 1e9,
-                    "to_server": direction(&entry.to_server),
-                    "to_client": direction(&entry.to_client),
-                })
-            })
-            .collect();
-        json!({ "flows": flows })
+    /// `synguard flows`.
+    pub fn rows(&self) -> Vec<FlowRow> {
+        self.table.rows(
+            |key| self.map.get(key, 0).unwrap_or_default(),
+            monotonic_coarse_ns(),
+        )
     }
 
-    /// `synguard status`: the state histogram and the half-open count.
-    pub fn status_json(&self) -> Value {
-        let states: serde_json::Map<String, Value> = self
-            .table
-            .histogram()
-            .iter()
-            .map(|(state, count)| (state.name().to_string(), json!(count)))
-            .collect();
-        json!({
-            "flows": self.table.len(),
-            "states": states,
-            "awaiting_server": self.table.awaiting_server(),
-            "counts": self.table.counts,
-            "flows_filter": {
-                "slots": FLOW_FILTER_SLOTS,
-                "marked": self.filter.marked().ok(),
-                "rebuilds": self.filter.rebuilds,
-            },
-        })
-    }
-}
-
-/// `synguard status` in the manner of `ss -s`.
-pub fn status_text(status: &Value) -> String {
-    let count = |name: &str| status["states"][name].as_u64().unwrap_or(0);
-    let mut text = format!(
-        "Flows: {} (estab {}, synrecv {}, timewait {}, closewait {})\n\
-         Half-open: {} (validated, the server has not answered yet)\n",
-        status["flows"],
-        count("ESTAB"),
-        count("SYN-RECV"),
-        count("TIME-WAIT"),
-        count("CLOSE-WAIT"),
-        status["awaiting_server"],
-    );
-    let filter = &status["flows_filter"];
-    if let (Some(marked), Some(slots)) = (filter["marked"].as_u64(), filter["slots"].as_u64()) {
-        text.push_str(&format!(
-            "Flows filter: {marked} of {slots} slots marked ({:.1} %; {} rebuilds)\n",
-            100.0 * marked as f64 / slots.max(1) as f64,
-            filter["rebuilds"],
-        ));
-    }
-    text.push('\n');
-    text.push_str("State        Flows\n");
-    for state in State::ALL {
-        text.push_str(&format!("{:<12} {}\n", state.name(), count(state.name())));
-    }
-    text.push_str("\nEnded flows:");
-    if let Some(counts) = status["counts"].as_object() {
-        for (name, value) in counts {
-            text.push_str(&format!(" {name} {value}"));
+    /// `synguard status`: the state histogram, the counts and the filter.
+    pub fn status(&self) -> FlowStatus {
+        FlowStatus {
+            counts: Some(self.table.counts.named().into_iter().collect()),
+            filter: Some(FilterStatus {
+                slots: FLOW_FILTER_SLOTS as u32,
+                marked: self.filter.marked().ok(),
+                rebuilds: self.filter.rebuilds,
+            }),
+            ..self.table.status()
         }
     }
-    let policy = &status["policy"];
-    if policy.is_object() {
-        text.push_str(
-            "\n\nService                                     Mode     Cookies  SYN/s      SYNs\n",
-        );
-        for service in policy["services"].as_array().into_iter().flatten() {
-            text.push_str(&format!(
-                "{:<43} {:<8} {:<8} {:>6.0} {:>9}\n",
-                service["service"].as_str().unwrap_or(""),
-                service["mode"].as_str().unwrap_or(""),
-                if service["cookies_on"].as_bool().unwrap_or(false) {
-                    "on"
-                } else {
-                    "off"
-                },
-                service["syn_rate"].as_f64().unwrap_or(0.0),
-                service["syns"],
-            ));
-        }
-        text.push_str(&format!(
-            "\nHalf-open by source: {:.0} in all; blocked prefixes {}, allowed {}\n",
-            policy["half_open"].as_f64().unwrap_or(0.0),
-            policy["blocks"],
-            policy["allows"]
-        ));
-        text.push_str("Source                                      Half-open  SYN/s  Bad ACK/s\n");
-        for source in policy["top_sources"].as_array().into_iter().flatten() {
-            text.push_str(&format!(
-                "{:<43} {:>9.0} {:>6.0} {:>10.0}\n",
-                source["source"].as_str().unwrap_or(""),
-                source["half_open"].as_f64().unwrap_or(0.0),
-                source["syn_rate"].as_f64().unwrap_or(0.0),
-                source["invalid_ack_rate"].as_f64().unwrap_or(0.0),
-            ));
-        }
-    }
-    text
-}
-
-/// `synguard flows` as a table.
-pub fn flows_text(flows: &Value) -> String {
-    let mut text = format!(
-        "{:<44} {:<44} {:<11} {:>8} {:>10} {:>12} {:>10} {:>12}\n",
-        "Client", "Server", "State", "Age(s)", "Pkts->srv", "Bytes->srv", "Pkts->cli", "Bytes->cli"
-    );
-    for flow in flows["flows"].as_array().into_iter().flatten() {
-        text.push_str(&format!(
-            "{:<44} {:<44} {:<11} {:>8.1} {:>10} {:>12} {:>10} {:>12}\n",
-            flow["client"].as_str().unwrap_or(""),
-            flow["server"].as_str().unwrap_or(""),
-            flow["state"].as_str().unwrap_or(""),
-            flow["age_s"].as_f64().unwrap_or(0.0),
-            flow["to_server"]["packets"],
-            flow["to_server"]["bytes"],
-            flow["to_client"]["packets"],
-            flow["to_client"]["bytes"],
-        ));
-    }
-    text
 }

@@ -23,14 +23,20 @@ use std::collections::HashMap;
 use synguard_common::{
     cookie::FlowKey,
     maps::{
-        EARLY_DATA_MAX, EarlyData, FlowEntry, FlowEvent, NO_WINDOW_SCALE, TO_CLIENT, TO_SERVER,
-        event_kind, phase,
+        EARLY_DATA_MAX, EarlyData, FlowDirection, FlowEntry, FlowEvent, NO_WINDOW_SCALE, TO_CLIENT,
+        TO_SERVER, event_kind, phase,
     },
     parse::TcpFlags,
     segment::EARLY_DATA_WINDOW,
 };
 
-use crate::flows::tcp_state::{Endpoint, Reaction, Segment, State};
+use crate::{
+    control::protocol::{FlowRow, FlowStatus, Traffic},
+    flows::{
+        events::{client, server},
+        tcp_state::{Endpoint, Reaction, Segment, State},
+    },
+};
 
 /// Timers of the flow table.
 #[derive(Clone, Debug, PartialEq)]
@@ -281,6 +287,46 @@ impl FlowTable {
     /// Validated flows whose server has not answered yet.
     pub fn awaiting_server(&self) -> usize {
         self.flows.values().filter(|flow| !flow.joined).count()
+    }
+
+    /// The flows by state (as `ss` names them), and how many await their server.
+    pub fn status(&self) -> FlowStatus {
+        FlowStatus {
+            total: self.len() as u64,
+            states: self
+                .histogram()
+                .iter()
+                .map(|(state, count)| (state.name().to_string(), *count as u64))
+                .collect(),
+            awaiting_server: self.awaiting_server() as u64,
+            counts: None,
+            filter: None,
+        }
+    }
+
+    /// Every flow as `synguard flows` shows it, with its data-plane entry (`entry`) at
+    /// `now_ns`.
+    pub fn rows(&self, entry: impl Fn(&FlowKey) -> FlowEntry, now_ns: u64) -> Vec<FlowRow> {
+        let traffic = |d: &FlowDirection| Traffic {
+            packets: d.packets,
+            bytes: d.bytes,
+        };
+        let seconds = |ns: u64| now_ns.saturating_sub(ns) as f64 / 1e9;
+        self.iter()
+            .map(|(key, flow)| {
+                let entry = entry(key);
+                FlowRow {
+                    client: client(key).to_string(),
+                    server: server(key).to_string(),
+                    state: flow.server.state.name().to_string(),
+                    joined: flow.joined,
+                    age_s: Some(seconds(flow.validated_ns)),
+                    idle_s: seconds(entry.last_seen_ns),
+                    to_server: traffic(&entry.to_server),
+                    to_client: traffic(&entry.to_client),
+                }
+            })
+            .collect()
     }
 
     /// Applies one data-plane event; returns what to do.

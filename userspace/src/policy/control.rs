@@ -6,13 +6,12 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, anyhow, bail};
-use aya::{
-    Ebpf,
-    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+use aya::maps::{
+    Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
 };
 use ipnet::IpNet;
 use log::{info, warn};
-use serde_json::{Value, json};
+use serde_json::json;
 use synguard_common::{
     maps::{
         ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, PROTECTED_MAP, ProtectedAddress,
@@ -27,12 +26,15 @@ use crate::{
     clock::monotonic_coarse_ns,
     clock::unix_now,
     config::service::{ProtectedService, ServiceMode, service_name, slots_of},
+    control::protocol::{PolicyStatus, Round, ServiceRow, ServiceStatus, SourceStatus},
+    dataplane::map_source::MapSource,
     dataplane::maps::{lpm_key, service_config},
     dataplane::persist::Pins,
     export::lines::{ExabgpStyle, LineSink, decision_json, exabgp_line},
-    export::metrics::ServiceFigures,
     policy::auto_mode::AutoSwitch,
-    policy::engine::{Decision, Lists, Outcome, Policy, Reason, Vouched, source_address},
+    policy::engine::{
+        Allow, Block, Decision, Lists, Outcome, Policy, Reason, Vouched, source_address,
+    },
 };
 
 /// The configurations of services held by slot.
@@ -53,6 +55,14 @@ pub struct Exports {
 }
 
 impl Service {
+    /// Whether its SYNs get cookies now.
+    fn cookies_on(&self) -> bool {
+        match &self.switch {
+            Some(switch) => switch.cookies_on,
+            None => self.config.mode == ServiceMode::Always,
+        }
+    }
+
     fn new(config: &ProtectedService, auto_syn_rate: f64, auto_hold: f64) -> Self {
         Service {
             switch: match config.mode {
@@ -125,19 +135,12 @@ impl Vouched for VouchedMap<'_> {
 const LISTS_FILE: &str = "lists.json";
 
 /// Seconds since the Unix epoch.
-fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
-    let map = ebpf
-        .take_map(name)
-        .with_context(|| format!("map {name} missing from the eBPF object"))?;
-    T::try_from(map).with_context(|| format!("map {name}"))
-}
-
 impl PolicyControl {
     /// Takes the policy's maps from the object (after the services were written).
     /// `auto_syn_rate` is the threshold of auto services that name none; `auto_hold` the
     /// seconds of calm before cookies go off.
     pub fn new(
-        ebpf: &mut Ebpf,
+        maps: &mut impl MapSource,
         policy: Policy,
         services: &[ProtectedService],
         auto_syn_rate: f64,
@@ -153,15 +156,15 @@ impl PolicyControl {
             policy,
             services,
             auto_defaults: (auto_syn_rate, auto_hold),
-            protected: take(ebpf, PROTECTED_MAP)?,
+            protected: maps.take(PROTECTED_MAP)?,
             exports,
-            sources: take(ebpf, SOURCES_MAP)?,
-            vouched: take(ebpf, VOUCHED_MAP)?,
-            sketch: take(ebpf, SOURCE_SKETCH_MAP)?,
-            service_counters: take(ebpf, SERVICE_COUNTERS_MAP)?,
-            service_configs: take(ebpf, SERVICES_MAP)?,
-            blocked: take(ebpf, BLOCKED_MAP)?,
-            allowed: take(ebpf, ALLOWED_MAP)?,
+            sources: maps.take(SOURCES_MAP)?,
+            vouched: maps.take(VOUCHED_MAP)?,
+            sketch: maps.take(SOURCE_SKETCH_MAP)?,
+            service_counters: maps.take(SERVICE_COUNTERS_MAP)?,
+            service_configs: maps.take(SERVICES_MAP)?,
+            blocked: maps.take(BLOCKED_MAP)?,
+            allowed: maps.take(ALLOWED_MAP)?,
             decision_counts: BTreeMap::new(),
             last_tick: None,
             last_round: (0, 0.0),
@@ -553,73 +556,67 @@ impl PolicyControl {
     }
 
     /// `synguard protect list`.
-    pub fn protected_json(&self) -> Value {
-        json!({ "services": self.services.iter().enumerate().filter_map(|(index, s)| {
-            s.as_ref().map(|s| json!({
-                "slot": index + 1,
-                "service": service_name(&s.config),
-                "mode": s.config.mode.name(),
-                "cookies_on": s.switch.as_ref().map_or(s.config.mode == ServiceMode::Always, |w| w.cookies_on),
-            }))
-        }).collect::<Vec<_>>() })
+    /// `synguard protect list`.
+    pub fn services(&self) -> Vec<ServiceRow> {
+        self.services
+            .iter()
+            .enumerate()
+            .filter_map(|(index, s)| {
+                s.as_ref().map(|s| ServiceRow {
+                    slot: index as u8 + 1,
+                    service: service_name(&s.config),
+                    mode: s.config.mode.name().to_string(),
+                    cookies_on: s.cookies_on(),
+                })
+            })
+            .collect()
     }
 
-    pub fn blocks_json(&self) -> Value {
-        json!({ "blocks": self.policy.blocks().collect::<Vec<_>>() })
+    pub fn blocks(&self) -> Vec<Block> {
+        self.policy.blocks().cloned().collect()
     }
 
-    pub fn allows_json(&self) -> Value {
-        json!({ "allows": self.policy.allows().collect::<Vec<_>>() })
+    pub fn allows(&self) -> Vec<Allow> {
+        self.policy.allows().cloned().collect()
     }
 
     /// The services and the sources with most half-open connections, for `synguard status`.
-    pub fn status_json(&self, top: usize) -> Value {
+    pub fn status(&self, top: usize) -> PolicyStatus {
         let mut figures: Vec<_> = self.policy.figures().collect();
         figures.sort_by(|a, b| b.1.half_open.total_cmp(&a.1.half_open));
-        let sources: Vec<Value> = figures
-            .iter()
-            .take(top)
-            .map(|(key, f)| {
-                json!({
-                    "source": source_address(key).to_string(),
-                    "service": self.service(key.slot).map(|s| service_name(&s.config)),
-                    "half_open": f.half_open,
-                    "syn_rate": f.syn_rate,
-                    "invalid_ack_rate": f.invalid_ack_rate,
-                    "out_of_state_rate": f.out_of_state_rate,
+        PolicyStatus {
+            services: self.service_figures(),
+            half_open: Some(self.policy.half_open_total()),
+            top_sources: figures
+                .iter()
+                .take(top)
+                .map(|(key, f)| SourceStatus {
+                    source: source_address(key).to_string(),
+                    service: self.service(key.slot).map(|s| service_name(&s.config)),
+                    half_open: f.half_open,
+                    syn_rate: f.syn_rate,
+                    invalid_ack_rate: f.invalid_ack_rate,
+                    out_of_state_rate: f.out_of_state_rate,
                 })
-            })
-            .collect();
-        json!({
-            "services": self.service_figures().iter().map(|s| json!({
-                "service": s.service,
-                "mode": s.mode,
-                "syn_rate": s.syn_rate,
-                "cookies_on": s.cookies_on,
-                "syns": s.syns,
-                "cookies_sent": s.cookies_sent,
-                "admitted": s.admitted,
-            })).collect::<Vec<_>>(),
-            "half_open": self.policy.half_open_total(),
-            "top_sources": sources,
-            "blocks": self.policy.blocks().count(),
-            "allows": self.policy.allows().count(),
-            "last_round": { "sources": self.last_round.0, "seconds": self.last_round.1 },
-        })
+                .collect(),
+            blocks: self.policy.blocks().count(),
+            allows: self.policy.allows().count(),
+            last_round: Some(Round {
+                sources: self.last_round.0,
+                seconds: self.last_round.1,
+            }),
+        }
     }
 
-    pub fn service_figures(&self) -> Vec<ServiceFigures> {
+    pub fn service_figures(&self) -> Vec<ServiceStatus> {
         self.services
             .iter()
             .flatten()
-            .map(|s| ServiceFigures {
+            .map(|s| ServiceStatus {
                 service: service_name(&s.config),
-                mode: s.config.mode.name(),
-                syn_rate: s.syn_rate,
-                cookies_on: match &s.switch {
-                    Some(switch) => switch.cookies_on,
-                    None => s.config.mode == ServiceMode::Always,
-                },
+                mode: s.config.mode.name().to_string(),
+                syn_rate: Some(s.syn_rate),
+                cookies_on: s.cookies_on(),
                 syns: s.last.syns,
                 cookies_sent: s.last.cookies_sent,
                 admitted: s.last.admitted,

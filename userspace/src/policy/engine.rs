@@ -132,7 +132,7 @@ impl Reason {
 }
 
 /// What a decision does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Dropped in XDP from now on.
@@ -156,7 +156,7 @@ impl Outcome {
 }
 
 /// One decision, as it is exported.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     /// Seconds since the Unix epoch.
     pub time: f64,
