@@ -17,6 +17,15 @@ pub fn add_words<const N: usize>(mut sum: u64, bytes: &[u8; N]) -> u64 {
     sum
 }
 
+/// Adds the big-endian 16-bit words of `bytes`, of any length (an odd last byte padded with
+/// zero), to `sum`. For the host: the data plane sums fixed-size buffers ([`add_words`]).
+pub fn add_slice(mut sum: u64, bytes: &[u8]) -> u64 {
+    for pair in bytes.chunks(2) {
+        sum += u64::from(pair[0]) << 8 | pair.get(1).map_or(0, |low| u64::from(*low));
+    }
+    sum
+}
+
 /// Folds a running sum to 16 bits and complements it.
 #[inline(always)]
 pub fn finish(mut sum: u64) -> u16 {

@@ -439,18 +439,41 @@ impl FlowEntry {
     }
 }
 
-/// What a [`FlowEvent`] reports.
-pub mod event_kind {
+/// What a [`FlowEvent`] reports (its `kind` byte on the wire).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EventKind {
     /// A third ACK's cookie validated; the SYN went to the server.
-    pub const VALIDATED: u8 = 1;
+    Validated = 1,
     /// The server's SYN-ACK arrived: the flow is joined (seq/ack are the SYN-ACK's).
-    pub const JOINED: u8 = 2;
+    Joined = 2,
     /// A SYN, FIN or RST of a validated flow, forwarded (or, before the join, a RST that ends it).
-    pub const CONTROL: u8 = 3;
+    Control = 3,
     /// The first segment acknowledging the other direction's FIN.
-    pub const FIN_ACKED: u8 = 4;
+    FinAcked = 4,
     /// A SYN let straight through to the server (no cookie).
-    pub const ADMITTED: u8 = 5;
+    Admitted = 5,
+}
+
+impl EventKind {
+    pub const fn from_wire(kind: u8) -> Option<Self> {
+        match kind {
+            1 => Some(EventKind::Validated),
+            2 => Some(EventKind::Joined),
+            3 => Some(EventKind::Control),
+            4 => Some(EventKind::FinAcked),
+            5 => Some(EventKind::Admitted),
+            _ => None,
+        }
+    }
+}
+
+/// The first byte of every record of the flow event ring buffer: which record it is.
+pub mod record_tag {
+    /// A [`super::FlowEvent`].
+    pub const FLOW_EVENT: u8 = 1;
+    /// A [`super::EarlyData`].
+    pub const EARLY_DATA: u8 = 2;
 }
 
 /// Most payload one [`EarlyData`] record holds: one segment of a client with Ethernet's MSS.
@@ -462,11 +485,14 @@ pub const EARLY_DATA_MAX: usize = 1460;
 /// window of `--early-data` bytes, so a client sends its request at once, with or after its
 /// third ACK). The data plane cannot hold a frame: it drops it and hands the payload to the
 /// controller through the flow event ring buffer (told apart from a [`FlowEvent`] by its
-/// size), and the controller sends it to the server after the join. Numbers are as the client
+/// tag), and the controller sends it to the server after the join. Numbers are as the client
 /// sent them, in the guard's sequence space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct EarlyData {
+    /// [`record_tag::EARLY_DATA`].
+    pub tag: u8,
+    pub _pad: [u8; 3],
     pub flow: FlowKey,
     /// Which connection on the tuple: as in its [`FlowEntry`].
     pub client_isn: u32,
@@ -498,14 +524,15 @@ pub const STAGE_COUNT: u32 = 3;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct FlowEvent {
-    pub flow: FlowKey,
-    /// [`event_kind`] value.
+    /// [`record_tag::FLOW_EVENT`].
+    pub tag: u8,
+    /// [`EventKind`] value.
     pub kind: u8,
     /// [`TO_SERVER`] or [`TO_CLIENT`].
     pub direction: u8,
     /// TCP flags of the segment.
     pub flags: u8,
-    pub _pad: u8,
+    pub flow: FlowKey,
     pub seq: u32,
     pub ack: u32,
     pub payload_len: u32,

@@ -98,6 +98,36 @@ pub struct SegmentSpec {
 }
 
 impl SegmentSpec {
+    /// The SYN that opens a validated client's connection to its server: the client's ISN
+    /// and the options its SYN offered (its TSval from the third ACK). The data plane writes
+    /// it first; the controller retransmits the very same segment.
+    #[inline(always)]
+    pub fn syn_to_server(
+        seq: u32,
+        window: u16,
+        mss: u16,
+        sack_permitted: bool,
+        window_scale: Option<u8>,
+        ecn: bool,
+        tsval: Option<u32>,
+    ) -> Self {
+        let mut flags = TcpFlags::SYN;
+        if ecn {
+            flags |= TcpFlags::ECE | TcpFlags::CWR; // RFC 3168 section 6.1.1
+        }
+        Self {
+            to_client: false,
+            seq,
+            ack: 0,
+            flags,
+            window,
+            mss,
+            sack_permitted,
+            timestamps: tsval.map(|tsval| (tsval, 0)),
+            window_scale,
+        }
+    }
+
     /// Our SYN-ACK answering `syn`, with the cookie as ISN.
     #[inline(always)]
     pub fn syn_ack(
@@ -188,6 +218,29 @@ pub fn write_segment(flow: &FlowKey, spec: &SegmentSpec, out: &mut [u8; SEGMENT_
         let pseudo = checksum::pseudo_header_v6(src, dst, IPPROTO_TCP, tcp_len as u16);
         store_tcp_checksum::<40>(pseudo + tcp_sum, out);
         40 + tcp_len
+    }
+}
+
+/// Makes a segment [`write_segment`] wrote (`header_len` bytes of `packet`) carry the
+/// `payload_len` bytes copied right after it: the IP length and both checksums then cover
+/// them. For the controller's segments with data; the data plane writes headers only.
+pub fn cover_payload(packet: &mut [u8], header_len: usize, payload_len: usize, ipv4: bool) {
+    let tcp_at = if ipv4 { 20 } else { 40 };
+    let payload = &packet[header_len..header_len + payload_len];
+    // The pseudo-header's TCP length grows by the payload's, and its words join the sum.
+    let added = checksum::add_slice(payload_len as u64, payload);
+    let stored = u16::from_be_bytes([packet[tcp_at + 16], packet[tcp_at + 17]]);
+    let tcp_sum = checksum::finish(u64::from(!stored) + added);
+    packet[tcp_at + 16..tcp_at + 18].copy_from_slice(&tcp_sum.to_be_bytes());
+    if ipv4 {
+        let old = [packet[2], packet[3]];
+        let new = ((header_len + payload_len) as u16).to_be_bytes();
+        packet[2..4].copy_from_slice(&new);
+        let ip_sum = checksum::replace(u16::from_be_bytes([packet[10], packet[11]]), &old, &new);
+        packet[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    } else {
+        let length = (header_len - 40 + payload_len) as u16;
+        packet[4..6].copy_from_slice(&length.to_be_bytes());
     }
 }
 

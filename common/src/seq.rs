@@ -37,6 +37,14 @@ pub const fn rescale_window(field: u16, from: u8, to: u8) -> u16 {
     }
 }
 
+/// The window field announcing `bytes` to a receiver that applies shift `shift`, saturating
+/// at the largest field value.
+#[inline(always)]
+pub const fn window_field(bytes: u32, shift: u8) -> u16 {
+    let field = bytes >> (shift & 15);
+    if field > 0xffff { 0xffff } else { field as u16 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +74,13 @@ mod tests {
         assert_eq!(rescale_window(1000, 5, 7), 250);
         assert_eq!(rescale_window(0xffff, 0, 14), 3);
         assert_eq!(rescale_window(0xffff, 14, 0), 0xffff);
+        assert_eq!(window_field(64_000, 0), 64_000);
+        assert_eq!(window_field(64_000 << 7, 7), 64_000);
+        assert_eq!(window_field(1 << 20, 0), 0xffff);
+        assert_eq!(
+            window_field(256, 20),
+            16,
+            "a shift over 15 is masked, never a panic"
+        );
     }
 }

@@ -8,10 +8,13 @@ use std::{
     time::Instant,
 };
 
-use synguard::flows::table::{FlowTable, FlowTimers};
+use synguard::flows::{
+    events::Event,
+    table::{FlowTable, FlowTimers},
+};
 use synguard_common::{
     cookie::FlowKey,
-    maps::{FlowEntry, FlowEvent, TO_CLIENT, TO_SERVER, event_kind, phase},
+    maps::{EventKind, FlowEntry, FlowEvent, TO_CLIENT, TO_SERVER, phase, record_tag},
     parse::TcpFlags,
 };
 
@@ -40,7 +43,7 @@ static ALLOCATOR: Counting = Counting;
 const FLOWS: u32 = 200_000;
 const REPEATS: usize = 5;
 
-fn events(i: u32) -> [FlowEvent; 2] {
+fn events(i: u32) -> [Event; 2] {
     let flow = FlowKey::v4(
         [198, 18, (i >> 16) as u8, (i >> 8) as u8],
         (i % 60000) as u16 + 1024,
@@ -55,8 +58,9 @@ fn events(i: u32) -> [FlowEvent; 2] {
     };
     entry.to_server.next_seq = entry.client_isn.wrapping_add(1);
     let validated = FlowEvent {
+        tag: record_tag::FLOW_EVENT,
         flow,
-        kind: event_kind::VALIDATED,
+        kind: EventKind::Validated as u8,
         direction: TO_SERVER,
         flags: TcpFlags::ACK,
         entry,
@@ -65,7 +69,7 @@ fn events(i: u32) -> [FlowEvent; 2] {
     entry.phase = phase::JOINED;
     entry.server_isn = i ^ 0x5555_5555;
     let joined = FlowEvent {
-        kind: event_kind::JOINED,
+        kind: EventKind::Joined as u8,
         direction: TO_CLIENT,
         flags: TcpFlags::SYN | TcpFlags::ACK,
         seq: entry.server_isn,
@@ -73,11 +77,11 @@ fn events(i: u32) -> [FlowEvent; 2] {
         entry,
         ..validated
     };
-    [validated, joined]
+    [validated, joined].map(|wire| Event::decode(&wire).expect("a known kind"))
 }
 
 fn main() {
-    let feed: Vec<[FlowEvent; 2]> = (0..FLOWS).map(events).collect();
+    let feed: Vec<[Event; 2]> = (0..FLOWS).map(events).collect();
     let mut rates = Vec::new();
     let mut bytes_per_flow = 0.0;
     for _ in 0..REPEATS {

@@ -16,7 +16,7 @@ use synguard::{
 };
 use synguard_common::{
     counters::Counter,
-    maps::{COMPLETED_VOUCHES_FOR_SECS, PolicySettings, SourceCounters, event_kind, phase},
+    maps::{COMPLETED_VOUCHES_FOR_SECS, EventKind, PolicySettings, SourceCounters, phase},
     parse::TcpFlags as F,
     test_frames::*,
     verdict::Action,
@@ -193,14 +193,19 @@ fn auto_mode_under_its_threshold_lets_the_flow_straight_through() {
         (SERVER_ISN + 1, CLIENT_ISN + 19)
     );
 
-    let events = guard.events().unwrap();
+    let events: Vec<_> = guard
+        .events()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.wire)
+        .collect();
     let kinds: Vec<(u8, u8)> = events.iter().map(|e| (e.kind, e.flags)).collect();
     assert_eq!(
         kinds,
         [
-            (event_kind::ADMITTED, F::SYN),
-            (event_kind::JOINED, F::SYN | F::ACK),
-            (event_kind::CONTROL, F::ACK),
+            (EventKind::Admitted as u8, F::SYN),
+            (EventKind::Joined as u8, F::SYN | F::ACK),
+            (EventKind::Control as u8, F::ACK),
         ],
         "the admission, the join, and the client's first segment (its third ACK)"
     );

@@ -13,7 +13,7 @@ use synguard::{
 };
 use synguard_common::{
     counters::Counter,
-    maps::{EARLY_DATA_MAX, event_kind, phase},
+    maps::{EARLY_DATA_MAX, EventKind, phase},
     parse::TcpFlags as F,
     test_frames::*,
     verdict::Action,
@@ -123,8 +123,13 @@ fn handshake_joins_and_both_directions_translate_byte_for_byte() {
     let entry = guard.flow(&flow_of(&syn_v4(0))).unwrap().unwrap();
     assert_eq!(entry.phase, phase::JOINED);
     assert_eq!((entry.server_isn, entry.seq_offset), (SERVER_ISN, offset));
-    let kinds: Vec<u8> = guard.events().unwrap().iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, [event_kind::VALIDATED, event_kind::JOINED]);
+    let kinds: Vec<u8> = guard
+        .events()
+        .unwrap()
+        .iter()
+        .map(|e| e.wire.kind)
+        .collect();
+    assert_eq!(kinds, [EventKind::Validated as u8, EventKind::Joined as u8]);
 
     // Client to server: ack, SACK edges and TSecr move into the server's spaces.
     let data = segment(
@@ -252,7 +257,12 @@ fn fins_and_resets_are_reported_and_blind_resets_die() {
         synguard::dataplane::object::GUARD_PROGRAM,
         &ack_of_fin,
     );
-    let events = guard.events().unwrap();
+    let events: Vec<_> = guard
+        .events()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.wire)
+        .collect();
     let summary: Vec<(u8, u8, u32, u32)> = events
         .iter()
         .map(|e| (e.kind, e.flags, e.seq, e.ack))
@@ -261,13 +271,13 @@ fn fins_and_resets_are_reported_and_blind_resets_die() {
         summary,
         [
             (
-                event_kind::CONTROL,
+                EventKind::Control as u8,
                 F::FIN | F::ACK,
                 SERVER_ISN + 1,
                 CLIENT_ISN + 1
             ),
             (
-                event_kind::FIN_ACKED,
+                EventKind::FinAcked as u8,
                 F::ACK,
                 CLIENT_ISN + 1,
                 SERVER_ISN + 2
@@ -281,8 +291,11 @@ fn fins_and_resets_are_reported_and_blind_resets_die() {
         synguard::dataplane::object::GUARD_PROGRAM,
         &reset,
     );
-    let event = guard.events().unwrap()[0];
-    assert_eq!((event.kind, event.flags), (event_kind::CONTROL, F::RST));
+    let event = guard.events().unwrap()[0].wire;
+    assert_eq!(
+        (event.kind, event.flags),
+        (EventKind::Control as u8, F::RST)
+    );
     assert_eq!(event.receiver_next, CLIENT_ISN + 1);
 }
 
@@ -386,10 +399,10 @@ fn a_refusing_server_and_an_early_client_reset_are_reported_not_forwarded() {
     let outcome = guard.run_program(SERVER_PROGRAM, &refusal).unwrap();
     assert_eq!(outcome.action().unwrap(), Action::Drop);
     assert_eq!(guard.counters().unwrap().get(Counter::BackendRefused), 1);
-    let last = *guard.events().unwrap().last().unwrap();
+    let last = guard.events().unwrap().last().unwrap().wire;
     assert_eq!(
         (last.kind, last.flags),
-        (event_kind::CONTROL, F::RST | F::ACK)
+        (EventKind::Control as u8, F::RST | F::ACK)
     );
     // The client gives up first in another flow of the same shape: reported too.
     let early = segment(true, CLIENT_ISN + 1, 0, F::RST, 0, &[], &[]);
@@ -485,7 +498,10 @@ fn a_closed_tuple_is_reused_by_a_new_connection() {
         (entry.guard_isn, entry.phase),
         (new_cookie, phase::AWAITING_BACKEND)
     );
-    assert_eq!(guard.events().unwrap()[0].kind, event_kind::VALIDATED);
+    assert_eq!(
+        guard.events().unwrap()[0].wire.kind,
+        EventKind::Validated as u8
+    );
 }
 
 /// The filter in front of the flows map: a flow the data plane recorded is found; an entry the

@@ -10,7 +10,7 @@ use synguard::{
 use synguard_common::{
     cookie::{self, CookieKeys, CookieOptions},
     counters::Counter,
-    maps::{EarlyData, FlowEvent, NO_WINDOW_SCALE, event_kind},
+    maps::{EarlyData, EventKind, FlowEvent, NO_WINDOW_SCALE},
     parse::TcpFlags as F,
     segment::SynAckSettings,
     siphash::SipKey,
@@ -107,8 +107,8 @@ fn validation_then_data(guard: &mut DataPlane) -> (FlowEvent, EarlyData) {
     let [Record::Event(validated), Record::EarlyData(data)] = &records[..] else {
         panic!("expected the validation, then the data: {records:?}")
     };
-    assert_eq!(validated.kind, event_kind::VALIDATED);
-    (*validated, **data)
+    assert_eq!(validated.kind, EventKind::Validated);
+    (validated.wire, **data)
 }
 
 #[test]
@@ -212,11 +212,16 @@ fn a_valid_third_ack_hands_the_flow_to_the_controller_once() {
         "rewritten into the SYN to the server (see tests/dataplane_flows.rs)"
     );
     assert_eq!(guard.counters().unwrap().get(Counter::CookieValid), 1);
-    let events = guard.events().unwrap();
+    let events: Vec<_> = guard
+        .events()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.wire)
+        .collect();
     assert_eq!(events.len(), 1);
     let event = events[0];
     assert_eq!(event.flow, flow_of(&syn));
-    assert_eq!(event.kind, synguard_common::maps::event_kind::VALIDATED);
+    assert_eq!(event.kind, EventKind::Validated as u8);
     assert_eq!(
         (event.entry.client_isn, event.entry.guard_isn),
         (CLIENT_ISN, cookie)
@@ -448,7 +453,7 @@ fn cookies_survive_one_key_rotation_but_not_two() {
         1,
         "A as the previous key"
     );
-    let event = guard.events().unwrap()[0];
+    let event = guard.events().unwrap()[0].wire;
     assert_eq!(event.entry.options.window_scale, 7);
     assert_ne!(event.entry.options.window_scale, NO_WINDOW_SCALE);
 }

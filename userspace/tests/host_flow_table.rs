@@ -7,12 +7,13 @@ use synguard::{
     flows::table::{
         Command, EARLY_DATA_BUFFER_BYTES, FIRST_SYN_RETRANSMIT_NS, FlowTable, FlowTimers,
     },
-    flows::tcp_state::State,
+    flows::{events::Event, tcp_state::State},
 };
 use synguard_common::{
     cookie::FlowKey,
     maps::{
-        EARLY_DATA_MAX, EarlyData, FlowEntry, FlowEvent, TO_CLIENT, TO_SERVER, event_kind, phase,
+        EARLY_DATA_MAX, EarlyData, EventKind, FlowEntry, FlowEvent, TO_CLIENT, TO_SERVER, phase,
+        record_tag,
     },
     parse::TcpFlags as F,
 };
@@ -46,15 +47,21 @@ fn entry(joined: bool) -> FlowEntry {
     entry
 }
 
+/// The event as the ring buffer's decoder hands it to the table.
+fn decoded(event: &FlowEvent) -> Event {
+    Event::decode(event).expect("a known kind and direction")
+}
+
 fn event(kind: u8, direction: u8, flags: u8, seq: u32, ack: u32) -> FlowEvent {
     FlowEvent {
+        tag: record_tag::FLOW_EVENT,
         flow: key(40000),
         kind,
         direction,
         flags,
         seq,
         ack,
-        entry: entry(kind != event_kind::VALIDATED),
+        entry: entry(kind != EventKind::Validated as u8),
         receiver_window: 64_000,
         ..FlowEvent::default()
     }
@@ -63,7 +70,7 @@ fn event(kind: u8, direction: u8, flags: u8, seq: u32, ack: u32) -> FlowEvent {
 /// The third ACK's cookie validated.
 fn validated() -> FlowEvent {
     event(
-        event_kind::VALIDATED,
+        EventKind::Validated as u8,
         TO_SERVER,
         F::ACK,
         CLIENT_ISN + 1,
@@ -81,7 +88,7 @@ fn validated_on(port: u16) -> FlowEvent {
 
 /// A SYN, FIN or RST of the flow, as the data plane reports it.
 fn control(direction: u8, flags: u8, seq: u32, ack: u32) -> FlowEvent {
-    event(event_kind::CONTROL, direction, flags, seq, ack)
+    event(EventKind::Control as u8, direction, flags, seq, ack)
 }
 
 fn timers() -> FlowTimers {
@@ -98,25 +105,25 @@ fn established() -> FlowTable {
     assert!(
         table
             .on_event(
-                &event(
-                    event_kind::VALIDATED,
+                &decoded(&event(
+                    EventKind::Validated as u8,
                     TO_SERVER,
                     F::ACK,
                     CLIENT_ISN + 1,
                     COOKIE + 1
-                ),
+                )),
                 0
             )
             .is_empty()
     );
     let commands = table.on_event(
-        &event(
-            event_kind::JOINED,
+        &decoded(&event(
+            EventKind::Joined as u8,
             TO_CLIENT,
             F::SYN | F::ACK,
             SERVER_ISN,
             CLIENT_ISN + 1,
-        ),
+        )),
         0,
     );
     assert_eq!(
@@ -151,7 +158,7 @@ fn map_with(joined: bool, last_seen: u64) -> impl Fn(&FlowKey) -> Option<FlowEnt
 #[test]
 fn backend_syn_is_retransmitted_then_the_client_reset() {
     let mut table = FlowTable::new(timers());
-    table.on_event(&validated(), 0);
+    table.on_event(&decoded(&validated()), 0);
     assert_eq!(state(&table), State::SynReceived);
     assert_eq!(table.awaiting_server(), 1);
     assert!(
@@ -193,7 +200,7 @@ fn backend_syn_is_retransmitted_then_the_client_reset() {
 #[test]
 fn a_join_whose_event_was_lost_is_caught_up_from_the_map() {
     let mut table = FlowTable::new(timers());
-    table.on_event(&validated(), 0);
+    table.on_event(&decoded(&validated()), 0);
     let commands = table.on_tick(3 * S, map_with(true, 3 * S));
     assert!(matches!(commands[..], [Command::AckServer { ack, .. }] if ack == SERVER_ISN + 1));
     assert_eq!(state(&table), State::Established);
@@ -202,10 +209,10 @@ fn a_join_whose_event_was_lost_is_caught_up_from_the_map() {
 #[test]
 fn a_refusing_server_resets_the_client() {
     let mut table = FlowTable::new(timers());
-    table.on_event(&validated(), 0);
+    table.on_event(&decoded(&validated()), 0);
     let mut refusal = control(TO_CLIENT, F::RST | F::ACK, 0, CLIENT_ISN + 1);
     refusal.entry = entry(false);
-    let commands = table.on_event(&refusal, 10 * MS);
+    let commands = table.on_event(&decoded(&refusal), 10 * MS);
     assert!(matches!(commands[0], Command::ResetClient { seq, .. } if seq == COOKIE + 1));
     assert!(matches!(commands[1], Command::Remove { .. }));
     assert_eq!(table.counts.backend_refused, 1);
@@ -217,16 +224,21 @@ fn time_wait_lasts_two_msl_and_restarts_on_a_retransmitted_fin() {
     let mut table = established();
     // The server closes, the client acknowledges and closes: TIME-WAIT at t = 1 s.
     table.on_event(
-        &control(TO_CLIENT, F::FIN | F::ACK, SERVER_ISN + 1, CLIENT_ISN + 1),
+        &decoded(&control(
+            TO_CLIENT,
+            F::FIN | F::ACK,
+            SERVER_ISN + 1,
+            CLIENT_ISN + 1,
+        )),
         500 * MS,
     );
     assert_eq!(state(&table), State::FinWait1);
     let client_fin = control(TO_SERVER, F::FIN | F::ACK, CLIENT_ISN + 1, SERVER_ISN + 2);
-    table.on_event(&client_fin, S);
+    table.on_event(&decoded(&client_fin), S);
     assert_eq!(state(&table), State::TimeWait);
     assert!(table.on_tick(2 * S, map_with(true, S)).is_empty());
     // The client's FIN again at 2.5 s: TIME-WAIT now ends at 4.5 s, not 3 s.
-    table.on_event(&client_fin, 2500 * MS);
+    table.on_event(&decoded(&client_fin), 2500 * MS);
     assert_eq!(table.counts.time_wait_restarts, 1);
     assert!(table.on_tick(3 * S, map_with(true, 2500 * MS)).is_empty());
     let commands = table.on_tick(4500 * MS, map_with(true, 2500 * MS));
@@ -244,7 +256,12 @@ fn time_wait_lasts_two_msl_and_restarts_on_a_retransmitted_fin() {
 fn last_ack_closes_at_once_and_resets_close_from_any_state() {
     let mut table = established();
     table.on_event(
-        &control(TO_SERVER, F::FIN | F::ACK, CLIENT_ISN + 1, SERVER_ISN + 1),
+        &decoded(&control(
+            TO_SERVER,
+            F::FIN | F::ACK,
+            CLIENT_ISN + 1,
+            SERVER_ISN + 1,
+        )),
         MS,
     );
     assert_eq!(state(&table), State::CloseWait);
@@ -253,18 +270,23 @@ fn last_ack_closes_at_once_and_resets_close_from_any_state() {
         (State::CloseWait, 1)
     );
     table.on_event(
-        &control(TO_CLIENT, F::FIN | F::ACK, SERVER_ISN + 1, CLIENT_ISN + 2),
+        &decoded(&control(
+            TO_CLIENT,
+            F::FIN | F::ACK,
+            SERVER_ISN + 1,
+            CLIENT_ISN + 2,
+        )),
         2 * MS,
     );
     assert_eq!(state(&table), State::LastAck);
     let commands = table.on_event(
-        &event(
-            event_kind::FIN_ACKED,
+        &decoded(&event(
+            EventKind::FinAcked as u8,
             TO_SERVER,
             F::ACK,
             CLIENT_ISN + 2,
             SERVER_ISN + 2,
-        ),
+        )),
         3 * MS,
     );
     assert!(matches!(commands[..], [Command::Remove { .. }]));
@@ -273,11 +295,11 @@ fn last_ack_closes_at_once_and_resets_close_from_any_state() {
     let mut table = established();
     let mut rst = control(TO_SERVER, F::RST, CLIENT_ISN + 1, 0);
     rst.receiver_next = CLIENT_ISN + 1;
-    let commands = table.on_event(&rst, MS);
+    let commands = table.on_event(&decoded(&rst), MS);
     assert!(matches!(commands[..], [Command::Remove { .. }]));
     let mut table = established();
     rst.seq = CLIENT_ISN + 100; // in the window, not exactly next: a challenge ACK
-    assert!(table.on_event(&rst, MS).is_empty());
+    assert!(table.on_event(&decoded(&rst), MS).is_empty());
     assert_eq!(
         (state(&table), table.counts.challenge_acks),
         (State::Established, 1)
@@ -312,7 +334,7 @@ fn evicted_entries_and_late_events_of_older_connections() {
     let mut stale = control(TO_SERVER, F::RST, CLIENT_ISN + 1, 0);
     stale.entry.guard_isn = COOKIE ^ 1; // another connection on the same tuple
     stale.receiver_next = CLIENT_ISN + 1;
-    assert!(table.on_event(&stale, MS).is_empty());
+    assert!(table.on_event(&decoded(&stale), MS).is_empty());
     assert_eq!(state(&table), State::Established);
 }
 
@@ -340,9 +362,9 @@ fn a_direct_flow_is_tracked_without_acting_for_either_end() {
     let mut table = FlowTable::new(timers());
     let admitted = FlowEvent {
         entry: direct_entry(false),
-        ..event(event_kind::ADMITTED, TO_SERVER, F::SYN, CLIENT_ISN, 0)
+        ..event(EventKind::Admitted as u8, TO_SERVER, F::SYN, CLIENT_ISN, 0)
     };
-    assert!(table.on_event(&admitted, 0).is_empty());
+    assert!(table.on_event(&decoded(&admitted), 0).is_empty());
     assert_eq!(table.counts.admitted, 1);
     assert!(
         table
@@ -353,7 +375,7 @@ fn a_direct_flow_is_tracked_without_acting_for_either_end() {
     let joined = FlowEvent {
         entry: direct_entry(true),
         ..event(
-            event_kind::JOINED,
+            EventKind::Joined as u8,
             TO_CLIENT,
             F::SYN | F::ACK,
             SERVER_ISN,
@@ -361,7 +383,7 @@ fn a_direct_flow_is_tracked_without_acting_for_either_end() {
         )
     };
     assert!(
-        table.on_event(&joined, 2 * S).is_empty(),
+        table.on_event(&decoded(&joined), 2 * S).is_empty(),
         "no ACK in the client's name"
     );
     let flow = table.get(&key(40000)).unwrap();
@@ -374,7 +396,7 @@ fn a_direct_flow_is_tracked_without_acting_for_either_end() {
         entry: direct_entry(true),
         ..control(TO_SERVER, F::ACK, CLIENT_ISN + 1, SERVER_ISN + 1)
     };
-    table.on_event(&third_ack, 2 * S);
+    table.on_event(&decoded(&third_ack), 2 * S);
     assert_eq!(
         table.get(&key(40000)).unwrap().server.state,
         State::Established
@@ -386,9 +408,9 @@ fn a_direct_flow_the_server_never_answers_is_forgotten_without_a_reset() {
     let mut table = FlowTable::new(timers());
     let admitted = FlowEvent {
         entry: direct_entry(false),
-        ..event(event_kind::ADMITTED, TO_SERVER, F::SYN, CLIENT_ISN, 0)
+        ..event(EventKind::Admitted as u8, TO_SERVER, F::SYN, CLIENT_ISN, 0)
     };
-    table.on_event(&admitted, 0);
+    table.on_event(&decoded(&admitted), 0);
     let commands = table.on_tick(3 * S, |_| Some(direct_entry(false)));
     assert_eq!(
         commands,
@@ -441,7 +463,7 @@ fn a_restarted_controller_reads_each_state_from_the_data_plane() {
     table.adopt(key(40000), &joined, 0);
     assert_eq!(table.counts.adopted, 1);
     let fin = control(TO_SERVER, F::FIN | F::ACK, CLIENT_ISN + 1, SERVER_ISN + 1);
-    table.on_event(&fin, S);
+    table.on_event(&decoded(&fin), S);
     assert_eq!(
         table.get(&key(40000)).unwrap().server.state,
         State::CloseWait
@@ -451,6 +473,8 @@ fn a_restarted_controller_reads_each_state_from_the_data_plane() {
 /// A client's data segment before the join, as the data plane hands it over.
 fn early(seq: u32, payload: &[u8], ts_val: u32) -> EarlyData {
     let mut data = EarlyData {
+        tag: record_tag::EARLY_DATA,
+        _pad: [0; 3],
         flow: key(40000),
         client_isn: CLIENT_ISN,
         guard_isn: COOKIE,
@@ -469,7 +493,7 @@ fn early(seq: u32, payload: &[u8], ts_val: u32) -> EarlyData {
 /// 1000 ahead of ours, and the client scales its window by 2^7 on both sides.
 fn joined_with_timestamps() -> FlowEvent {
     let mut joined = event(
-        event_kind::JOINED,
+        EventKind::Joined as u8,
         TO_CLIENT,
         F::SYN | F::ACK,
         SERVER_ISN,
@@ -498,7 +522,7 @@ fn to_server(seq: u32, payload: &[u8], ts_val: u32) -> Command {
 #[test]
 fn early_data_waits_for_the_join_then_goes_in_order_as_the_server_sees_it() {
     let mut table = FlowTable::new(timers());
-    table.on_event(&validated(), 0);
+    table.on_event(&decoded(&validated()), 0);
     let world = early(CLIENT_ISN + 6, b"world", 51);
     let hello = early(CLIENT_ISN + 1, b"hello", 50);
     assert!(table.on_early_data(&world).is_empty(), "held");
@@ -507,7 +531,7 @@ fn early_data_waits_for_the_join_then_goes_in_order_as_the_server_sees_it() {
         table.on_early_data(&hello).is_empty(),
         "a retransmission is held once"
     );
-    let commands = table.on_event(&joined_with_timestamps(), MS);
+    let commands = table.on_event(&decoded(&joined_with_timestamps()), MS);
     assert_eq!(
         commands,
         [
@@ -557,7 +581,7 @@ fn early_data_of_no_flow_or_another_connection_is_refused() {
             .on_early_data(&early(CLIENT_ISN + 1, b"x", 1))
             .is_empty()
     );
-    table.on_event(&validated(), 0);
+    table.on_event(&decoded(&validated()), 0);
     let mut older = early(CLIENT_ISN + 1, b"x", 1);
     older.guard_isn = COOKIE - 5;
     assert!(table.on_early_data(&older).is_empty());
@@ -569,7 +593,7 @@ fn early_data_of_no_flow_or_another_connection_is_refused() {
 fn early_data_is_held_within_our_window_only() {
     let mut table = FlowTable::new(timers());
     table.early_data_window = 100;
-    table.on_event(&validated(), 0);
+    table.on_event(&decoded(&validated()), 0);
     table.on_early_data(&early(CLIENT_ISN + 1, &[b'a'; 100], 1));
     table.on_early_data(&early(CLIENT_ISN + 101, b"b", 1));
     assert_eq!(
@@ -594,7 +618,7 @@ fn early_data_is_bounded_and_freed_when_its_flows_end() {
         let port = 1 + (i / per_flow) as u16;
         let seq = CLIENT_ISN + 1 + ((i % per_flow) * EARLY_DATA_MAX) as u32;
         if i % per_flow == 0 {
-            table.on_event(&validated_on(port), 0);
+            table.on_event(&decoded(&validated_on(port)), 0);
         }
         let mut data = early(seq, &full, 1);
         data.flow = key(port);
@@ -604,7 +628,7 @@ fn early_data_is_bounded_and_freed_when_its_flows_end() {
     assert_eq!(table.counts.early_data_refused, 1, "the one past the bound");
 
     // A new connection on a tuple frees what the old one held.
-    table.on_event(&validated_on(1), 0);
+    table.on_event(&decoded(&validated_on(1)), 0);
     let mut data = early(CLIENT_ISN + 1, &full, 1);
     data.flow = key(1);
     table.on_early_data(&data);
@@ -613,7 +637,7 @@ fn early_data_is_bounded_and_freed_when_its_flows_end() {
     // The servers never answer: the flows end, and their bytes are free again.
     table.on_tick(3 * S, map_with(false, 0));
     assert!(table.is_empty());
-    table.on_event(&validated(), 3 * S);
+    table.on_event(&decoded(&validated()), 3 * S);
     for i in 0..per_flow {
         let seq = CLIENT_ISN + 1 + (i * EARLY_DATA_MAX) as u32;
         table.on_early_data(&early(seq, &full, 1));
@@ -628,18 +652,18 @@ fn early_data_is_bounded_and_freed_when_its_flows_end() {
 #[test]
 fn early_data_of_a_client_without_timestamps_or_scaling_goes_as_it_came() {
     let mut table = FlowTable::new(timers());
-    table.on_event(&validated(), 0);
+    table.on_event(&decoded(&validated()), 0);
     let mut request = early(CLIENT_ISN + 1, b"GET /", 0);
     request.ts_ecr = 0;
     table.on_early_data(&request);
     let joined = event(
-        event_kind::JOINED,
+        EventKind::Joined as u8,
         TO_CLIENT,
         F::SYN | F::ACK,
         SERVER_ISN,
         CLIENT_ISN + 1,
     );
-    let commands = table.on_event(&joined, MS);
+    let commands = table.on_event(&decoded(&joined), MS);
     assert_eq!(
         commands.last().unwrap(),
         &Command::AckServer {

@@ -3,7 +3,7 @@
 use aya_ebpf::programs::XdpContext;
 use synguard_common::{
     cookie::FlowKey,
-    maps::{EarlyData, FlowEntry, FlowEvent},
+    maps::{EarlyData, EventKind, FlowEntry, FlowEvent, record_tag},
     parse::TcpSegment,
 };
 
@@ -14,7 +14,7 @@ use crate::{FLOW_EVENTS, Guarded, frame::XdpFrame};
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn report_numbers(
-    kind: u8,
+    kind: EventKind,
     direction: u8,
     flow: &FlowKey,
     tcp: &TcpSegment,
@@ -35,11 +35,11 @@ pub fn report_numbers(
     };
     // SAFETY: the reservation holds one FlowEvent; every field is written before submit.
     unsafe {
-        (*slot).flow = *flow;
-        (*slot).kind = kind;
+        (*slot).tag = record_tag::FLOW_EVENT;
+        (*slot).kind = kind as u8;
         (*slot).direction = direction;
         (*slot).flags = tcp.flags.0;
-        (*slot)._pad = 0;
+        (*slot).flow = *flow;
         (*slot).seq = seq;
         (*slot).ack = ack;
         (*slot).payload_len = tcp.payload_len as u32;
@@ -56,7 +56,7 @@ pub fn report_numbers(
 /// Reports `tcp` with its own sequence and acknowledgement numbers.
 #[inline(always)]
 pub fn report(
-    kind: u8,
+    kind: EventKind,
     direction: u8,
     flow: &FlowKey,
     tcp: &TcpSegment,
@@ -98,6 +98,8 @@ pub fn report_early_data(ctx: &XdpContext, guarded: &Guarded, entry: &FlowEntry)
             record.discard(0);
             return false;
         }
+        (*slot).tag = record_tag::EARLY_DATA;
+        (*slot)._pad = [0; 3];
         (*slot).flow = guarded.flow;
         (*slot).client_isn = entry.client_isn;
         (*slot).guard_isn = entry.guard_isn;

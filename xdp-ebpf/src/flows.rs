@@ -7,12 +7,12 @@ use synguard_common::{
     counters::Counter,
     flow_filter::{flow_filter_slot, mark},
     maps::{
-        FlowDirection, FlowEntry, FlowStart, NO_WINDOW_SCALE, TO_CLIENT, TO_SERVER, WireOptions,
-        event_kind, phase,
+        EventKind, FlowDirection, FlowEntry, FlowStart, NO_WINDOW_SCALE, TO_CLIENT, TO_SERVER,
+        WireOptions, phase,
     },
     parse::{TcpFlags, TcpSegment},
     segment::SegmentSpec,
-    seq::{in_window, rescale_window, seq_le, seq_lt},
+    seq::{in_window, rescale_window, seq_le, seq_lt, window_field},
     tcp_options::TcpOptionWalker,
     translate::{Translation, translate_header},
     verdict::{Action, Verdict},
@@ -161,7 +161,7 @@ pub fn forward(
     let control = tcp.flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) != 0
         || (to_server && entry.admitted_directly != 0 && entry.to_server.packets == 1);
     // A control segment reports its ACK along with it (a FIN+ACK must not count twice).
-    if acks_fin && !control && !report(event_kind::FIN_ACKED, entry) {
+    if acks_fin && !control && !report(EventKind::FinAcked, entry) {
         // Unreported: let the next ACK try again.
         if to_server {
             entry.to_client.fin_acked = 0;
@@ -169,7 +169,7 @@ pub fn forward(
             entry.to_server.fin_acked = 0;
         }
     }
-    if control && !report(event_kind::CONTROL, entry) {
+    if control && !report(EventKind::Control, entry) {
         return Verdict::new(Action::Drop, Counter::DropEventLost);
     }
     match route::redirect(ctx, guarded, to_server) {
@@ -224,7 +224,7 @@ pub fn admit(guarded: &Guarded) -> Verdict {
         return Verdict::new(Action::Drop, Counter::DropRewriteFailed);
     }
     if !events::report(
-        event_kind::ADMITTED,
+        EventKind::Admitted,
         TO_SERVER,
         &guarded.flow,
         syn,
@@ -268,7 +268,7 @@ pub fn join_direct(guarded: &Guarded, entry: &mut FlowEntry) -> Verdict {
     entry.last_seen_ns = now_coarse_ns();
     // Unreported, the controller catches up from the map when its backend timer fires.
     let _ = events::report(
-        event_kind::JOINED,
+        EventKind::Joined,
         TO_CLIENT,
         &guarded.flow,
         syn_ack,
@@ -315,7 +315,7 @@ pub fn join(ctx: &XdpContext, guarded: &Guarded, entry: &mut FlowEntry) -> Verdi
     entry.phase = phase::JOINED;
     entry.last_seen_ns = now_coarse_ns();
     if !events::report(
-        event_kind::JOINED,
+        EventKind::Joined,
         TO_CLIENT,
         &guarded.flow,
         syn_ack,
@@ -349,17 +349,12 @@ pub fn join(ctx: &XdpContext, guarded: &Guarded, entry: &mut FlowEntry) -> Verdi
 #[inline(always)]
 pub fn re_ack(ctx: &XdpContext, guarded: &Guarded, entry: &FlowEntry) -> Verdict {
     let syn_ack = &guarded.tcp;
-    let window = entry.to_server.window >> (entry.server_view_of_client_shift & 15);
     let ack = SegmentSpec {
         to_client: false,
         seq: entry.to_server.next_seq,
         ack: syn_ack.seq.wrapping_add(1),
         flags: TcpFlags::ACK,
-        window: if window > 0xffff {
-            0xffff
-        } else {
-            window as u16
-        },
+        window: window_field(entry.to_server.window, entry.server_view_of_client_shift),
         mss: 0,
         sack_permitted: false,
         // Echo what the server sent; the client's clock value it last saw is still valid.
@@ -399,7 +394,7 @@ pub fn reset_before_join(
     reason: Counter,
 ) -> Verdict {
     let reported = events::report(
-        event_kind::CONTROL,
+        EventKind::Control,
         direction,
         &guarded.flow,
         &guarded.tcp,

@@ -6,8 +6,7 @@ use aya_ebpf::programs::XdpContext;
 use synguard_common::{
     cookie::{self, CookieError, CookieOptions},
     counters::Counter,
-    maps::{FlowStart, TO_SERVER, WireOptions, event_kind, phase},
-    parse::TcpFlags,
+    maps::{EventKind, FlowStart, TO_SERVER, WireOptions, phase},
     segment::SegmentSpec,
     seq::rescale_window,
     verdict::{Action, Verdict},
@@ -93,7 +92,7 @@ pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     if flows::insert(flow, entry).is_err() {
         return Verdict::new(Action::Drop, Counter::DropRewriteFailed);
     }
-    if !events::report(event_kind::VALIDATED, TO_SERVER, flow, ack, entry, 0, 0) {
+    if !events::report(EventKind::Validated, TO_SERVER, flow, ack, entry, 0, 0) {
         let _ = FLOWS.remove(flow);
         return Verdict::new(Action::Drop, Counter::DropEventLost);
     }
@@ -102,25 +101,16 @@ pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     if ack.payload_len > 0 {
         let _ = events::report_early_data(ctx, guarded, entry);
     }
-    let mut flags = TcpFlags::SYN;
-    if options.ecn {
-        flags |= TcpFlags::ECE | TcpFlags::CWR; // RFC 3168 section 6.1.1
-    }
-    let spec = SegmentSpec {
-        to_client: false,
-        seq: client_isn,
-        ack: 0,
-        flags,
+    let spec = SegmentSpec::syn_to_server(
+        client_isn,
         // A SYN's window is never scaled (RFC 7323 section 2.2).
-        window: rescale_window(ack.window, client_shift, 0),
-        mss: options.mss,
-        sack_permitted: options.sack_permitted,
-        timestamps: match ack.options.timestamps {
-            Some((tsval, _)) => Some((tsval, 0)),
-            None => None,
-        },
-        window_scale: options.window_scale,
-    };
+        rescale_window(ack.window, client_shift, 0),
+        options.mss,
+        options.sack_permitted,
+        options.window_scale,
+        options.ecn,
+        ack.options.timestamps.map(|(tsval, _)| tsval),
+    );
     let validated = emit(ctx, guarded, &spec, false, Counter::CookieValid);
     if validated.reason == Counter::CookieValid {
         vouch(&guarded.source, now_coarse);

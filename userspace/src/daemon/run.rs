@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use aya::maps::RingBuf;
 use aya_log::EbpfLogger;
 use log::{LevelFilter, info, warn};
-use synguard_common::maps::{FLOW_EVENTS_MAP, FLOWS_MAP, event_kind};
+use synguard_common::maps::{EventKind, FLOW_EVENTS_MAP, FLOWS_MAP};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -242,12 +242,12 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
                 let mut guard = guard?;
                 while let Some(record) = guard.get_inner_mut().next() {
                     if let Some(event) = flows.on_record(&record)
-                        && event.kind == event_kind::VALIDATED
+                        && event.kind == EventKind::Validated
                     {
                         if args.json {
-                            output(&args, &events::handshake_json(&event));
+                            output(&args, &events::handshake_json(&event.wire));
                         } else {
-                            info!("{}", events::handshake_text(&event));
+                            info!("{}", events::handshake_text(&event.wire));
                         }
                     }
                 }

@@ -13,8 +13,8 @@ use synguard_common::{
     counters::CounterBlock,
     maps::{
         ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, FLOW_EVENTS_MAP, FLOWS_MAP, FlowEntry,
-        FlowEvent, LAB_FLOOD_FRAME_LEN, LAB_FLOOD_TEMPLATE_MAP, PolicySettings, ProtectedAddress,
-        SOURCES_MAP, SourceCounters, SourceKey, VOUCHED_MAP, block_origin,
+        LAB_FLOOD_FRAME_LEN, LAB_FLOOD_TEMPLATE_MAP, PolicySettings, ProtectedAddress, SOURCES_MAP,
+        SourceCounters, SourceKey, VOUCHED_MAP, block_origin,
     },
     segment::SynAckSettings,
     verdict::Action,
@@ -26,7 +26,7 @@ use crate::{
     dataplane::counters,
     dataplane::maps,
     dataplane::object,
-    flows::events::{self, Record},
+    flows::events::{self, Event, Record},
     flows::filter::FlowFilter,
     policy::auto_mode::DEFAULT_AUTO_SYN_RATE,
 };
@@ -122,13 +122,16 @@ impl DataPlane {
         let ring = self.events.as_mut().expect("just set");
         let mut records = Vec::new();
         while let Some(record) = ring.next() {
-            records.push(events::decode(&record).context("odd-sized flow event record")?);
+            records.push(
+                events::decode(&record)
+                    .context("a flow event record the controller cannot decode")?,
+            );
         }
         Ok(records)
     }
 
     /// Flow events emitted since the last call (early data records are left out).
-    pub fn events(&mut self) -> Result<Vec<FlowEvent>> {
+    pub fn events(&mut self) -> Result<Vec<Event>> {
         Ok(self
             .records()?
             .into_iter()

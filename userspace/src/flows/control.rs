@@ -12,7 +12,7 @@ use crate::{
     clock::monotonic_coarse_ns,
     control::protocol::{FilterStatus, FlowRow, FlowStatus},
     flows::{
-        events::{self, Record},
+        events::{self, Event, Record},
         filter::FlowFilter,
         inject::Injector,
         table::{Command, FlowTable, FlowTimers},
@@ -60,8 +60,18 @@ impl FlowControl {
     }
 
     /// One ring-buffer record; returns it when it is a flow event.
-    pub fn on_record(&mut self, record: &[u8]) -> Option<synguard_common::maps::FlowEvent> {
-        let event = match events::decode(record)? {
+    pub fn on_record(&mut self, record: &[u8]) -> Option<Event> {
+        let Some(decoded) = events::decode(record) else {
+            // A build mismatch between data plane and controller, never a client's doing.
+            self.table.counts.malformed_records += 1;
+            warn!(
+                "a flow event record of {} bytes with tag {:?} was not understood",
+                record.len(),
+                record.first()
+            );
+            return None;
+        };
+        let event = match decoded {
             Record::Event(event) => event,
             Record::EarlyData(data) => {
                 debug!("early data seq {} len {}", data.seq, data.len);
@@ -71,13 +81,18 @@ impl FlowControl {
             }
         };
         debug!(
-            "event kind {} dir {} flags {:#04x} seq {} ack {} len {}",
-            event.kind, event.direction, event.flags, event.seq, event.ack, event.payload_len
+            "event kind {:?} dir {:?} flags {:#04x} seq {} ack {} len {}",
+            event.kind,
+            event.direction,
+            event.wire.flags,
+            event.wire.seq,
+            event.wire.ack,
+            event.wire.payload_len
         );
         let commands = self.table.on_event(&event, monotonic_coarse_ns());
         debug!(
             "state {:?}, commands {commands:?}",
-            self.table.get(&event.flow).map(|f| f.server.state)
+            self.table.get(&event.wire.flow).map(|f| f.server.state)
         );
         self.carry_out(&commands);
         Some(event)

@@ -4,13 +4,16 @@
 
 use std::{
     io,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
 use anyhow::{Context, Result};
-use etherparse::PacketBuilder;
-use synguard_common::cookie::FlowKey;
+use synguard_common::{
+    cookie::FlowKey,
+    parse::TcpFlags,
+    segment::{SEGMENT_BUF_LEN, SegmentSpec, cover_payload, write_segment},
+};
 
 use crate::{
     flows::events::{client, server},
@@ -50,45 +53,52 @@ impl Injector {
 
     /// Sends what a command asks to send; other commands are not ours.
     pub fn send(&self, command: &Command) -> Result<()> {
-        match *command {
+        match command {
             Command::AckServer {
-                ref flow,
+                flow,
                 seq,
                 ack,
                 window,
                 timestamps,
-                ref payload,
-            } => self.send_segment(flow, false, seq, ack, window, timestamps, false, payload),
+                payload,
+            } => {
+                let mut flags = TcpFlags::ACK;
+                if !payload.is_empty() {
+                    flags |= TcpFlags::PSH;
+                }
+                let spec = SegmentSpec {
+                    to_client: false,
+                    seq: *seq,
+                    ack: *ack,
+                    flags,
+                    window: *window,
+                    mss: 0,
+                    sack_permitted: false,
+                    timestamps: *timestamps,
+                    window_scale: None,
+                };
+                self.send_packet(flow, server(flow), &packet(flow, &spec, payload))
+            }
             Command::ResetClient { flow, seq, ack } => {
-                self.send_segment(&flow, true, seq, ack, 0, None, true, &[])
+                let spec = SegmentSpec {
+                    to_client: true,
+                    seq: *seq,
+                    ack: *ack,
+                    flags: TcpFlags::RST | TcpFlags::ACK,
+                    window: 0,
+                    mss: 0,
+                    sack_permitted: false,
+                    timestamps: None,
+                    window_scale: None,
+                };
+                self.send_packet(flow, client(flow), &packet(flow, &spec, &[]))
             }
             Command::SynServer { flow, syn } => {
-                let packet = build_syn(client(&flow), server(&flow), &syn)?;
-                self.send_packet(&flow, server(&flow), &packet)
+                let spec = syn_spec(syn);
+                self.send_packet(flow, server(flow), &packet(flow, &spec, &[]))
             }
             Command::Remove { .. } => Ok(()),
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn send_segment(
-        &self,
-        flow: &FlowKey,
-        to_client: bool,
-        seq: u32,
-        ack: u32,
-        window: u16,
-        timestamps: Option<(u32, u32)>,
-        reset: bool,
-        payload: &[u8],
-    ) -> Result<()> {
-        let (from, to) = if to_client {
-            (server(flow), client(flow))
-        } else {
-            (client(flow), server(flow))
-        };
-        let packet = build(from, to, seq, ack, window, timestamps, reset, payload)?;
-        self.send_packet(flow, to, &packet)
     }
 
     fn send_packet(&self, flow: &FlowKey, to: SocketAddr, packet: &[u8]) -> Result<()> {
@@ -112,78 +122,32 @@ impl Injector {
     }
 }
 
-/// The SYN to the server, as the data plane first wrote it (see `synguard_common::segment`).
-fn build_syn(from: SocketAddr, to: SocketAddr, syn: &BackendSyn) -> Result<Vec<u8>> {
-    use etherparse::TcpOptionElement as O;
-    let builder = ip_builder(from, to)?;
-    let mut tcp = builder
-        .tcp(from.port(), to.port(), syn.seq, syn.window)
-        .syn();
-    if syn.ecn {
-        tcp = tcp.ece().cwr();
-    }
-    let mut options = vec![O::MaximumSegmentSize(syn.mss)];
-    match syn.tsval {
-        Some(tsval) if syn.sack_permitted => {
-            options.extend([O::SelectiveAcknowledgementPermitted, O::Timestamp(tsval, 0)])
-        }
-        Some(tsval) => options.extend([O::Noop, O::Noop, O::Timestamp(tsval, 0)]),
-        None if syn.sack_permitted => {
-            options.extend([O::Noop, O::Noop, O::SelectiveAcknowledgementPermitted])
-        }
-        None => {}
-    }
-    if let Some(shift) = syn.window_scale {
-        options.extend([O::Noop, O::WindowScale(shift)]);
-    }
-    let tcp = tcp.options(&options)?;
-    let mut packet = Vec::with_capacity(tcp.size(0));
-    tcp.write(&mut packet, &[])?;
-    Ok(packet)
+/// The SYN to the server, as the data plane first wrote it.
+fn syn_spec(syn: &BackendSyn) -> SegmentSpec {
+    SegmentSpec::syn_to_server(
+        syn.seq,
+        syn.window,
+        syn.mss,
+        syn.sack_permitted,
+        syn.window_scale,
+        syn.ecn,
+        syn.tsval,
+    )
 }
 
-fn ip_builder(
-    from: SocketAddr,
-    to: SocketAddr,
-) -> Result<etherparse::PacketBuilderStep<etherparse::IpHeaders>> {
-    Ok(match (from.ip(), to.ip()) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => PacketBuilder::ipv4(src.octets(), dst.octets(), 64),
-        (IpAddr::V6(src), IpAddr::V6(dst)) => PacketBuilder::ipv6(src.octets(), dst.octets(), 64),
-        _ => anyhow::bail!("mixed address families {from} -> {to}"),
-    })
-}
-
-/// An IP packet with a TCP segment, checksums filled in.
-#[allow(clippy::too_many_arguments)]
-fn build(
-    from: SocketAddr,
-    to: SocketAddr,
-    seq: u32,
-    ack: u32,
-    window: u16,
-    timestamps: Option<(u32, u32)>,
-    reset: bool,
-    payload: &[u8],
-) -> Result<Vec<u8>> {
-    let mut tcp = ip_builder(from, to)?
-        .tcp(from.port(), to.port(), seq, window)
-        .ack(ack);
-    if reset {
-        tcp = tcp.rst();
-    }
-    if let Some((tsval, tsecr)) = timestamps {
-        tcp = tcp.options(&[
-            etherparse::TcpOptionElement::Noop,
-            etherparse::TcpOptionElement::Noop,
-            etherparse::TcpOptionElement::Timestamp(tsval, tsecr),
-        ])?;
-    }
+/// The IP packet of `spec` on `flow` carrying `payload`, written by the data plane's writer.
+fn packet(flow: &FlowKey, spec: &SegmentSpec, payload: &[u8]) -> Vec<u8> {
+    let mut packet = vec![0u8; SEGMENT_BUF_LEN + payload.len()];
+    let header: &mut [u8; SEGMENT_BUF_LEN] = (&mut packet[..SEGMENT_BUF_LEN])
+        .try_into()
+        .expect("the buffer holds a header's room");
+    let len = write_segment(flow, spec, header);
+    packet.truncate(len + payload.len());
+    packet[len..].copy_from_slice(payload);
     if !payload.is_empty() {
-        tcp = tcp.psh();
+        cover_payload(&mut packet, len, payload.len(), flow.family == 4);
     }
-    let mut packet = Vec::with_capacity(tcp.size(payload.len()));
-    tcp.write(&mut packet, payload)?;
-    Ok(packet)
+    packet
 }
 
 fn socket2_addr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
@@ -212,26 +176,71 @@ fn socket2_addr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn built_segments_have_valid_checksums() {
-        let from: SocketAddr = "198.18.1.2:40000".parse().unwrap();
-        let to: SocketAddr = "198.19.1.2:80".parse().unwrap();
-        let packet = build(from, to, 7, 9, 512, Some((1, 2)), false, b"GET /").unwrap();
-        let sliced = etherparse::SlicedPacket::from_ip(&packet).unwrap();
-        let Some(etherparse::TransportSlice::Tcp(tcp)) = sliced.transport else {
+    fn tcp_checksum_holds(packet: &[u8]) -> (u32, u32, Vec<u8>) {
+        let sliced = etherparse::SlicedPacket::from_ip(packet).unwrap();
+        let Some(etherparse::TransportSlice::Tcp(tcp)) = &sliced.transport else {
             panic!("not TCP")
         };
-        assert_eq!((tcp.sequence_number(), tcp.acknowledgment_number()), (7, 9));
-        assert_eq!(tcp.payload(), b"GET /");
-        let etherparse::NetSlice::Ipv4(ip) = sliced.net.unwrap() else {
-            panic!("not IPv4")
+        let expected = match sliced.net.as_ref().unwrap() {
+            etherparse::NetSlice::Ipv4(ip) => {
+                let header = ip.header().to_header();
+                assert_eq!(header.calc_header_checksum(), header.header_checksum);
+                assert_eq!(usize::from(header.total_len), packet.len());
+                tcp.to_header().calc_checksum_ipv4(&header, tcp.payload())
+            }
+            etherparse::NetSlice::Ipv6(ip) => {
+                let header = ip.header().to_header();
+                assert_eq!(usize::from(header.payload_length) + 40, packet.len());
+                tcp.to_header().calc_checksum_ipv6(&header, tcp.payload())
+            }
         };
-        let expected = tcp
-            .to_header()
-            .calc_checksum_ipv4(&ip.header().to_header(), tcp.payload())
-            .unwrap();
-        assert_eq!(tcp.checksum(), expected);
-        let reset = build(to, from, 1, 2, 0, None, true, &[]).unwrap();
-        assert_eq!(reset[20 + 13] & 0x04, 0x04, "RST set");
+        assert_eq!(tcp.checksum(), expected.unwrap());
+        (
+            tcp.sequence_number(),
+            tcp.acknowledgment_number(),
+            tcp.payload().to_vec(),
+        )
+    }
+
+    #[test]
+    fn the_controllers_segments_come_from_the_data_planes_writer_with_valid_checksums() {
+        let v4 = FlowKey::v4([198, 18, 1, 2], 40000, [198, 19, 1, 2], 80);
+        let address = |text: &str| text.parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let v6 = FlowKey {
+            client: address("2001:db8:1::2"),
+            server: address("2001:db8:2::2"),
+            client_port: 40000,
+            server_port: 80,
+            family: 6,
+            _pad: [0; 3],
+        };
+        for flow in [v4, v6] {
+            for payload in [&b""[..], b"GET /", b"GET / HTTP/1.1\r\n"] {
+                let spec = SegmentSpec {
+                    to_client: false,
+                    seq: 7,
+                    ack: 9,
+                    flags: TcpFlags::ACK | TcpFlags::PSH,
+                    window: 512,
+                    mss: 0,
+                    sack_permitted: false,
+                    timestamps: Some((1, 2)),
+                    window_scale: None,
+                };
+                let (seq, ack, data) = tcp_checksum_holds(&packet(&flow, &spec, payload));
+                assert_eq!((seq, ack, data.as_slice()), (7, 9, payload));
+            }
+            let syn = BackendSyn {
+                seq: 100,
+                window: 64240,
+                mss: 1460,
+                window_scale: Some(7),
+                sack_permitted: true,
+                ecn: true,
+                tsval: Some(5),
+            };
+            let (seq, _, _) = tcp_checksum_holds(&packet(&flow, &syn_spec(&syn), &[]));
+            assert_eq!(seq, 100);
+        }
     }
 }

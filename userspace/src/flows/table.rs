@@ -23,17 +23,18 @@ use std::collections::HashMap;
 use synguard_common::{
     cookie::FlowKey,
     maps::{
-        EARLY_DATA_MAX, EarlyData, FlowDirection, FlowEntry, FlowEvent, NO_WINDOW_SCALE, TO_CLIENT,
-        TO_SERVER, event_kind, phase,
+        EARLY_DATA_MAX, EarlyData, EventKind, FlowDirection, FlowEntry, FlowEvent, NO_WINDOW_SCALE,
+        phase,
     },
     parse::TcpFlags,
     segment::EARLY_DATA_WINDOW,
+    seq::{rescale_window, window_field},
 };
 
 use crate::{
     control::protocol::{FlowRow, FlowStatus, Traffic},
     flows::{
-        events::{client, server},
+        events::{Direction, Event, client, server},
         tcp_state::{Endpoint, Reaction, Segment, State},
     },
 };
@@ -140,13 +141,15 @@ impl ServerView {
 
     /// The client's held segment as the server must see it.
     fn send(&self, flow: &FlowKey, segment: EarlySegment) -> Command {
-        let window = ((segment.window as u32) << (self.client_shift & 15))
-            >> (self.server_view_of_client_shift & 15);
         Command::AckServer {
             flow: *flow,
             seq: segment.seq,
             ack: self.ack,
-            window: window.min(0xffff) as u16,
+            window: rescale_window(
+                segment.window,
+                self.client_shift,
+                self.server_view_of_client_shift,
+            ),
             timestamps: self
                 .ts_offset
                 .map(|offset| (segment.ts_val, segment.ts_ecr.wrapping_add(offset))),
@@ -196,6 +199,17 @@ pub enum Command {
     Remove { flow: FlowKey, guard_isn: u32 },
 }
 
+/// What an event of a known flow brings.
+#[derive(Clone, Copy)]
+enum Step {
+    /// The server's SYN-ACK.
+    Join,
+    /// A SYN, FIN or RST.
+    Control,
+    /// The first ACK of the other direction's FIN.
+    FinAcked,
+}
+
 /// Why flows ended, and other events worth counting.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FlowCounts {
@@ -223,6 +237,8 @@ pub struct FlowCounts {
     pub early_data_refused: u64,
     /// Flows found in the data plane at start (a restart adopted them).
     pub adopted: u64,
+    /// Ring-buffer records the controller could not decode (a data plane of another build).
+    pub malformed_records: u64,
 }
 
 impl FlowCounts {
@@ -330,62 +346,74 @@ impl FlowTable {
     }
 
     /// Applies one data-plane event; returns what to do.
-    pub fn on_event(&mut self, event: &FlowEvent, now_ns: u64) -> Vec<Command> {
-        let mut commands = Vec::new();
-        let key = event.flow;
-        if event.kind == event_kind::VALIDATED || event.kind == event_kind::ADMITTED {
-            let direct = event.kind == event_kind::ADMITTED;
-            // A new connection, also on a tuple whose previous one is over.
-            let mut server = Endpoint::listening();
-            let syn = Segment {
-                seq: event.entry.client_isn,
-                ack: 0,
-                flags: TcpFlags(TcpFlags::SYN),
-                len: 0,
-            };
-            server.received(&syn, 0);
-            let options = &event.entry.options;
-            let backend_syn = BackendSyn {
-                seq: event.entry.client_isn,
-                window: (event.entry.to_server.window).min(0xffff) as u16,
-                mss: options.mss,
-                window_scale: (options.window_scale != NO_WINDOW_SCALE)
-                    .then_some(options.window_scale),
-                sack_permitted: options.sack_permitted != 0,
-                ecn: options.ecn != 0,
-                tsval: (options.timestamps != 0).then_some(event.ts_val),
-            };
-            self.put(
-                key,
-                Flow {
-                    server,
-                    joined: false,
-                    direct,
-                    client_isn: event.entry.client_isn,
-                    guard_isn: event.entry.guard_isn,
-                    server_isn: 0,
-                    validated_ns: now_ns,
-                    state_since_ns: now_ns,
-                    time_wait_until_ns: 0,
-                    backend_syn,
-                    // The client retransmits its own SYN when it went straight through.
-                    syn_retransmit_at_ns: if direct {
-                        u64::MAX
-                    } else {
-                        now_ns + FIRST_SYN_RETRANSMIT_NS
-                    },
-                    syn_retransmit_interval_ns: FIRST_SYN_RETRANSMIT_NS,
-                    early_data: Vec::new(),
-                    to_server: None,
-                },
-            );
-            if direct {
-                self.counts.admitted += 1;
-            } else {
-                self.counts.validated += 1;
-            }
-            return commands;
+    pub fn on_event(&mut self, event: &Event, now_ns: u64) -> Vec<Command> {
+        match event.kind {
+            EventKind::Validated => self.on_opened(&event.wire, false, now_ns),
+            EventKind::Admitted => self.on_opened(&event.wire, true, now_ns),
+            EventKind::Joined => self.on_known(event, Step::Join, now_ns),
+            EventKind::Control => self.on_known(event, Step::Control, now_ns),
+            EventKind::FinAcked => self.on_known(event, Step::FinAcked, now_ns),
         }
+    }
+
+    /// A new connection (`direct`: let straight through, no cookie), also on a tuple whose
+    /// previous one is over.
+    fn on_opened(&mut self, event: &FlowEvent, direct: bool, now_ns: u64) -> Vec<Command> {
+        let mut server = Endpoint::listening();
+        let syn = Segment {
+            seq: event.entry.client_isn,
+            ack: 0,
+            flags: TcpFlags(TcpFlags::SYN),
+            len: 0,
+        };
+        server.received(&syn, 0);
+        let options = &event.entry.options;
+        let backend_syn = BackendSyn {
+            seq: event.entry.client_isn,
+            window: (event.entry.to_server.window).min(0xffff) as u16,
+            mss: options.mss,
+            window_scale: (options.window_scale != NO_WINDOW_SCALE).then_some(options.window_scale),
+            sack_permitted: options.sack_permitted != 0,
+            ecn: options.ecn != 0,
+            tsval: (options.timestamps != 0).then_some(event.ts_val),
+        };
+        self.put(
+            event.flow,
+            Flow {
+                server,
+                joined: false,
+                direct,
+                client_isn: event.entry.client_isn,
+                guard_isn: event.entry.guard_isn,
+                server_isn: 0,
+                validated_ns: now_ns,
+                state_since_ns: now_ns,
+                time_wait_until_ns: 0,
+                backend_syn,
+                // The client retransmits its own SYN when it went straight through.
+                syn_retransmit_at_ns: if direct {
+                    u64::MAX
+                } else {
+                    now_ns + FIRST_SYN_RETRANSMIT_NS
+                },
+                syn_retransmit_interval_ns: FIRST_SYN_RETRANSMIT_NS,
+                early_data: Vec::new(),
+                to_server: None,
+            },
+        );
+        if direct {
+            self.counts.admitted += 1;
+        } else {
+            self.counts.validated += 1;
+        }
+        Vec::new()
+    }
+
+    /// The join, a control segment or the first ACK of a FIN, of a known flow.
+    fn on_known(&mut self, decoded: &Event, step: Step, now_ns: u64) -> Vec<Command> {
+        let mut commands = Vec::new();
+        let event = &decoded.wire;
+        let key = event.flow;
         let Some(flow) = self.flows.get_mut(&key) else {
             return commands; // an event of a flow already forgotten
         };
@@ -404,8 +432,8 @@ impl FlowTable {
             len: event.payload_len,
         };
         let rst = segment.flags.has(TcpFlags::RST);
-        match (event.kind, event.direction) {
-            (event_kind::JOINED, _) => {
+        match (step, decoded.direction) {
+            (Step::Join, Direction::ToClient | Direction::ToServer) => {
                 self.early_data_bytes -= join(
                     flow,
                     &key,
@@ -415,16 +443,16 @@ impl FlowTable {
                     &mut commands,
                 );
             }
-            (event_kind::CONTROL, TO_SERVER) if !flow.joined && rst => {
+            (Step::Control, Direction::ToServer) if !flow.joined && rst => {
                 self.counts.client_gave_up += 1;
                 flow.server.state = State::Closed;
             }
-            (event_kind::CONTROL, TO_CLIENT) if !flow.joined && rst => {
+            (Step::Control, Direction::ToClient) if !flow.joined && rst => {
                 self.counts.backend_refused += 1;
                 commands.push(reset_client(&key, flow));
                 flow.server.state = State::Closed;
             }
-            (event_kind::CONTROL | event_kind::FIN_ACKED, TO_SERVER) => {
+            (Step::Control | Step::FinAcked, Direction::ToServer) => {
                 if rst {
                     // The data plane tracks what the server expects next; we see no data.
                     flow.server.rcv_nxt = event.receiver_next;
@@ -439,8 +467,7 @@ impl FlowTable {
                     }
                 }
             }
-            (event_kind::CONTROL | event_kind::FIN_ACKED, TO_CLIENT) => flow.server.sent(&segment),
-            _ => {}
+            (Step::Control | Step::FinAcked, Direction::ToClient) => flow.server.sent(&segment),
         }
         let after = flow.server.state;
         if after != before {
@@ -709,12 +736,11 @@ fn join(
         flags: TcpFlags(TcpFlags::ACK),
         len: 0,
     };
-    let window = entry.to_server.window >> (entry.server_view_of_client_shift & 15);
     commands.push(Command::AckServer {
         flow: *key,
         seq: ack.seq,
         ack: ack.ack,
-        window: window.min(0xffff) as u16,
+        window: window_field(entry.to_server.window, entry.server_view_of_client_shift),
         timestamps: (entry.server_timestamps != 0 && server_tsval != 0)
             .then_some((client_tsval, server_tsval)),
         payload: Vec::new(),

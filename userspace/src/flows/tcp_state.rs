@@ -78,14 +78,6 @@ impl State {
             State::TimeWait => "time_wait",
         }
     }
-
-    /// Synchronized states (RFC 9293 section 3.5.2): a SYN here is answered with a challenge ACK.
-    const fn is_synchronized(self) -> bool {
-        !matches!(
-            self,
-            State::Closed | State::Listen | State::SynSent | State::SynReceived
-        )
-    }
 }
 
 /// A segment, as far as the state machine looks at it.
@@ -195,7 +187,15 @@ impl Endpoint {
             self.state = match self.state {
                 State::SynReceived | State::Established => State::FinWait1,
                 State::CloseWait => State::LastAck,
-                other => other, // a retransmitted FIN
+                // A retransmitted FIN, or one before the connection is synchronized.
+                state @ (State::Closed
+                | State::Listen
+                | State::SynSent
+                | State::FinWait1
+                | State::FinWait2
+                | State::Closing
+                | State::LastAck
+                | State::TimeWait) => state,
             };
         }
     }
@@ -237,10 +237,29 @@ impl Endpoint {
                 *self = Self::listening();
                 return self.received(segment, window);
             }
-            // RFC 5961 section 4: a SYN in a synchronized state gets a challenge ACK.
-            state if syn && state.is_synchronized() => return Reaction::ChallengeAck,
+            // RFC 5961 section 4: a SYN in a synchronized state (RFC 9293 section 3.5.2) gets a
+            // challenge ACK.
+            State::Established
+            | State::FinWait1
+            | State::FinWait2
+            | State::CloseWait
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait
+                if syn =>
+            {
+                return Reaction::ChallengeAck;
+            }
             State::SynReceived if syn => return Reaction::Ignored, // a retransmitted SYN
-            _ => {}
+            // Everything else goes on to the ACK field.
+            State::SynReceived
+            | State::Established
+            | State::FinWait1
+            | State::FinWait2
+            | State::CloseWait
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait => {}
         }
         // Section 3.10.7.4, fifth step: the ACK field.
         if self.state == State::SynReceived {
@@ -250,12 +269,22 @@ impl Endpoint {
             self.state = State::Established;
         }
         let acks_fin = self.acks_our_fin(segment);
-        self.state = match self.state {
-            State::FinWait1 if acks_fin => State::FinWait2,
-            State::Closing if acks_fin => State::TimeWait,
-            State::LastAck if acks_fin => State::Closed,
-            other => other,
-        };
+        if acks_fin {
+            self.state = match self.state {
+                State::FinWait1 => State::FinWait2,
+                State::Closing => State::TimeWait,
+                State::LastAck => State::Closed,
+                // No FIN of ours is outstanding in these.
+                state @ (State::Closed
+                | State::Listen
+                | State::SynSent
+                | State::SynReceived
+                | State::Established
+                | State::FinWait2
+                | State::CloseWait
+                | State::TimeWait) => state,
+            };
+        }
         if seq_lt(self.rcv_nxt, segment.end()) {
             self.rcv_nxt = segment.end();
         }
@@ -269,7 +298,14 @@ impl Endpoint {
             State::FinWait1 => State::Closing,
             State::FinWait2 => State::TimeWait,
             State::TimeWait => return Reaction::TimeWaitRestarted,
-            other => other,
+            // A retransmitted FIN: already counted.
+            state @ (State::Closed
+            | State::Listen
+            | State::SynSent
+            | State::SynReceived
+            | State::CloseWait
+            | State::Closing
+            | State::LastAck) => state,
         };
         Reaction::Accepted
     }
@@ -288,12 +324,23 @@ impl Endpoint {
                     Reaction::Ignored
                 }
             }
-            _ if segment.seq == self.rcv_nxt => {
-                self.state = State::Closed;
-                Reaction::Accepted
+            State::SynReceived
+            | State::Established
+            | State::FinWait1
+            | State::FinWait2
+            | State::CloseWait
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait => {
+                if segment.seq == self.rcv_nxt {
+                    self.state = State::Closed;
+                    Reaction::Accepted
+                } else if in_window(segment.seq, self.rcv_nxt, window) {
+                    Reaction::ChallengeAck
+                } else {
+                    Reaction::Ignored
+                }
             }
-            _ if in_window(segment.seq, self.rcv_nxt, window) => Reaction::ChallengeAck,
-            _ => Reaction::Ignored,
         }
     }
 }
