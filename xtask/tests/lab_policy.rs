@@ -267,7 +267,7 @@ fn auto_mode_switches_to_cookies_above_its_threshold_and_back() {
     let status = synguard_cmd(&lab, &["status", "--json"]);
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert!(
-        status["counts"]["admitted"].as_u64().unwrap() >= 1,
+        status["flows"]["counts"]["admitted"].as_u64().unwrap() >= 1,
         "{status}"
     );
     assert_eq!(status["policy"]["services"][0]["mode"], "auto");
@@ -390,9 +390,14 @@ fn the_operator_blocks_and_allows_on_the_running_guard() {
             "not an address or a prefix",
         ),
         (vec!["block", "del", "198.18.7.7"], "is not blocked"),
+        // Crossed options are the parser's to refuse: block and allow take their own.
         (
             vec!["allow", "add", "198.18.7.0/24", "--ttl", "5"],
-            "--ttl applies to blocks only",
+            "unexpected argument '--ttl'",
+        ),
+        (
+            vec!["block", "add", "198.18.7.0/24", "--bypass"],
+            "unexpected argument '--bypass'",
         ),
     ] {
         let out = synguard_cmd(&lab, &args);
