@@ -8,6 +8,7 @@ pub mod accounting;
 pub mod checksum;
 pub mod cookie;
 pub mod counters;
+pub mod field;
 pub mod flow_filter;
 pub mod frame;
 pub mod maps;

@@ -6,24 +6,19 @@
 //! [`ParseError`], so the data plane can give it a defined verdict and count it.
 
 use crate::{
+    field::{
+        IPPROTO_TCP, be16, be32,
+        ethernet::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN},
+        ipv4, ipv6, ipv6_extension, tcp, vlan,
+    },
     frame::FrameBytes,
     tcp_options::{TcpOptionWalker, TcpOptions},
 };
 
-pub const ETH_HEADER_LEN: usize = 14;
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-pub const ETHERTYPE_IPV6: u16 = 0x86dd;
-pub const ETHERTYPE_VLAN: u16 = 0x8100;
-pub const ETHERTYPE_QINQ: u16 = 0x88a8;
 /// More stacked tags than this and the frame is refused (802.1ad QinQ uses two).
 pub const MAX_VLAN_TAGS: usize = 2;
 /// Longest IPv6 extension-header chain followed before the frame is refused.
 pub const MAX_IPV6_EXTENSION_HEADERS: usize = 6;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPV4_MIN_HEADER_LEN: usize = 20;
-pub const IPV6_HEADER_LEN: usize = 40;
-pub const TCP_MIN_HEADER_LEN: usize = 20;
-pub const TCP_MAX_HEADER_LEN: usize = 60;
 
 /// Every way a frame can be malformed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,17 +230,17 @@ pub fn parse_frame_with<F: FrameBytes + ?Sized>(
     frame: &F,
     scratch: &mut ParseScratch,
 ) -> Result<ParsedFrame, ParseError> {
-    let eth: [u8; ETH_HEADER_LEN] = frame.load(0).ok_or(ParseError::TruncatedEthernet)?;
-    let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
-    let mut offset = ETH_HEADER_LEN;
+    let eth: [u8; ethernet::HEADER_LEN] = frame.load(0).ok_or(ParseError::TruncatedEthernet)?;
+    let mut ethertype = be16(&eth, ethernet::ETHERTYPE);
+    let mut offset = ethernet::HEADER_LEN;
     let mut vlan_tags = 0u8;
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
             break;
         }
-        let tag: [u8; 4] = frame.load(offset).ok_or(ParseError::TruncatedVlan)?;
-        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
-        offset += 4;
+        let tag: [u8; vlan::TAG_LEN] = frame.load(offset).ok_or(ParseError::TruncatedVlan)?;
+        ethertype = be16(&tag, vlan::ETHERTYPE);
+        offset += vlan::TAG_LEN;
         vlan_tags += 1;
     }
     let l3 = match ethertype {
@@ -264,38 +259,41 @@ fn parse_ipv4<F: FrameBytes + ?Sized>(
     offset: usize,
     scratch: &mut ParseScratch,
 ) -> Result<IpPacket, ParseError> {
-    let h: [u8; IPV4_MIN_HEADER_LEN] = frame.load(offset).ok_or(ParseError::TruncatedIp)?;
-    if h[0] >> 4 != 4 {
+    let h: [u8; ipv4::MIN_HEADER_LEN] = frame.load(offset).ok_or(ParseError::TruncatedIp)?;
+    if h[ipv4::VERSION_IHL] >> 4 != 4 {
         return Err(ParseError::BadIpVersion);
     }
-    let header_len = (h[0] & 0x0f) as usize * 4;
-    if header_len < IPV4_MIN_HEADER_LEN {
+    let header_len = (h[ipv4::VERSION_IHL] & 0x0f) as usize * 4;
+    if header_len < ipv4::MIN_HEADER_LEN {
         return Err(ParseError::BadIpv4HeaderLength);
     }
-    let total_len = u16::from_be_bytes([h[2], h[3]]) as usize;
+    let total_len = be16(&h, ipv4::TOTAL_LEN) as usize;
     let ip_end = offset + total_len;
     if total_len < header_len || ip_end > frame.len() {
         return Err(ParseError::BadIpLength);
     }
-    let fragment = u16::from_be_bytes([h[6], h[7]]);
+    let fragment = be16(&h, ipv4::FLAGS_FRAGMENT);
     let more_fragments = fragment & 0x2000 != 0;
     let fragment_offset = fragment & 0x1fff;
     let l4_offset = offset + header_len;
     let transport = if more_fragments || fragment_offset != 0 {
         Transport {
             kind: TransportKind::Fragment,
-            protocol: h[9],
+            protocol: h[ipv4::PROTOCOL],
         }
-    } else if h[9] == IPPROTO_TCP {
+    } else if h[ipv4::PROTOCOL] == IPPROTO_TCP {
         parse_tcp(frame, l4_offset, ip_end, scratch)?
     } else {
         Transport {
             kind: TransportKind::Other,
-            protocol: h[9],
+            protocol: h[ipv4::PROTOCOL],
         }
     };
     Ok(IpPacket {
-        addrs: IpAddrs::v4([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]),
+        addrs: IpAddrs::v4(
+            be32(&h, ipv4::SOURCE).to_be_bytes(),
+            be32(&h, ipv4::DESTINATION).to_be_bytes(),
+        ),
         l3_offset: offset as u16,
         l4_offset: l4_offset as u16,
         ip_end: ip_end as u16,
@@ -310,17 +308,17 @@ fn parse_ipv6<F: FrameBytes + ?Sized>(
     offset: usize,
     scratch: &mut ParseScratch,
 ) -> Result<IpPacket, ParseError> {
-    let h: [u8; IPV6_HEADER_LEN] = frame.load(offset).ok_or(ParseError::TruncatedIp)?;
-    if h[0] >> 4 != 6 {
+    let h: [u8; ipv6::HEADER_LEN] = frame.load(offset).ok_or(ParseError::TruncatedIp)?;
+    if h[ipv6::VERSION_CLASS_FLOW] >> 4 != 6 {
         return Err(ParseError::BadIpVersion);
     }
-    let payload_len = u16::from_be_bytes([h[4], h[5]]) as usize;
-    let ip_end = offset + IPV6_HEADER_LEN + payload_len;
+    let payload_len = be16(&h, ipv6::PAYLOAD_LEN) as usize;
+    let ip_end = offset + ipv6::HEADER_LEN + payload_len;
     if ip_end > frame.len() {
         return Err(ParseError::BadIpLength);
     }
-    let mut next_header = h[6];
-    let mut at = offset + IPV6_HEADER_LEN;
+    let mut next_header = h[ipv6::NEXT_HEADER];
+    let mut at = offset + ipv6::HEADER_LEN;
     let mut fragment = false;
     for _ in 0..MAX_IPV6_EXTENSION_HEADERS {
         match next_header {
@@ -328,20 +326,21 @@ fn parse_ipv6<F: FrameBytes + ?Sized>(
             // units, not counting the first 8.
             0 | 43 | 60 | 135 | 139 | 140 => {
                 let e: [u8; 2] = frame.load(at).ok_or(ParseError::TruncatedIp)?;
-                next_header = e[0];
-                at += (e[1] as usize + 1) * 8;
+                next_header = e[ipv6_extension::NEXT_HEADER];
+                at += (e[ipv6_extension::LENGTH] as usize + 1) * 8;
             }
             // Authentication header: length in 4-octet units, not counting the first 8.
             51 => {
                 let e: [u8; 2] = frame.load(at).ok_or(ParseError::TruncatedIp)?;
-                next_header = e[0];
-                at += (e[1] as usize + 2) * 4;
+                next_header = e[ipv6_extension::NEXT_HEADER];
+                at += (e[ipv6_extension::LENGTH] as usize + 2) * 4;
             }
             44 => {
-                let e: [u8; 8] = frame.load(at).ok_or(ParseError::TruncatedIp)?;
-                next_header = e[0];
-                at += 8;
-                let offset_and_more = u16::from_be_bytes([e[2], e[3]]);
+                let e: [u8; ipv6_extension::FRAGMENT_HEADER_LEN] =
+                    frame.load(at).ok_or(ParseError::TruncatedIp)?;
+                next_header = e[ipv6_extension::NEXT_HEADER];
+                at += ipv6_extension::FRAGMENT_HEADER_LEN;
+                let offset_and_more = be16(&e, ipv6_extension::FRAGMENT_OFFSET_FLAGS);
                 // An atomic fragment (offset 0, M clear) is a whole packet (RFC 6946).
                 if offset_and_more & 0xfff9 != 0 {
                     fragment = true;
@@ -373,8 +372,8 @@ fn parse_ipv6<F: FrameBytes + ?Sized>(
     };
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
-    src.copy_from_slice(&h[8..24]);
-    dst.copy_from_slice(&h[24..40]);
+    src.copy_from_slice(&h[ipv6::SOURCE..ipv6::SOURCE + 16]);
+    dst.copy_from_slice(&h[ipv6::DESTINATION..ipv6::DESTINATION + 16]);
     Ok(IpPacket {
         addrs: IpAddrs::v6(src, dst),
         l3_offset: offset as u16,
@@ -393,13 +392,13 @@ fn parse_tcp<F: FrameBytes + ?Sized>(
     scratch: &mut ParseScratch,
 ) -> Result<Transport, ParseError> {
     let available = ip_end - offset;
-    if available < TCP_MIN_HEADER_LEN {
+    if available < tcp::MIN_HEADER_LEN {
         return Err(ParseError::TruncatedTcp);
     }
-    let copy_len = if available < TCP_MAX_HEADER_LEN {
+    let copy_len = if available < tcp::MAX_HEADER_LEN {
         available
     } else {
-        TCP_MAX_HEADER_LEN
+        tcp::MAX_HEADER_LEN
     };
     let walker = &mut scratch.walker;
     walker.reset();
@@ -407,21 +406,21 @@ fn parse_tcp<F: FrameBytes + ?Sized>(
         return Err(ParseError::TruncatedTcp);
     }
     let buf = &walker.header;
-    let header_len = (buf[12] >> 4) as usize * 4;
-    if header_len < TCP_MIN_HEADER_LEN || header_len > available {
+    let header_len = (buf[tcp::DATA_OFFSET] >> 4) as usize * 4;
+    if header_len < tcp::MIN_HEADER_LEN || header_len > available {
         return Err(ParseError::BadTcpDataOffset);
     }
-    let flags = TcpFlags(buf[13]);
+    let flags = TcpFlags(buf[tcp::FLAGS]);
     if !flags_are_valid(flags) {
         return Err(ParseError::BadTcpFlags);
     }
     scratch.segment = TcpSegment {
-        src_port: u16::from_be_bytes([buf[0], buf[1]]),
-        dst_port: u16::from_be_bytes([buf[2], buf[3]]),
-        seq: u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
-        ack: u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
+        src_port: be16(buf, tcp::SOURCE_PORT),
+        dst_port: be16(buf, tcp::DESTINATION_PORT),
+        seq: be32(buf, tcp::SEQ),
+        ack: be32(buf, tcp::ACK),
         flags,
-        window: u16::from_be_bytes([buf[14], buf[15]]),
+        window: be16(buf, tcp::WINDOW),
         header_len: header_len as u8,
         payload_len: (available - header_len) as u16,
         options: TcpOptions::default(),

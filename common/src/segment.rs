@@ -12,7 +12,8 @@
 use crate::{
     checksum,
     cookie::{CookieOptions, FlowKey},
-    parse::{IPPROTO_TCP, TcpFlags, TcpSegment},
+    field::{IPPROTO_TCP, be16, ipv4, ipv6, tcp},
+    parse::{TcpFlags, TcpSegment},
 };
 
 /// Room for the longest segment (IPv6 40 + TCP 40), rounded up so a masked length fits.
@@ -180,30 +181,34 @@ pub fn write_segment(flow: &FlowKey, spec: &SegmentSpec, out: &mut [u8; SEGMENT_
         (flow.client_port, flow.server_port)
     };
     if flow.family == 4 {
-        let (tcp_len, tcp_sum) = write_tcp::<20>(spec, src_port, dst_port, out);
+        let (tcp_len, tcp_sum) =
+            write_tcp::<{ ipv4::MIN_HEADER_LEN }>(spec, src_port, dst_port, out);
         let total = (20 + tcp_len) as u16;
         // Version and header length, total length, id, don't fragment, TTL and protocol, and
-        // the checksum (zero while summing): written and summed from the same words.
+        // the checksum (zero while summing): the words from VERSION_IHL up to SOURCE, written
+        // and summed from the same values.
         let words = [0x4500, total, 0, 0x4000, 64 << 8 | IPPROTO_TCP as u16, 0];
         let mut header_sum = 0u64;
         for (i, word) in words.iter().enumerate() {
             out[2 * i..2 * i + 2].copy_from_slice(&word.to_be_bytes());
             header_sum += *word as u64;
         }
-        out[12..16].copy_from_slice(&src[..4]);
-        out[16..20].copy_from_slice(&dst[..4]);
+        out[ipv4::SOURCE..ipv4::SOURCE + 4].copy_from_slice(&src[..4]);
+        out[ipv4::DESTINATION..ipv4::DESTINATION + 4].copy_from_slice(&dst[..4]);
         let mut src4 = [0u8; 4];
         let mut dst4 = [0u8; 4];
         src4.copy_from_slice(&src[..4]);
         dst4.copy_from_slice(&dst[..4]);
         header_sum = checksum::add_words(checksum::add_words(header_sum, &src4), &dst4);
-        out[10..12].copy_from_slice(&checksum::finish(header_sum).to_be_bytes());
+        out[ipv4::CHECKSUM..ipv4::CHECKSUM + 2]
+            .copy_from_slice(&checksum::finish(header_sum).to_be_bytes());
         let pseudo = checksum::pseudo_header_v4(&src4, &dst4, IPPROTO_TCP, tcp_len as u16);
-        store_tcp_checksum::<20>(pseudo + tcp_sum, out);
+        store_tcp_checksum::<{ ipv4::MIN_HEADER_LEN }>(pseudo + tcp_sum, out);
         total as usize
     } else {
-        let (tcp_len, tcp_sum) = write_tcp::<40>(spec, src_port, dst_port, out);
-        out[..8].copy_from_slice(&[
+        let (tcp_len, tcp_sum) = write_tcp::<{ ipv6::HEADER_LEN }>(spec, src_port, dst_port, out);
+        // Version, no traffic class or flow label; the payload length, TCP, the hop limit.
+        out[..ipv6::SOURCE].copy_from_slice(&[
             0x60,
             0,
             0,
@@ -213,11 +218,11 @@ pub fn write_segment(flow: &FlowKey, spec: &SegmentSpec, out: &mut [u8; SEGMENT_
             IPPROTO_TCP,
             64,
         ]);
-        out[8..24].copy_from_slice(src);
-        out[24..40].copy_from_slice(dst);
+        out[ipv6::SOURCE..ipv6::DESTINATION].copy_from_slice(src);
+        out[ipv6::DESTINATION..ipv6::HEADER_LEN].copy_from_slice(dst);
         let pseudo = checksum::pseudo_header_v6(src, dst, IPPROTO_TCP, tcp_len as u16);
-        store_tcp_checksum::<40>(pseudo + tcp_sum, out);
-        40 + tcp_len
+        store_tcp_checksum::<{ ipv6::HEADER_LEN }>(pseudo + tcp_sum, out);
+        ipv6::HEADER_LEN + tcp_len
     }
 }
 
@@ -225,22 +230,28 @@ pub fn write_segment(flow: &FlowKey, spec: &SegmentSpec, out: &mut [u8; SEGMENT_
 /// `payload_len` bytes copied right after it: the IP length and both checksums then cover
 /// them. For the controller's segments with data; the data plane writes headers only.
 pub fn cover_payload(packet: &mut [u8], header_len: usize, payload_len: usize, ipv4: bool) {
-    let tcp_at = if ipv4 { 20 } else { 40 };
+    let checksum_at = tcp::CHECKSUM
+        + if ipv4 {
+            ipv4::MIN_HEADER_LEN
+        } else {
+            ipv6::HEADER_LEN
+        };
     let payload = &packet[header_len..header_len + payload_len];
     // The pseudo-header's TCP length grows by the payload's, and its words join the sum.
     let added = checksum::add_slice(payload_len as u64, payload);
-    let stored = u16::from_be_bytes([packet[tcp_at + 16], packet[tcp_at + 17]]);
+    let stored = be16(packet, checksum_at);
     let tcp_sum = checksum::finish(u64::from(!stored) + added);
-    packet[tcp_at + 16..tcp_at + 18].copy_from_slice(&tcp_sum.to_be_bytes());
+    packet[checksum_at..checksum_at + 2].copy_from_slice(&tcp_sum.to_be_bytes());
     if ipv4 {
-        let old = [packet[2], packet[3]];
+        let at = ipv4::TOTAL_LEN;
+        let old = [packet[at], packet[at + 1]];
         let new = ((header_len + payload_len) as u16).to_be_bytes();
-        packet[2..4].copy_from_slice(&new);
-        let ip_sum = checksum::replace(u16::from_be_bytes([packet[10], packet[11]]), &old, &new);
-        packet[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+        packet[at..at + 2].copy_from_slice(&new);
+        let ip_sum = checksum::replace(be16(packet, ipv4::CHECKSUM), &old, &new);
+        packet[ipv4::CHECKSUM..ipv4::CHECKSUM + 2].copy_from_slice(&ip_sum.to_be_bytes());
     } else {
-        let length = (header_len - 40 + payload_len) as u16;
-        packet[4..6].copy_from_slice(&length.to_be_bytes());
+        let length = (header_len - ipv6::HEADER_LEN + payload_len) as u16;
+        packet[ipv6::PAYLOAD_LEN..ipv6::PAYLOAD_LEN + 2].copy_from_slice(&length.to_be_bytes());
     }
 }
 
@@ -256,7 +267,7 @@ fn write_tcp<const AT: usize>(
     // Options go in 16-bit words (every option here is laid out on word boundaries) through a
     // masked cursor: any combination of them, every index visibly inside the buffer for the
     // verifier, and each word added to the checksum as it is written.
-    let mut at = AT + 20;
+    let mut at = AT + tcp::MIN_HEADER_LEN;
     let mut sum = 0u64;
     let mut put = |word: u16| {
         out[at & (SEGMENT_BUF_LEN - 1)] = (word >> 8) as u8;
@@ -297,19 +308,23 @@ fn write_tcp<const AT: usize>(
         + (spec.ack & 0xffff) as u64
         + offset_and_flags
         + spec.window as u64;
-    out[AT..AT + 2].copy_from_slice(&src_port.to_be_bytes());
-    out[AT + 2..AT + 4].copy_from_slice(&dst_port.to_be_bytes());
-    out[AT + 4..AT + 8].copy_from_slice(&spec.seq.to_be_bytes());
-    out[AT + 8..AT + 12].copy_from_slice(&spec.ack.to_be_bytes());
-    out[AT + 12] = ((len / 4) as u8) << 4;
-    out[AT + 13] = spec.flags;
-    out[AT + 14..AT + 16].copy_from_slice(&spec.window.to_be_bytes());
-    out[AT + 16..AT + 20].copy_from_slice(&[0; 4]); // checksum (filled later), urgent pointer
+    let port = AT + tcp::SOURCE_PORT;
+    out[port..port + 2].copy_from_slice(&src_port.to_be_bytes());
+    let port = AT + tcp::DESTINATION_PORT;
+    out[port..port + 2].copy_from_slice(&dst_port.to_be_bytes());
+    out[AT + tcp::SEQ..AT + tcp::SEQ + 4].copy_from_slice(&spec.seq.to_be_bytes());
+    out[AT + tcp::ACK..AT + tcp::ACK + 4].copy_from_slice(&spec.ack.to_be_bytes());
+    out[AT + tcp::DATA_OFFSET] = ((len / 4) as u8) << 4;
+    out[AT + tcp::FLAGS] = spec.flags;
+    out[AT + tcp::WINDOW..AT + tcp::WINDOW + 2].copy_from_slice(&spec.window.to_be_bytes());
+    // The checksum (filled in later) and the urgent pointer.
+    out[AT + tcp::CHECKSUM..AT + tcp::MIN_HEADER_LEN].copy_from_slice(&[0; 4]);
     (len, sum)
 }
 
 /// Stores the checksum of the TCP header at `AT` from `sum`, its words and the pseudo-header's.
 #[inline(always)]
 fn store_tcp_checksum<const AT: usize>(sum: u64, out: &mut [u8; SEGMENT_BUF_LEN]) {
-    out[AT + 16..AT + 18].copy_from_slice(&checksum::finish(sum).to_be_bytes());
+    out[AT + tcp::CHECKSUM..AT + tcp::CHECKSUM + 2]
+        .copy_from_slice(&checksum::finish(sum).to_be_bytes());
 }

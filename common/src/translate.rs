@@ -9,7 +9,11 @@
 //! A `Translation` of zeros changes nothing.
 
 use crate::{
-    frame::TCP_HEADER_BUF_LEN, parse::TcpFlags, seq::rescale_window, tcp_options::TcpOptions,
+    field::{be16, be32, tcp},
+    frame::TCP_HEADER_BUF_LEN,
+    parse::TcpFlags,
+    seq::rescale_window,
+    tcp_options::TcpOptions,
 };
 
 /// What to add to each field of a header going one way through the guard.
@@ -30,7 +34,7 @@ pub struct Translation {
 #[inline(always)]
 fn shift_word(header: &mut [u8; TCP_HEADER_BUF_LEN], at: usize, add: u32) -> u64 {
     let at = at & 63;
-    let old = u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let old = be32(header, at);
     let new = old.wrapping_add(add);
     header[at..at + 4].copy_from_slice(&new.to_be_bytes());
     (!(old >> 16) & 0xffff) as u64
@@ -49,15 +53,15 @@ pub fn translate_header(
 ) {
     let mut adjust = 0u64;
     if t.seq != 0 {
-        adjust += shift_word(header, 4, t.seq);
+        adjust += shift_word(header, tcp::SEQ, t.seq);
     }
-    if t.ack != 0 && header[13] & TcpFlags::ACK != 0 {
-        adjust += shift_word(header, 8, t.ack);
+    if t.ack != 0 && header[tcp::FLAGS] & TcpFlags::ACK != 0 {
+        adjust += shift_word(header, tcp::ACK, t.ack);
     }
     if t.window_from != t.window_to {
-        let old = u16::from_be_bytes([header[14], header[15]]);
+        let old = be16(header, tcp::WINDOW);
         let new = rescale_window(old, t.window_from, t.window_to);
-        header[14..16].copy_from_slice(&new.to_be_bytes());
+        header[tcp::WINDOW..tcp::WINDOW + 2].copy_from_slice(&new.to_be_bytes());
         adjust += (!old) as u64 + new as u64;
     }
     if options.timestamps_at != 0 {
@@ -80,8 +84,8 @@ pub fn translate_header(
         }
     }
     if adjust != 0 {
-        let old = u16::from_be_bytes([header[16], header[17]]);
+        let old = be16(header, tcp::CHECKSUM);
         let updated = crate::checksum::finish((!old) as u64 + adjust);
-        header[16..18].copy_from_slice(&updated.to_be_bytes());
+        header[tcp::CHECKSUM..tcp::CHECKSUM + 2].copy_from_slice(&updated.to_be_bytes());
     }
 }

@@ -13,8 +13,8 @@ use aya_ebpf::{
 };
 use synguard_common::{
     checksum,
+    field::{IPPROTO_TCP, be16, ethernet, ipv4, ipv6},
     frame::FrameBytes,
-    parse::{ETH_HEADER_LEN, IPPROTO_TCP},
 };
 
 use crate::{FIB_SCRATCH, Guarded, frame::XdpFrame};
@@ -36,7 +36,7 @@ fn words(address: &[u8; 16]) -> [u32; 4] {
 /// Redirects the (already rewritten) frame; `None` when the kernel must route it.
 #[inline(always)]
 pub fn redirect(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Option<u32> {
-    if guarded.l3_offset as usize != ETH_HEADER_LEN {
+    if guarded.l3_offset as usize != ethernet::HEADER_LEN {
         return None; // VLAN-tagged: the egress tagging is the kernel's business
     }
     let params = FIB_SCRATCH.get_ptr_mut(0)?;
@@ -59,10 +59,14 @@ pub fn redirect(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Option<
         )
     };
     let frame = XdpFrame(ctx);
-    let l3 = ETH_HEADER_LEN;
-    let ipv4 = flow.family == 4;
+    let l3 = ethernet::HEADER_LEN;
+    let is_v4 = flow.family == 4;
     let header: [u8; 12] = frame.load(l3)?;
-    let ttl = if ipv4 { header[8] } else { header[7] };
+    let ttl = if is_v4 {
+        header[ipv4::TTL]
+    } else {
+        header[ipv6::HOP_LIMIT]
+    };
     if ttl <= 1 {
         return None; // the kernel sends the ICMP time-exceeded
     }
@@ -75,13 +79,14 @@ pub fn redirect(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Option<
     p.__bindgen_anon_2.rt_metric = 0;
     p.__bindgen_anon_3.ipv6_src = words(src);
     p.__bindgen_anon_4.ipv6_dst = words(dst);
-    if ipv4 {
+    if is_v4 {
         p.family = AF_INET;
-        p.__bindgen_anon_1.tot_len = u16::from_be_bytes([header[2], header[3]]);
-        p.__bindgen_anon_2.tos = header[1];
+        p.__bindgen_anon_1.tot_len = be16(&header, ipv4::TOTAL_LEN);
+        p.__bindgen_anon_2.tos = header[ipv4::VERSION_IHL + 1];
     } else {
         p.family = AF_INET6;
-        p.__bindgen_anon_1.tot_len = u16::from_be_bytes([header[4], header[5]]).wrapping_add(40);
+        p.__bindgen_anon_1.tot_len =
+            be16(&header, ipv6::PAYLOAD_LEN).wrapping_add(ipv6::HEADER_LEN as u16);
     }
     // SAFETY: the params live in map memory of the size passed.
     let rc = unsafe {
@@ -96,17 +101,18 @@ pub fn redirect(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Option<
         return None;
     }
     // What routing owes the packet: one hop less (RFC 791, RFC 8200), the next hop's MACs.
-    if ipv4 {
-        let old = u16::from_be_bytes([header[8], header[9]]);
+    if is_v4 {
+        // TTL and protocol share a word: one hop less is 0x100 less.
+        let old = be16(&header, ipv4::TTL);
         let new = old.wrapping_sub(0x100);
-        let sum = u16::from_be_bytes([header[10], header[11]]);
+        let sum = be16(&header, ipv4::CHECKSUM);
         let updated = checksum::finish((!sum) as u64 + (!old) as u64 + new as u64);
         let [n0, n1] = new.to_be_bytes();
         let [s0, s1] = updated.to_be_bytes();
-        if !frame.store_small(l3 + 8, &[n0, n1, s0, s1]) {
+        if !frame.store_small(l3 + ipv4::TTL, &[n0, n1, s0, s1]) {
             return None;
         }
-    } else if !frame.store_small(l3 + 7, &[ttl.wrapping_sub(1)]) {
+    } else if !frame.store_small(l3 + ipv6::HOP_LIMIT, &[ttl.wrapping_sub(1)]) {
         return None;
     }
     let d = p.dmac;

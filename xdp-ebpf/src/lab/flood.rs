@@ -13,6 +13,7 @@ use aya_ebpf::{
 };
 use synguard_common::{
     checksum::replace,
+    field::{ethernet, ipv4},
     maps::{FloodPacing, LAB_FLOOD_FRAME_LEN},
 };
 
@@ -37,8 +38,8 @@ pub fn wait_until(slot: u64) {
     }
 }
 
-const IP_AT: usize = 14;
-const TCP_AT: usize = IP_AT + 20;
+const IP_AT: usize = ethernet::HEADER_LEN;
+const TCP_AT: usize = IP_AT + ipv4::MIN_HEADER_LEN;
 
 /// Writes `template` over the frame, randomized; false when the frame is not the template's
 /// length or the template not IPv4/TCP.

@@ -12,12 +12,15 @@ use aya_ebpf::{
     helpers::generated::bpf_tcp_raw_gen_syncookie_ipv4,
     programs::XdpContext,
 };
-use synguard_common::checksum::{add_words, finish, pseudo_header_v4};
+use synguard_common::{
+    checksum::{add_words, finish, pseudo_header_v4},
+    field::{ethernet, ipv4},
+};
 
 use crate::floor::swap_for_floor;
 
-const IP_AT: usize = 14;
-const IP_LEN: usize = 20;
+const IP_AT: usize = ethernet::HEADER_LEN;
+const IP_LEN: usize = ipv4::MIN_HEADER_LEN;
 const TCP_AT: usize = IP_AT + IP_LEN;
 const TCP_LEN: usize = 40;
 
