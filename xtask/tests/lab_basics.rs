@@ -242,6 +242,35 @@ fn attach_errors_are_one_line_and_change_nothing() {
         );
     }
 
+    // A start that fails after its first steps (the server side's interface is missing, found
+    // only at attach) undoes them: no pins, no program left on the interface it would guard.
+    let (ok, stderr) = synguard_once(
+        &lab,
+        &[
+            "run",
+            "--iface",
+            xtask::lab::GUARD_SERVER_IFACE,
+            "--server-iface",
+            "no-such-if",
+        ],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("\"no-such-if\" does not exist"), "{stderr}");
+    assert!(
+        !lab.has_xdp(Host::Guard, xtask::lab::GUARD_SERVER_IFACE)
+            .unwrap()
+    );
+    let pins = std::fs::read_dir(format!("{}/synguard", xtask::lab::LAB_BPFFS))
+        .unwrap()
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    assert!(
+        pins.iter()
+            .all(|name| !name.ends_with(xtask::lab::GUARD_SERVER_IFACE)),
+        "{pins:?}"
+    );
+
     // The first guard still runs and still counts.
     assert!(lab.has_xdp(Host::Guard, GUARD_CLIENT_IFACE).unwrap());
     let before = first.total("pass_tcp");

@@ -296,13 +296,13 @@ mod tests {
             "iface = \"eth0\"\nmax-syn-rate = 500\nsyn-burst = 700\njson = true\nprotect = [\"198.19.1.2:80\", \"198.19.1.3:443:auto\"]\n",
             &["--syn-burst", "900"],
         );
-        assert_eq!(args.iface.as_deref(), Some("eth0"));
+        assert_eq!(args.start.iface.as_deref(), Some("eth0"));
         assert_eq!(
-            (args.policy.max_syn_rate, args.policy.syn_burst),
+            (args.live.policy.max_syn_rate, args.live.policy.syn_burst),
             (500, 900)
         );
-        assert!(args.json);
-        assert_eq!(args.protect.len(), 2);
+        assert!(args.start.json);
+        assert_eq!(args.start.protect.len(), 2);
         let source = |config: &Config, key: &str| config.effective[key].source;
         assert_eq!(source(&config, "max-syn-rate"), Source::File);
         assert_eq!(source(&config, "syn-burst"), Source::Flag);
@@ -311,9 +311,9 @@ mod tests {
         assert_eq!(config.effective["json"].value, ["true"]);
 
         let args = config.set(&[("syn-burst".into(), "100".into())]).unwrap();
-        assert_eq!(args.policy.syn_burst, 100, "set wins over the flag");
+        assert_eq!(args.live.policy.syn_burst, 100, "set wins over the flag");
         assert_eq!(source(&config, "syn-burst"), Source::Set);
-        assert_eq!(args.policy.max_syn_rate, 500, "the rest stays");
+        assert_eq!(args.live.policy.max_syn_rate, 500, "the rest stays");
     }
 
     #[test]
@@ -363,8 +363,8 @@ mod tests {
         assert_eq!(file["protect"].len(), 4, "two --protect flags");
         let argv: Vec<OsString> = file.into_values().flatten().collect();
         let args = RunArgs::from_arg_matches(&parse(argv).unwrap()).unwrap();
-        assert_eq!(args.iface.as_deref(), Some("eth0"));
-        assert_eq!(args.policy.max_syn_rate, 1000);
+        assert_eq!(args.start.iface.as_deref(), Some("eth0"));
+        assert_eq!(args.live.policy.max_syn_rate, 1000);
     }
 
     #[test]
@@ -385,9 +385,9 @@ mod tests {
         )
         .unwrap();
         let args = config.reload().unwrap();
-        assert_eq!(args.policy.block_ttl, 20, "the file's new value");
-        assert_eq!(args.msl, 7.0, "the flag still wins");
-        assert_eq!(args.policy.syn_burst, 60, "the set still wins");
+        assert_eq!(args.live.policy.block_ttl, 20, "the file's new value");
+        assert_eq!(args.live.msl, 7.0, "the flag still wins");
+        assert_eq!(args.live.policy.syn_burst, 60, "the set still wins");
         std::fs::write(&path, "iface = \"eth0\"\nblock-ttl = 0\n").unwrap();
         assert!(config.reload().is_err(), "a bad file is refused");
         assert_eq!(

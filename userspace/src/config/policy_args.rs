@@ -66,18 +66,6 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "BITS", default_value_t = 64,
           value_parser = clap::value_parser!(u8).range(16..=127))]
     pub aggregate_v6: u8,
-    /// Never block this prefix (repeatable; a bare address is a host).
-    #[arg(long, value_name = "CIDR", value_parser = prefix_parser)]
-    pub allow: Vec<IpNet>,
-    /// Never block this prefix, and let its SYNs skip the cookie challenge (repeatable).
-    #[arg(long, value_name = "CIDR", value_parser = prefix_parser)]
-    pub allow_bypass: Vec<IpNet>,
-    /// Allowlist file: one prefix per line, optionally followed by `bypass`; `#` comments.
-    #[arg(long, value_name = "PATH")]
-    pub allow_file: Option<PathBuf>,
-    /// Static block list file: one prefix per line; `#` comments. Blocked until lifted.
-    #[arg(long, value_name = "PATH")]
-    pub block_file: Option<PathBuf>,
     /// Auto mode: SYNs per second to a service above which its SYNs get cookies (services
     /// may set their own with :auto=RATE).
     #[arg(long, value_name = "PER_SECOND", default_value_t = crate::policy::auto_mode::DEFAULT_AUTO_SYN_RATE,
@@ -91,9 +79,6 @@ pub struct PolicyArgs {
     /// write, so log rotation needs no signal.
     #[arg(long, value_name = "PATH")]
     pub decision_log: Option<LineSink>,
-    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9469), at /metrics.
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub metrics_listen: Option<SocketAddr>,
     /// Write ExaBGP API lines for blocks to this file or FIFO (`-`: stdout, for an ExaBGP
     /// `process` that runs synguard).
     #[arg(long, value_name = "PATH")]
@@ -102,6 +87,27 @@ pub struct PolicyArgs {
     /// blackhole=NEXT_HOP, or flowspec (discard everything from the prefix).
     #[arg(long, value_name = "STYLE", default_value = "blackhole")]
     pub exabgp_style: ExabgpStyle,
+}
+
+/// The policy's start-only flags: the lists a start loads and where metrics are served.
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Policy (per source and service; 0 turns a limit off)")]
+pub struct PolicyStartArgs {
+    /// Never block this prefix (repeatable; a bare address is a host).
+    #[arg(long, value_name = "CIDR", value_parser = prefix_parser)]
+    pub allow: Vec<IpNet>,
+    /// Never block this prefix, and let its SYNs skip the cookie challenge (repeatable).
+    #[arg(long, value_name = "CIDR", value_parser = prefix_parser)]
+    pub allow_bypass: Vec<IpNet>,
+    /// Allowlist file: one prefix per line, optionally followed by `bypass`; `#` comments.
+    #[arg(long, value_name = "PATH")]
+    pub allow_file: Option<PathBuf>,
+    /// Static block list file: one prefix per line; `#` comments. Blocked until lifted.
+    #[arg(long, value_name = "PATH")]
+    pub block_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9469), at /metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn limit_parser(max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
@@ -193,7 +199,9 @@ impl PolicyArgs {
         }
         Ok(exports)
     }
+}
 
+impl PolicyStartArgs {
     /// The allowlist from the flags and the file.
     pub fn allowlist(&self) -> Result<Vec<ListEntry>> {
         let mut entries: Vec<ListEntry> = self

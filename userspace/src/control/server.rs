@@ -7,7 +7,7 @@ use anyhow::Result;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::{
-    config::{run_args::LIVE_KEYS, service::ProtectedService},
+    config::{run_args::live_keys, service::ProtectedService},
     control::protocol::{
         EXIT_FAILED, EXIT_REFUSED, ErrorReply, Message, PROTOCOL_VERSION, Reply, Request, Settings,
         Stats, Status,
@@ -65,7 +65,7 @@ fn dispatch(request: Request, live: &mut Live<'_>, stats: Stats) -> Result<Reply
         Request::Get => Reply::Settings(Settings {
             config: live.config.path.clone(),
             settings: live.config.effective.clone(),
-            live: LIVE_KEYS.iter().map(|key| key.to_string()).collect(),
+            live: live_keys(),
         }),
         Request::Set { settings } => Reply::Changed {
             changes: live.set(&settings)?,

@@ -8,7 +8,7 @@ use crate::{
     clock::cookie_counter_now,
     config::{
         file::{Config, Setting},
-        run_args::{LIVE_KEYS, RunArgs},
+        run_args::{RunArgs, live_keys},
         service::{ProtectedService, service_slots},
     },
     control::protocol::Change,
@@ -49,7 +49,9 @@ impl Live<'_> {
     /// `synguard keys rotate`: the next epoch's keys now, the current one still accepted;
     /// returns the new epoch. The rotation is saved: a restarted controller keeps it.
     pub fn rotate_keys(&mut self) -> Result<u64> {
-        let epoch = self.keys.rotate(self.ebpf, self.args.cookie_rotation)?;
+        let epoch = self
+            .keys
+            .rotate(self.ebpf, self.args.live.cookie_rotation)?;
         self.pins
             .write(ROTATIONS_FILE, self.keys.extra.to_string().as_bytes())?;
         info!("cookie keys rotated by hand (epoch {epoch}); the previous key stays valid");
@@ -58,13 +60,14 @@ impl Live<'_> {
 
     /// `synguard set`: every key must be live and every value valid, or nothing changes.
     pub fn set(&mut self, settings: &[(String, String)]) -> Result<Vec<Change>> {
+        let live = live_keys();
         for (key, _) in settings {
             if !self.config.effective.contains_key(key) {
                 anyhow::bail!(
                     "unknown key {key:?}: the keys are synguard run's long flags (`synguard get` lists them)"
                 );
             }
-            if !LIVE_KEYS.contains(&key.as_str()) {
+            if !live.contains(key) {
                 anyhow::bail!(
                     "{key} cannot change while synguard runs: restart it (lists change with `synguard block|allow`)"
                 );
@@ -80,17 +83,17 @@ impl Live<'_> {
     fn reprotect(&mut self, wanted: &[ProtectedService]) -> Result<()> {
         service_slots(wanted)?;
         let name = crate::config::service::service_name;
-        for old in &self.args.protect {
+        for old in &self.args.start.protect {
             if !wanted.iter().any(|w| name(w) == name(old)) {
                 self.policy.unprotect(old)?;
             }
         }
         for service in wanted {
-            if !self.args.protect.contains(service) {
+            if !self.args.start.protect.contains(service) {
                 self.policy.protect(service.clone())?;
             }
         }
-        self.args.protect = wanted.to_vec();
+        self.args.start.protect = wanted.to_vec();
         Ok(())
     }
 
@@ -107,6 +110,7 @@ impl Live<'_> {
         new: &RunArgs,
         before: &std::collections::BTreeMap<String, Setting>,
     ) -> Result<Vec<Change>> {
+        let live = live_keys();
         let mut changes = Vec::new();
         for (key, setting) in &self.config.effective {
             let old = before.get(key).map(|s| s.value.clone()).unwrap_or_default();
@@ -114,7 +118,7 @@ impl Live<'_> {
                 continue;
             }
             // The services change live too (on reload; `synguard protect` does it by hand).
-            if LIVE_KEYS.contains(&key.as_str()) || key == "protect" {
+            if live.contains(key) || key == "protect" {
                 changes.push(Change {
                     key: key.clone(),
                     old,
@@ -124,21 +128,25 @@ impl Live<'_> {
                 warn!("{key} changed in the configuration: it takes effect when synguard restarts");
             }
         }
-        if self.args.protect != new.protect {
-            self.reprotect(&new.protect)?;
+        if self.args.start.protect != new.start.protect {
+            self.reprotect(&new.start.protect)?;
         }
-        self.args.take_live(new);
+        self.args.live = new.live.clone();
         let args = &*self.args;
-        log::set_max_level(args.log_level);
-        self.flows.table.timers = args.timers();
-        self.flows.table.early_data_window = args.early_data.into();
-        maps::write_settings(self.ebpf, &args.syn_ack_settings(), cookie_counter_now())?;
-        maps::write_policy_settings(self.ebpf, &args.policy.data_plane_settings())?;
-        self.policy.policy.limits = args.policy.limits();
-        self.policy.policy.rules = args.policy.rules();
+        log::set_max_level(args.live.log_level);
+        self.flows.table.timers = args.live.timers();
+        self.flows.table.early_data_window = args.live.early_data.into();
+        maps::write_settings(
+            self.ebpf,
+            &args.live.syn_ack_settings(),
+            cookie_counter_now(),
+        )?;
+        maps::write_policy_settings(self.ebpf, &args.live.policy.data_plane_settings())?;
+        self.policy.policy.limits = args.live.policy.limits();
+        self.policy.policy.rules = args.live.policy.rules();
         self.policy
-            .set_auto(args.policy.auto_syn_rate, args.policy.auto_hold)?;
-        self.policy.set_exports(args.policy.exports()?);
+            .set_auto(args.live.policy.auto_syn_rate, args.live.policy.auto_hold)?;
+        self.policy.set_exports(args.live.policy.exports()?);
         for change in &changes {
             info!(
                 "set {}: {} -> {}",

@@ -1,9 +1,12 @@
-//! `synguard run`: load, attach, report counters every interval, detach on SIGINT/SIGTERM.
+//! `synguard run`, in phases: the settings checked (`check`), the object loaded or a running
+//! guard adopted (`load_or_adopt`), the programs attached (`attach_both`), then served until
+//! SIGINT or `synguard detach` (detached) or SIGTERM (left guarding). A start that fails
+//! leaves nothing changed ([`StartRollback`]).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use aya::maps::RingBuf;
+use aya::{maps::RingBuf, programs::xdp::XdpLinkId};
 use aya_log::EbpfLogger;
 use log::{LevelFilter, info, warn};
 use synguard_common::maps::{EventKind, FLOW_EVENTS_MAP, FLOWS_MAP};
@@ -14,7 +17,7 @@ use tokio::{
 
 use crate::{
     clock::{cookie_counter_now, unix_now},
-    config::{file::Config, run_args::RunArgs, service::service_slots},
+    config::{file::Config, lists::ListEntry, run_args::RunArgs, service::service_slots},
     control::{server::answer, socket},
     daemon::live::{Live, describe_changes},
     dataplane::{
@@ -30,7 +33,10 @@ use crate::{
         metrics::{self, Snapshot},
     },
     flows::{control::FlowControl, events, filter::FlowFilter},
-    policy::{control::PolicyControl, engine::Policy},
+    policy::{
+        control::{Exports, PolicyControl},
+        engine::Policy,
+    },
 };
 
 /// `synguard run` with the flags given after `run` (the configuration file is read here).
@@ -41,7 +47,7 @@ pub fn run(cli: Vec<std::ffi::OsString>) -> Result<()> {
         .filter_level(LevelFilter::Trace)
         .format_timestamp_millis()
         .init();
-    log::set_max_level(args.log_level);
+    log::set_max_level(args.live.log_level);
     privilege::require_xdp_privileges("synguard run")?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -50,43 +56,86 @@ pub fn run(cli: Vec<std::ffi::OsString>) -> Result<()> {
         .block_on(serve(args, config))
 }
 
-async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
-    let iface = args.iface.clone().ok_or_else(|| {
+/// Phase 1: everything the operator gave, checked before the kernel is touched.
+struct Checked {
+    iface: String,
+    key_file_secret: Option<CookieSecret>,
+    exports: Exports,
+    allowlist: Vec<ListEntry>,
+    blocklist: Vec<ListEntry>,
+}
+
+fn check(args: &RunArgs) -> Result<Checked> {
+    let start = &args.start;
+    let iface = start.iface.clone().ok_or_else(|| {
         anyhow::anyhow!(
             "no interface: give --iface IFACE (or iface = \"IFACE\" in the configuration)"
         )
     })?;
-    // Everything the operator gave is checked before the kernel is touched.
-    let key_file_secret = match &args.cookie_key_file {
+    if start.server_iface.as_ref() == Some(&iface) {
+        anyhow::bail!("--server-iface must differ from --iface: the guard sits between two links");
+    }
+    let key_file_secret = match &start.cookie_key_file {
         Some(path) => Some(CookieSecret::from_file(path)?),
         None => None,
     };
-    let timers = args.timers();
-    if let Some(server_iface) = &args.server_iface
-        && *server_iface == iface
-    {
-        anyhow::bail!("--server-iface must differ from --iface: the guard sits between two links");
-    }
-    service_slots(&args.protect)?;
-    let exports = args.policy.exports()?;
-    let allowlist = args.policy.allowlist()?;
-    let blocklist = args.policy.blocklist()?;
-    let metrics_text = metrics::Shared::default();
-    if let Some(listen) = args.policy.metrics_listen {
-        metrics::serve(listen, metrics_text.clone())?;
-        info!("metrics at http://{listen}/metrics");
-    }
-    if std::os::unix::net::UnixStream::connect(socket::socket_path(&iface)).is_ok() {
+    service_slots(&start.protect)?;
+    let checked = Checked {
+        exports: args.live.policy.exports()?,
+        allowlist: start.lists.allowlist()?,
+        blocklist: start.lists.blocklist()?,
+        key_file_secret,
+        iface,
+    };
+    if std::os::unix::net::UnixStream::connect(socket::socket_path(&checked.iface)).is_ok() {
         anyhow::bail!(
-            "a synguard already runs on {iface}: stop it first (or tune it with `synguard set`)"
+            "a synguard already runs on {}: stop it first (or tune it with `synguard set`)",
+            checked.iface
         );
     }
-    // The maps and links live on bpffs: an earlier controller's are adopted.
-    let pins = Pins::of(&iface, &args.bpffs);
-    pins.prepare(&args.bpffs)?;
+    Ok(checked)
+}
+
+/// Undoes a start that fails: the pins it created go, and with them (once the loaded object
+/// is dropped too) every attachment it made. A guard it adopted is left as it was: it goes on
+/// guarding.
+struct StartRollback(Option<Pins>);
+
+impl StartRollback {
+    /// The start succeeded: nothing to undo.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StartRollback {
+    fn drop(&mut self) {
+        if let Some(pins) = self.0.take() {
+            let _ = pins.remove();
+        }
+    }
+}
+
+/// Phase 2: the object loaded with its maps pinned (a running guard's adopted), the settings,
+/// keys and lists written, the parts that own the maps built.
+struct Loaded {
+    ebpf: aya::Ebpf,
+    pins: Pins,
+    rollback: StartRollback,
+    keys: KeySchedule,
+    policy: PolicyControl,
+    flows: FlowControl,
+}
+
+fn load_or_adopt(args: &RunArgs, checked: Checked) -> Result<Loaded> {
+    let (start, live) = (&args.start, &args.live);
+    let iface = &checked.iface;
+    let pins = Pins::of(iface, &start.bpffs);
+    pins.prepare(&start.bpffs)?;
     let adopting = pins.adoptable();
+    let rollback = StartRollback((!adopting).then(|| pins.clone()));
     pins.claim_build(&persist::build_id(object::EBPF_OBJECT), adopting)?;
-    let secret = match key_file_secret {
+    let secret = match checked.key_file_secret {
         Some(secret) => secret,
         None => match pins.read(SECRET_FILE)? {
             // Cookies issued before a restart stay valid.
@@ -98,17 +147,17 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
             }
         },
     };
-    let mut ebpf = object::load_pinned(args.log_level, args.max_flows, &pins.dir)?;
+    let mut ebpf = object::load_pinned(live.log_level, start.max_flows, &pins.dir)?;
     let rotations = pins
         .read(ROTATIONS_FILE)?
         .and_then(|text| text.trim().parse().ok())
         .unwrap_or(0);
     let mut keys = KeySchedule::new(secret, rotations);
-    keys.update(&mut ebpf, args.cookie_rotation)?;
-    maps::write_settings(&mut ebpf, &args.syn_ack_settings(), cookie_counter_now())?;
-    maps::write_protected(&mut ebpf, &args.protect, args.policy.auto_syn_rate)?;
-    maps::write_policy_settings(&mut ebpf, &args.policy.data_plane_settings())?;
-    for service in &args.protect {
+    keys.update(&mut ebpf, live.cookie_rotation)?;
+    maps::write_settings(&mut ebpf, &live.syn_ack_settings(), cookie_counter_now())?;
+    maps::write_protected(&mut ebpf, &start.protect, live.policy.auto_syn_rate)?;
+    maps::write_policy_settings(&mut ebpf, &live.policy.data_plane_settings())?;
+    for service in &start.protect {
         info!(
             "protecting {} ({})",
             crate::config::service::service_name(service),
@@ -117,19 +166,95 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
     }
     let mut policy = PolicyControl::new(
         &mut ebpf,
-        Policy::new(args.policy.limits(), args.policy.rules()),
-        &args.protect,
-        args.policy.auto_syn_rate,
-        args.policy.auto_hold,
-        exports,
+        Policy::new(live.policy.limits(), live.policy.rules()),
+        &start.protect,
+        live.policy.auto_syn_rate,
+        live.policy.auto_hold,
+        checked.exports,
         Some(pins.clone()),
     )?;
-    for entry in &allowlist {
+    for entry in &checked.allowlist {
         policy.allow(entry.prefix, entry.bypass)?;
     }
-    for entry in &blocklist {
+    for entry in &checked.blocklist {
         policy.block(entry.prefix, None)?;
     }
+    let mut flows = FlowControl::new(
+        ebpf.take_map(FLOWS_MAP)
+            .context("flows map missing from the eBPF object")?,
+        FlowFilter::take(&mut ebpf)?,
+        live.timers(),
+    )?;
+    flows.table.early_data_window = live.early_data.into();
+    if adopting {
+        let adopted = flows.adopt_all();
+        info!("adopted {adopted} flows from the guard left running on {iface}");
+    }
+    Ok(Loaded {
+        ebpf,
+        pins,
+        rollback,
+        keys,
+        policy,
+        flows,
+    })
+}
+
+/// Phase 3: the programs attached, the server side first (once the client side runs,
+/// validated flows need it). Their links are pinned; a failure here leaves nothing attached.
+fn attach_both(args: &RunArgs, iface: &str, loaded: &mut Loaded) -> Result<Attachments> {
+    let (ebpf, pins) = (&mut loaded.ebpf, &loaded.pins);
+    object::load_stages(ebpf)?;
+    let server = match &args.start.server_iface {
+        Some(server_iface) => {
+            let program = object::load_xdp(ebpf, object::SERVER_PROGRAM)?;
+            let attached = attach::attach_pinned(
+                program,
+                server_iface,
+                args.start.mode,
+                &pins.link(SERVER_LINK),
+            )?;
+            report_attach(server_iface, &attached);
+            Some((server_iface.clone(), attached.link))
+        }
+        None => None,
+    };
+    let program = object::load_xdp(ebpf, object::GUARD_PROGRAM)?;
+    let client = attach::attach_pinned(program, iface, args.start.mode, &pins.link(CLIENT_LINK))?;
+    report_attach(iface, &client);
+    if server.is_none() {
+        warn!("no --server-iface: handshakes validate but no flow reaches a server");
+    }
+    Ok(Attachments {
+        client: client.link,
+        server,
+    })
+}
+
+/// The links phase 3 made.
+struct Attachments {
+    client: XdpLinkId,
+    server: Option<(String, XdpLinkId)>,
+}
+
+async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
+    let checked = check(&args)?;
+    let iface = checked.iface.clone();
+    let metrics_text = metrics::Shared::default();
+    if let Some(listen) = args.start.lists.metrics_listen {
+        metrics::serve(listen, metrics_text.clone())?;
+        info!("metrics at http://{listen}/metrics");
+    }
+    let mut loaded = load_or_adopt(&args, checked)?;
+    let attachments = attach_both(&args, &iface, &mut loaded)?;
+    let Loaded {
+        mut ebpf,
+        pins,
+        rollback,
+        mut keys,
+        mut policy,
+        mut flows,
+    } = loaded;
     let events = RingBuf::try_from(
         ebpf.take_map(FLOW_EVENTS_MAP)
             .context("flow event ring buffer missing from the eBPF object")?,
@@ -139,13 +264,6 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
         unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
             .map_err(|e| e.into_parts().1)
             .context("watching the flow event ring buffer")?;
-    let mut flows = FlowControl::new(
-        ebpf.take_map(FLOWS_MAP)
-            .context("flows map missing from the eBPF object")?,
-        FlowFilter::take(&mut ebpf)?,
-        timers,
-    )?;
-    flows.table.early_data_window = args.early_data.into();
     let logger = EbpfLogger::init(&mut ebpf).context("starting the eBPF log reader")?;
     // SAFETY: the logger owns the ring buffer fd and lives inside the AsyncFd until the end.
     let mut logger =
@@ -153,60 +271,22 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
             .map_err(|e| e.into_parts().1)
             .context("watching the eBPF log ring buffer")?;
     let counters = object::counters_map(&mut ebpf)?;
-    if adopting {
-        let adopted = flows.adopt_all();
-        info!("adopted {adopted} flows from the guard left running on {iface}");
-    }
-    object::load_stages(&mut ebpf)?;
-    // The server side first: once the client side runs, validated flows need it.
-    let server_link = match &args.server_iface {
-        Some(server_iface) => {
-            let program = object::load_xdp(&mut ebpf, object::SERVER_PROGRAM)?;
-            let attached =
-                attach::attach_pinned(program, server_iface, args.mode, &pins.link(SERVER_LINK))
-                    .inspect_err(|_| {
-                        if !adopting {
-                            let _ = pins.remove();
-                        }
-                    })?;
-            report_attach(server_iface, &attached);
-            Some((server_iface.clone(), attached.link))
-        }
-        None => None,
-    };
-    let program = object::load_xdp(&mut ebpf, object::GUARD_PROGRAM)?;
-    let attached = match attach::attach_pinned(program, &iface, args.mode, &pins.link(CLIENT_LINK))
-    {
-        Ok(attached) => attached,
-        Err(error) => {
-            // Nothing may stay changed after an error.
-            if !adopting {
-                let _ = pins.remove();
-                if let Some((_, link)) = server_link {
-                    let _ = object::program(&mut ebpf, object::SERVER_PROGRAM)?.detach(link);
-                }
-            }
-            return Err(error);
-        }
-    };
-    report_attach(&iface, &attached);
-    if server_link.is_none() {
-        warn!("no --server-iface: handshakes validate but no flow reaches a server");
-    }
+    // Phase 4: serve.
     let control_path = socket::socket_path(&iface);
     let _ = std::fs::create_dir_all(socket::SOCKET_DIR);
     let _ = std::fs::remove_file(&control_path);
     let control_socket = tokio::net::UnixListener::bind(&control_path)
         .with_context(|| format!("creating the control socket {}", control_path.display()))?;
     socket::secure(&control_path)?;
+    rollback.disarm();
     let mut flow_ticker = tokio::time::interval(Duration::from_millis(100));
-    let mut policy_ticker = ticker_every(args.policy.policy_interval);
+    let mut policy_ticker = ticker_every(args.live.policy.policy_interval);
 
     let mut rotation = tokio::time::interval(Duration::from_secs(1));
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let mut ticker = ticker_every(args.interval);
+    let mut ticker = ticker_every(args.live.interval);
     ticker.tick().await;
     let mut before = Reading::from_per_cpu(Vec::new());
     let mut before_at = Instant::now();
@@ -244,7 +324,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
                     if let Some(event) = flows.on_record(&record)
                         && event.kind == EventKind::Validated
                     {
-                        if args.json {
+                        if args.start.json {
                             output(&args, &events::handshake_json(&event.wire));
                         } else {
                             info!("{}", events::handshake_text(&event.wire));
@@ -258,7 +338,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
                 if let Err(error) = policy.on_tick(unix_now()) {
                     warn!("policy round: {error:#}");
                 }
-                if args.policy.metrics_listen.is_some() {
+                if args.start.lists.metrics_listen.is_some() {
                     let snapshot = snapshot(&counters::read(&counters)?, &flows, &policy);
                     if let Ok(mut text) = metrics_text.lock() {
                         *text = metrics::render(&snapshot);
@@ -269,7 +349,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
                 if let Ok((stream, _)) = accepted {
                     let stats = counters::stats(&iface, &counters::read(&counters)?, Some(&before), before_at.elapsed());
                     let mut live = live!();
-                    let (interval, policy_interval) = (live.args.interval, live.args.policy.policy_interval);
+                    let (interval, policy_interval) = (live.args.live.interval, live.args.live.policy.policy_interval);
                     answer(stream, &mut live, stats).await;
                     if live.detach {
                         break Exit::Detach("synguard detach");
@@ -279,7 +359,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
             }
             _ = sighup.recv() => {
                 let mut live = live!();
-                let (interval, policy_interval) = (live.args.interval, live.args.policy.policy_interval);
+                let (interval, policy_interval) = (live.args.live.interval, live.args.live.policy.policy_interval);
                 match live.reload() {
                     Ok(changes) => info!("SIGHUP: configuration reloaded; {}", describe_changes(&changes)),
                     Err(error) => warn!("SIGHUP: configuration not reloaded, nothing changed: {error:#}"),
@@ -287,7 +367,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
                 retime(&args, (interval, policy_interval), &mut ticker, &mut policy_ticker);
             }
             _ = rotation.tick() => {
-                if let Some(epoch) = keys.update(&mut ebpf, args.cookie_rotation)? {
+                if let Some(epoch) = keys.update(&mut ebpf, args.live.cookie_rotation)? {
                     info!("cookie keys rotated (epoch {epoch})");
                 }
             }
@@ -317,9 +397,9 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
     // The pins go first: the programs' own links are then the last references.
     pins.remove()?;
     object::program(&mut ebpf, object::GUARD_PROGRAM)?
-        .detach(attached.link)
+        .detach(attachments.client)
         .with_context(|| format!("detaching from {iface}"))?;
-    if let Some((server_iface, link)) = server_link {
+    if let Some((server_iface, link)) = attachments.server {
         object::program(&mut ebpf, object::SERVER_PROGRAM)?
             .detach(link)
             .with_context(|| format!("detaching from {server_iface}"))?;
@@ -350,17 +430,17 @@ fn retime(
     ticker: &mut tokio::time::Interval,
     policy_ticker: &mut tokio::time::Interval,
 ) {
-    if args.interval != interval {
-        *ticker = ticker_every(args.interval);
+    if args.live.interval != interval {
+        *ticker = ticker_every(args.live.interval);
     }
-    if args.policy.policy_interval != policy_interval {
-        *policy_ticker = ticker_every(args.policy.policy_interval);
+    if args.live.policy.policy_interval != policy_interval {
+        *policy_ticker = ticker_every(args.live.policy.policy_interval);
     }
 }
 
 /// One line of ours: to stdout, or to stderr when ExaBGP reads our stdout (`--exabgp -`).
 fn output(args: &RunArgs, line: &dyn std::fmt::Display) {
-    if matches!(args.policy.exabgp, Some(LineSink::Stdout)) {
+    if matches!(args.live.policy.exabgp, Some(LineSink::Stdout)) {
         eprintln!("{line}");
     } else {
         println!("{line}");
@@ -369,7 +449,7 @@ fn output(args: &RunArgs, line: &dyn std::fmt::Display) {
 
 /// The counter line of an interval.
 fn print(args: &RunArgs, iface: &str, now: &Reading, before: &Reading, elapsed: Duration) {
-    if args.json {
+    if args.start.json {
         output(args, &counters::json_line(iface, now, before, elapsed));
     } else {
         output(args, &counters::text_line(iface, now, before, elapsed));
