@@ -13,29 +13,14 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{ArgAction, ArgMatches, Args, Command, FromArgMatches, parser::ValueSource};
-use serde::{Deserialize, Serialize};
 
-use crate::config::run_args::RunArgs;
+use crate::config::{
+    run_args::RunArgs,
+    setting::{Setting, Source},
+};
 
 /// Read when `--config` is not given (and only if it exists).
 pub const DEFAULT_CONFIG: &str = "/etc/synguard/synguard.toml";
-
-/// Where an effective value came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Source {
-    Default,
-    File,
-    Flag,
-    Set,
-}
-
-/// One setting as `synguard get` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Setting {
-    pub value: Vec<String>,
-    pub source: Source,
-}
 
 /// The settings of a run: what the file said, what the flags said, what `set` changed since.
 #[derive(Clone, Debug)]

@@ -9,4 +9,5 @@ pub mod lists;
 pub mod policy_args;
 pub mod run_args;
 pub mod service;
+pub mod setting;
 pub mod value_parsers;

@@ -5,8 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use crate::{
     config::lists::{ListEntry, parse_prefix, read_list},
     config::value_parsers::seconds_parser,
-    export::lines::{ExabgpStyle, LineSink},
-    policy::control::Exports,
+    export::lines::{ExabgpStyle, Exports, LineSink},
     policy::engine::{BlockRules, Limits},
 };
 use anyhow::Result;

@@ -32,9 +32,10 @@ use crate::{
         object::{self, EBPF_OBJECT},
         persist::{Pins, build_id},
     },
+    export::lines::Exports,
     flows::table::{FlowTable, FlowTimers},
     policy::{
-        control::{Exports, PolicyControl},
+        control::PolicyControl,
         engine::{BlockRules, Limits, Policy},
     },
 };

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::file::Setting,
+    config::setting::Setting,
     policy::engine::{Allow, Block, Decision},
 };
 

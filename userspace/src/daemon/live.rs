@@ -7,9 +7,10 @@ use log::{info, warn};
 use crate::{
     clock::cookie_counter_now,
     config::{
-        file::{Config, Setting},
+        file::Config,
         run_args::{RunArgs, live_keys},
         service::{ProtectedService, service_slots},
+        setting::Setting,
     },
     control::protocol::Change,
     dataplane::{

@@ -29,14 +29,11 @@ use crate::{
         privilege,
     },
     export::{
-        lines::LineSink,
+        lines::{Exports, LineSink},
         metrics::{self, Snapshot},
     },
     flows::{control::FlowControl, events, filter::FlowFilter},
-    policy::{
-        control::{Exports, PolicyControl},
-        engine::Policy,
-    },
+    policy::{control::PolicyControl, engine::Policy},
 };
 
 /// `synguard run` with the flags given after `run` (the configuration file is read here).

@@ -28,6 +28,15 @@ pub fn decision_json(decision: &Decision) -> Value {
     record
 }
 
+/// Where decisions go besides the controller's log.
+#[derive(Clone, Debug, Default)]
+pub struct Exports {
+    /// JSON lines, one per decision.
+    pub decision_log: Option<LineSink>,
+    /// ExaBGP API lines.
+    pub exabgp: Option<(LineSink, ExabgpStyle)>,
+}
+
 /// Where lines go: stdout (`-`) or a file appended to. The file is opened anew for every
 /// batch, so a log rotated away (renamed) is followed by a fresh file, not written on.
 #[derive(Clone, Debug, PartialEq, Eq)]

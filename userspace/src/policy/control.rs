@@ -30,7 +30,7 @@ use crate::{
     dataplane::map_source::MapSource,
     dataplane::maps::{lpm_key, service_config},
     dataplane::persist::Pins,
-    export::lines::{ExabgpStyle, LineSink, decision_json, exabgp_line},
+    export::lines::{Exports, decision_json, exabgp_line},
     policy::auto_mode::AutoSwitch,
     policy::engine::{
         Allow, Block, Decision, Lists, Outcome, Policy, Reason, Vouched, source_address,
@@ -43,15 +43,6 @@ fn configs(services: &[Option<Service>]) -> Vec<Option<ProtectedService>> {
         .iter()
         .map(|s| s.as_ref().map(|s| s.config.clone()))
         .collect()
-}
-
-/// Where decisions go besides the controller's log.
-#[derive(Clone, Debug, Default)]
-pub struct Exports {
-    /// JSON lines, one per decision.
-    pub decision_log: Option<LineSink>,
-    /// ExaBGP API lines.
-    pub exabgp: Option<(LineSink, ExabgpStyle)>,
 }
 
 impl Service {
