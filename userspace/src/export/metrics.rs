@@ -58,7 +58,7 @@ pub fn render(snapshot: &Snapshot) -> String {
     let mut registry = Registry::with_prefix("synguard");
     registry.register(
         "packets",
-        "Data-plane frame counters, by counter (see the README's verdict table)",
+        "Data-plane frame counters, by counter (see docs/design.md's verdict table)",
         counters_by(
             "counter",
             snapshot.packets.iter().map(|(name, value)| (*name, *value)),
