@@ -33,6 +33,10 @@ pub struct Cli {
 enum Command {
     /// Load the guard, attach it to an interface and report counters until SIGINT/SIGTERM.
     Run(Box<crate::config::run_args::RunArgs>),
+    /// Check a configuration as `run` would (the file, the flags, the interfaces, the key
+    /// and list files) and print the effective settings; touches nothing in the kernel.
+    /// Exits 0 when `run` would start with it, 1 otherwise (like `nginx -t`).
+    Check(Box<crate::config::run_args::RunArgs>),
     /// List the validated flows of a running guard: 4-tuple, state, age, traffic each way.
     Flows(ReadArgs),
     /// The running guard's flow state histogram (as `ss -s` shows one), its services and the
@@ -135,6 +139,20 @@ fn detach(args: GuardArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `synguard check`: the settings phase of `run` alone, then the effective settings.
+fn check(cli: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
+    let (args, config) = crate::config::file::Config::load(cli)?;
+    crate::daemon::run::check(&args)?;
+    let settings = crate::control::protocol::Settings {
+        config: config.path.clone(),
+        settings: config.effective.clone(),
+        live: crate::config::run_args::live_keys(),
+    };
+    print!("{}", render::settings(&settings, None));
+    println!("synguard: the configuration is valid");
+    Ok(())
+}
+
 /// Prints `reply` as JSON (`--json`: the reply as it came, tagged) or as text.
 fn print(
     reply: &Reply,
@@ -194,6 +212,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         // Parsed again with the configuration file under the flags.
         Command::Run(_) => crate::daemon::run::run(std::env::args_os().skip(2).collect()),
+        Command::Check(_) => check(std::env::args_os().skip(2).collect()),
         Command::Flows(args) => args
             .guard
             .ask(Request::Flows)

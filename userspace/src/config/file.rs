@@ -132,16 +132,27 @@ fn read_file(path: &Path) -> Result<BTreeMap<String, Vec<OsString>>> {
 }
 
 fn parse_file(text: &str) -> Result<BTreeMap<String, Vec<OsString>>> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        anyhow!(
-            "{}",
-            e.to_string().lines().next().unwrap_or("not TOML").trim()
-        )
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|error: toml::de::Error| anyhow!("{}", toml_error(text, &error)))?;
     table
         .iter()
         .map(|(key, value)| Ok((key.clone(), setting_flags(key, value)?)))
         .collect()
+}
+
+/// A TOML error as one line: where (line and column, counted from 1) and the parser's reason.
+fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    let reason = error.message().trim().replace('\n', "; ");
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+            format!("line {line}, column {column}: {reason}")
+        }
+        None => reason,
+    }
 }
 
 impl Config {
@@ -299,6 +310,17 @@ mod tests {
         assert_eq!(args.live.policy.syn_burst, 100, "set wins over the flag");
         assert_eq!(source(&config, "syn-burst"), Source::Set);
         assert_eq!(args.live.policy.max_syn_rate, 500, "the rest stays");
+    }
+
+    #[test]
+    fn a_toml_error_gives_the_parsers_reason_line_and_column() {
+        let error = parse_file("iface = \"eth0\"\nmax-syn-rate = = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "line 2, column 16: extra `=`, expected nothing");
+        let error = parse_file("[unclosed\n").unwrap_err().to_string();
+        assert!(error.starts_with("line 1, column "), "{error}");
+        assert!(!error.contains('\n'), "one line: {error}");
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub fn run(cli: Vec<std::ffi::OsString>) -> Result<()> {
 }
 
 /// Phase 1: everything the operator gave, checked before the kernel is touched.
-struct Checked {
+pub struct Checked {
     iface: String,
     key_file_secret: Option<CookieSecret>,
     exports: Exports,
@@ -62,7 +62,7 @@ struct Checked {
     blocklist: Vec<ListEntry>,
 }
 
-fn check(args: &RunArgs) -> Result<Checked> {
+pub fn check(args: &RunArgs) -> Result<Checked> {
     let start = &args.start;
     let iface = start.iface.clone().ok_or_else(|| {
         anyhow::anyhow!(
@@ -77,20 +77,16 @@ fn check(args: &RunArgs) -> Result<Checked> {
         None => None,
     };
     service_slots(&start.protect)?;
-    let checked = Checked {
+    for iface in std::iter::once(&iface).chain(start.server_iface.as_ref()) {
+        attach::require_interface(iface)?;
+    }
+    Ok(Checked {
         exports: args.live.policy.exports()?,
         allowlist: start.lists.allowlist()?,
         blocklist: start.lists.blocklist()?,
         key_file_secret,
         iface,
-    };
-    if std::os::unix::net::UnixStream::connect(socket::socket_path(&checked.iface)).is_ok() {
-        anyhow::bail!(
-            "a synguard already runs on {}: stop it first (or tune it with `synguard set`)",
-            checked.iface
-        );
-    }
-    Ok(checked)
+    })
 }
 
 /// Undoes a start that fails: the pins it created go, and with them (once the loaded object
@@ -237,6 +233,11 @@ struct Attachments {
 async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
     let checked = check(&args)?;
     let iface = checked.iface.clone();
+    if std::os::unix::net::UnixStream::connect(socket::socket_path(&iface)).is_ok() {
+        anyhow::bail!(
+            "a synguard already runs on {iface}: stop it first (or tune it with `synguard set`)"
+        );
+    }
     let metrics_text = metrics::Shared::default();
     if let Some(listen) = args.start.lists.metrics_listen {
         metrics::serve(listen, metrics_text.clone())?;

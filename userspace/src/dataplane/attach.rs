@@ -42,13 +42,20 @@ pub fn mode_name(mode: XdpMode) -> &'static str {
     }
 }
 
+/// Refuses an interface this network namespace does not have, in one line.
+pub fn require_interface(iface: &str) -> Result<()> {
+    if interface_exists(iface) {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "interface {iface:?} does not exist: pick one from `ip link show`"
+        ))
+    }
+}
+
 /// Attaches `program` to `iface`. Errors are one line and say how to fix the problem.
 pub fn attach(program: &mut Xdp, iface: &str, mode: AttachMode) -> Result<Attached> {
-    if !interface_exists(iface) {
-        return Err(anyhow!(
-            "interface {iface:?} does not exist: pick one from `ip link show`"
-        ));
-    }
+    require_interface(iface)?;
     let first = match mode {
         AttachMode::Generic => XdpMode::Skb,
         AttachMode::Native | AttachMode::Auto => XdpMode::Driver,
