@@ -207,6 +207,21 @@ fn attach_errors_are_one_line_and_change_nothing() {
     assert!(!ok);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("\"no-such-if\" does not exist"), "{stderr}");
+    // Under systemd, journald reads the line's priority from its prefix (an error: 3).
+    let out = lab
+        .exec(
+            Host::Guard,
+            synguard_bin().to_str().unwrap(),
+            ["run", "--iface", "no-such-if"],
+        )
+        .env("JOURNAL_STREAM", "8:12345")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("<3>synguard: interface \"no-such-if\" does not exist"),
+        "{stderr}"
+    );
 
     let (ok, stderr) = synguard_once(
         &lab,

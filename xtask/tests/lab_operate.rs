@@ -513,3 +513,63 @@ fn a_killed_controller_leaves_the_guard_running_and_the_next_adopts_everything()
             .unwrap()
     );
 }
+
+#[test]
+fn under_systemd_it_is_ready_once_attached_and_says_when_it_reloads_and_stops() {
+    use std::os::unix::net::UnixDatagram;
+    let lab = new_lab();
+    let path = std::env::temp_dir().join(format!("synguard-notify-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let notify = UnixDatagram::bind(&path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut guard = lab
+        .exec(
+            Host::Guard,
+            synguard_bin().to_str().unwrap(),
+            [
+                "run",
+                "--iface",
+                xtask::lab::GUARD_CLIENT_IFACE,
+                "--server-iface",
+                GUARD_SERVER_IFACE,
+            ],
+        )
+        .env("NOTIFY_SOCKET", &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buffer = [0u8; 512];
+    let mut next = || {
+        let len = notify.recv(&mut buffer).expect("a notification");
+        String::from_utf8_lossy(&buffer[..len]).into_owned()
+    };
+    let ready = next();
+    assert!(
+        ready.contains("READY=1") && ready.contains("STATUS=guarding to-client"),
+        "{ready}"
+    );
+    assert!(
+        lab.has_xdp(Host::Guard, xtask::lab::GUARD_CLIENT_IFACE)
+            .unwrap(),
+        "ready means attached"
+    );
+    let pid = guard.id() as i32;
+    // SAFETY: signals to the child we started.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let reloading = next();
+    assert!(
+        reloading.contains("RELOADING=1") && reloading.contains("MONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert!(next().contains("READY=1"), "ready again after the reload");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(next().contains("STOPPING=1"));
+    assert!(guard.wait().unwrap().success());
+    let _ = std::fs::remove_file(&path);
+    let out = synguard_cmd(&lab, &["detach"]);
+    assert!(out.status.success(), "{out:?}");
+}

@@ -264,8 +264,13 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // One line: the outermost context, then its causes.
-            eprintln!("synguard: {error:#}");
+            // One line: the outermost context, then its causes (an error, for journald).
+            let priority = if crate::daemon::journal::to_journal() {
+                "<3>"
+            } else {
+                ""
+            };
+            eprintln!("{priority}synguard: {error:#}");
             match error.downcast_ref::<Refused>() {
                 Some(refused) => ExitCode::from(refused.exit_code),
                 None => ExitCode::FAILURE,

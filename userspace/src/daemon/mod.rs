@@ -4,5 +4,6 @@
 //! Owns the event loop and the order of things. It holds no logic of its own that another
 //! module could own: it calls them.
 
+pub mod journal;
 pub mod live;
 pub mod run;

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use aya::{maps::RingBuf, programs::xdp::XdpLinkId};
 use aya_log::EbpfLogger;
-use log::{LevelFilter, info, warn};
+use log::{info, warn};
+use sd_notify::NotifyState;
 use synguard_common::maps::{EventKind, FLOW_EVENTS_MAP, FLOWS_MAP};
 use tokio::{
     io::unix::AsyncFd,
@@ -39,11 +40,7 @@ use crate::{
 /// `synguard run` with the flags given after `run` (the configuration file is read here).
 pub fn run(cli: Vec<std::ffi::OsString>) -> Result<()> {
     let (args, config) = Config::load(cli)?;
-    // The logger passes everything; the global maximum is the level, so `set` can change it.
-    env_logger::Builder::new()
-        .filter_level(LevelFilter::Trace)
-        .format_timestamp_millis()
-        .init();
+    crate::daemon::journal::init_logger();
     log::set_max_level(args.live.log_level);
     privilege::require_xdp_privileges("synguard run")?;
     tokio::runtime::Builder::new_multi_thread()
@@ -51,6 +48,14 @@ pub fn run(cli: Vec<std::ffi::OsString>) -> Result<()> {
         .enable_all()
         .build()?
         .block_on(serve(args, config))
+}
+
+/// Tells systemd (`Type=notify`) where the daemon is; nothing without a service manager, and
+/// a failure to tell it changes nothing of the guard.
+fn notify(states: &[NotifyState]) {
+    if let Err(error) = sd_notify::notify(states) {
+        warn!("telling systemd {states:?}: {error}");
+    }
 }
 
 /// Phase 1: everything the operator gave, checked before the kernel is touched.
@@ -277,6 +282,11 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
         .with_context(|| format!("creating the control socket {}", control_path.display()))?;
     socket::secure(&control_path)?;
     rollback.disarm();
+    // systemd (Type=notify): ready once attached and listening.
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!("guarding {iface}")),
+    ]);
     let mut flow_ticker = tokio::time::interval(Duration::from_millis(100));
     let mut policy_ticker = ticker_every(args.live.policy.policy_interval);
 
@@ -356,6 +366,9 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
                 }
             }
             _ = sighup.recv() => {
+                if let Ok(now) = NotifyState::monotonic_usec_now() {
+                    notify(&[NotifyState::Reloading, now]);
+                }
                 let mut live = live!();
                 let (interval, policy_interval) = (live.args.live.interval, live.args.live.policy.policy_interval);
                 match live.reload() {
@@ -363,6 +376,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
                     Err(error) => warn!("SIGHUP: configuration not reloaded, nothing changed: {error:#}"),
                 }
                 retime(&args, (interval, policy_interval), &mut ticker, &mut policy_ticker);
+                notify(&[NotifyState::Ready]);
             }
             _ = rotation.tick() => {
                 if let Some(epoch) = keys.update(&mut ebpf, args.live.cookie_rotation)? {
@@ -373,6 +387,7 @@ async fn serve(mut args: RunArgs, mut config: Config) -> Result<()> {
             _ = sigterm.recv() => break Exit::KeepGuarding,
         }
     };
+    notify(&[NotifyState::Stopping]);
     // The last partial interval, so the totals printed last are the final ones.
     print(
         &args,
