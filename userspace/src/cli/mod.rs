@@ -5,6 +5,7 @@
 
 mod guard;
 mod lists;
+mod man;
 mod render;
 mod top;
 
@@ -189,21 +190,6 @@ fn get(args: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The man page: one page for the command and, as sections, each subcommand.
-fn man(out: &mut dyn std::io::Write) -> anyhow::Result<()> {
-    let command = Cli::command();
-    clap_mangen::Man::new(command.clone())
-        .section("8")
-        .render(out)?;
-    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("synguard-{}", sub.get_name());
-        clap_mangen::Man::new(sub.clone().name(name))
-            .section("8")
-            .render(out)?;
-    }
-    Ok(())
-}
-
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -247,7 +233,7 @@ pub fn main() -> ExitCode {
             );
             Ok(())
         }
-        Command::Man => man(&mut std::io::stdout()),
+        Command::Man => man::render(&Cli::command(), &mut std::io::stdout()),
         Command::Top(args) => top::top(args),
         Command::Set(args) => args
             .read
@@ -326,11 +312,33 @@ mod tests {
             assert!(bash.contains(word), "bash completion lacks {word}");
         }
         let mut page = Vec::new();
-        man(&mut page).unwrap();
+        man::render(&Cli::command(), &mut page).unwrap();
         let page = String::from_utf8(page).unwrap();
         assert!(page.contains(".TH synguard 8"), "{}", &page[..200]);
-        assert!(page.contains("synguard\\-run"), "a section per subcommand");
-        assert!(page.contains("max\\-syn\\-rate"));
+        assert_eq!(page.matches(".TH ").count(), 1, "one page");
+        for section in [
+            "NAME",
+            "SYNOPSIS",
+            "DESCRIPTION",
+            "COMMANDS",
+            "OPTIONS",
+            "FILES",
+            "SIGNALS",
+            "\"EXIT STATUS\"",
+            "EXAMPLES",
+            "\"SEE ALSO\"",
+        ] {
+            assert!(
+                page.contains(&format!(".SH {section}")),
+                "{section} missing"
+            );
+        }
+        assert!(page.contains("synguard check"), "every command is listed");
+        assert!(page.contains("max\\-syn\\-rate"), "run's options");
+        assert!(
+            !page.contains("synguard\\-"),
+            "no page points to a page that does not exist"
+        );
         for text in [&bash, &page] {
             assert!(!text.contains("lab"), "no lab verb in the product's CLI");
         }
