@@ -98,6 +98,30 @@ impl Counter {
     }
 }
 
+/// Which family of metrics a counter belongs to: each frame is counted once in `Seen`, once
+/// by the action taken, once by the reason for it, and by its IP family and VLAN tagging; so
+/// summing within a group counts each frame once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CounterGroup {
+    Seen,
+    Action,
+    Family,
+    Reason,
+}
+
+impl Counter {
+    pub const fn group(self) -> CounterGroup {
+        match self {
+            Counter::Seen => CounterGroup::Seen,
+            Counter::Passed | Counter::Dropped | Counter::Transmitted | Counter::Redirected => {
+                CounterGroup::Action
+            }
+            Counter::Ipv4 | Counter::Ipv6 | Counter::VlanTagged => CounterGroup::Family,
+            _ => CounterGroup::Reason,
+        }
+    }
+}
+
 /// What a frame adds to the family and VLAN counters, noted right after the parse so the
 /// parse result need not live until the frame is counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -2,6 +2,11 @@
 //! Everything here is `#[repr(C)]` with explicit padding and no Rust enums or `Option`s, since
 //! the two sides are built by different compilers.
 
+/// The layout of the pinned maps (their names, key and value types, sizes). A build adopts
+/// the pinned maps of a running guard whose layout version is its own; a change to any map's
+/// layout moves it (a test holds the layouts' fingerprint to this number).
+pub const MAP_LAYOUT_VERSION: u32 = 1;
+
 use crate::{
     cookie::{CookieOptions, FlowKey},
     token_bucket::TokenBucket,

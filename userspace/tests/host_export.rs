@@ -1,12 +1,15 @@
 //! Decision records, ExaBGP lines and the Prometheus text, each parsed back and checked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use synguard_common::counters::Counter as DataPlaneCounter;
 
 use synguard::{
     control::protocol::ServiceStatus,
     export::lines::{ExabgpStyle, LineSink, decision_json, exabgp_line},
     export::metrics::{Snapshot, render},
     flows::table::FlowCounts,
+    flows::tcp_state::State,
     policy::engine::{Decision, Outcome, Reason},
 };
 
@@ -149,7 +152,14 @@ fn metrics_parse_back() {
     decisions.insert((Outcome::Block, Reason::SynRate), 3);
     decisions.insert((Outcome::Unblock, Reason::Expired), 2);
     let snapshot = Snapshot {
-        packets: vec![("seen", 1000), ("drop_blocked", 250)],
+        packets: vec![
+            (DataPlaneCounter::Seen, 1000),
+            (DataPlaneCounter::Passed, 700),
+            (DataPlaneCounter::Dropped, 300),
+            (DataPlaneCounter::Ipv4, 990),
+            (DataPlaneCounter::DropBlocked, 250),
+            (DataPlaneCounter::PassTcp, 750),
+        ],
         decisions,
         flows: vec![("established", 7), ("time_wait", 2)],
         flow_events: FlowCounts {
@@ -187,10 +197,38 @@ fn metrics_parse_back() {
             ref other => panic!("{name}: {other:?}"),
         }
     };
+    // Aggregates and reasons in separate families: a sum within one counts each frame once.
+    assert_eq!(value("synguard_frames_seen_total", &[]), 1000.0);
     assert_eq!(
-        value("synguard_packets_total", &[("counter", "drop_blocked")]),
+        value("synguard_frames_total", &[("action", "dropped")]),
+        300.0
+    );
+    assert_eq!(
+        value(
+            "synguard_frame_reasons_total",
+            &[("reason", "drop_blocked")]
+        ),
         250.0
     );
+    assert_eq!(
+        value("synguard_frames_by_family_total", &[("family", "ipv4")]),
+        990.0
+    );
+    let family_of = |name: &str| -> Vec<String> {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .flat_map(|s| s.labels.values().cloned().collect::<Vec<_>>())
+            .collect()
+    };
+    for aggregate in ["seen", "passed", "dropped", "ipv4"] {
+        assert!(
+            !family_of("synguard_frame_reasons_total").contains(&aggregate.to_string()),
+            "{aggregate} is no reason"
+        );
+    }
+    assert_eq!(value("synguard_build_info", &[("map_layout", "1")]), 1.0);
     assert_eq!(
         value(
             "synguard_decisions_total",
@@ -221,7 +259,95 @@ fn metrics_parse_back() {
     assert_eq!(value("synguard_blocks", &[]), 1.0);
     assert_eq!(value("synguard_allows", &[]), 2.0);
     let service = [("service", "198.19.1.2/32:80"), ("mode", "auto")];
-    assert_eq!(value("synguard_service_syn_rate", &service), 1234.5);
+    assert!(
+        !text.contains("service_syn_rate"),
+        "no rate gauge duplicates a counter"
+    );
     assert_eq!(value("synguard_service_cookies_on", &service), 1.0);
     assert_eq!(value("synguard_service_admitted_total", &service), 1000.0);
+}
+
+/// Every sample a controller can export: every counter, decision, state, event and a service.
+fn full_scrape() -> prometheus_parse::Scrape {
+    let mut decisions = BTreeMap::new();
+    for outcome in Outcome::ALL {
+        for reason in Reason::ALL {
+            decisions.insert((outcome, reason), 1);
+        }
+    }
+    let snapshot = Snapshot {
+        packets: DataPlaneCounter::ALL.iter().map(|c| (*c, 1)).collect(),
+        decisions,
+        flows: State::ALL.iter().map(|s| (s.key(), 1)).collect(),
+        flow_events: FlowCounts::default().named(),
+        half_open: 1.0,
+        blocks: 1,
+        allows: 1,
+        services: vec![ServiceStatus {
+            service: "198.19.1.2/32:80".into(),
+            mode: "auto".into(),
+            ..ServiceStatus::default()
+        }],
+    };
+    let text = render(&snapshot);
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
+/// `name{label="value",...}` selectors in a rule or dashboard text (regex matchers, `=~`,
+/// name a metric but no value to check).
+fn selectors(text: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("synguard_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = tail[..end].to_string();
+        let mut labels = Vec::new();
+        if let Some(inner) = tail[end..].strip_prefix('{') {
+            let close = inner.find('}').expect("a closed selector");
+            for matcher in inner[..close].split(',') {
+                if let Some((label, value)) = matcher.split_once("=\"")
+                    && !label.ends_with('~')
+                    && !label.ends_with('!')
+                {
+                    labels.push((
+                        label.trim().to_string(),
+                        value.trim_end_matches('"').to_string(),
+                    ));
+                }
+            }
+        }
+        found.push((name, labels));
+        rest = &tail[end..];
+    }
+    found
+}
+
+#[test]
+fn the_dashboard_and_the_alert_rules_name_only_metrics_that_exist() {
+    let scrape = full_scrape();
+    let names: BTreeSet<&str> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/");
+    for file in ["grafana-dashboard.json", "prometheus-alerts.yml"] {
+        let text = std::fs::read_to_string(format!("{root}{file}")).unwrap();
+        let found = selectors(&text);
+        assert!(found.len() >= 5, "{file} names metrics");
+        for (name, labels) in found {
+            assert!(
+                names.contains(name.as_str()),
+                "{file}: {name} is no metric of ours"
+            );
+            for (label, value) in labels {
+                assert!(
+                    scrape
+                        .samples
+                        .iter()
+                        .any(|s| s.metric == name && s.labels.get(&label) == Some(value.as_str())),
+                    "{file}: {name}{{{label}=\"{value}\"}} is never exported"
+                );
+            }
+        }
+    }
 }

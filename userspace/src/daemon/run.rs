@@ -490,7 +490,7 @@ fn snapshot(reading: &Reading, flows: &FlowControl, policy: &PolicyControl) -> S
     Snapshot {
         packets: synguard_common::counters::Counter::ALL
             .iter()
-            .map(|counter| (counter.name(), reading.total.get(*counter)))
+            .map(|counter| (*counter, reading.total.get(*counter)))
             .collect(),
         decisions: policy.decision_counts.clone(),
         flows: flows

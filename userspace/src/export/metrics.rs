@@ -15,16 +15,22 @@ use prometheus_client::{
 };
 use std::sync::atomic::AtomicU64;
 
+use synguard_common::{
+    counters::{Counter as DataPlaneCounter, CounterGroup},
+    maps::MAP_LAYOUT_VERSION,
+};
+
 use crate::{
     control::protocol::ServiceStatus,
+    dataplane::{object::EBPF_OBJECT, persist::build_id},
     policy::engine::{Outcome, Reason},
 };
 
 /// Everything the endpoint shows, taken by the controller every interval.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
-    /// Data-plane counters by name (running totals).
-    pub packets: Vec<(&'static str, u64)>,
+    /// Data-plane counters (running totals).
+    pub packets: Vec<(DataPlaneCounter, u64)>,
     pub decisions: BTreeMap<(Outcome, Reason), u64>,
     /// Flows per TCP state of the server's end.
     pub flows: Vec<(&'static str, u64)>,
@@ -56,13 +62,43 @@ fn counters_by<'a>(
 /// The snapshot in the OpenMetrics text format.
 pub fn render(snapshot: &Snapshot) -> String {
     let mut registry = Registry::with_prefix("synguard");
+    let build_info = Family::<Labels, Gauge>::default();
+    build_info
+        .get_or_create(&vec![
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("map_layout", MAP_LAYOUT_VERSION.to_string()),
+            ("build", build_id(EBPF_OBJECT)),
+        ])
+        .set(1);
     registry.register(
-        "packets",
-        "Data-plane frame counters, by counter (see docs/design.md's verdict table)",
-        counters_by(
-            "counter",
-            snapshot.packets.iter().map(|(name, value)| (*name, *value)),
-        ),
+        "build_info",
+        "The running build: its version, its map layout and its eBPF object's build id",
+        build_info,
+    );
+    let group = |wanted: CounterGroup| {
+        snapshot
+            .packets
+            .iter()
+            .filter(move |(counter, _)| counter.group() == wanted)
+            .map(|(counter, value)| (counter.name(), *value))
+    };
+    let seen: Counter = Counter::default();
+    seen.inc_by(group(CounterGroup::Seen).map(|(_, value)| value).sum());
+    registry.register("frames_seen", "Frames the XDP programs ran on", seen);
+    registry.register(
+        "frames",
+        "Frames by the XDP action taken (they add up to frames_seen)",
+        counters_by("action", group(CounterGroup::Action)),
+    );
+    registry.register(
+        "frame_reasons",
+        "Frames by the reason of their verdict (docs/design.md's verdict table)",
+        counters_by("reason", group(CounterGroup::Reason)),
+    );
+    registry.register(
+        "frames_by_family",
+        "Well-formed frames by IP family, and frames carrying VLAN tags",
+        counters_by("family", group(CounterGroup::Family)),
     );
     let decisions = Family::<Labels, Counter>::default();
     for outcome in Outcome::ALL {
@@ -122,7 +158,6 @@ pub fn render(snapshot: &Snapshot) -> String {
     let allows = Gauge::<i64>::default();
     allows.set(snapshot.allows as i64);
     registry.register("allows", "Prefixes on the allowlist", allows);
-    let syn_rate = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     let cookies_on = Family::<Labels, Gauge>::default();
     let syns = Family::<Labels, Counter>::default();
     let cookies_sent = Family::<Labels, Counter>::default();
@@ -132,9 +167,6 @@ pub fn render(snapshot: &Snapshot) -> String {
             ("service", figures.service.clone()),
             ("mode", figures.mode.to_string()),
         ];
-        syn_rate
-            .get_or_create(&labels)
-            .set(figures.syn_rate.unwrap_or(0.0));
         cookies_on
             .get_or_create(&labels)
             .set(figures.cookies_on as i64);
@@ -144,11 +176,6 @@ pub fn render(snapshot: &Snapshot) -> String {
             .inc_by(figures.cookies_sent);
         admitted.get_or_create(&labels).inc_by(figures.admitted);
     }
-    registry.register(
-        "service_syn_rate",
-        "SYNs per second to a protected service",
-        syn_rate,
-    );
     registry.register(
         "service_cookies_on",
         "1 while a service answers SYNs with cookies (always mode, or auto above its threshold)",
