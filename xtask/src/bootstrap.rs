@@ -12,6 +12,8 @@ pub const NIGHTLY: &str = include_str!("../../xdp-ebpf/nightly-toolchain");
 /// bpf-linker links against the LLVM inside that nightly; the feature names its major version.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
+/// cargo-deb builds the Debian package (`cargo xtask package`).
+const CARGO_DEB_VERSION: &str = "3.6.3";
 /// Debian packages the lab and the tests use.
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
@@ -43,6 +45,7 @@ pub fn ensure() -> Result<()> {
     })?;
     step("pinned nightly + rust-src", nightly_toolchain)?;
     step("bpf-linker", bpf_linker)?;
+    step("cargo-deb", cargo_deb)?;
     Ok(())
 }
 
@@ -97,6 +100,22 @@ fn debian_packages() -> Result<String> {
         .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
     Ok(format!("installed {}", missing.join(" ")))
+}
+
+fn cargo_deb() -> Result<String> {
+    let version = cmd::stdout(&mut cmd::new("cargo-deb", ["--version"])).unwrap_or_default();
+    if version.contains(CARGO_DEB_VERSION) {
+        return Ok(format!("{CARGO_DEB_VERSION} already installed"));
+    }
+    cmd::output(cmd::cargo().args([
+        "install",
+        "cargo-deb",
+        "--version",
+        CARGO_DEB_VERSION,
+        "--locked",
+        "--force",
+    ]))?;
+    Ok(format!("installed {CARGO_DEB_VERSION}"))
 }
 
 fn nightly_toolchain() -> Result<String> {

@@ -12,5 +12,6 @@ pub mod guard_profile;
 pub mod lab;
 pub mod lab_server;
 pub mod legit_client;
+pub mod package;
 pub mod stats;
 pub mod test;

@@ -10,7 +10,7 @@ use xtask::{
     demo,
     flood::{self, plan},
     lab::{self, Lab},
-    lab_server, test,
+    lab_server, package, test,
 };
 
 #[derive(Parser)]
@@ -39,6 +39,9 @@ enum Task {
     },
     /// Bootstrap, build, lab up, attach, show traffic passing and counters, lab down.
     Demo,
+    /// Build the Debian package (cargo-deb): binary, unit, configuration, man page,
+    /// completions; written under target/package/.
+    Package,
     /// Run benchmarks (all by default) and write their results under results/.
     Bench {
         #[arg(value_enum)]
@@ -174,6 +177,9 @@ fn run(task: Task) -> Result<()> {
         Task::Lab { action } => lab_command(action, &xtask),
         Task::Test { tier } => test::run(&tier),
         Task::Demo => demo::run(&xtask),
+        Task::Package => {
+            package::build(Profile::Release).map(|deb| println!("package: {}", deb.display()))
+        }
         Task::Bench { which } => bench::run(&which, &xtask),
         Task::Flood(args) => {
             bootstrap::ensure()?;

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use crate::{
     bootstrap,
     build::{self, Profile, workspace_root},
-    cmd,
+    cmd, package,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -92,7 +92,7 @@ fn cargo_test(
     package: &str,
     targets: &[String],
     unit_tests: bool,
-    env: Option<(&str, &Path)>,
+    env: &[(&str, &Path)],
     extra: &[&str],
 ) -> Result<()> {
     let mut command = cmd::cargo();
@@ -105,7 +105,7 @@ fn cargo_test(
     for target in targets {
         command.args(["--test", target]);
     }
-    if let Some((name, value)) = env {
+    for (name, value) in env {
         command.env(name, value);
     }
     if !extra.is_empty() {
@@ -143,9 +143,12 @@ pub fn run(tiers: &[Tier]) -> Result<()> {
             cmd::visible(&mut clippy)?;
             continue;
         }
-        // The lab drives the synguard binary, one lab at a time.
-        let synguard = match tier {
-            Tier::Lab => Some(build::synguard(Profile::Debug)?),
+        // The lab drives the synguard binary and installs its package, one lab at a time.
+        let lab_inputs = match tier {
+            Tier::Lab => Some((
+                build::synguard(Profile::Debug)?,
+                package::build(Profile::Debug)?,
+            )),
             _ => None,
         };
         let extra: &[&str] = if tier == Tier::Lab {
@@ -159,8 +162,11 @@ pub fn run(tiers: &[Tier]) -> Result<()> {
             if targets.is_empty() && !unit_tests {
                 continue;
             }
-            let env = synguard.as_deref().map(|path| ("SYNGUARD_BIN", path));
-            cargo_test(package, &targets, unit_tests, env, extra)?;
+            let env: Vec<(&str, &Path)> = match &lab_inputs {
+                Some((synguard, deb)) => vec![("SYNGUARD_BIN", synguard), ("SYNGUARD_DEB", deb)],
+                None => Vec::new(),
+            };
+            cargo_test(package, &targets, unit_tests, &env, extra)?;
         }
     }
     println!("all selected tiers passed");
