@@ -4,6 +4,8 @@ use aya_build::{Package, Toolchain};
 fn main() -> anyhow::Result<()> {
     let toolchain = include_str!("../xdp-ebpf/nightly-toolchain").trim();
     println!("cargo:rerun-if-changed=../common/src");
+    // A build's mark inside its eBPF object (the upgrade test builds a second, different one).
+    println!("cargo:rerun-if-env-changed=SYNGUARD_BUILD_SALT");
     aya_build::build_ebpf(
         [Package {
             name: "xdp-ebpf",

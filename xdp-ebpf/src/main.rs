@@ -677,6 +677,25 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+/// A build's own mark: `SYNGUARD_BUILD_SALT` at build time, empty by default. Two builds of
+/// the same source differ here only (the upgrade test starts one and upgrades it to the other).
+const fn build_salt() -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if let Some(salt) = option_env!("SYNGUARD_BUILD_SALT") {
+        let bytes = salt.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() && i < out.len() {
+            out[i] = bytes[i];
+            i += 1;
+        }
+    }
+    out
+}
+
+#[used]
+#[unsafe(no_mangle)]
+static SYNGUARD_BUILD_SALT: [u8; 32] = build_salt();
+
 /// GPL-compatible so that GPL-only helpers stay available.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]

@@ -53,6 +53,21 @@ pub fn synguard(profile: Profile) -> Result<PathBuf> {
     Ok(target_dir().join(dir).join("synguard"))
 }
 
+/// A second `synguard` (debug) whose eBPF object differs from [`synguard`]'s only by its
+/// build mark (`SYNGUARD_BUILD_SALT`), built in a target directory of its own so that neither
+/// overwrites the other: the upgrade test's newer build.
+pub fn synguard_variant(salt: &str) -> Result<PathBuf> {
+    let dir = target_dir().join(format!("variant-{salt}"));
+    let mut command = cmd::cargo();
+    command
+        .current_dir(workspace_root())
+        .args(["build", "--package", "synguard", "--bin", "synguard"])
+        .env("CARGO_TARGET_DIR", &dir)
+        .env("SYNGUARD_BUILD_SALT", salt);
+    cmd::visible(&mut command)?;
+    Ok(dir.join("debug").join("synguard"))
+}
+
 /// The lab's plumbing binary built beside `synguard` by [`synguard`].
 pub fn lab_tool(synguard: &Path) -> PathBuf {
     synguard.with_file_name("synguard-lab")

@@ -147,6 +147,7 @@ pub fn run(tiers: &[Tier]) -> Result<()> {
         let lab_inputs = match tier {
             Tier::Lab => Some((
                 build::synguard(Profile::Debug)?,
+                build::synguard_variant("upgrade-b")?,
                 package::build(Profile::Debug)?,
             )),
             _ => None,
@@ -163,7 +164,11 @@ pub fn run(tiers: &[Tier]) -> Result<()> {
                 continue;
             }
             let env: Vec<(&str, &Path)> = match &lab_inputs {
-                Some((synguard, deb)) => vec![("SYNGUARD_BIN", synguard), ("SYNGUARD_DEB", deb)],
+                Some((synguard, newer, deb)) => vec![
+                    ("SYNGUARD_BIN", synguard),
+                    ("SYNGUARD_BIN_B", newer),
+                    ("SYNGUARD_DEB", deb),
+                ],
                 None => Vec::new(),
             };
             cargo_test(package, &targets, unit_tests, &env, extra)?;

@@ -190,8 +190,23 @@ fn get(args: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `synguard --version`: the version, the map layout (which builds can upgrade each other in
+/// place) and the build id of the embedded eBPF object.
+fn version() -> String {
+    format!(
+        "{} (map layout {}, build {})",
+        env!("CARGO_PKG_VERSION"),
+        synguard_common::maps::MAP_LAYOUT_VERSION,
+        crate::dataplane::persist::build_id(crate::dataplane::object::EBPF_OBJECT)
+    )
+}
+
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command()
+        .version(version())
+        .try_get_matches()
+        .and_then(|matches| <Cli as clap::FromArgMatches>::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(error) => return bad_arguments(error),
     };

@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use synguard_common::{
     cookie::FlowKey,
     maps::{
-        FLOWS_MAP, FlowEntry, PROTECTED_MAP, ProtectedAddress, ProtectedPorts,
+        FLOWS_MAP, FlowEntry, MAP_LAYOUT_VERSION, PROTECTED_MAP, ProtectedAddress, ProtectedPorts,
         SERVICE_COUNTERS_MAP, SERVICES_CAPACITY, SERVICES_MAP, ServiceConfig, ServiceCounters,
     },
 };
@@ -26,12 +26,7 @@ use crate::{
     clock::monotonic_coarse_ns,
     config::service::{ProtectedService, ServiceMode, service_name},
     control::protocol::{PolicyStatus, Reply, Request, ServiceRow, ServiceStatus, Status},
-    dataplane::{
-        counters,
-        map_source::MapSource,
-        object::{self, EBPF_OBJECT},
-        persist::{Pins, build_id},
-    },
+    dataplane::{counters, map_source::MapSource, object, persist::Pins},
     export::lines::Exports,
     flows::table::{FlowTable, FlowTimers},
     policy::{
@@ -46,7 +41,7 @@ pub fn answer(iface: &str, bpffs: &std::path::Path, request: Request) -> Result<
     if !pins.dir.exists() {
         bail!("no synguard is attached to {iface} in this network namespace");
     }
-    pins.check_build(&build_id(EBPF_OBJECT))?;
+    pins.check_layout(MAP_LAYOUT_VERSION)?;
     let needs_controller = |verb: &str| -> Result<Reply> {
         bail!(
             "`synguard {verb}` needs a running controller, and none answers for {iface}: \

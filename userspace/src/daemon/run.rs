@@ -10,7 +10,7 @@ use aya::{maps::RingBuf, programs::xdp::XdpLinkId};
 use aya_log::EbpfLogger;
 use log::{info, warn};
 use sd_notify::NotifyState;
-use synguard_common::maps::{EventKind, FLOW_EVENTS_MAP, FLOWS_MAP};
+use synguard_common::maps::{EventKind, FLOW_EVENTS_MAP, FLOWS_MAP, MAP_LAYOUT_VERSION};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -132,7 +132,13 @@ fn load_or_adopt(args: &RunArgs, checked: Checked) -> Result<Loaded> {
     pins.prepare(&start.bpffs)?;
     let adopting = pins.adoptable();
     let rollback = StartRollback((!adopting).then(|| pins.clone()));
-    pins.claim_build(&persist::build_id(object::EBPF_OBJECT), adopting)?;
+    let build = persist::build_id(object::EBPF_OBJECT);
+    if let Some(previous) = pins.claim(&build, MAP_LAYOUT_VERSION, adopting)? {
+        info!(
+            "upgrading in place on {iface}: build {previous} -> {build}, map layout \
+             {MAP_LAYOUT_VERSION} kept: flows, blocks, keys and counters carry over"
+        );
+    }
     let secret = match checked.key_file_secret {
         Some(secret) => secret,
         None => match pins.read(SECRET_FILE)? {

@@ -50,6 +50,9 @@ pub const PINNED_MAPS: &[&str] = &[
 /// The pinned XDP links.
 pub const CLIENT_LINK: &str = "link-client";
 pub const SERVER_LINK: &str = "link-server";
+/// The state files of the build and the map layout that started the guard.
+const BUILD_FILE: &str = "build";
+const LAYOUT_FILE: &str = "map-layout";
 /// The state file of the cookie secret (when no key file gives it).
 pub const SECRET_FILE: &str = "cookie-secret";
 /// The state file of the manual key rotations (they shift the key schedule).
@@ -94,28 +97,54 @@ impl Pins {
     }
 
     /// Checks that the pinned maps were made by this build, or records that they are.
-    /// Refuses to read the pins of a guard another build started: its maps' layouts may differ.
-    pub fn check_build(&self, build: &str) -> Result<()> {
-        match std::fs::read_to_string(self.state.join("build")) {
-            Ok(pinned) if pinned.trim() != build => bail!(
-                "the guard attached here was started by another synguard build ({}): read it \
-                 with that build's synguard",
-                pinned.trim()
+    /// The build and the map layout of the guard these pins belong to, as its start recorded
+    /// them (`None`: not recorded).
+    fn recorded(&self) -> (Option<String>, Option<u32>) {
+        let read = |name: &str| {
+            std::fs::read_to_string(self.state.join(name))
+                .ok()
+                .map(|text| text.trim().to_string())
+        };
+        (
+            read(BUILD_FILE),
+            read(LAYOUT_FILE).and_then(|text| text.parse().ok()),
+        )
+    }
+
+    /// Refuses to read the pins of a guard whose maps are laid out otherwise than this build's.
+    pub fn check_layout(&self, layout: u32) -> Result<()> {
+        match self.recorded() {
+            (_, Some(pinned)) if pinned == layout => Ok(()),
+            (build, pinned) => bail!(
+                "the guard attached here keeps its maps in another layout ({}, build {}) than \
+                 this synguard ({layout}): read it with the synguard that started it",
+                pinned.map_or("unrecorded".to_string(), |l| l.to_string()),
+                build.unwrap_or_default()
             ),
-            _ => Ok(()),
         }
     }
 
-    pub fn claim_build(&self, build: &str, adopting: bool) -> Result<()> {
-        let path = self.state.join("build");
-        match std::fs::read_to_string(&path) {
-            Ok(pinned) if adopting && pinned.trim() != build => bail!(
-                "the guard attached here was started by another synguard build ({}): \
-                 run `synguard detach` first",
-                pinned.trim()
-            ),
-            _ => write_private(&path, build.as_bytes()),
+    /// Claims the pins for this build and map layout. Adopting a guard another build left
+    /// running is an upgrade in place when its maps have this layout (returns its build); a
+    /// guard of another layout is refused in one line, and nothing changes.
+    pub fn claim(&self, build: &str, layout: u32, adopting: bool) -> Result<Option<String>> {
+        let (pinned_build, pinned_layout) = self.recorded();
+        if adopting {
+            match (&pinned_build, pinned_layout) {
+                (_, Some(pinned)) if pinned == layout => {}
+                (Some(pinned), None) if pinned == build => {}
+                (pinned_build, pinned) => bail!(
+                    "the guard attached here keeps its maps in layout {} (build {}), this build \
+                     in layout {layout}: they cannot be carried over; `synguard detach` first \
+                     (its flows are cut), or run a build of its layout",
+                    pinned.map_or("unrecorded".to_string(), |l| l.to_string()),
+                    pinned_build.as_deref().unwrap_or("unknown")
+                ),
+            }
         }
+        write_private(&self.state.join(BUILD_FILE), build.as_bytes())?;
+        write_private(&self.state.join(LAYOUT_FILE), layout.to_string().as_bytes())?;
+        Ok(pinned_build.filter(|pinned| adopting && pinned != build))
     }
 
     /// Reads a state file, if there is one.

@@ -49,7 +49,11 @@ pub struct Guard {
 
 impl Guard {
     pub fn start(lab: &Lab, mode: &str, extra: &[&str]) -> Guard {
-        let bin = synguard_bin();
+        Self::start_build(lab, &synguard_bin(), mode, extra)
+    }
+
+    /// [`Guard::start`] with another build of synguard.
+    pub fn start_build(lab: &Lab, bin: &std::path::Path, mode: &str, extra: &[&str]) -> Guard {
         let mut child = lab
             .exec(
                 Host::Guard,
