@@ -306,10 +306,6 @@ const ECHO_PORT: u16 = 5000;
 
 #[test]
 fn a_killed_controller_leaves_the_guard_running_and_the_next_adopts_everything() {
-    use std::{
-        io::{Read, Write},
-        net::Shutdown,
-    };
     let lab = new_lab();
     let protect = format!("198.19.1.0/24:{SERVER_PORT},{ECHO_PORT}");
     let args = [
@@ -326,37 +322,7 @@ fn a_killed_controller_leaves_the_guard_running_and_the_next_adopts_everything()
     ];
     let first = Guard::start(&lab, "native", &args);
     // Connections opened before the kill: each sends a line and gets it back, then waits.
-    let listener = support::listen(&lab, ECHO_PORT);
-    let server = std::thread::spawn(move || {
-        let mut served = Vec::new();
-        for _ in 0..3 {
-            let mut stream = support::accept(&listener);
-            let mut line = [0u8; 6];
-            stream.read_exact(&mut line).unwrap();
-            stream.write_all(&line).unwrap();
-            served.push(stream);
-        }
-        // After the restart: echo everything until the client closes, then close too.
-        served
-            .into_iter()
-            .map(|mut stream| {
-                let mut received = Vec::new();
-                stream.read_to_end(&mut received).unwrap();
-                stream.write_all(&received).unwrap();
-                received.len()
-            })
-            .sum::<usize>()
-    });
-    let mut clients: Vec<_> = (0..3)
-        .map(|_| {
-            let mut stream = support::connect(&lab, ECHO_PORT);
-            stream.write_all(b"hello\n").unwrap();
-            let mut line = [0u8; 6];
-            stream.read_exact(&mut line).unwrap();
-            assert_eq!(&line, b"hello\n");
-            stream
-        })
-        .collect();
+    let sessions = support::EchoSessions::open(&lab, ECHO_PORT, 3);
     let out = synguard_cmd(&lab, &["block", "add", "198.18.9.0/24"]);
     assert!(out.status.success(), "{out:?}");
     let port = SERVER_PORT.to_string();
@@ -486,17 +452,7 @@ fn a_killed_controller_leaves_the_guard_running_and_the_next_adopts_everything()
     );
 
     // The connections from before the kill finish their transfers and close.
-    // One at a time, in the order the server serves them.
-    let payload = vec![7u8; 1 << 20];
-    for stream in &mut clients {
-        stream.write_all(&payload).unwrap();
-        stream.shutdown(Shutdown::Write).unwrap();
-        let mut echoed = Vec::new();
-        stream.read_to_end(&mut echoed).unwrap();
-        assert_eq!(echoed, payload);
-    }
-    assert_eq!(server.join().unwrap(), 3 * payload.len());
-    drop(clients);
+    sessions.finish();
     wait_for(
         "the adopted flows closed and gone",
         Duration::from_secs(10),

@@ -3,12 +3,7 @@
 //! the interface never runs without a guard program. A guard of another layout is refused in
 //! one line and left running. Needs root and both builds (`cargo xtask test` makes them).
 
-use std::{
-    io::{Read, Write},
-    net::Shutdown,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use xtask::lab::{GUARD_CLIENT_IFACE, GUARD_SERVER_IFACE, Host};
 
@@ -54,35 +49,7 @@ fn a_newer_build_takes_over_in_place_keeping_flows_blocks_and_counters() {
         "0",
     ];
     let first = Guard::start(&lab, "native", &args);
-    let listener = support::listen(&lab, ECHO_PORT);
-    let server = std::thread::spawn(move || {
-        let mut served = Vec::new();
-        for _ in 0..3 {
-            let mut stream = support::accept(&listener);
-            let mut line = [0u8; 6];
-            stream.read_exact(&mut line).unwrap();
-            stream.write_all(&line).unwrap();
-            served.push(stream);
-        }
-        served
-            .into_iter()
-            .map(|mut stream| {
-                let mut received = Vec::new();
-                stream.read_to_end(&mut received).unwrap();
-                stream.write_all(&received).unwrap();
-                received.len()
-            })
-            .sum::<usize>()
-    });
-    let mut clients: Vec<_> = (0..3)
-        .map(|_| {
-            let mut stream = support::connect(&lab, ECHO_PORT);
-            stream.write_all(b"hello\n").unwrap();
-            let mut line = [0u8; 6];
-            stream.read_exact(&mut line).unwrap();
-            stream
-        })
-        .collect();
+    let sessions = support::EchoSessions::open(&lab, ECHO_PORT, 3);
     let out = synguard_cmd(&lab, &["block", "add", "198.18.9.0/24"]);
     assert!(out.status.success(), "{out:?}");
     first.settle();
@@ -109,15 +76,7 @@ fn a_newer_build_takes_over_in_place_keeping_flows_blocks_and_counters() {
     assert!(blocks.contains("198.18.9.0/24"), "{blocks}");
 
     // The connections opened under the old build carry 1 MiB each way and close.
-    let payload = vec![7u8; 1 << 20];
-    for stream in &mut clients {
-        stream.write_all(&payload).unwrap();
-        stream.shutdown(Shutdown::Write).unwrap();
-        let mut echoed = Vec::new();
-        stream.read_to_end(&mut echoed).unwrap();
-        assert_eq!(echoed, payload);
-    }
-    assert_eq!(server.join().unwrap(), 3 * payload.len());
+    sessions.finish();
 
     // A build of another layout is refused in one line, and the running guard stays.
     let (status, _) = second.stop_with(libc::SIGTERM);

@@ -269,3 +269,65 @@ pub fn connect(lab: &Lab, port: u16) -> TcpStream {
         stream
     })
 }
+
+/// Connections held open across a controller's restart or upgrade: each says a line and gets
+/// it back, then waits; [`EchoSessions::finish`] later sends 1 MiB on each, one at a time,
+/// and checks it comes back whole before the connection closes.
+pub struct EchoSessions {
+    pub clients: Vec<TcpStream>,
+    server: thread::JoinHandle<usize>,
+}
+
+impl EchoSessions {
+    pub fn open(lab: &Lab, port: u16, count: usize) -> EchoSessions {
+        use std::io::Write;
+        let listener = listen(lab, port);
+        let server = thread::spawn(move || {
+            let mut served = Vec::new();
+            for _ in 0..count {
+                let mut stream = accept(&listener);
+                let mut line = [0u8; 6];
+                stream.read_exact(&mut line).unwrap();
+                stream.write_all(&line).unwrap();
+                served.push(stream);
+            }
+            // Later: echo everything until the client closes, then close too.
+            served
+                .into_iter()
+                .map(|mut stream| {
+                    let mut received = Vec::new();
+                    stream.read_to_end(&mut received).unwrap();
+                    stream.write_all(&received).unwrap();
+                    received.len()
+                })
+                .sum::<usize>()
+        });
+        let clients = (0..count)
+            .map(|_| {
+                let mut stream = connect(lab, port);
+                stream.write_all(b"hello\n").unwrap();
+                let mut line = [0u8; 6];
+                stream.read_exact(&mut line).unwrap();
+                assert_eq!(&line, b"hello\n");
+                stream
+            })
+            .collect();
+        EchoSessions { clients, server }
+    }
+
+    pub fn finish(mut self) {
+        use std::io::Write;
+        let payload = vec![7u8; 1 << 20];
+        for stream in &mut self.clients {
+            stream.write_all(&payload).unwrap();
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut echoed = Vec::new();
+            stream.read_to_end(&mut echoed).unwrap();
+            assert_eq!(echoed, payload);
+        }
+        assert_eq!(
+            self.server.join().unwrap(),
+            self.clients.len() * payload.len()
+        );
+    }
+}
