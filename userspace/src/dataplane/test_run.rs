@@ -112,6 +112,10 @@ impl DataPlane {
 
     /// Ring-buffer records (flow events and early data) emitted since the last call.
     pub fn records(&mut self) -> Result<Vec<Record>> {
+        if self.counters.is_none() {
+            // A lab object's plane: it has no event ring, and so no events.
+            return Ok(Vec::new());
+        }
         if self.events.is_none() {
             let map = self
                 .ebpf
