@@ -16,22 +16,28 @@
 //! - forged-0w: the same while our SYN-ACKs offer a zero window (`--early-data 0`): read
 //!   twice, as a third ACK and as a window probe.
 //!
+//! Every row's frames must take the path it is named for, or the bench fails: one probe frame
+//! per row first (its XDP action, and on the guard the counter of its path), then every
+//! sample's counter moved by exactly the runs it timed.
+//!
 //! Ratios are to the floor and to the kernel-helper reference. The harness itself (pass) costs
 //! nearly as much as the floor: read the floor as "the harness plus a swap".
 
 use std::io::Write;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use synguard::{
     clock::cookie_counter_now, config::service::ProtectedService, dataplane::object,
     dataplane::privilege, dataplane::test_run::DataPlane, lab,
 };
 use synguard_common::{
     cookie::{self, CookieKeys, CookieOptions},
+    counters::{Counter, CounterBlock},
     maps::PolicySettings,
     segment::SynAckSettings,
     siphash::SipKey,
     test_frames::{CLIENT_ISN, ack_v4, flow_of, syn_v4},
+    verdict::Action,
 };
 
 const SAMPLES: usize = 15;
@@ -43,11 +49,70 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// One row: which data plane runs it, and its i-th call's frame.
+/// One row: which data plane runs it, its i-th call's frame, and the path its frames must
+/// take: the XDP action, and on the guard the counter that says why.
 struct Row<'a> {
     name: &'static str,
     plane: usize,
     frame_for: Box<dyn Fn(usize) -> Vec<u8> + 'a>,
+    action: Action,
+    counter: Option<Counter>,
+}
+
+/// The frame index of a row's probe: outside every sample's (a probe must not make a timed
+/// frame's flow or source known).
+const PROBE: usize = 40_000;
+
+/// The counters that moved between two readings, for an error message.
+fn moved(before: &CounterBlock, after: &CounterBlock) -> Vec<(&'static str, u64)> {
+    Counter::ALL
+        .iter()
+        .map(|c| (c.name(), after.get(*c) - before.get(*c)))
+        .filter(|(_, delta)| *delta > 0)
+        .collect()
+}
+
+/// The counters of a guard plane (none for a lab plane).
+fn counters_of(plane: &DataPlane, row: &Row) -> Result<Option<CounterBlock>> {
+    row.counter.map(|_| plane.counters()).transpose()
+}
+
+/// Fails unless `row`'s probe frame takes the row's path.
+fn probe(plane: &mut DataPlane, row: &Row) -> Result<()> {
+    let before = counters_of(plane, row)?;
+    let action = plane.run(&(row.frame_for)(PROBE))?.action()?;
+    if action != row.action {
+        bail!(
+            "bench row {}: XDP action {action:?}, not {:?}",
+            row.name,
+            row.action
+        );
+    }
+    check_counter(plane, row, before, 1)
+}
+
+/// Fails unless the row's counter moved by exactly `runs` since `before`.
+fn check_counter(
+    plane: &DataPlane,
+    row: &Row,
+    before: Option<CounterBlock>,
+    runs: u64,
+) -> Result<()> {
+    let (Some(counter), Some(before)) = (row.counter, before) else {
+        return Ok(());
+    };
+    let after = plane.counters()?;
+    let delta = after.get(counter) - before.get(counter);
+    if delta != runs {
+        bail!(
+            "bench row {}: {} moved by {delta} in {runs} runs (moved: {:?}): the frames took \
+             another path",
+            row.name,
+            counter.name(),
+            moved(&before, &after)
+        );
+    }
+    Ok(())
 }
 
 /// Per row, the median over samples of the mean ns per run. Interleaved: sample k of every
@@ -61,15 +126,20 @@ fn measure(planes: &mut [DataPlane], rows: &[Row]) -> Result<Vec<f64>> {
                 .collect()
         })
         .collect();
+    for row in rows {
+        probe(&mut planes[row.plane], row)?;
+    }
     let mut samples = vec![Vec::new(); rows.len()];
     for sample in 0..SAMPLES {
         for (index, row) in rows.iter().enumerate() {
             let plane = &mut planes[row.plane];
             let calls = &frames[index][sample * CALLS_PER_SAMPLE..][..CALLS_PER_SAMPLE];
+            let before = counters_of(plane, row)?;
             let mut total = 0u64;
             for frame in calls {
                 total += plane.time_once(frame)?;
             }
+            check_counter(plane, row, before, CALLS_PER_SAMPLE as u64)?;
             samples[index].push(total as f64 / CALLS_PER_SAMPLE as f64);
             // Keep the event ring from filling: a full ring would time the cheaper lost-event
             // path.
@@ -156,32 +226,61 @@ fn main() -> Result<()> {
         None,
     );
     let counter = now;
-    let row = |name, plane, frame_for: Box<dyn Fn(usize) -> Vec<u8>>| Row {
+    let row = |name, plane, frame_for: Box<dyn Fn(usize) -> Vec<u8>>, (action, counter)| Row {
         name,
         plane,
         frame_for,
+        action,
+        counter,
     };
+    let answered = (Action::Tx, None);
     let same = |frame: &Vec<u8>| {
         let frame = frame.clone();
         Box::new(move |_| frame.clone()) as Box<dyn Fn(usize) -> Vec<u8>>
     };
     let rows = [
-        row("pass", pass, same(&syn)),
-        row("floor", floor, same(&syn)),
-        row("kernel", kernel, same(&syn)),
-        row("through", guard, same(&unprotected)),
-        row("syn", guard, same(&syn)),
-        row("syn-new", guard, {
-            let syn = syn.clone();
-            Box::new(move |i| from_source(&syn, i))
-        }),
+        row("pass", pass, same(&syn), (Action::Pass, None)),
+        row("floor", floor, same(&syn), answered),
+        row("kernel", kernel, same(&syn), answered),
+        row(
+            "through",
+            guard,
+            same(&unprotected),
+            (Action::Pass, Some(Counter::PassTcp)),
+        ),
+        row(
+            "syn",
+            guard,
+            same(&syn),
+            (Action::Tx, Some(Counter::TxSynCookie)),
+        ),
+        row(
+            "syn-new",
+            guard,
+            {
+                let syn = syn.clone();
+                Box::new(move |i| from_source(&syn, i))
+            },
+            (Action::Tx, Some(Counter::TxSynCookie)),
+        ),
         row(
             "ack",
             guard,
             Box::new(move |i| valid_ack(1024 + i as u16, counter)),
+            (Action::Pass, Some(Counter::CookieValid)),
         ),
-        row("forged", guard, same(&forged)),
-        row("forged-0w", zero_window, same(&forged)),
+        row(
+            "forged",
+            guard,
+            same(&forged),
+            (Action::Drop, Some(Counter::DropCookieInvalid)),
+        ),
+        row(
+            "forged-0w",
+            zero_window,
+            same(&forged),
+            (Action::Drop, Some(Counter::DropCookieInvalid)),
+        ),
     ];
     let rows: Vec<(&str, f64)> = rows
         .iter()

@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::{
@@ -33,7 +33,7 @@ const IPERF_PORT: u16 = 5201;
 /// thousands of connections, and the server's TIME-WAIT on their 4-tuples would slow down
 /// whichever run came next on the same port.
 const ECHO_BASE_PORT: u16 = 5210;
-const REPEATS: usize = 3;
+const REPEATS: usize = 5;
 const SECONDS: u64 = 3;
 const CONNECT_THREADS: usize = 4;
 
@@ -77,24 +77,27 @@ pub fn run(xtask: &Path) -> Result<()> {
     let _ = iperf.wait();
     let (routing, guarded) = result?;
     let controller = controller_bench()?;
-    let ratio =
-        |key: &str| guarded[key].as_f64().unwrap_or(0.0) / routing[key].as_f64().unwrap_or(1.0);
+    let (routed_gbps, guarded_gbps) = (
+        figure(&routing, "throughput_gbps", "plain routing")?,
+        figure(&guarded, "throughput_gbps", "synguard")?,
+    );
+    let (routed_cps, guarded_cps) = (
+        figure(&routing, "connections_per_s", "plain routing")?,
+        figure(&guarded, "connections_per_s", "synguard")?,
+    );
     let report = json!({
         "plain_routing": routing,
         "synguard": guarded,
-        "throughput_ratio": ratio("throughput_gbps"),
-        "connections_ratio": ratio("connections_per_s"),
+        "throughput_ratio": guarded_gbps / routed_gbps,
+        "connections_ratio": guarded_cps / routed_cps,
         "controller": controller,
     });
     println!(
-        "forward: throughput {:.2} Gbit/s routed, {:.2} Gbit/s through synguard (ratio {:.2}); \
-         new connections {:.0}/s routed, {:.0}/s through synguard (ratio {:.2})",
-        routing["throughput_gbps"].as_f64().unwrap_or(0.0),
-        guarded["throughput_gbps"].as_f64().unwrap_or(0.0),
-        report["throughput_ratio"].as_f64().unwrap_or(0.0),
-        routing["connections_per_s"].as_f64().unwrap_or(0.0),
-        guarded["connections_per_s"].as_f64().unwrap_or(0.0),
-        report["connections_ratio"].as_f64().unwrap_or(0.0),
+        "forward: throughput {routed_gbps:.2} Gbit/s routed, {guarded_gbps:.2} Gbit/s through \
+         synguard (ratio {:.2}); new connections {routed_cps:.0}/s routed, {guarded_cps:.0}/s \
+         through synguard (ratio {:.2}); medians of {REPEATS}",
+        guarded_gbps / routed_gbps,
+        guarded_cps / routed_cps,
     );
     let dir = workspace_root().join("results");
     std::fs::create_dir_all(&dir)?;
@@ -104,6 +107,40 @@ pub fn run(xtask: &Path) -> Result<()> {
     )?;
     println!("written to results/bench-forward.json");
     Ok(())
+}
+
+/// A figure a phase must have measured: a missing or non-positive one fails the bench rather
+/// than becoming a ratio of 0 or 1.
+fn figure(phase: &Value, key: &str, name: &str) -> Result<f64> {
+    match phase[key].as_f64() {
+        Some(value) if value > 0.0 => Ok(value),
+        _ => bail!("bench forward: {name} measured no {key} ({phase})"),
+    }
+}
+
+/// The guard's counters after the synguard phase: the traffic must have gone through it (its
+/// cookies validated the connections, its programs forwarded the segments), or the phase
+/// timed plain routing under another name.
+fn guard_saw_the_traffic(lab: &Lab, synguard: &Path) -> Result<Value> {
+    let out = cmd::stdout(&mut lab.exec(
+        Host::Guard,
+        synguard.to_str().context("non-UTF-8 path")?,
+        ["stats", "--json"],
+    ))?;
+    let stats: Value = serde_json::from_str(&out).context("synguard stats --json")?;
+    let mut seen = serde_json::Map::new();
+    for counter in ["cookie_valid", "forward_to_server", "forward_to_client"] {
+        let total = stats["total"][counter]
+            .as_u64()
+            .with_context(|| format!("synguard stats has no counter {counter}"))?;
+        if total == 0 {
+            bail!(
+                "bench forward: the guard's {counter} stayed at 0: the traffic did not go through it"
+            );
+        }
+        seen.insert(counter.to_string(), total.into());
+    }
+    Ok(Value::Object(seen))
 }
 
 fn measure_both(lab: &Lab, synguard: &Path) -> Result<(Value, Value)> {
@@ -124,7 +161,10 @@ fn measure_both(lab: &Lab, synguard: &Path) -> Result<(Value, Value)> {
         .concat(),
         Stdio::null(),
     )?;
-    let guarded = measure(lab, 1);
+    let guarded = measure(lab, 1).and_then(|mut guarded| {
+        guarded["guard_counters"] = guard_saw_the_traffic(lab, synguard)?;
+        Ok(guarded)
+    });
     lab::stop_guard(&mut guard);
     Ok((routing, guarded?))
 }
