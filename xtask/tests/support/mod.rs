@@ -22,6 +22,14 @@ pub fn synguard_bin() -> PathBuf {
         .expect("SYNGUARD_BIN is not set: run the lab tests through `cargo xtask test`")
 }
 
+/// The control socket of the guard attached to the guard namespace's client-side link.
+pub fn control_socket(lab: &Lab) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let netns = format!("/run/netns/{}", lab.netns(Host::Guard));
+    let ino = std::fs::metadata(&netns).unwrap().ino();
+    PathBuf::from(format!("/run/synguard/net{ino}-{GUARD_CLIENT_IFACE}.sock"))
+}
+
 pub fn new_lab() -> LabGuard {
     xtask::bootstrap::require_root().expect("the lab tests need root");
     let server = lab::server_command(std::path::Path::new(env!("CARGO_BIN_EXE_xtask")));
@@ -103,9 +111,17 @@ impl Guard {
             lines,
             stderr,
         };
-        wait_for("synguard to attach", Duration::from_secs(30), || {
-            lab.has_xdp(Host::Guard, GUARD_CLIENT_IFACE).unwrap()
-        });
+        // Ready as systemd sees it: attached, and its control socket answering (a killed
+        // controller's socket may still be there, but nobody listens on it).
+        let socket = control_socket(lab);
+        wait_for(
+            "synguard to attach and listen",
+            Duration::from_secs(30),
+            || {
+                lab.has_xdp(Host::Guard, GUARD_CLIENT_IFACE).unwrap()
+                    && std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            },
+        );
         guard
     }
 
