@@ -186,6 +186,14 @@ fn a_single_source_flood_is_blocked_in_xdp_until_its_block_expires() {
         || decisions(&guard, "unblock").len() == 2,
     );
 
+    // The ExaBGP lines follow the decision lines: wait for the last withdraw to be written.
+    wait_for("the last withdraw line", Duration::from_secs(5), || {
+        std::fs::read_to_string(&exabgp)
+            .unwrap_or_default()
+            .matches("withdraw")
+            .count()
+            >= 2
+    });
     let lines = std::fs::read_to_string(&exabgp).unwrap();
     std::fs::remove_file(&exabgp).unwrap();
     assert_eq!(
