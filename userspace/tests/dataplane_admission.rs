@@ -193,12 +193,7 @@ fn auto_mode_under_its_threshold_lets_the_flow_straight_through() {
         (SERVER_ISN + 1, CLIENT_ISN + 19)
     );
 
-    let events: Vec<_> = guard
-        .events()
-        .unwrap()
-        .into_iter()
-        .map(|e| e.wire)
-        .collect();
+    let events = support::wire_events(&mut guard);
     let kinds: Vec<(u8, u8)> = events.iter().map(|e| (e.kind, e.flags)).collect();
     assert_eq!(
         kinds,

@@ -257,12 +257,7 @@ fn fins_and_resets_are_reported_and_blind_resets_die() {
         synguard::dataplane::object::GUARD_PROGRAM,
         &ack_of_fin,
     );
-    let events: Vec<_> = guard
-        .events()
-        .unwrap()
-        .into_iter()
-        .map(|e| e.wire)
-        .collect();
+    let events = support::wire_events(&mut guard);
     let summary: Vec<(u8, u8, u32, u32)> = events
         .iter()
         .map(|e| (e.kind, e.flags, e.seq, e.ack))

@@ -212,12 +212,7 @@ fn a_valid_third_ack_hands_the_flow_to_the_controller_once() {
         "rewritten into the SYN to the server (see tests/dataplane_flows.rs)"
     );
     assert_eq!(guard.counters().unwrap().get(Counter::CookieValid), 1);
-    let events: Vec<_> = guard
-        .events()
-        .unwrap()
-        .into_iter()
-        .map(|e| e.wire)
-        .collect();
+    let events = support::wire_events(&mut guard);
     assert_eq!(events.len(), 1);
     let event = events[0];
     assert_eq!(event.flow, flow_of(&syn));

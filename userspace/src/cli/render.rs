@@ -1,6 +1,6 @@
 //! How each reply prints as text (`--json` prints the reply itself).
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use synguard_common::counters::Counter;
 
 use crate::{
@@ -205,7 +205,7 @@ pub fn settings(settings: &Settings, key: Option<&str>) -> String {
 
 pub fn blocks(reply: &Reply) -> Result<String> {
     let Reply::Blocks { blocks } = reply else {
-        bail!("expected the blocks in the answer, got {reply:?}");
+        return Err(unexpected(reply, "the blocks"));
     };
     let mut text = format!(
         "{:<44} {:<18} {:>12} {:>12}\n",
@@ -229,7 +229,7 @@ pub fn blocks(reply: &Reply) -> Result<String> {
 
 pub fn allows(reply: &Reply) -> Result<String> {
     let Reply::Allows { allows } = reply else {
-        bail!("expected the allows in the answer, got {reply:?}");
+        return Err(unexpected(reply, "the allows"));
     };
     let mut text = format!("{:<44} Cookie challenge\n", "Prefix");
     for allow in allows {
@@ -248,7 +248,7 @@ pub fn allows(reply: &Reply) -> Result<String> {
 
 pub fn services(reply: &Reply) -> Result<String> {
     let Reply::Services { services } = reply else {
-        bail!("expected the services in the answer, got {reply:?}");
+        return Err(unexpected(reply, "the services"));
     };
     let mut text = format!("{:<4} {:<44} {:<8} Cookies\n", "Slot", "Service", "Mode");
     for service in services {

@@ -13,6 +13,17 @@ use synguard_common::{
 pub const KEY_A: SipKey = SipKey { k0: 11, k1: 12 };
 pub const KEY_B: SipKey = SipKey { k0: 21, k1: 22 };
 
+/// The flow events emitted since the last call, as the data plane wrote them (the tests read
+/// their numbers; `DataPlane::events` gives them decoded).
+pub fn wire_events(plane: &mut DataPlane) -> Vec<synguard_common::maps::FlowEvent> {
+    plane
+        .events()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.wire)
+        .collect()
+}
+
 /// `current` live in phase 0, `previous` in phase 1.
 pub fn keys(current: SipKey, previous: SipKey) -> CookieKeys {
     CookieKeys::new(current, previous, 0)
