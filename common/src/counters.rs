@@ -69,6 +69,10 @@ counters! {
     ResetBeforeJoin => "reset_before_join": "dropped: client RSTs before the server answered (the controller ends the flow)",
     ForwardToServer => "forward_to_server": "segments of validated flows forwarded to the server",
     ForwardToClient => "forward_to_client": "segments of validated flows forwarded to the client",
+    PassTooBig => "pass_too_big": "passed untranslated: forwarded segments larger than the egress link's MTU (IPv4 with DF, IPv6); the kernel drops them and tells the sender to send smaller ones",
+    IcmpTranslated => "icmp_translated": "ICMP errors about a validated flow (unreachable, fragmentation needed, packet too big, time exceeded): the quoted header translated for the receiver, passed to the kernel to route",
+    DropIcmpNoFlow => "drop_icmp_no_flow": "dropped: ICMP errors quoting a segment of a protected service that belongs to no validated flow",
+    DropIcmpOutOfWindow => "drop_icmp_out_of_window": "dropped: ICMP errors about a validated flow whose quoted sequence number lies outside what the sender has in flight (forged)",
     DropRstOutOfWindow => "drop_rst_out_of_window": "dropped: RSTs of a validated flow outside the receiver's window",
     DropStraySynAck => "drop_stray_syn_ack": "dropped: SYN-ACKs from the client side",
     DropStrayFin => "drop_stray_fin": "dropped: FINs of no validated flow (FIN flood)",
@@ -150,11 +154,17 @@ impl Tally {
 /// Name of the per-CPU array map holding one [`CounterBlock`].
 pub const COUNTERS_MAP: &str = "COUNTERS";
 
-/// The value of the counters map: every counter of one CPU.
+/// Slots in a [`CounterBlock`]: more than there are counters, so that a release adding
+/// counters keeps the map's layout and can adopt a running guard's maps (an upgrade in place).
+pub const COUNTER_SLOTS: usize = 96;
+const _: () = assert!(Counter::COUNT <= COUNTER_SLOTS);
+
+/// The value of the counters map: every counter of one CPU (the slots past the last counter
+/// stay zero).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct CounterBlock {
-    pub values: [u64; Counter::COUNT],
+    pub values: [u64; COUNTER_SLOTS],
 }
 
 #[cfg(feature = "user")]
@@ -163,7 +173,7 @@ unsafe impl aya::Pod for CounterBlock {}
 impl Default for CounterBlock {
     fn default() -> Self {
         Self {
-            values: [0; Counter::COUNT],
+            values: [0; COUNTER_SLOTS],
         }
     }
 }

@@ -42,6 +42,8 @@ pub mod ipv4 {
     pub const IDENTIFICATION: usize = 4;
     /// Flags (DF 0x4000, MF 0x2000) and the fragment offset (low 13 bits).
     pub const FLAGS_FRAGMENT: usize = 6;
+    /// The don't-fragment bit of the `FLAGS_FRAGMENT` word.
+    pub const DONT_FRAGMENT: u16 = 0x4000;
     pub const TTL: usize = 8;
     pub const PROTOCOL: usize = 9;
     pub const CHECKSUM: usize = 10;
@@ -89,3 +91,17 @@ pub mod tcp {
 
 /// IANA protocol numbers.
 pub const IPPROTO_TCP: u8 = 6;
+
+/// ICMP (RFC 792) and ICMPv6 (RFC 4443): the same first eight bytes, then the quoted packet.
+pub mod icmp {
+    pub const TYPE: usize = 0;
+    pub const CODE: usize = 1;
+    pub const CHECKSUM: usize = 2;
+    /// "Fragmentation needed": the next hop's MTU (RFC 1191 section 4).
+    pub const NEXT_HOP_MTU: usize = 6;
+    /// "Packet too big": the MTU (RFC 4443 section 3.2).
+    pub const MTU: usize = 4;
+    pub const HEADER_LEN: usize = 8;
+    pub const IPPROTO_ICMP: u8 = 1;
+    pub const IPPROTO_ICMPV6: u8 = 58;
+}

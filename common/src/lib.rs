@@ -11,6 +11,7 @@ pub mod counters;
 pub mod field;
 pub mod flow_filter;
 pub mod frame;
+pub mod icmp;
 pub mod maps;
 pub mod parse;
 pub mod segment;

@@ -5,11 +5,12 @@
 /// The layout of the pinned maps (their names, key and value types, sizes). A build adopts
 /// the pinned maps of a running guard whose layout version is its own; a change to any map's
 /// layout moves it (a test holds the layouts' fingerprint to this number).
-pub const MAP_LAYOUT_VERSION: u32 = 1;
+pub const MAP_LAYOUT_VERSION: u32 = 2;
 
 use crate::{
     cookie::{CookieOptions, FlowKey},
     token_bucket::TokenBucket,
+    translate::Translation,
 };
 
 pub const COOKIE_KEYS_MAP: &str = "COOKIE_KEYS";
@@ -417,6 +418,36 @@ pub struct FlowStart {
 }
 
 impl FlowEntry {
+    /// What forwarding does to a segment of this flow going `direction` ([`TO_SERVER`] or
+    /// [`TO_CLIENT`]): the client saw our cookie as the server's ISN, and our clock in the
+    /// timestamps; the server's own numbers go the other way.
+    #[inline(always)]
+    pub fn translation(&self, direction: u8) -> Translation {
+        let ts_offset = if self.server_timestamps != 0 {
+            self.ts_offset
+        } else {
+            0
+        };
+        if direction == TO_SERVER {
+            Translation {
+                ack: self.seq_offset,
+                sack: self.seq_offset,
+                tsecr: ts_offset,
+                window_from: self.client_shift,
+                window_to: self.server_view_of_client_shift,
+                ..Translation::default()
+            }
+        } else {
+            Translation {
+                seq: self.seq_offset.wrapping_neg(),
+                tsval: ts_offset.wrapping_neg(),
+                window_from: self.server_shift,
+                window_to: self.client_view_of_server_shift,
+                ..Translation::default()
+            }
+        }
+    }
+
     /// Starts a new flow in place: the entry is zeroed first, so nothing of an earlier flow
     /// built in the same memory survives (the data plane builds entries in map memory, no
     /// entry-sized copy on its stack).
@@ -518,10 +549,12 @@ pub const TO_SERVER: u8 = 0;
 pub const TO_CLIENT: u8 = 1;
 
 /// The tail-call map of the later stages: forwarding at `TO_SERVER` and `TO_CLIENT`, a client's
-/// segment to a protected service at `STAGE_CLIENT_SEGMENT`.
+/// IP packet at `STAGE_CLIENT_SEGMENT`, ICMP errors from either side at `STAGE_ICMP_*`.
 pub const STAGES_MAP: &str = "STAGES";
 pub const STAGE_CLIENT_SEGMENT: u32 = 2;
-pub const STAGE_COUNT: u32 = 3;
+pub const STAGE_ICMP_FROM_CLIENT: u32 = 3;
+pub const STAGE_ICMP_FROM_SERVER: u32 = 4;
+pub const STAGE_COUNT: u32 = 5;
 
 /// What the data plane tells the controller about a validated flow (flow events ring buffer).
 /// Sequence and acknowledgement numbers are as the receiver sees them: client to server in

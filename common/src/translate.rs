@@ -29,10 +29,28 @@ pub struct Translation {
     pub window_to: u8,
 }
 
+impl Translation {
+    /// What undoes this translation: for an ICMP error quoting a segment the guard forwarded,
+    /// whose quote must read as its sender sent it. (Window fields are left alone: a rescale
+    /// loses bits, and no receiver reads the window of a quote.)
+    #[inline(always)]
+    pub fn inverse(&self) -> Translation {
+        Translation {
+            seq: self.seq.wrapping_neg(),
+            ack: self.ack.wrapping_neg(),
+            sack: self.sack.wrapping_neg(),
+            tsval: self.tsval.wrapping_neg(),
+            tsecr: self.tsecr.wrapping_neg(),
+            window_from: 0,
+            window_to: 0,
+        }
+    }
+}
+
 /// Adds `add` to the big-endian word at `at`; returns the RFC 1624 checksum adjustment
 /// (the complement of the old 16-bit halves plus the new ones).
 #[inline(always)]
-fn shift_word(header: &mut [u8; TCP_HEADER_BUF_LEN], at: usize, add: u32) -> u64 {
+pub fn shift_word<const N: usize>(header: &mut [u8; N], at: usize, add: u32) -> u64 {
     let at = at & 63;
     let old = be32(header, at);
     let new = old.wrapping_add(add);
@@ -44,13 +62,15 @@ fn shift_word(header: &mut [u8; TCP_HEADER_BUF_LEN], at: usize, add: u32) -> u64
 }
 
 /// Rewrites the header (20..=60 bytes at the start of `header`) whose decoded options are
-/// `options`, and fixes its checksum.
+/// `options`, and fixes its checksum. Returns the RFC 1624 adjustment of everything it changed,
+/// the checksum field included: what a checksum covering the whole header (that of an ICMP
+/// error quoting it) needs.
 #[inline(always)]
 pub fn translate_header(
     header: &mut [u8; TCP_HEADER_BUF_LEN],
     options: &TcpOptions,
     t: &Translation,
-) {
+) -> u64 {
     let mut adjust = 0u64;
     if t.seq != 0 {
         adjust += shift_word(header, tcp::SEQ, t.seq);
@@ -87,5 +107,7 @@ pub fn translate_header(
         let old = be16(header, tcp::CHECKSUM);
         let updated = crate::checksum::finish((!old) as u64 + adjust);
         header[tcp::CHECKSUM..tcp::CHECKSUM + 2].copy_from_slice(&updated.to_be_bytes());
+        adjust += (!old) as u64 + updated as u64;
     }
+    adjust
 }

@@ -11,8 +11,8 @@ use synguard_common::{
     flow_filter::FlowFilterHalf,
     maps::{
         AllowValue, BlockValue, EarlyData, FlowEntry, FlowEvent, MAP_LAYOUT_VERSION,
-        PolicySettings, ProtectedAddress, ProtectedPorts, ServiceConfig, ServiceCounters,
-        SourceCounters, SourceKey,
+        PolicySettings, ProtectedAddress, ProtectedPorts, STAGE_COUNT, ServiceConfig,
+        ServiceCounters, SourceCounters, SourceKey,
     },
     parse::ParseScratch,
     segment::{SEGMENT_BUF_LEN, SynAckSettings},
@@ -24,7 +24,7 @@ fn layouts() -> Vec<(&'static str, usize, usize)> {
     macro_rules! of {
         ($($t:ty),* $(,)?) => { vec![$((stringify!($t), size_of::<$t>(), align_of::<$t>())),*] };
     }
-    of![
+    let mut layouts = of![
         CounterBlock,
         ParseScratch,
         [u8; SEGMENT_BUF_LEN],
@@ -45,7 +45,10 @@ fn layouts() -> Vec<(&'static str, usize, usize)> {
         FlowFilterHalf,
         FlowEvent,
         EarlyData,
-    ]
+    ];
+    // The tail-call map's size is part of the layout too.
+    layouts.push(("STAGES entries", STAGE_COUNT as usize, 4));
+    layouts
 }
 
 fn fingerprint() -> u64 {
@@ -63,7 +66,7 @@ fn fingerprint() -> u64 {
 fn the_map_layout_version_moves_with_the_layouts() {
     assert_eq!(
         (MAP_LAYOUT_VERSION, format!("{:016x}", fingerprint())),
-        (1, "c635859a4a257438".to_string()),
+        (2, "92abf298b8914620".to_string()),
         "a pinned map's layout changed: move MAP_LAYOUT_VERSION and record the new \
          fingerprint here ({:?})",
         layouts()

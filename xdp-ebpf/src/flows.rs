@@ -14,13 +14,17 @@ use synguard_common::{
     segment::SegmentSpec,
     seq::{in_window, rescale_window, seq_le, seq_lt, window_field},
     tcp_options::TcpOptionWalker,
-    translate::{Translation, translate_header},
+    translate::translate_header,
     verdict::{Action, Verdict},
 };
 
 use crate::{
-    FLOW_FILTER, FLOWS, Guarded, NEW_FLOW, clock::now_coarse_ns, emit::emit, events,
-    frame::XdpFrame, route,
+    FLOW_FILTER, FLOWS, Guarded, NEW_FLOW,
+    clock::now_coarse_ns,
+    emit::emit,
+    events,
+    frame::XdpFrame,
+    route::{self, Route},
 };
 
 /// Records a new flow: its slot in both halves of the flows filter first, so that the filter
@@ -82,39 +86,16 @@ pub fn forward(
 ) -> Verdict {
     let tcp = &guarded.tcp;
     let offset = entry.seq_offset;
-    let ts_offset = if entry.server_timestamps != 0 {
-        entry.ts_offset
-    } else {
-        0
-    };
     let to_server = direction == TO_SERVER;
-    let (translation, sender_shift, ack_as_server_sees, forwarded) = if to_server {
+    let translation = entry.translation(direction);
+    let (sender_shift, ack_as_server_sees, forwarded) = if to_server {
         (
-            Translation {
-                ack: offset,
-                sack: offset,
-                tsecr: ts_offset,
-                window_from: entry.client_shift,
-                window_to: entry.server_view_of_client_shift,
-                ..Translation::default()
-            },
             entry.client_shift,
             tcp.ack.wrapping_add(offset),
             Counter::ForwardToServer,
         )
     } else {
-        (
-            Translation {
-                seq: offset.wrapping_neg(),
-                tsval: ts_offset.wrapping_neg(),
-                window_from: entry.server_shift,
-                window_to: entry.client_view_of_server_shift,
-                ..Translation::default()
-            },
-            entry.server_shift,
-            tcp.ack,
-            Counter::ForwardToClient,
-        )
+        (entry.server_shift, tcp.ack, Counter::ForwardToClient)
     };
     let (sender, receiver) = if to_server {
         (&mut entry.to_server, &mut entry.to_client)
@@ -125,6 +106,12 @@ pub fn forward(
     let (receiver_next, receiver_window) = (sender.next_seq, receiver.window);
     if tcp.flags.has(TcpFlags::RST) && !in_window(tcp.seq, receiver_next, receiver_window) {
         return Verdict::new(Action::Drop, Counter::DropRstOutOfWindow);
+    }
+    let route = route::look_up(ctx, guarded, to_server);
+    if route == Route::TooBig {
+        // Untranslated and untracked: the kernel drops it and tells the sender, in the
+        // sender's own sequence space, to send smaller segments.
+        return Verdict::new(Action::Pass, Counter::PassTooBig);
     }
     translate_header(&mut walker.header, &tcp.options, &translation);
     if !XdpFrame(ctx).store_tcp_header(
@@ -172,11 +159,15 @@ pub fn forward(
     if control && !report(EventKind::Control, entry) {
         return Verdict::new(Action::Drop, Counter::DropEventLost);
     }
-    match route::redirect(ctx, guarded, to_server) {
-        Some(code) if code == Action::Redirect.xdp_code() => {
-            Verdict::new(Action::Redirect, forwarded)
-        }
-        // No next hop we can reach ourselves: the kernel routes it.
+    match route {
+        Route::Direct => match route::send(ctx, guarded) {
+            Some(code) if code == Action::Redirect.xdp_code() => {
+                Verdict::new(Action::Redirect, forwarded)
+            }
+            _ => Verdict::new(Action::Pass, forwarded),
+        },
+        // No next hop we can reach ourselves (or an IPv4 packet to fragment): the kernel
+        // routes it.
         _ => Verdict::new(Action::Pass, forwarded),
     }
 }

@@ -13,6 +13,7 @@ mod emit;
 mod events;
 mod flows;
 mod frame;
+mod icmp;
 mod route;
 mod syn_cookie;
 
@@ -29,13 +30,14 @@ use aya_log_ebpf::debug;
 use synguard_common::{
     cookie::{CookieKeys, FlowKey},
     counters::{Counter, CounterBlock, Tally},
+    field::icmp::{IPPROTO_ICMP, IPPROTO_ICMPV6},
     flow_filter::{FlowFilterHalf, flow_filter_slot, may_hold},
     maps::{
         ALLOWED_CAPACITY, AllowValue, BLOCKED_CAPACITY, BlockValue, FLOW_EVENTS_RING_BYTES,
         FLOWS_CAPACITY, FlowEntry, PROTECTED_CAPACITY, PolicySettings, ProtectedAddress,
         ProtectedPorts, SERVICES_CAPACITY, SOURCES_CAPACITY, STAGE_CLIENT_SEGMENT, STAGE_COUNT,
-        ServiceConfig, ServiceCounters, SourceCounters, SourceKey, TO_CLIENT, TO_SERVER,
-        VOUCHED_CAPACITY, ipv4_mapped, phase,
+        STAGE_ICMP_FROM_CLIENT, STAGE_ICMP_FROM_SERVER, ServiceConfig, ServiceCounters,
+        SourceCounters, SourceKey, TO_CLIENT, TO_SERVER, VOUCHED_CAPACITY, ipv4_mapped, phase,
     },
     parse::{
         IpAddrs, L3, ParseScratch, ParsedFrame, TcpFlags, TcpSegment, TransportKind,
@@ -185,9 +187,13 @@ pub struct Guarded {
     /// (for the blocked check), not only TCP segments. A plain byte: a Rust enum read back
     /// from map memory would let LLVM assume its range, and the verifier cannot.
     pub transport: u8,
+    /// The IP protocol number (the last next-header for IPv6).
+    pub protocol: u8,
     pub tcp: TcpSegment,
     pub l3_offset: u16,
     pub l4_offset: u16,
+    /// Offset just past the IP payload.
+    pub ip_end: u16,
     /// What the frame adds to the counters, for a tail-called program to record.
     pub tally: Tally,
 }
@@ -217,8 +223,8 @@ fn parse(ctx: &XdpContext, scratch: &mut ParseScratch, from_client: bool) -> Par
         }),
         Action::Pass,
     ) = (&parsed, verdict.action)
-        && let is_tcp = packet.transport.kind == TransportKind::Tcp
-        && (from_client || is_tcp)
+        && let transport = transport_code(packet.transport.kind, packet.transport.protocol)
+        && (from_client || transport == TRANSPORT_TCP || transport == TRANSPORT_ICMP)
         && let Some(slot) = GUARDED.get_ptr_mut(0)
     {
         // Copied into map memory: the later stages and the actions then need no stack for it.
@@ -233,13 +239,15 @@ fn parse(ctx: &XdpContext, scratch: &mut ParseScratch, from_client: bool) -> Par
         // Copied as parsed: mapping IPv4 into IPv6 here (a branch on the family) makes the
         // verifier track the parser's paths apart and run out of budget.
         slot.addrs = packet.addrs;
-        slot.transport = transport_code(packet.transport.kind);
+        slot.transport = transport;
+        slot.protocol = packet.transport.protocol;
         // A plain copy, not `slot.tcp = *tcp`: LLVM turns that into a memmove, which it
         // cannot inline for BPF and the byte loop it calls costs a few percent of a SYN.
         // SAFETY: two distinct per-CPU map values.
         unsafe { core::ptr::copy_nonoverlapping(tcp, &mut slot.tcp, 1) };
         slot.l3_offset = packet.l3_offset;
         slot.l4_offset = packet.l4_offset;
+        slot.ip_end = packet.ip_end;
         guarded = Some(slot);
     }
     Parsed {
@@ -354,6 +362,10 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
             reason: Counter::DropBlocked,
         };
         return finish(&ctx, tally, blocked);
+    }
+    if guarded.transport == TRANSPORT_ICMP {
+        // SAFETY: a tail call with our own context; on success it does not return.
+        unsafe { STAGES.tail_call(&ctx, STAGE_ICMP_FROM_CLIENT) };
     }
     let transport = match guarded.transport {
         TRANSPORT_TCP => TransportKind::Tcp,
@@ -519,6 +531,13 @@ pub fn synguard_server(ctx: XdpContext) -> u32 {
         guarded,
     } = parse(&ctx, scratch, false);
     if let Some(guarded) = guarded {
+        if guarded.transport == TRANSPORT_ICMP {
+            guarded.tally = tally;
+            // SAFETY: a tail call with our own context; on success it does not return (when
+            // the stage is missing, the error passes as any other IP packet).
+            unsafe { STAGES.tail_call(&ctx, STAGE_ICMP_FROM_SERVER) };
+            return finish(&ctx, tally, verdict);
+        }
         let (known, entry) = lookup(&guarded.flow);
         // SAFETY: checked non-null first.
         let (acks_our_syn, direct) = if entry.is_null() {
@@ -613,14 +632,52 @@ fn forward_program(ctx: &XdpContext, direction: u8) -> u32 {
 const TRANSPORT_TCP: u8 = 0;
 const TRANSPORT_FRAGMENT: u8 = 1;
 const TRANSPORT_OTHER: u8 = 2;
+/// ICMP or ICMPv6 (whether it matches the packet's family is the ICMP stage's check: a branch
+/// on the family here splits the parser's paths for the verifier).
+const TRANSPORT_ICMP: u8 = 3;
 
 #[inline(always)]
-fn transport_code(kind: TransportKind) -> u8 {
+fn transport_code(kind: TransportKind, protocol: u8) -> u8 {
     match kind {
         TransportKind::Tcp => TRANSPORT_TCP,
         TransportKind::Fragment => TRANSPORT_FRAGMENT,
+        TransportKind::Other if protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6 => {
+            TRANSPORT_ICMP
+        }
         TransportKind::Other => TRANSPORT_OTHER,
     }
+}
+
+/// An ICMP error that came in from the clients' side (tail-called by `client_segment`).
+#[xdp]
+pub fn icmp_from_client(ctx: XdpContext) -> u32 {
+    icmp_program(&ctx, true)
+}
+
+/// An ICMP error that came in from the servers' side (tail-called by `synguard_server`).
+#[xdp]
+pub fn icmp_from_server(ctx: XdpContext) -> u32 {
+    icmp_program(&ctx, false)
+}
+
+#[inline(always)]
+fn icmp_program(ctx: &XdpContext, from_client: bool) -> u32 {
+    let (Some(scratch), Some(guarded)) = (scratch(), GUARDED.get_ptr_mut(0)) else {
+        return XDP_ABORTED;
+    };
+    // SAFETY: per-CPU entry, used only during this run of the program.
+    let guarded = unsafe { &*guarded };
+    // ICMPv6 in IPv4 or ICMP in IPv6 is no error about a flow: it passes like other IP.
+    let protocol_fits = match guarded.addrs.family {
+        4 => guarded.protocol == IPPROTO_ICMP,
+        _ => guarded.protocol == IPPROTO_ICMPV6,
+    };
+    let verdict = if protocol_fits {
+        icmp::relay(ctx, guarded, scratch, from_client)
+    } else {
+        pass_ip(TransportKind::Other)
+    };
+    finish(ctx, guarded.tally, verdict)
 }
 
 /// An address as the tries key it: IPv4 as IPv4-mapped IPv6. `source` picks which one.

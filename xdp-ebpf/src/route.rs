@@ -3,6 +3,10 @@
 //! What the lookup cannot settle (no neighbour entry yet, an expiring TTL, a VLAN-tagged
 //! frame, no route) goes to the kernel stack, which routes it the slow way and resolves the
 //! neighbour for the frames after it.
+//!
+//! The lookup comes before the rewrite: a segment too large for its egress link goes to the
+//! kernel as its sender sent it, so that the "fragmentation needed" / "packet too big" error
+//! the kernel sends back quotes the sender's own sequence numbers (RFC 1191, RFC 8201).
 
 use core::ffi::c_void;
 
@@ -21,6 +25,8 @@ use crate::{FIB_SCRATCH, Guarded, frame::XdpFrame};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
+/// `BPF_FIB_LKUP_RET_FRAG_NEEDED`: the packet is larger than the egress link's MTU.
+const FIB_FRAG_NEEDED: i64 = 4;
 
 /// An address as the four words `bpf_fib_lookup` takes (network byte order kept).
 #[inline(always)]
@@ -33,13 +39,28 @@ fn words(address: &[u8; 16]) -> [u32; 4] {
     ]
 }
 
-/// Redirects the (already rewritten) frame; `None` when the kernel must route it.
+/// Where a forwarded frame goes, as the kernel's FIB sees it (before it is rewritten).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A next hop we reach ourselves: [`send`] takes it there.
+    Direct,
+    /// Larger than the egress link's MTU, and not to be fragmented (IPv4 with DF, IPv6).
+    TooBig,
+    /// What the kernel must settle: no neighbour entry yet, an expiring TTL, a VLAN tag, no
+    /// route, or an IPv4 packet without DF that the kernel fragments.
+    Kernel,
+}
+
+/// Looks up the next hop of the frame (`to_server` picks the flow's direction), leaving it in
+/// the per-CPU FIB scratch for [`send`].
 #[inline(always)]
-pub fn redirect(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Option<u32> {
+pub fn look_up(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Route {
     if guarded.l3_offset as usize != ethernet::HEADER_LEN {
-        return None; // VLAN-tagged: the egress tagging is the kernel's business
+        return Route::Kernel; // VLAN-tagged: the egress tagging is the kernel's business
     }
-    let params = FIB_SCRATCH.get_ptr_mut(0)?;
+    let Some(params) = FIB_SCRATCH.get_ptr_mut(0) else {
+        return Route::Kernel;
+    };
     // SAFETY: per-CPU entry, used only during this run of the program.
     let p = unsafe { &mut *params };
     let flow = &guarded.flow;
@@ -58,17 +79,17 @@ pub fn redirect(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Option<
             flow.client_port,
         )
     };
-    let frame = XdpFrame(ctx);
-    let l3 = ethernet::HEADER_LEN;
     let is_v4 = flow.family == 4;
-    let header: [u8; 12] = frame.load(l3)?;
+    let Some(header) = XdpFrame(ctx).load::<12>(ethernet::HEADER_LEN) else {
+        return Route::Kernel;
+    };
     let ttl = if is_v4 {
         header[ipv4::TTL]
     } else {
         header[ipv6::HOP_LIMIT]
     };
     if ttl <= 1 {
-        return None; // the kernel sends the ICMP time-exceeded
+        return Route::Kernel; // the kernel sends the ICMP time-exceeded
     }
     p.l4_protocol = IPPROTO_TCP;
     p.sport = sport.to_be();
@@ -97,11 +118,27 @@ pub fn redirect(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Option<
             0,
         )
     };
-    if rc != 0 {
-        return None;
+    let must_not_fragment =
+        !is_v4 || be16(&header, ipv4::FLAGS_FRAGMENT) & ipv4::DONT_FRAGMENT != 0;
+    match rc {
+        0 => Route::Direct,
+        FIB_FRAG_NEEDED if must_not_fragment => Route::TooBig,
+        _ => Route::Kernel,
     }
+}
+
+/// Takes the (rewritten) frame to the next hop [`look_up`] found: one hop less, the next
+/// hop's MACs, a redirect. `None` when the kernel must route it after all.
+#[inline(always)]
+pub fn send(ctx: &XdpContext, guarded: &Guarded) -> Option<u32> {
+    let params = FIB_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU entry, used only during this run of the program.
+    let p = unsafe { &*params };
+    let frame = XdpFrame(ctx);
+    let l3 = ethernet::HEADER_LEN;
+    let header: [u8; 12] = frame.load(l3)?;
     // What routing owes the packet: one hop less (RFC 791, RFC 8200), the next hop's MACs.
-    if is_v4 {
+    if guarded.flow.family == 4 {
         // TTL and protocol share a word: one hop less is 0x100 less.
         let old = be16(&header, ipv4::TTL);
         let new = old.wrapping_sub(0x100);
@@ -112,7 +149,10 @@ pub fn redirect(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Option<
         if !frame.store_small(l3 + ipv4::TTL, &[n0, n1, s0, s1]) {
             return None;
         }
-    } else if !frame.store_small(l3 + ipv6::HOP_LIMIT, &[ttl.wrapping_sub(1)]) {
+    } else if !frame.store_small(
+        l3 + ipv6::HOP_LIMIT,
+        &[header[ipv6::HOP_LIMIT].wrapping_sub(1)],
+    ) {
         return None;
     }
     let d = p.dmac;

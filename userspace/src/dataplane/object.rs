@@ -13,7 +13,10 @@ use log::LevelFilter;
 use crate::dataplane::map_source::MapSource;
 use synguard_common::{
     counters::{COUNTERS_MAP, CounterBlock},
-    maps::{FLOWS_CAPACITY, FLOWS_MAP, STAGE_CLIENT_SEGMENT, STAGES_MAP, TO_CLIENT, TO_SERVER},
+    maps::{
+        FLOWS_CAPACITY, FLOWS_MAP, STAGE_CLIENT_SEGMENT, STAGE_ICMP_FROM_CLIENT,
+        STAGE_ICMP_FROM_SERVER, STAGES_MAP, TO_CLIENT, TO_SERVER,
+    },
 };
 
 /// The guard's object, built from `xdp-ebpf` by `build.rs` (guard programs only).
@@ -70,10 +73,12 @@ pub fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
 }
 
 /// The later stages, by their index in the `STAGES` tail-call map.
-pub const STAGE_PROGRAMS: [(u32, &str); 3] = [
+pub const STAGE_PROGRAMS: [(u32, &str); 5] = [
     (TO_SERVER as u32, "forward_to_server"),
     (TO_CLIENT as u32, "forward_to_client"),
     (STAGE_CLIENT_SEGMENT, "client_segment"),
+    (STAGE_ICMP_FROM_CLIENT, "icmp_from_client"),
+    (STAGE_ICMP_FROM_SERVER, "icmp_from_server"),
 ];
 
 /// Loads the later stages and puts them where the guard programs tail-call them.

@@ -1,0 +1,404 @@
+//! Data-plane tests of ICMP and ICMPv6 errors about validated flows, through
+//! BPF_PROG_TEST_RUN on the real object: a router's error quoting a segment the guard
+//! forwarded reaches its sender with the quote back in the sender's own numbers (sequence,
+//! acknowledgement, timestamps) and every checksum valid; forged or unmatched errors drop.
+//! They need root (CAP_BPF): run them through `cargo xtask test`.
+
+mod support;
+
+use etherparse::{
+    Icmpv4Type, Icmpv6Type, PacketBuilder, TcpOptionElement as O, icmpv4::DestUnreachableHeader,
+};
+use support::{guard, syn_ack_for};
+use synguard::dataplane::{
+    object::{GUARD_PROGRAM, SERVER_PROGRAM},
+    test_run::DataPlane,
+};
+use synguard_common::{
+    checksum,
+    counters::Counter,
+    field::{icmp, ipv4, ipv6},
+    parse::TcpFlags as F,
+    test_frames::*,
+    verdict::Action,
+};
+
+const SERVER_ISN: u32 = 0x7000_0000;
+const CLIENT_TS: u32 = 0x1122_4000;
+const SERVER_TS: u32 = 0x5555_0000;
+/// A router between the guard and the clients, and one between the guard and the servers.
+const ROUTER4: [u8; 4] = [198, 18, 9, 9];
+const ROUTER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Family {
+    V4,
+    V6,
+}
+
+/// A TCP frame of the fixture flow over `family`, either way.
+#[allow(clippy::too_many_arguments)]
+fn tcp_frame(
+    family: Family,
+    from_client: bool,
+    client_port: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    options: &[O],
+    payload: &[u8],
+) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD);
+    let ip = match (family, from_client) {
+        (Family::V4, true) => eth.ipv4(CLIENT4, SERVER4, 64),
+        (Family::V4, false) => eth.ipv4(SERVER4, CLIENT4, 64),
+        (Family::V6, true) => eth.ipv6(CLIENT6, SERVER6, 64),
+        (Family::V6, false) => eth.ipv6(SERVER6, CLIENT6, 64),
+    };
+    let (sport, dport) = if from_client {
+        (client_port, SERVER_PORT)
+    } else {
+        (SERVER_PORT, client_port)
+    };
+    let mut tcp = ip.tcp(sport, dport, seq, 1000);
+    if flags & F::ACK != 0 {
+        tcp = tcp.ack(ack);
+    }
+    if flags & F::SYN != 0 {
+        tcp = tcp.syn();
+    }
+    let mut frame = Vec::new();
+    tcp.options(options)
+        .unwrap()
+        .write(&mut frame, payload)
+        .unwrap();
+    frame
+}
+
+/// A joined flow over `family`: the cookie handshake, then the server's SYN-ACK. Returns the
+/// cookie, our TSval and the sequence offset (server ISN - cookie).
+fn joined(guard: &mut DataPlane, family: Family) -> (u32, u32) {
+    let syn = match family {
+        Family::V4 => syn_v4(0),
+        Family::V6 => syn_v6(),
+    };
+    let (cookie, tsval, _) = syn_ack_for(guard, &syn, 0);
+    let tsval = tsval.unwrap();
+    let third = tcp_frame(
+        family,
+        true,
+        CLIENT_PORT,
+        CLIENT_ISN + 1,
+        cookie.wrapping_add(1),
+        F::ACK,
+        &[O::Noop, O::Noop, O::Timestamp(CLIENT_TS, tsval)],
+        &[],
+    );
+    let backend_syn = guard.run_program(GUARD_PROGRAM, &third).unwrap();
+    assert_eq!(
+        backend_syn.action().unwrap(),
+        Action::Pass,
+        "the backend SYN"
+    );
+    let syn_ack = tcp_frame(
+        family,
+        false,
+        CLIENT_PORT,
+        SERVER_ISN,
+        CLIENT_ISN + 1,
+        F::SYN | F::ACK,
+        &[
+            O::MaximumSegmentSize(1400),
+            O::SelectiveAcknowledgementPermitted,
+            O::Timestamp(SERVER_TS, CLIENT_TS),
+            O::Noop,
+            O::WindowScale(9),
+        ],
+        &[],
+    );
+    let update = guard.run_program(SERVER_PROGRAM, &syn_ack).unwrap();
+    assert_eq!(update.action().unwrap(), Action::Pass, "the window update");
+    (cookie, tsval)
+}
+
+/// An ICMP error about `quoted` (an IP packet, as its receiver got it) from a router, sent to
+/// the quoted packet's source: "fragmentation needed" (IPv4) or "packet too big" (IPv6),
+/// MTU 1280.
+fn too_big_error(family: Family, quoted_from_server: bool, quoted: &[u8]) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD);
+    let mut frame = Vec::new();
+    match family {
+        Family::V4 => {
+            let to = if quoted_from_server { SERVER4 } else { CLIENT4 };
+            eth.ipv4(ROUTER4, to, 64)
+                .icmpv4(Icmpv4Type::DestinationUnreachable(
+                    DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1280 },
+                ))
+                .write(&mut frame, quoted)
+                .unwrap();
+        }
+        Family::V6 => {
+            let to = if quoted_from_server { SERVER6 } else { CLIENT6 };
+            eth.ipv6(ROUTER6, to, 64)
+                .icmpv6(Icmpv6Type::PacketTooBig { mtu: 1280 })
+                .write(&mut frame, quoted)
+                .unwrap();
+        }
+    }
+    frame
+}
+
+/// Where the ICMP message and the quoted packet start in a frame built above.
+fn offsets(family: Family) -> (usize, usize) {
+    let l4 = 14
+        + match family {
+            Family::V4 => ipv4::MIN_HEADER_LEN,
+            Family::V6 => ipv6::HEADER_LEN,
+        };
+    (l4, l4 + icmp::HEADER_LEN)
+}
+
+/// Checks the ICMP checksum of an output frame (for ICMPv6 over its pseudo-header).
+fn assert_icmp_checksum(family: Family, frame: &[u8]) {
+    let (l4, _) = offsets(family);
+    let message = &frame[l4..];
+    let sum = match family {
+        Family::V4 => checksum::add_slice(0, message),
+        Family::V6 => {
+            let ip = &frame[14..];
+            let src: [u8; 16] = ip[ipv6::SOURCE..ipv6::SOURCE + 16].try_into().unwrap();
+            let dst: [u8; 16] = ip[ipv6::DESTINATION..ipv6::DESTINATION + 16]
+                .try_into()
+                .unwrap();
+            checksum::add_slice(
+                checksum::pseudo_header_v6(&src, &dst, icmp::IPPROTO_ICMPV6, message.len() as u16),
+                message,
+            )
+        }
+    };
+    assert_eq!(checksum::finish(sum), 0, "the ICMP checksum is valid");
+}
+
+/// The TCP header of the quoted packet in an output frame, its checksum checked over the
+/// whole quoted segment.
+fn quoted_tcp(family: Family, frame: &[u8]) -> etherparse::TcpHeader {
+    let (_, quote) = offsets(family);
+    quoted_tcp_at(&frame[quote..])
+}
+
+/// The TCP header of an IP packet, its checksums checked.
+fn quoted_tcp_at(packet: &[u8]) -> etherparse::TcpHeader {
+    assert_checksums(packet)
+}
+
+fn run(guard: &mut DataPlane, program: &str, frame: &[u8]) -> (Action, Vec<u8>) {
+    let outcome = guard.run_program(program, frame).unwrap();
+    (outcome.action().unwrap(), outcome.output)
+}
+
+#[test]
+fn a_router_error_from_the_clients_side_reaches_the_server_in_its_own_numbers() {
+    for family in [Family::V4, Family::V6] {
+        let mut guard = guard();
+        let (cookie, tsval) = joined(&mut guard, family);
+        // The server sent 1000 bytes at ISN + 1; the guard forwarded them in our numbers.
+        let server_sent = tcp_frame(
+            family,
+            false,
+            CLIENT_PORT,
+            SERVER_ISN + 1,
+            CLIENT_ISN + 1,
+            F::ACK,
+            &[O::Noop, O::Noop, O::Timestamp(SERVER_TS + 3, CLIENT_TS)],
+            &[0x5a; 1000],
+        );
+        let (action, forwarded) = run(&mut guard, SERVER_PROGRAM, &server_sent);
+        assert_eq!(action, Action::Pass, "{family:?}: forwarded");
+        let as_forwarded = quoted_tcp_at(&forwarded[14..]);
+        assert_eq!(
+            as_forwarded.sequence_number,
+            cookie.wrapping_add(1),
+            "{family:?}"
+        );
+        assert!(
+            as_forwarded
+                .options_iterator()
+                .any(|o| o.unwrap() == O::Timestamp(tsval + 3, CLIENT_TS)),
+            "{family:?}: our clock"
+        );
+        let error = too_big_error(family, true, &forwarded[14..]);
+        let (action, out) = run(&mut guard, GUARD_PROGRAM, &error);
+        assert_eq!(action, Action::Pass, "{family:?}");
+        let tcp = quoted_tcp(family, &out);
+        assert_eq!(
+            tcp.sequence_number,
+            SERVER_ISN + 1,
+            "{family:?}: the server's own"
+        );
+        assert_eq!(tcp.acknowledgment_number, CLIENT_ISN + 1, "{family:?}");
+        let options: Vec<O> = tcp.options_iterator().map(Result::unwrap).collect();
+        assert!(
+            options.contains(&O::Timestamp(SERVER_TS + 3, CLIENT_TS)),
+            "{family:?}: the server's TSval: {options:?}"
+        );
+        assert_icmp_checksum(family, &out);
+        let (l4, _) = offsets(family);
+        assert_eq!(
+            out[..l4 + 2],
+            error[..l4 + 2],
+            "{family:?}: IP header, type, code"
+        );
+        assert_eq!(
+            out[l4 + 4..l4 + 8],
+            error[l4 + 4..l4 + 8],
+            "{family:?}: the MTU"
+        );
+        assert_eq!(
+            guard.counters().unwrap().get(Counter::IcmpTranslated),
+            1,
+            "{family:?}"
+        );
+    }
+}
+
+#[test]
+fn a_router_error_from_the_servers_side_reaches_the_client_in_its_own_numbers() {
+    for family in [Family::V4, Family::V6] {
+        let mut guard = guard();
+        let (cookie, tsval) = joined(&mut guard, family);
+        let offset = SERVER_ISN.wrapping_sub(cookie);
+        // The client's data as the guard forwarded it: its ack and TSecr in the server's
+        // numbers.
+        let forwarded = tcp_frame(
+            family,
+            true,
+            CLIENT_PORT,
+            CLIENT_ISN + 1,
+            SERVER_ISN + 1,
+            F::ACK,
+            &[O::Noop, O::Noop, O::Timestamp(CLIENT_TS + 1, SERVER_TS)],
+            &[0xa5; 1200],
+        );
+        let error = too_big_error(family, false, &forwarded[14..]);
+        let (action, out) = run(&mut guard, SERVER_PROGRAM, &error);
+        assert_eq!(action, Action::Pass, "{family:?}");
+        let tcp = quoted_tcp(family, &out);
+        assert_eq!(
+            tcp.sequence_number,
+            CLIENT_ISN + 1,
+            "{family:?}: shared space"
+        );
+        assert_eq!(
+            tcp.acknowledgment_number,
+            (SERVER_ISN + 1).wrapping_sub(offset),
+            "{family:?}: the ack as the client sent it"
+        );
+        let options: Vec<O> = tcp.options_iterator().map(Result::unwrap).collect();
+        assert!(
+            options.contains(&O::Timestamp(CLIENT_TS + 1, tsval)),
+            "{family:?}: TSecr on our clock: {options:?}"
+        );
+        assert_icmp_checksum(family, &out);
+    }
+}
+
+#[test]
+fn a_quote_of_only_eight_bytes_has_its_sequence_number_translated() {
+    for family in [Family::V4, Family::V6] {
+        let mut guard = guard();
+        let (cookie, tsval) = joined(&mut guard, family);
+        let forwarded = tcp_frame(
+            family,
+            false,
+            CLIENT_PORT,
+            cookie.wrapping_add(1),
+            CLIENT_ISN + 1,
+            F::ACK,
+            &[O::Noop, O::Noop, O::Timestamp(tsval, CLIENT_TS)],
+            &[1; 100],
+        );
+        let ip_len = match family {
+            Family::V4 => ipv4::MIN_HEADER_LEN,
+            Family::V6 => ipv6::HEADER_LEN,
+        };
+        // RFC 792's minimum quote: the IP header and the first 8 bytes of TCP.
+        let error = too_big_error(family, true, &forwarded[14..14 + ip_len + 8]);
+        let (action, out) = run(&mut guard, GUARD_PROGRAM, &error);
+        assert_eq!(action, Action::Pass, "{family:?}");
+        let (_, quote) = offsets(family);
+        let tcp = quote + ip_len;
+        assert_eq!(
+            u32::from_be_bytes(out[tcp + 4..tcp + 8].try_into().unwrap()),
+            SERVER_ISN + 1,
+            "{family:?}"
+        );
+        assert_eq!(out[tcp..tcp + 4], error[tcp..tcp + 4], "{family:?}: ports");
+        assert_icmp_checksum(family, &out);
+    }
+}
+
+#[test]
+fn forged_and_unmatched_errors_drop_and_others_pass_untouched() {
+    for family in [Family::V4, Family::V6] {
+        let mut guard = guard();
+        let (cookie, tsval) = joined(&mut guard, family);
+        let quote_of = |seq: u32, client_port: u16, server_port_shift: bool| {
+            let mut segment = tcp_frame(
+                family,
+                false,
+                client_port,
+                seq,
+                CLIENT_ISN + 1,
+                F::ACK,
+                &[O::Noop, O::Noop, O::Timestamp(tsval, CLIENT_TS)],
+                &[2; 64],
+            );
+            if server_port_shift {
+                // Another service on the same server (port 22): not protected.
+                let at = 14
+                    + match family {
+                        Family::V4 => ipv4::MIN_HEADER_LEN,
+                        Family::V6 => ipv6::HEADER_LEN,
+                    };
+                segment[at..at + 2].copy_from_slice(&22u16.to_be_bytes());
+            }
+            too_big_error(family, true, &segment[14..])
+        };
+        // A quoted sequence number far from what the server has in flight: forged.
+        let forged = quote_of(cookie.wrapping_add(1 << 30), CLIENT_PORT, false);
+        assert_eq!(run(&mut guard, GUARD_PROGRAM, &forged).0, Action::Drop);
+        // One past what the server sent: no sender has that in flight either.
+        let ahead = quote_of(cookie.wrapping_add(2), CLIENT_PORT, false);
+        assert_eq!(run(&mut guard, GUARD_PROGRAM, &ahead).0, Action::Drop);
+        // A protected service's segment of no flow.
+        let stray = quote_of(cookie.wrapping_add(1), CLIENT_PORT + 1, false);
+        assert_eq!(run(&mut guard, GUARD_PROGRAM, &stray).0, Action::Drop);
+        // Not a protected service: routed as before, byte for byte.
+        let other = quote_of(cookie.wrapping_add(1), CLIENT_PORT, true);
+        assert_eq!(
+            run(&mut guard, GUARD_PROGRAM, &other),
+            (Action::Pass, other.clone())
+        );
+        let counters = guard.counters().unwrap();
+        assert_eq!(
+            (
+                counters.get(Counter::DropIcmpOutOfWindow),
+                counters.get(Counter::DropIcmpNoFlow),
+                counters.get(Counter::IcmpTranslated),
+                counters.get(Counter::PassOtherProtocol),
+            ),
+            (2, 1, 0, 1),
+            "{family:?}"
+        );
+        let entry = guard.flow(&flow_of(&match family {
+            Family::V4 => syn_v4(0),
+            Family::V6 => syn_v6(),
+        }));
+        let entry = entry.unwrap().expect("the flow is still there");
+        assert_eq!(
+            entry.to_client.next_seq,
+            SERVER_ISN + 1,
+            "{family:?}: a forged error changes nothing of the flow"
+        );
+    }
+}
