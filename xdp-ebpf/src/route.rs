@@ -11,7 +11,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::bpf_fib_lookup,
+    bindings::{BPF_FIB_LKUP_RET_FRAG_NEEDED, bpf_fib_lookup},
     helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
@@ -25,8 +25,6 @@ use crate::{FIB_SCRATCH, Guarded, frame::XdpFrame};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
-/// `BPF_FIB_LKUP_RET_FRAG_NEEDED`: the packet is larger than the egress link's MTU.
-const FIB_FRAG_NEEDED: i64 = 4;
 
 /// An address as the four words `bpf_fib_lookup` takes (network byte order kept).
 #[inline(always)]
@@ -122,7 +120,8 @@ pub fn look_up(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Route {
         !is_v4 || be16(&header, ipv4::FLAGS_FRAGMENT) & ipv4::DONT_FRAGMENT != 0;
     match rc {
         0 => Route::Direct,
-        FIB_FRAG_NEEDED if must_not_fragment => Route::TooBig,
+        // The packet is larger than the egress link's MTU.
+        code if code == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64 && must_not_fragment => Route::TooBig,
         _ => Route::Kernel,
     }
 }

@@ -317,11 +317,30 @@ impl Lab {
         self.pin_peer(synguard, Host::Client, one_in)
     }
 
+    /// Makes the client namespace a router for hosts behind it (a test's own namespaces): it
+    /// forwards, and its peer program no longer drops frames addressed to others.
+    pub fn route_through_client(&self, synguard: &Path) -> Result<()> {
+        cmd::output(&mut self.exec(Host::Client, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]))?;
+        let pin = self.pin_dir().join(Host::Client.role());
+        fs::remove_file(&pin).with_context(|| format!("unpinning {}", pin.display()))?;
+        self.pin_peer_filtered(synguard, Host::Client, 0, false)
+    }
+
     /// Pins `host`'s peer program, dropping about one in `drop_one_in` data frames. On the
     /// client's side it also drops frames to addresses other than the client's: answers to
     /// spoofed sources, which a real network would not deliver to the client's host, so they
     /// do not load its TCP stack and every defense's answers die the same way.
     fn pin_peer(&self, synguard: &Path, host: Host, drop_one_in: u32) -> Result<()> {
+        self.pin_peer_filtered(synguard, host, drop_one_in, host == Host::Client)
+    }
+
+    fn pin_peer_filtered(
+        &self,
+        synguard: &Path,
+        host: Host,
+        drop_one_in: u32,
+        only_for_client: bool,
+    ) -> Result<()> {
         let mut command = Command::new(build::lab_tool(synguard));
         command
             .args(["peer-pass", "--netns", &self.netns(host), "--iface"])
@@ -329,7 +348,7 @@ impl Lab {
             .args(["--drop-one-in", &drop_one_in.to_string()])
             .arg("--pin")
             .arg(self.pin_dir().join(host.role()));
-        if host == Host::Client {
+        if only_for_client {
             command.args(["--only-for", CLIENT_ADDR]);
         }
         cmd::output(&mut command)?;

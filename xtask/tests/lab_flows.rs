@@ -5,7 +5,6 @@
 mod support;
 
 use std::{
-    hash::Hasher,
     io::{ErrorKind, Read, Write},
     net::{Shutdown, TcpStream},
     sync::{Arc, Barrier},
@@ -15,7 +14,8 @@ use std::{
 
 use serde_json::Value;
 use support::{
-    Guard, accept, connect, in_netns, listen, new_lab, server_addr, synguard_bin, wait_for,
+    Guard, accept, connect, digest, in_netns, listen, new_lab, pattern, read_all, server_addr,
+    synguard_bin, transfer_both_ways, wait_for,
 };
 use xtask::{
     cmd,
@@ -69,31 +69,6 @@ fn count(lab: &Lab, name: &str) -> u64 {
         .unwrap()
 }
 
-/// Deterministic pseudo-random bytes (xorshift), so each end can check the other's stream.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
-fn digest(bytes: &[u8]) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    hasher.write(bytes);
-    hasher.finish()
-}
-
-fn read_all(stream: &mut TcpStream) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).expect("reading to EOF");
-    bytes
-}
-
 /// Waits until the guard holds no flow; the time it took.
 fn wait_until_no_flows(lab: &Lab, limit: Duration) -> Duration {
     let started = Instant::now();
@@ -114,46 +89,7 @@ fn http_and_100_mib_each_way_arrive_intact() {
     assert_eq!(page, BODY, "HTTP through the guard");
 
     const SIZE: usize = 100 << 20;
-    let listener = listen(&lab, PORT);
-    let server = thread::spawn(move || {
-        // Download: the server sends, the client checks.
-        let mut download = accept(&listener);
-        download.write_all(&pattern(SIZE, 1)).unwrap();
-        drop(download);
-        // Upload: the client sends, the server reports what it got.
-        let mut upload = accept(&listener);
-        let received = read_all(&mut upload);
-        upload
-            .write_all(&(received.len() as u64).to_be_bytes())
-            .unwrap();
-        upload.write_all(&digest(&received).to_be_bytes()).unwrap();
-    });
-    let mut download = connect(&lab, PORT);
-    let received = read_all(&mut download);
-    assert_eq!(received.len(), SIZE, "download length");
-    assert_eq!(
-        digest(&received),
-        digest(&pattern(SIZE, 1)),
-        "download content"
-    );
-    drop(download);
-
-    let mut upload = connect(&lab, PORT);
-    upload.write_all(&pattern(SIZE, 2)).unwrap();
-    upload.shutdown(Shutdown::Write).unwrap();
-    let report = read_all(&mut upload);
-    assert_eq!(report.len(), 16, "the server's report");
-    assert_eq!(
-        u64::from_be_bytes(report[..8].try_into().unwrap()),
-        SIZE as u64
-    );
-    assert_eq!(
-        u64::from_be_bytes(report[8..].try_into().unwrap()),
-        digest(&pattern(SIZE, 2)),
-        "upload content"
-    );
-    server.join().unwrap();
-    drop(upload);
+    transfer_both_ways(&lab, &lab.netns(Host::Client), PORT, SIZE);
 
     assert!(count(&lab, "validated") >= 3 && count(&lab, "joined") >= 3);
     let limit = Duration::from_secs_f64(2.0 * MSL_SECONDS + 2.0);

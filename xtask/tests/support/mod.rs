@@ -154,8 +154,19 @@ impl Guard {
         });
     }
 
+    /// A counter of the latest counter line; a name the guard does not print is an error,
+    /// never a zero.
     pub fn total(&self, counter: &str) -> u64 {
-        self.totals()[counter].as_u64().unwrap_or(0)
+        let mut totals = self.totals();
+        if totals.is_null() {
+            wait_for("a first counter line", Duration::from_secs(5), || {
+                !self.totals().is_null()
+            });
+            totals = self.totals();
+        }
+        totals[counter]
+            .as_u64()
+            .unwrap_or_else(|| panic!("synguard prints no counter named {counter:?}: {totals}"))
     }
 
     /// Every JSON line of a type seen so far (`decision`, `auto_mode`, ...).
@@ -229,7 +240,15 @@ pub fn in_netns<T: Send + 'static>(
     host: Host,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    let path = format!("/run/netns/{}", lab.netns(host));
+    in_named_netns(&lab.netns(host), work)
+}
+
+/// [`in_netns`] for any namespace, by name (a test's own, beside the lab's).
+pub fn in_named_netns<T: Send + 'static>(
+    netns: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let path = format!("/run/netns/{netns}");
     thread::spawn(move || {
         let netns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         // SAFETY: setns(2) on this thread only, with a namespace fd we hold open.
@@ -239,6 +258,78 @@ pub fn in_netns<T: Send + 'static>(
     })
     .join()
     .expect("namespace thread panicked")
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so each end can check the other's stream.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+pub fn digest(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(bytes);
+    hasher.finish()
+}
+
+pub fn read_all(stream: &mut TcpStream) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).expect("reading to EOF");
+    bytes
+}
+
+/// `size` bytes from a server on `port` to a client in `client_netns`, then `size` bytes
+/// back; panics unless both arrive whole and unchanged.
+pub fn transfer_both_ways(lab: &Lab, client_netns: &str, port: u16, size: usize) {
+    use std::io::Write;
+    let listener = listen(lab, port);
+    let server = thread::spawn(move || {
+        // Download: the server sends, the client checks.
+        let mut download = accept(&listener);
+        download.write_all(&pattern(size, 1)).unwrap();
+        drop(download);
+        // Upload: the client sends, the server reports what it got.
+        let mut upload = accept(&listener);
+        let received = read_all(&mut upload);
+        upload
+            .write_all(&(received.len() as u64).to_be_bytes())
+            .unwrap();
+        upload.write_all(&digest(&received).to_be_bytes()).unwrap();
+    });
+    let mut download = connect_from(client_netns, port);
+    let received = read_all(&mut download);
+    assert_eq!(received.len(), size, "download length");
+    assert_eq!(
+        digest(&received),
+        digest(&pattern(size, 1)),
+        "download content"
+    );
+    drop(download);
+
+    let mut upload = connect_from(client_netns, port);
+    upload.write_all(&pattern(size, 2)).unwrap();
+    upload.shutdown(std::net::Shutdown::Write).unwrap();
+    let report = read_all(&mut upload);
+    assert_eq!(report.len(), 16, "the server's report");
+    assert_eq!(
+        u64::from_be_bytes(report[..8].try_into().unwrap()),
+        size as u64,
+        "upload length"
+    );
+    assert_eq!(
+        u64::from_be_bytes(report[8..].try_into().unwrap()),
+        digest(&pattern(size, 2)),
+        "upload content"
+    );
+    server.join().unwrap();
 }
 
 /// The lab server's address at `port`.
@@ -276,7 +367,12 @@ pub fn accept(listener: &TcpListener) -> TcpStream {
 }
 
 pub fn connect(lab: &Lab, port: u16) -> TcpStream {
-    in_netns(lab, Host::Client, move || {
+    connect_from(&lab.netns(Host::Client), port)
+}
+
+/// [`connect`] from any namespace.
+pub fn connect_from(netns: &str, port: u16) -> TcpStream {
+    in_named_netns(netns, move || {
         let stream = TcpStream::connect_timeout(&server_addr(port), Duration::from_secs(5))
             .expect("connecting through the guard");
         stream
