@@ -182,8 +182,9 @@ fn backend_syn_is_retransmitted_then_the_client_reset() {
     assert_eq!(
         commands,
         [
-            Command::ResetClient {
+            Command::Reset {
                 flow: key(40000),
+                to_client: true,
                 seq: COOKIE + 1,
                 ack: CLIENT_ISN + 1
             },
@@ -213,7 +214,10 @@ fn a_refusing_server_resets_the_client() {
     let mut refusal = control(TO_CLIENT, F::RST | F::ACK, 0, CLIENT_ISN + 1);
     refusal.entry = entry(false);
     let commands = table.on_event(&decoded(&refusal), 10 * MS);
-    assert!(matches!(commands[0], Command::ResetClient { seq, .. } if seq == COOKIE + 1));
+    assert!(matches!(
+        commands[0],
+        Command::Reset { to_client: true, seq, .. } if seq == COOKIE + 1
+    ));
     assert!(matches!(commands[1], Command::Remove { .. }));
     assert_eq!(table.counts.backend_refused, 1);
     assert!(table.is_empty());
@@ -315,9 +319,49 @@ fn idle_flows_time_out_per_state() {
     assert!(table.on_tick(9 * S, map_with(true, 0)).is_empty());
     // Traffic at 5 s keeps it alive past 10 s.
     assert!(table.on_tick(14 * S, map_with(true, 5 * S)).is_empty());
-    let commands = table.on_tick(15 * S, map_with(true, 5 * S));
-    assert!(matches!(commands[..], [Command::Remove { .. }]));
+    // 1000 bytes from the client, 5000 from the server, then silence.
+    let silent = |_: &FlowKey| {
+        let mut entry = entry(true);
+        entry.seq_offset = SERVER_ISN.wrapping_sub(COOKIE);
+        entry.to_server.next_seq = CLIENT_ISN + 1001;
+        entry.to_client.next_seq = SERVER_ISN + 5001;
+        entry.last_seen_ns = 5 * S;
+        Some(entry)
+    };
+    let commands = table.on_tick(15 * S, silent);
+    assert_eq!(
+        commands,
+        [
+            Command::Reset {
+                flow: key(40000),
+                to_client: false,
+                seq: CLIENT_ISN + 1001,
+                ack: SERVER_ISN + 5001,
+            },
+            Command::Reset {
+                flow: key(40000),
+                to_client: true,
+                seq: COOKIE + 5001,
+                ack: CLIENT_ISN + 1001,
+            },
+            Command::Remove {
+                flow: key(40000),
+                guard_isn: COOKIE
+            },
+        ],
+        "both ends reset exactly where each expects the other's next segment, then removed"
+    );
     assert_eq!(table.counts.idle_timeouts, 1);
+}
+
+#[test]
+fn an_idle_established_flow_is_kept_five_days_by_default() {
+    let timers = FlowTimers::default();
+    assert_eq!(
+        timers.idle_ns[State::Established as usize],
+        5 * 24 * 3600 * S,
+        "conntrack's default: longer than the 2 hours before Linux's first keepalive probe"
+    );
 }
 
 #[test]

@@ -207,22 +207,9 @@ fn every_way_of_closing_is_tracked_and_ends_the_flow() {
 }
 
 fn socket2_linger_zero(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt with a linger struct we own, on a socket we own.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+    socket2::SockRef::from(stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
 }
 
 #[test]
@@ -565,6 +552,53 @@ fn a_request_sent_before_the_server_answers_is_held_and_delivered() {
         Duration::from_secs(5),
         || guard.total("early_data_held") >= 2,
     );
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn an_idle_flow_is_reset_at_both_ends_and_keepalive_keeps_another_alive() {
+    let lab = new_lab();
+    let guard = guarded(&lab, &["--idle-timeout", "established=3"]);
+    let listener = listen(&lab, PORT);
+    let open = |keepalive: bool| {
+        let mut client = connect(&lab, PORT);
+        if keepalive {
+            // Probes every second after a second of silence (Linux's defaults: 2 hours, 75 s).
+            let probes = socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(1))
+                .with_interval(Duration::from_secs(1));
+            socket2::SockRef::from(&client)
+                .set_tcp_keepalive(&probes)
+                .unwrap();
+        }
+        let mut server = accept(&listener);
+        client.write_all(b"hello").unwrap();
+        let mut greeting = [0u8; 5];
+        server.read_exact(&mut greeting).unwrap();
+        (client, server)
+    };
+    let (mut kept, mut kept_server) = open(true);
+    let (mut silent, mut silent_server) = open(false);
+    // Silent for 3 s: the guard resets both ends (a blocking read ends with the reset).
+    for (end, stream) in [("client", &mut silent), ("server", &mut silent_server)] {
+        let mut byte = [0u8; 1];
+        let error = stream
+            .read(&mut byte)
+            .expect_err("the idle flow must end in a reset, not data or EOF");
+        assert_eq!(
+            error.kind(),
+            ErrorKind::ConnectionReset,
+            "the {end} was reset: {error}"
+        );
+    }
+    assert_eq!(count(&lab, "idle_timeouts"), 1, "only the silent flow");
+    // The probed one crossed the same silence, and carries data still.
+    kept.write_all(b"still here").unwrap();
+    let mut echo = [0u8; 10];
+    kept_server.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"still here");
+    assert_eq!(count(&lab, "idle_timeouts"), 1);
     let (status, stderr) = guard.stop();
     assert!(status.success(), "{stderr}");
 }

@@ -109,7 +109,9 @@ pub struct LiveArgs {
           value_parser = seconds_parser(0.1, 120.0))]
     pub backend_timeout: f64,
     /// Idle timeout of a state (repeatable): STATE=SECONDS, 0 for never; states are
-    /// syn_received, established, fin_wait_1, fin_wait_2, close_wait, closing, last_ack.
+    /// syn_received, established, fin_wait_1, fin_wait_2, close_wait, closing, last_ack
+    /// (defaults after conntrack's: established 5 days). A flow that idles out has both ends
+    /// reset.
     #[arg(long, value_name = "STATE=SECONDS", value_parser = parse_idle_timeout)]
     pub idle_timeout: Vec<(State, u64)>,
     #[command(flatten)]

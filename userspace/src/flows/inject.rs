@@ -1,5 +1,5 @@
 //! Segments the controller itself sends (the ACK completing a server's handshake, RSTs to
-//! clients whose server refused or never answered), through raw IP sockets: the guard speaks
+//! clients whose server refused or never answered, to both ends of a flow that idled out), through raw IP sockets: the guard speaks
 //! in the name of the client or the server, so it writes the IP header itself.
 
 use std::{
@@ -79,9 +79,14 @@ impl Injector {
                 };
                 self.send_packet(flow, server(flow), &packet(flow, &spec, payload))
             }
-            Command::ResetClient { flow, seq, ack } => {
+            Command::Reset {
+                flow,
+                to_client,
+                seq,
+                ack,
+            } => {
                 let spec = SegmentSpec {
-                    to_client: true,
+                    to_client: *to_client,
                     seq: *seq,
                     ack: *ack,
                     flags: TcpFlags::RST | TcpFlags::ACK,
@@ -91,7 +96,12 @@ impl Injector {
                     timestamps: None,
                     window_scale: None,
                 };
-                self.send_packet(flow, client(flow), &packet(flow, &spec, &[]))
+                let to = if *to_client {
+                    client(flow)
+                } else {
+                    server(flow)
+                };
+                self.send_packet(flow, to, &packet(flow, &spec, &[]))
             }
             Command::SynServer { flow, syn } => {
                 let spec = syn_spec(syn);

@@ -66,10 +66,13 @@ impl Default for FlowTimers {
     }
 }
 
-/// Idle timeouts by state, after netfilter conntrack's defaults (seconds).
+/// Idle timeouts by state (seconds): netfilter conntrack's defaults, ESTABLISHED's 5 days
+/// among them (Linux's TCP keepalive first probes after 2 hours); CLOSE-WAIT longer than
+/// conntrack's minute, since a flow the guard forgets is cut, where conntrack picks it up
+/// again.
 pub const DEFAULT_IDLE_SECONDS: [(State, u64); 8] = [
     (State::SynReceived, 60),
-    (State::Established, 3600),
+    (State::Established, 5 * 24 * 3600),
     (State::FinWait1, 120),
     (State::FinWait2, 120),
     (State::CloseWait, 3600),
@@ -193,8 +196,14 @@ pub enum Command {
         timestamps: Option<(u32, u32)>,
         payload: Vec<u8>,
     },
-    /// Reset the client (the server refused or never answered).
-    ResetClient { flow: FlowKey, seq: u32, ack: u32 },
+    /// Reset one end: the client (in the server's name) when the server refused or never
+    /// answered, or either end when the flow idled out.
+    Reset {
+        flow: FlowKey,
+        to_client: bool,
+        seq: u32,
+        ack: u32,
+    },
     /// Remove the flow from the data plane, if the entry there is still this connection's.
     Remove { flow: FlowKey, guard_isn: u32 },
 }
@@ -622,6 +631,11 @@ impl FlowTable {
                 self.forget_quietly(&key, &mut commands);
             } else if idle_limit != 0 && idle_for >= idle_limit {
                 self.counts.idle_timeouts += 1;
+                // Forgotten silently, each end would learn of it only when its next segment
+                // died at the guard, and hang until its own timeout.
+                if flow.joined && state != State::Closed {
+                    commands.extend(reset_both_ends(&key, &entry));
+                }
                 self.forget_quietly(&key, &mut commands);
             }
         }
@@ -773,9 +787,33 @@ fn segment_of(segment: &EarlySegment) -> Segment {
 }
 
 fn reset_client(key: &FlowKey, flow: &Flow) -> Command {
-    Command::ResetClient {
+    Command::Reset {
         flow: *key,
+        to_client: true,
         seq: flow.guard_isn.wrapping_add(1),
         ack: flow.client_isn.wrapping_add(1),
     }
+}
+
+/// Resets for both ends of a joined flow that fell silent, each exact (its sequence number
+/// what that end expects next, RFC 9293 section 3.10.7.4), from the data plane's entry: no
+/// segment has crossed since, so the entry's next sequence numbers are the ends' own. The
+/// client's is in our numbers, the server's in its own.
+fn reset_both_ends(key: &FlowKey, entry: &FlowEntry) -> [Command; 2] {
+    let client_next = entry.to_server.next_seq;
+    let server_next = entry.to_client.next_seq;
+    [
+        Command::Reset {
+            flow: *key,
+            to_client: false,
+            seq: client_next,
+            ack: server_next,
+        },
+        Command::Reset {
+            flow: *key,
+            to_client: true,
+            seq: server_next.wrapping_sub(entry.seq_offset),
+            ack: client_next,
+        },
+    ]
 }
