@@ -5,8 +5,9 @@
 //!  to-guard 198.18.1.2 ---- to-client 198.18.1.1
 //!                           to-server 198.19.1.1 ---- to-guard 198.19.1.2  (HTTP on :80)
 //! ```
-//! Addresses come from 198.18.0.0/15 (RFC 2544). No namespace has a route out: each has a
-//! blackhole default route, so replies to spoofed sources die inside the lab (those to the
+//! Addresses come from 198.18.0.0/15 (RFC 2544); every link also carries IPv6 from
+//! 2001:db8::/32 (client 2001:db8:18:1::2, server 2001:db8:19:1::2, the guard ::1 on each
+//! side). No namespace has a route out: each has a blackhole default route for both families, so replies to spoofed sources die inside the lab (those to the
 //! flood lab's spoofed range, 198.18.128.0/17, are routed to the client namespace and die
 //! there, whatever defense sent them). Namespace names
 //! carry a per-lab suffix; `down` removes a lab (and `down_all` every lab) even after a crash.
@@ -27,6 +28,11 @@ pub const CLIENT_ADDR: &str = "198.18.1.2";
 pub const GUARD_CLIENT_SIDE_ADDR: &str = "198.18.1.1";
 pub const GUARD_SERVER_SIDE_ADDR: &str = "198.19.1.1";
 pub const SERVER_ADDR: &str = "198.19.1.2";
+/// The same hosts over IPv6 (2001:db8::/32, RFC 3849): every link carries both families.
+pub const CLIENT_ADDR6: &str = "2001:db8:18:1::2";
+pub const GUARD_CLIENT_SIDE_ADDR6: &str = "2001:db8:18:1::1";
+pub const GUARD_SERVER_SIDE_ADDR6: &str = "2001:db8:19:1::1";
+pub const SERVER_ADDR6: &str = "2001:db8:19:1::2";
 pub const SERVER_PORT: u16 = 80;
 /// Where the flood lab's spoofed sources come from (see `flood::packet_socket`).
 pub const SPOOFED_PREFIX: &str = "198.18.128.0/17";
@@ -239,6 +245,17 @@ impl Lab {
             (Guard, GUARD_SERVER_IFACE, GUARD_SERVER_SIDE_ADDR),
             (Server, PEER_IFACE, SERVER_ADDR),
         ];
+        let addresses6 = [
+            (Client, PEER_IFACE, CLIENT_ADDR6),
+            (Guard, GUARD_CLIENT_IFACE, GUARD_CLIENT_SIDE_ADDR6),
+            (Guard, GUARD_SERVER_IFACE, GUARD_SERVER_SIDE_ADDR6),
+            (Server, PEER_IFACE, SERVER_ADDR6),
+        ];
+        for (host, iface, addr) in addresses6 {
+            // No duplicate address detection: the address is usable at once.
+            let addr = format!("{addr}/64");
+            self.ip(host, ["-6", "addr", "add", &addr, "dev", iface, "nodad"])?;
+        }
         for (host, iface, addr) in addresses {
             self.ip(host, ["addr", "add", &format!("{addr}/24"), "dev", iface])?;
             self.ip(host, ["link", "set", iface, "up"])?;
@@ -246,6 +263,7 @@ impl Lab {
             cmd::output(&mut self.exec(host, "ethtool", ["-K", iface, "tx", "off"]))?;
         }
         cmd::output(&mut self.exec(Guard, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]))?;
+        cmd::output(&mut self.exec(Guard, "sysctl", ["-qw", "net.ipv6.conf.all.forwarding=1"]))?;
         // The guard's receive queues run in their own kernel threads (threaded NAPI), as a
         // real NIC's queues have their own CPUs' interrupts, not in the softirq of whoever
         // sent the frame; GRO on makes veth use NAPI with or without an XDP program, so every
@@ -293,8 +311,16 @@ impl Lab {
         // they would out of a real guard, whichever defense sent them; they die at the
         // client's link (see `pin_peer`).
         self.ip(Guard, ["route", "add", SPOOFED_PREFIX, "via", CLIENT_ADDR])?;
+        let via_guard6 = [
+            (Client, "2001:db8:19::/48", GUARD_CLIENT_SIDE_ADDR6),
+            (Server, "2001:db8:18::/48", GUARD_SERVER_SIDE_ADDR6),
+        ];
+        for (host, prefix, via) in via_guard6 {
+            self.ip(host, ["-6", "route", "add", prefix, "via", via])?;
+        }
         for host in Host::ALL {
             self.ip(host, ["route", "add", "blackhole", "default"])?;
+            self.ip(host, ["-6", "route", "add", "blackhole", "default"])?;
         }
         self.pin_peer_programs(synguard)?;
         self.start_server(server)
@@ -320,7 +346,9 @@ impl Lab {
     /// Makes the client namespace a router for hosts behind it (a test's own namespaces): it
     /// forwards, and its peer program no longer drops frames addressed to others.
     pub fn route_through_client(&self, synguard: &Path) -> Result<()> {
-        cmd::output(&mut self.exec(Host::Client, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]))?;
+        for forwarding in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            cmd::output(&mut self.exec(Host::Client, "sysctl", ["-qw", forwarding]))?;
+        }
         let pin = self.pin_dir().join(Host::Client.role());
         fs::remove_file(&pin).with_context(|| format!("unpinning {}", pin.display()))?;
         self.pin_peer_filtered(synguard, Host::Client, 0, false)

@@ -89,7 +89,7 @@ fn http_and_100_mib_each_way_arrive_intact() {
     assert_eq!(page, BODY, "HTTP through the guard");
 
     const SIZE: usize = 100 << 20;
-    transfer_both_ways(&lab, &lab.netns(Host::Client), PORT, SIZE);
+    transfer_both_ways(&lab, &lab.netns(Host::Client), server_addr(PORT), SIZE);
 
     assert!(count(&lab, "validated") >= 3 && count(&lab, "joined") >= 3);
     let limit = Duration::from_secs_f64(2.0 * MSL_SECONDS + 2.0);

@@ -1,14 +1,14 @@
-//! Lab tests of path MTU discovery through the guard: a link smaller than the endpoints'
-//! own, on the clients' side, on the servers' side, and beyond the guard behind a real router
-//! (the client namespace routing for a host of the test's own). Real kernel TCP on both ends
-//! must learn the smaller MTU from the ICMP errors, in its own sequence numbers, and 100 MiB
-//! must cross each way intact.
+//! Lab tests of path MTU discovery through the guard, over IPv4 and IPv6: a link smaller
+//! than the endpoints' own, on the clients' side, on the servers' side, and beyond the guard
+//! behind a real router (the client namespace routing for a host of the test's own). Real
+//! kernel TCP on both ends must learn the smaller MTU from the ICMP errors, in its own
+//! sequence numbers, and 100 MiB must cross each way intact.
 //! They need root and the synguard binary: run them through `cargo xtask test`.
 
 mod support;
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     process::Command,
 };
 
@@ -16,8 +16,9 @@ use support::{Guard, in_named_netns, new_lab, synguard_bin, transfer_both_ways};
 use xtask::{
     cmd,
     lab::{
-        CLIENT_ADDR, GUARD_CLIENT_IFACE, GUARD_CLIENT_SIDE_ADDR, GUARD_SERVER_IFACE, Host, Lab,
-        PEER_IFACE, SERVER_ADDR,
+        CLIENT_ADDR, CLIENT_ADDR6, GUARD_CLIENT_IFACE, GUARD_CLIENT_SIDE_ADDR,
+        GUARD_CLIENT_SIDE_ADDR6, GUARD_SERVER_IFACE, Host, Lab, PEER_IFACE, SERVER_ADDR,
+        SERVER_ADDR6,
     },
 };
 
@@ -25,12 +26,78 @@ use xtask::{
 const PORT: u16 = 5000;
 const SIZE: usize = 100 << 20;
 
+/// What differs between the two families here.
+#[derive(Clone, Copy, Debug)]
+struct Family {
+    name: &'static str,
+    /// `-4` or `-6`, for ip(8).
+    flag: &'static str,
+    server: &'static str,
+    client: &'static str,
+    guard_client_side: &'static str,
+    /// The servers' prefix, as the client routes it.
+    servers: &'static str,
+    /// The smaller link: IPv6's minimum MTU for IPv6.
+    small_mtu: u16,
+    /// An MSS of a 1500-byte path.
+    full_mss: u16,
+    /// The far host and its router's address, on a link of `far_mtu`, and their prefix.
+    far: &'static str,
+    near: &'static str,
+    far_prefix: &'static str,
+    far_mtu: u16,
+}
+
+const V4: Family = Family {
+    name: "IPv4",
+    flag: "-4",
+    server: SERVER_ADDR,
+    client: CLIENT_ADDR,
+    guard_client_side: GUARD_CLIENT_SIDE_ADDR,
+    servers: "198.19.0.0/16",
+    small_mtu: 1400,
+    full_mss: 1460,
+    far: "198.18.2.2",
+    near: "198.18.2.1",
+    far_prefix: "198.18.2.0/24",
+    far_mtu: 1300,
+};
+
+const V6: Family = Family {
+    name: "IPv6",
+    flag: "-6",
+    server: SERVER_ADDR6,
+    client: CLIENT_ADDR6,
+    guard_client_side: GUARD_CLIENT_SIDE_ADDR6,
+    servers: "2001:db8:19::/48",
+    small_mtu: 1280,
+    full_mss: 1440,
+    far: "2001:db8:18:2::2",
+    near: "2001:db8:18:2::1",
+    far_prefix: "2001:db8:18:2::/64",
+    far_mtu: 1280,
+};
+
+impl Family {
+    fn server_socket(&self) -> SocketAddr {
+        SocketAddr::new(self.server.parse().unwrap(), PORT)
+    }
+}
+
 fn guarded(lab: &Lab) -> Guard {
     let protect = format!("198.19.1.0/24:{PORT}");
+    let protect6 = format!("[2001:db8:19:1::/64]:{PORT}");
     Guard::start(
         lab,
         "native",
-        &["--protect", &protect, "--server-iface", GUARD_SERVER_IFACE],
+        &[
+            "--protect",
+            &protect,
+            "--protect",
+            &protect6,
+            "--server-iface",
+            GUARD_SERVER_IFACE,
+        ],
     )
 }
 
@@ -55,6 +122,8 @@ fn link_mtu(lab: &Lab, guard_iface: &str, peer: Host, mtu: u16) {
 /// The path MTU `netns`'s kernel has learned toward `to` (its route cache), if any.
 fn learned_mtu(netns: &str, to: &str) -> Option<u16> {
     let out = cmd::stdout(Command::new("ip").args(["-n", netns, "route", "get", to])).unwrap();
+    // IPv4 shows a learned MTU as `cache expires N mtu M`, IPv6 as `... pref medium mtu M`
+    // only once learned (otherwise no `mtu` word at all).
     let mut words = out.split_whitespace();
     while let Some(word) = words.next() {
         if word == "mtu" {
@@ -66,70 +135,77 @@ fn learned_mtu(netns: &str, to: &str) -> Option<u16> {
 
 #[test]
 fn a_smaller_link_on_the_clients_side_is_discovered_by_the_server() {
-    let lab = new_lab();
-    link_mtu(&lab, GUARD_CLIENT_IFACE, Host::Client, 1400);
-    // The client announces the MSS of a 1500-byte path, as one further away would: the
-    // server's full-size segments meet the 1400-byte link at the guard.
-    ip(
-        &lab.netns(Host::Client),
-        &[
-            "route",
-            "replace",
-            "198.19.0.0/16",
-            "via",
-            GUARD_CLIENT_SIDE_ADDR,
-            "advmss",
-            "1460",
-        ],
-    );
-    let guard = guarded(&lab);
-    transfer_both_ways(&lab, &lab.netns(Host::Client), PORT, SIZE);
-    guard.settle();
-    assert!(
-        guard.total("pass_too_big") > 0,
-        "the server's full-size segments went to the kernel as sent: {}",
-        guard.totals()
-    );
-    assert_eq!(
-        learned_mtu(&lab.netns(Host::Server), CLIENT_ADDR),
-        Some(1400),
-        "the server learned the path MTU from the guard's kernel"
-    );
-    let (status, stderr) = guard.stop();
-    assert!(status.success(), "{stderr}");
+    for family in [V4, V6] {
+        let lab = new_lab();
+        link_mtu(&lab, GUARD_CLIENT_IFACE, Host::Client, family.small_mtu);
+        // The client announces the MSS of a 1500-byte path, as one further away would: the
+        // server's full-size segments meet the smaller link at the guard.
+        ip(
+            &lab.netns(Host::Client),
+            &[
+                family.flag,
+                "route",
+                "replace",
+                family.servers,
+                "via",
+                family.guard_client_side,
+                "advmss",
+                &family.full_mss.to_string(),
+            ],
+        );
+        let guard = guarded(&lab);
+        transfer_both_ways(&lab, &lab.netns(Host::Client), family.server_socket(), SIZE);
+        guard.settle();
+        assert!(
+            guard.total("pass_too_big") > 0,
+            "{}: the server's full-size segments went to the kernel as sent: {}",
+            family.name,
+            guard.totals()
+        );
+        assert_eq!(
+            learned_mtu(&lab.netns(Host::Server), family.client),
+            Some(family.small_mtu),
+            "{}: the server learned the path MTU from the guard's kernel",
+            family.name
+        );
+        let (status, stderr) = guard.stop();
+        assert!(status.success(), "{stderr}");
+    }
 }
 
 #[test]
 fn a_smaller_link_on_the_servers_side_is_discovered_by_the_client() {
-    let lab = new_lab();
-    link_mtu(&lab, GUARD_SERVER_IFACE, Host::Server, 1400);
-    let guard = guarded(&lab);
-    // Our SYN-ACK announces an MSS of 1460: the client's full-size segments meet the
-    // 1400-byte link at the guard.
-    transfer_both_ways(&lab, &lab.netns(Host::Client), PORT, SIZE);
-    guard.settle();
-    assert!(
-        guard.total("pass_too_big") > 0,
-        "the client's full-size segments went to the kernel as sent: {}",
-        guard.totals()
-    );
-    assert_eq!(
-        learned_mtu(&lab.netns(Host::Client), SERVER_ADDR),
-        Some(1400),
-        "the client learned the path MTU from the guard's kernel"
-    );
-    let (status, stderr) = guard.stop();
-    assert!(status.success(), "{stderr}");
+    for family in [V4, V6] {
+        let lab = new_lab();
+        link_mtu(&lab, GUARD_SERVER_IFACE, Host::Server, family.small_mtu);
+        let guard = guarded(&lab);
+        // Our SYN-ACK announces the MSS of a 1500-byte path: the client's full-size segments
+        // meet the smaller link at the guard.
+        transfer_both_ways(&lab, &lab.netns(Host::Client), family.server_socket(), SIZE);
+        guard.settle();
+        assert!(
+            guard.total("pass_too_big") > 0,
+            "{}: the client's full-size segments went to the kernel as sent: {}",
+            family.name,
+            guard.totals()
+        );
+        assert_eq!(
+            learned_mtu(&lab.netns(Host::Client), family.server),
+            Some(family.small_mtu),
+            "{}: the client learned the path MTU from the guard's kernel",
+            family.name
+        );
+        let (status, stderr) = guard.stop();
+        assert!(status.success(), "{stderr}");
+    }
 }
 
-/// A host behind the client namespace, on a 1300-byte link: its own namespace, removed when
-/// dropped (the test's, not the lab's, so it goes even if the test fails).
+/// A host behind the client namespace, on a link smaller than the lab's (each family's
+/// `far_mtu`): its own namespace, removed when dropped (the test's, not the lab's, so it goes
+/// even if the test fails).
 struct FarHost {
     netns: String,
 }
-
-const FAR_ADDR: &str = "198.18.2.2";
-const NEAR_ADDR: &str = "198.18.2.1";
 
 impl FarHost {
     fn behind_client(lab: &Lab) -> FarHost {
@@ -145,12 +221,10 @@ impl FarHost {
                 &far.netns,
             ],
         );
-        for (netns, iface, addr) in [
-            (client.as_str(), "to-far", NEAR_ADDR),
-            (far.netns.as_str(), "to-near", FAR_ADDR),
-        ] {
-            ip(netns, &["addr", "add", &format!("{addr}/24"), "dev", iface]);
-            ip(netns, &["link", "set", iface, "mtu", "1300", "up"]);
+        // Both families share the link, so it takes the smaller MTU of the two.
+        let mtu = V4.far_mtu.min(V6.far_mtu).to_string();
+        for (netns, iface) in [(client.as_str(), "to-far"), (far.netns.as_str(), "to-near")] {
+            ip(netns, &["link", "set", iface, "mtu", &mtu, "up"]);
             cmd::output(
                 Command::new("ip")
                     .args(["netns", "exec", netns, "ethtool", "-K", iface, "tx", "off"]),
@@ -158,25 +232,63 @@ impl FarHost {
             .unwrap();
         }
         ip(&far.netns, &["link", "set", "lo", "up"]);
-        // The far host announces the MSS of a 1500-byte path: the 1300-byte link lies
-        // between it and the guard, where only the router before it can tell.
-        ip(
-            &far.netns,
-            &[
-                "route",
-                "add",
-                "198.19.0.0/16",
-                "via",
-                NEAR_ADDR,
-                "advmss",
-                "1460",
-            ],
-        );
-        ip(&far.netns, &["route", "add", "blackhole", "default"]);
-        ip(
-            &lab.netns(Host::Guard),
-            &["route", "add", "198.18.2.0/24", "via", CLIENT_ADDR],
-        );
+        for family in [V4, V6] {
+            let length = if family.flag == "-4" { "24" } else { "64" };
+            ip(
+                &client,
+                &[
+                    family.flag,
+                    "addr",
+                    "add",
+                    &format!("{}/{length}", family.near),
+                    "dev",
+                    "to-far",
+                    "nodad",
+                ],
+            );
+            ip(
+                &far.netns,
+                &[
+                    family.flag,
+                    "addr",
+                    "add",
+                    &format!("{}/{length}", family.far),
+                    "dev",
+                    "to-near",
+                    "nodad",
+                ],
+            );
+            // The far host announces the MSS of a 1500-byte path: the smaller link lies
+            // between it and the guard, where only the router before it can tell.
+            ip(
+                &far.netns,
+                &[
+                    family.flag,
+                    "route",
+                    "add",
+                    family.servers,
+                    "via",
+                    family.near,
+                    "advmss",
+                    &family.full_mss.to_string(),
+                ],
+            );
+            ip(
+                &far.netns,
+                &[family.flag, "route", "add", "blackhole", "default"],
+            );
+            ip(
+                &lab.netns(Host::Guard),
+                &[
+                    family.flag,
+                    "route",
+                    "add",
+                    family.far_prefix,
+                    "via",
+                    family.client,
+                ],
+            );
+        }
         lab.route_through_client(&synguard_bin()).unwrap();
         far
     }
@@ -195,29 +307,36 @@ fn a_routers_error_beyond_the_guard_reaches_the_server_in_its_own_numbers() {
     let lab = new_lab();
     let far = FarHost::behind_client(&lab);
     let guard = guarded(&lab);
-    // The client namespace, routing, sends "fragmentation needed" to the server, quoting the
-    // segment as the guard forwarded it (our numbers); the guard must translate the quote.
-    transfer_both_ways(&lab, &far.netns, PORT, SIZE);
-    guard.settle();
-    assert!(
-        guard.total("icmp_translated") > 0,
-        "the router's errors were translated: {}",
-        guard.totals()
-    );
-    assert_eq!(
-        learned_mtu(&lab.netns(Host::Server), FAR_ADDR),
-        Some(1300),
-        "the server learned the path MTU from the router beyond the guard"
-    );
+    let mut translated = 0;
+    for family in [V4, V6] {
+        // The client namespace, routing, sends "fragmentation needed" / "packet too big" to
+        // the server, quoting the segment as the guard forwarded it (our numbers); the guard
+        // must translate the quote.
+        transfer_both_ways(&lab, &far.netns, family.server_socket(), SIZE);
+        guard.settle();
+        assert!(
+            guard.total("icmp_translated") > translated,
+            "{}: the router's errors were translated: {}",
+            family.name,
+            guard.totals()
+        );
+        translated = guard.total("icmp_translated");
+        assert_eq!(
+            learned_mtu(&lab.netns(Host::Server), family.far),
+            Some(family.far_mtu.min(V6.far_mtu)),
+            "{}: the server learned the path MTU from the router beyond the guard",
+            family.name
+        );
+    }
     // A forged error (its quoted sequence number far from anything in flight) drops at
     // the guard and teaches the server nothing.
     let before = guard.total("drop_icmp_out_of_window");
-    send_forged_too_big(&lab, 1200);
+    send_forged_too_big(&lab, &far, 1200);
     guard.settle();
     assert_eq!(guard.total("drop_icmp_out_of_window"), before + 1);
     assert_eq!(
-        learned_mtu(&lab.netns(Host::Server), FAR_ADDR),
-        Some(1300),
+        learned_mtu(&lab.netns(Host::Server), V4.far),
+        Some(V4.far_mtu.min(V6.far_mtu)),
         "the forged MTU was not learned"
     );
     let (status, stderr) = guard.stop();
@@ -225,16 +344,17 @@ fn a_routers_error_beyond_the_guard_reaches_the_server_in_its_own_numbers() {
 }
 
 /// Sends, from the client namespace (the router), "fragmentation needed" with `mtu` quoting
-/// a segment of an open flow from the server to the far host whose sequence number lies far
+/// a segment of an open IPv4 flow from the server to the far host whose sequence number lies far
 /// from anything in flight.
-fn send_forged_too_big(lab: &Lab, mtu: u16) {
+fn send_forged_too_big(lab: &Lab, far: &FarHost, mtu: u16) {
     use etherparse::{Icmpv4Type, PacketBuilder, icmpv4::DestUnreachableHeader};
     use socket2::{Domain, Protocol, Socket, Type};
     use std::io::{Read, Write};
+    use std::net::Ipv4Addr;
 
     // An open flow to quote: connect from the far host and keep the connection.
     let listener = support::listen(lab, PORT);
-    let mut client = support::connect_from(&format!("{}-far", lab.name), PORT);
+    let mut client = support::connect_to(&far.netns, V4.server_socket());
     let mut served = support::accept(&listener);
     client.write_all(b"x").unwrap();
     let mut byte = [0u8; 1];
@@ -244,7 +364,7 @@ fn send_forged_too_big(lab: &Lab, mtu: u16) {
     let mut quoted = Vec::new();
     PacketBuilder::ipv4(
         SERVER_ADDR.parse::<Ipv4Addr>().unwrap().octets(),
-        FAR_ADDR.parse::<Ipv4Addr>().unwrap().octets(),
+        V4.far.parse::<Ipv4Addr>().unwrap().octets(),
         63,
     )
     .tcp(PORT, far_port, 0x1234_5678, 1000)
@@ -261,7 +381,7 @@ fn send_forged_too_big(lab: &Lab, mtu: u16) {
     let icmp = message[20..].to_vec();
     in_named_netns(&lab.netns(Host::Client), move || {
         let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).unwrap();
-        let to = SocketAddrV4::new(SERVER_ADDR.parse().unwrap(), 0);
+        let to = SocketAddr::new(IpAddr::V4(SERVER_ADDR.parse().unwrap()), 0);
         socket.send_to(&icmp, &to.into()).unwrap();
     });
     drop(served);

@@ -288,10 +288,10 @@ pub fn read_all(stream: &mut TcpStream) -> Vec<u8> {
 
 /// `size` bytes from a server on `port` to a client in `client_netns`, then `size` bytes
 /// back; panics unless both arrive whole and unchanged.
-pub fn transfer_both_ways(lab: &Lab, client_netns: &str, port: u16, size: usize) {
+pub fn transfer_both_ways(lab: &Lab, client_netns: &str, server: SocketAddr, size: usize) {
     use std::io::Write;
-    let listener = listen(lab, port);
-    let server = thread::spawn(move || {
+    let listener = listen_on(lab, server);
+    let serving = thread::spawn(move || {
         // Download: the server sends, the client checks.
         let mut download = accept(&listener);
         download.write_all(&pattern(size, 1)).unwrap();
@@ -304,7 +304,7 @@ pub fn transfer_both_ways(lab: &Lab, client_netns: &str, port: u16, size: usize)
             .unwrap();
         upload.write_all(&digest(&received).to_be_bytes()).unwrap();
     });
-    let mut download = connect_from(client_netns, port);
+    let mut download = connect_to(client_netns, server);
     let received = read_all(&mut download);
     assert_eq!(received.len(), size, "download length");
     assert_eq!(
@@ -314,7 +314,7 @@ pub fn transfer_both_ways(lab: &Lab, client_netns: &str, port: u16, size: usize)
     );
     drop(download);
 
-    let mut upload = connect_from(client_netns, port);
+    let mut upload = connect_to(client_netns, server);
     upload.write_all(&pattern(size, 2)).unwrap();
     upload.shutdown(std::net::Shutdown::Write).unwrap();
     let report = read_all(&mut upload);
@@ -329,7 +329,7 @@ pub fn transfer_both_ways(lab: &Lab, client_netns: &str, port: u16, size: usize)
         digest(&pattern(size, 2)),
         "upload content"
     );
-    server.join().unwrap();
+    serving.join().unwrap();
 }
 
 /// The lab server's address at `port`.
@@ -339,8 +339,13 @@ pub fn server_addr(port: u16) -> SocketAddr {
 
 /// A listener in the server namespace (non-blocking: [`accept`] polls it).
 pub fn listen(lab: &Lab, port: u16) -> TcpListener {
+    listen_on(lab, server_addr(port))
+}
+
+/// [`listen`] on any of the server's addresses (its IPv6 one, say).
+pub fn listen_on(lab: &Lab, address: SocketAddr) -> TcpListener {
     in_netns(lab, Host::Server, move || {
-        let listener = TcpListener::bind(server_addr(port)).unwrap();
+        let listener = TcpListener::bind(address).unwrap();
         listener.set_nonblocking(true).unwrap();
         listener
     })
@@ -367,13 +372,13 @@ pub fn accept(listener: &TcpListener) -> TcpStream {
 }
 
 pub fn connect(lab: &Lab, port: u16) -> TcpStream {
-    connect_from(&lab.netns(Host::Client), port)
+    connect_to(&lab.netns(Host::Client), server_addr(port))
 }
 
-/// [`connect`] from any namespace.
-pub fn connect_from(netns: &str, port: u16) -> TcpStream {
+/// A connection to `server` from any namespace.
+pub fn connect_to(netns: &str, server: SocketAddr) -> TcpStream {
     in_named_netns(netns, move || {
-        let stream = TcpStream::connect_timeout(&server_addr(port), Duration::from_secs(5))
+        let stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))
             .expect("connecting through the guard");
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
