@@ -228,7 +228,11 @@ fn metrics_parse_back() {
             "{aggregate} is no reason"
         );
     }
-    assert_eq!(value("synguard_build_info", &[("map_layout", "1")]), 1.0);
+    let layout = synguard_common::maps::MAP_LAYOUT_VERSION.to_string();
+    assert_eq!(
+        value("synguard_build_info", &[("map_layout", layout.as_str())]),
+        1.0
+    );
     assert_eq!(
         value(
             "synguard_decisions_total",

@@ -1,7 +1,9 @@
 //! `cargo xtask bench forward`: what forwarding through synguard costs, measured in one lab
 //! run against plain kernel routing in the same guard namespace: iperf3 throughput client to
-//! server, and new connections per second (connect, one byte each way, close), medians over
-//! repeats. Then the controller's own event path (see userspace/benches/controller.rs).
+//! server, new connections per second (connect, one byte each way, close), and downloads
+//! through a smaller link on the clients' side that path MTU discovery must find (each run
+//! starts with the server's learned MTU flushed), medians over repeats. Then the controller's
+//! own event path (see userspace/benches/controller.rs).
 //! Results go to results/bench-forward.json.
 
 use std::{
@@ -24,7 +26,10 @@ use serde_json::{Value, json};
 use crate::{
     build::{self, Profile, workspace_root},
     cmd,
-    lab::{self, Host, Lab, LabGuard, SERVER_ADDR},
+    lab::{
+        self, CLIENT_ADDR, GUARD_CLIENT_IFACE, GUARD_CLIENT_SIDE_ADDR, Host, Lab, LabGuard,
+        PEER_IFACE, SERVER_ADDR,
+    },
     stats::median,
 };
 
@@ -36,6 +41,10 @@ const ECHO_BASE_PORT: u16 = 5210;
 const REPEATS: usize = 5;
 const SECONDS: u64 = 3;
 const CONNECT_THREADS: usize = 4;
+/// The smaller link of the path MTU rows, and the MSS the client announces across it (that of
+/// a 1500-byte path, as a client further away would).
+const SMALL_LINK_MTU: u16 = 1400;
+const FULL_PATH_MSS: u16 = 1460;
 
 pub fn run(xtask: &Path) -> Result<()> {
     let synguard = build::synguard(Profile::Release)?;
@@ -85,19 +94,28 @@ pub fn run(xtask: &Path) -> Result<()> {
         figure(&routing, "connections_per_s", "plain routing")?,
         figure(&guarded, "connections_per_s", "synguard")?,
     );
+    let (routed_small, guarded_small) = (
+        figure(&routing, "small_link_download_gbps", "plain routing")?,
+        figure(&guarded, "small_link_download_gbps", "synguard")?,
+    );
     let report = json!({
         "plain_routing": routing,
         "synguard": guarded,
         "throughput_ratio": guarded_gbps / routed_gbps,
         "connections_ratio": guarded_cps / routed_cps,
+        "small_link_download_ratio": guarded_small / routed_small,
+        "small_link_mtu": SMALL_LINK_MTU,
         "controller": controller,
     });
     println!(
         "forward: throughput {routed_gbps:.2} Gbit/s routed, {guarded_gbps:.2} Gbit/s through \
          synguard (ratio {:.2}); new connections {routed_cps:.0}/s routed, {guarded_cps:.0}/s \
-         through synguard (ratio {:.2}); medians of {REPEATS}",
+         through synguard (ratio {:.2}); download over a {SMALL_LINK_MTU}-byte link \
+         {routed_small:.2} Gbit/s routed, {guarded_small:.2} Gbit/s through synguard (ratio \
+         {:.2}); medians of {REPEATS}",
         guarded_gbps / routed_gbps,
         guarded_cps / routed_cps,
+        guarded_small / routed_small,
     );
     let dir = workspace_root().join("results");
     std::fs::create_dir_all(&dir)?;
@@ -129,7 +147,13 @@ fn guard_saw_the_traffic(lab: &Lab, synguard: &Path) -> Result<Value> {
     ))?;
     let stats: Value = serde_json::from_str(&out).context("synguard stats --json")?;
     let mut seen = serde_json::Map::new();
-    for counter in ["cookie_valid", "forward_to_server", "forward_to_client"] {
+    // pass_too_big: the small-link downloads' oversized segments went to the kernel as sent.
+    for counter in [
+        "cookie_valid",
+        "forward_to_server",
+        "forward_to_client",
+        "pass_too_big",
+    ] {
         let total = stats["total"][counter]
             .as_u64()
             .with_context(|| format!("synguard stats has no counter {counter}"))?;
@@ -201,12 +225,97 @@ fn measure(lab: &Lab, phase: u16) -> Result<Value> {
         let port = ECHO_BASE_PORT + phase * REPEATS as u16 + repeat;
         connections.push(connection_rate(lab, echo_addr(port))?);
     }
+    let small_link = small_link_downloads(lab)?;
     Ok(json!({
         "throughput_gbps": median(throughput.clone()),
         "throughput_gbps_runs": throughput,
         "connections_per_s": median(connections.clone()),
         "connections_per_s_runs": connections,
+        "small_link_download_gbps": median(small_link.clone()),
+        "small_link_download_gbps_runs": small_link,
     }))
+}
+
+/// iperf3 downloads (server to client) with the client's link at [`SMALL_LINK_MTU`] and the
+/// client announcing [`FULL_PATH_MSS`]: each run starts with the server's learned path MTU
+/// flushed, so it is discovered within the run. The link is restored afterwards.
+fn small_link_downloads(lab: &Lab) -> Result<Vec<f64>> {
+    let set_link = |mtu: u16, advmss: Option<u16>| -> Result<()> {
+        let mtu = mtu.to_string();
+        for (host, iface) in [
+            (Host::Guard, GUARD_CLIENT_IFACE),
+            (Host::Client, PEER_IFACE),
+        ] {
+            cmd::output(&mut cmd::new(
+                "ip",
+                ["-n", &lab.netns(host), "link", "set", iface, "mtu", &mtu],
+            ))?;
+        }
+        let mut route = vec![
+            "-n".to_string(),
+            lab.netns(Host::Client),
+            "route".into(),
+            "replace".into(),
+            "198.19.0.0/16".into(),
+            "via".into(),
+            GUARD_CLIENT_SIDE_ADDR.into(),
+        ];
+        if let Some(mss) = advmss {
+            route.extend(["advmss".into(), mss.to_string()]);
+        }
+        cmd::output(&mut cmd::new("ip", route))?;
+        Ok(())
+    };
+    set_link(SMALL_LINK_MTU, Some(FULL_PATH_MSS))?;
+    let mut runs = Vec::new();
+    let measured = (0..REPEATS).try_for_each(|_| {
+        cmd::output(&mut cmd::new(
+            "ip",
+            ["-n", &lab.netns(Host::Server), "route", "flush", "cache"],
+        ))?;
+        let out = cmd::stdout(&mut lab.exec(
+            Host::Client,
+            "iperf3",
+            [
+                "-c",
+                SERVER_ADDR,
+                "-p",
+                &IPERF_PORT.to_string(),
+                "-t",
+                &SECONDS.to_string(),
+                "-R",
+                "-J",
+            ],
+        ))?;
+        let report: Value = serde_json::from_str(&out).context("iperf3 -J output")?;
+        let bps = report["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .context("iperf3 reported no throughput")?;
+        server_learned_the_small_mtu(lab)?;
+        runs.push(bps / 1e9);
+        Ok::<_, anyhow::Error>(())
+    });
+    set_link(1500, None)?;
+    measured?;
+    Ok(runs)
+}
+
+/// Fails unless the server has learned the small link's MTU toward the client (the run took
+/// the path MTU discovery path it is named for).
+fn server_learned_the_small_mtu(lab: &Lab) -> Result<()> {
+    let out = cmd::stdout(&mut cmd::new(
+        "ip",
+        ["-n", &lab.netns(Host::Server), "route", "get", CLIENT_ADDR],
+    ))?;
+    let learned = out
+        .split_whitespace()
+        .skip_while(|word| *word != "mtu")
+        .nth(1)
+        .and_then(|mtu| mtu.parse::<u16>().ok());
+    if learned != Some(SMALL_LINK_MTU) {
+        bail!("bench forward: the server did not learn the {SMALL_LINK_MTU}-byte path MTU ({out})");
+    }
+    Ok(())
 }
 
 /// Runs `work` on a thread inside a lab namespace.
