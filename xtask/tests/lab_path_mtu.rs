@@ -387,3 +387,57 @@ fn send_forged_too_big(lab: &Lab, far: &FarHost, mtu: u16) {
     drop(served);
     drop(client);
 }
+
+/// `nstat` counter of a namespace (absolute value); a name nstat does not know is an error.
+fn nstat(netns: &str, name: &str) -> u64 {
+    let out = cmd::stdout(Command::new("ip").args(["netns", "exec", netns, "nstat", "-az", name]))
+        .unwrap();
+    out.lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            (fields.next() == Some(name)).then(|| fields.next().unwrap().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("nstat has no counter {name}: {out}"))
+}
+
+#[test]
+fn segments_without_dont_fragment_are_fragmented_after_translation() {
+    let lab = new_lab();
+    link_mtu(&lab, GUARD_CLIENT_IFACE, Host::Client, V4.small_mtu);
+    ip(
+        &lab.netns(Host::Client),
+        &[
+            "route",
+            "replace",
+            V4.servers,
+            "via",
+            V4.guard_client_side,
+            "advmss",
+            &V4.full_mss.to_string(),
+        ],
+    );
+    // The server sends without DF (path MTU discovery off): routers fragment its segments.
+    cmd::output(&mut lab.exec(
+        Host::Server,
+        "sysctl",
+        ["-qw", "net.ipv4.ip_no_pmtu_disc=1"],
+    ))
+    .unwrap();
+    let guard = guarded(&lab);
+    let fragmented = nstat(&lab.netns(Host::Guard), "IpFragCreates");
+    transfer_both_ways(&lab, &lab.netns(Host::Client), V4.server_socket(), SIZE);
+    guard.settle();
+    assert!(
+        nstat(&lab.netns(Host::Guard), "IpFragCreates") > fragmented,
+        "the guard's kernel fragmented the translated segments"
+    );
+    assert_eq!(
+        guard.total("pass_too_big"),
+        0,
+        "nothing went untranslated: {}",
+        guard.totals()
+    );
+    assert_eq!(learned_mtu(&lab.netns(Host::Server), V4.client), None);
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
+}
