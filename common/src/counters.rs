@@ -73,6 +73,8 @@ counters! {
     IcmpTranslated => "icmp_translated": "ICMP errors about a validated flow (unreachable, fragmentation needed, packet too big, time exceeded): the quoted header translated for the receiver, passed to the kernel to route",
     DropIcmpNoFlow => "drop_icmp_no_flow": "dropped: ICMP errors quoting a segment of a protected service that belongs to no validated flow",
     DropIcmpOutOfWindow => "drop_icmp_out_of_window": "dropped: ICMP errors about a validated flow whose quoted sequence number lies outside what the sender has in flight (forged)",
+    TxResetForgotten => "tx_reset_forgotten": "server segments of a flow the guard no longer holds (idled out, evicted, closed, or older than the guard): answered with the RST the client's end would send (XDP_TX)",
+    DropForgottenOverRate => "drop_forgotten_over_rate": "dropped: server segments of flows the guard no longer holds, past the per-CPU rate of such RSTs",
     DropRstOutOfWindow => "drop_rst_out_of_window": "dropped: RSTs of a validated flow outside the receiver's window",
     DropStraySynAck => "drop_stray_syn_ack": "dropped: SYN-ACKs from the client side",
     DropStrayFin => "drop_stray_fin": "dropped: FINs of no validated flow (FIN flood)",

@@ -177,6 +177,12 @@ impl ProtectedPorts {
     }
 }
 
+/// The RSTs the data plane sends for server segments of flows it no longer holds, per CPU:
+/// a rate and a burst (a token bucket), so that no traffic makes the guard a RST source
+/// faster than this.
+pub const FORGOTTEN_RESETS_PER_SECOND: u64 = 1000;
+pub const FORGOTTEN_RESET_BURST: u64 = 100;
+
 /// How a protected service treats SYNs ([`ServiceConfig::mode`]).
 pub mod mode {
     /// Count and report, never act: everything passes untouched.

@@ -234,6 +234,15 @@ pub enum ServerStep {
     AwaitBackend,
 }
 
+/// Whether a server's segment that belongs to no validated flow, from a service whose flows
+/// the guard tracks, is one of a flow the guard no longer holds (idled out, evicted, closed,
+/// or opened before the guard came): an acknowledgement that is neither a RST (nothing answers
+/// a RST) nor a SYN (the server opening a connection of its own).
+#[inline(always)]
+pub fn of_a_forgotten_flow(flags: TcpFlags) -> bool {
+    flags.has(TcpFlags::ACK) && flags.0 & (TcpFlags::SYN | TcpFlags::RST) == 0
+}
+
 /// `acks_our_syn`: the segment acknowledges exactly the SYN we sent (client ISN + 1);
 /// `direct`: the flow was let straight through, so its client answers a retransmitted SYN-ACK.
 #[inline(always)]
@@ -256,6 +265,25 @@ pub fn server_step(flags: TcpFlags, known: Known, acks_our_syn: bool, direct: bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forgotten_flows_segment_is_an_ack_that_is_no_rst_and_no_syn() {
+        for (flags, forgotten) in [
+            (TcpFlags::ACK, true),
+            (TcpFlags::ACK | TcpFlags::PSH, true),
+            (TcpFlags::ACK | TcpFlags::FIN, true),
+            (TcpFlags::ACK | TcpFlags::RST, false),
+            (TcpFlags::RST, false),
+            (TcpFlags::SYN | TcpFlags::ACK, false),
+            (TcpFlags::SYN, false),
+        ] {
+            assert_eq!(
+                of_a_forgotten_flow(TcpFlags(flags)),
+                forgotten,
+                "{flags:#x}"
+            );
+        }
+    }
     use crate::{
         counters::{CounterBlock, Tally},
         parse::{IpAddrs, IpPacket, Transport, flags_are_valid},

@@ -13,7 +13,7 @@ use synguard::{
 };
 use synguard_common::{
     counters::Counter,
-    maps::{EARLY_DATA_MAX, EventKind, phase},
+    maps::{EARLY_DATA_MAX, EventKind, FORGOTTEN_RESET_BURST, FORGOTTEN_RESETS_PER_SECOND, phase},
     parse::TcpFlags as F,
     test_frames::*,
     verdict::Action,
@@ -327,11 +327,91 @@ fn segments_of_no_flow_die_by_kind() {
         counters.get(Counter::DropCookieInvalid) + counters.get(Counter::DropCookieExpired),
         1
     );
-    // Server-side traffic of no validated flow is the server's own business: it passes.
-    let own = segment(false, 1, 2, F::ACK, 100, &[], b"x");
+    // Server-side traffic of no validated flow from an unprotected port is the server's own
+    // business: it passes.
+    let mut own = segment(false, 1, 2, F::ACK, 100, &[], b"x");
+    own[34..36].copy_from_slice(&22u16.to_be_bytes());
+    let own = fix_tcp_checksum(own);
     let outcome = guard.run_program(SERVER_PROGRAM, &own).unwrap();
     assert_eq!(outcome.action().unwrap(), Action::Pass);
     assert!(guard.events().unwrap().is_empty());
+}
+
+/// Recomputes the TCP checksum of an IPv4 frame a test patched.
+fn fix_tcp_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    let (ip, rest) = etherparse::Ipv4Header::from_slice(&frame[14..]).unwrap();
+    let mut tcp = etherparse::TcpHeader::from_slice(rest).unwrap().0;
+    let payload = rest[tcp.header_len()..].to_vec();
+    tcp.checksum = tcp.calc_checksum_ipv4(&ip, &payload).unwrap();
+    let at = 14 + ip.header_len();
+    frame[at..at + tcp.header_len()].copy_from_slice(&tcp.to_bytes());
+    frame
+}
+
+#[test]
+fn a_server_segment_of_a_forgotten_flow_gets_the_reset_the_client_would_send() {
+    let mut guard = guard();
+    joined(&mut guard);
+    guard.remove_flow(&flow_of(&syn_v4(0))).unwrap();
+    // The server speaks on a flow the guard no longer holds (idled out, evicted, closed).
+    let late = segment(
+        false,
+        SERVER_ISN + 1,
+        CLIENT_ISN + 1,
+        F::ACK,
+        100,
+        &[],
+        b"late",
+    );
+    let outcome = guard.run_program(SERVER_PROGRAM, &late).unwrap();
+    assert_eq!(
+        outcome.action().unwrap(),
+        Action::Tx,
+        "answered, not passed on"
+    );
+    let l3 = &outcome.output[14..];
+    let tcp = assert_checksums(l3);
+    let (ip, _) = etherparse::IpHeaders::from_slice(l3).unwrap();
+    let etherparse::IpHeaders::Ipv4(v4, _) = ip else {
+        panic!("IPv4")
+    };
+    assert_eq!(
+        (v4.source, v4.destination),
+        (CLIENT4, SERVER4),
+        "in the client's name"
+    );
+    assert_eq!(
+        (tcp.source_port, tcp.destination_port),
+        (CLIENT_PORT, SERVER_PORT)
+    );
+    assert!(tcp.rst && !tcp.ack && !tcp.syn && !tcp.fin, "a bare RST");
+    assert_eq!(
+        tcp.sequence_number,
+        CLIENT_ISN + 1,
+        "what the server expects next: its segment's acknowledgement"
+    );
+    assert_eq!(&outcome.output[..6], &MAC_CLIENT, "MACs swapped: back out");
+    // A RST of no flow is answered by nothing; it passes as before.
+    let rst = segment(false, SERVER_ISN + 1, 0, F::RST, 0, &[], &[]);
+    let outcome = guard.run_program(SERVER_PROGRAM, &rst).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Pass);
+    // Past the per-CPU budget, the segments drop without an answer.
+    let started = std::time::Instant::now();
+    for _ in 0..FORGOTTEN_RESET_BURST * 2 {
+        guard.run_program(SERVER_PROGRAM, &late).unwrap();
+    }
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let counters = guard.counters().unwrap();
+    let sent = counters.get(Counter::TxResetForgotten);
+    let refill = elapsed_ms * FORGOTTEN_RESETS_PER_SECOND / 1000 + 1;
+    assert!(
+        sent >= FORGOTTEN_RESET_BURST && sent <= FORGOTTEN_RESET_BURST + refill,
+        "{sent} RSTs in {elapsed_ms} ms"
+    );
+    assert_eq!(
+        sent + counters.get(Counter::DropForgottenOverRate),
+        FORGOTTEN_RESET_BURST * 2 + 1
+    );
 }
 
 #[test]

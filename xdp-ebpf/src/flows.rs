@@ -7,8 +7,8 @@ use synguard_common::{
     counters::Counter,
     flow_filter::{flow_filter_slot, mark},
     maps::{
-        EventKind, FlowDirection, FlowEntry, FlowStart, NO_WINDOW_SCALE, TO_CLIENT, TO_SERVER,
-        WireOptions, phase,
+        EventKind, FORGOTTEN_RESET_BURST, FORGOTTEN_RESETS_PER_SECOND, FlowDirection, FlowEntry,
+        FlowStart, NO_WINDOW_SCALE, TO_CLIENT, TO_SERVER, WireOptions, phase,
     },
     parse::{TcpFlags, TcpSegment},
     segment::SegmentSpec,
@@ -19,7 +19,7 @@ use synguard_common::{
 };
 
 use crate::{
-    FLOW_FILTER, FLOWS, Guarded, NEW_FLOW,
+    FLOW_FILTER, FLOWS, Guarded, NEW_FLOW, RESET_BUDGET,
     clock::now_coarse_ns,
     emit::emit,
     events,
@@ -356,6 +356,42 @@ pub fn re_ack(ctx: &XdpContext, guarded: &Guarded, entry: &FlowEntry) -> Verdict
         window_scale: None,
     };
     emit(ctx, guarded, &ack, true, Counter::TxBackendAck)
+}
+
+/// A server's segment of a flow the guard no longer holds: what the client's end would do
+/// with a segment of no connection (RFC 9293 section 3.10.7.1), a RST whose sequence number
+/// is the segment's acknowledgement, exactly what the server expects next, so that the
+/// server's end closes instead of talking to a client that will never hear it (untranslated,
+/// the segment would mean nothing to the client: it drops). Rate-limited per CPU.
+#[inline(always)]
+pub fn reset_forgotten(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
+    let within = match RESET_BUDGET.get_ptr_mut(0) {
+        // SAFETY: per-CPU value, only this CPU writes it.
+        Some(bucket) => unsafe {
+            (*bucket).take(
+                now_coarse_ns(),
+                FORGOTTEN_RESETS_PER_SECOND,
+                FORGOTTEN_RESET_BURST,
+                1,
+            )
+        },
+        None => false,
+    };
+    if !within {
+        return Verdict::new(Action::Drop, Counter::DropForgottenOverRate);
+    }
+    let reset = SegmentSpec {
+        to_client: false,
+        seq: guarded.tcp.ack,
+        ack: 0,
+        flags: TcpFlags::RST,
+        window: 0,
+        mss: 0,
+        sack_permitted: false,
+        timestamps: None,
+        window_scale: None,
+    };
+    emit(ctx, guarded, &reset, true, Counter::TxResetForgotten)
 }
 
 /// A client's segment before the server answered: its data goes to the controller, which

@@ -37,7 +37,8 @@ use synguard_common::{
         FLOWS_CAPACITY, FlowEntry, PROTECTED_CAPACITY, PolicySettings, ProtectedAddress,
         ProtectedPorts, SERVICES_CAPACITY, SOURCES_CAPACITY, STAGE_CLIENT_SEGMENT, STAGE_COUNT,
         STAGE_ICMP_FROM_CLIENT, STAGE_ICMP_FROM_SERVER, ServiceConfig, ServiceCounters,
-        SourceCounters, SourceKey, TO_CLIENT, TO_SERVER, VOUCHED_CAPACITY, ipv4_mapped, phase,
+        SourceCounters, SourceKey, TO_CLIENT, TO_SERVER, VOUCHED_CAPACITY, ipv4_mapped, mode,
+        phase,
     },
     parse::{
         IpAddrs, L3, ParseScratch, ParsedFrame, TcpFlags, TcpSegment, TransportKind,
@@ -48,7 +49,7 @@ use synguard_common::{
     token_bucket::TokenBucket,
     verdict::{
         Action, Admission, ClientStep, Known, ServerStep, Verdict, admission, classify,
-        client_step, pass_ip, server_step,
+        client_step, of_a_forgotten_flow, pass_ip, server_step,
     },
 };
 
@@ -169,6 +170,11 @@ static FLOW_FILTER: Array<FlowFilterHalf> = Array::with_max_entries(2, BPF_F_MMA
 /// Which half of `FLOW_FILTER` the client side reads, written by the controller.
 #[map]
 static FLOW_FILTER_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The budget of RSTs for server segments of forgotten flows, per CPU (see
+/// `synguard_common::maps::FORGOTTEN_RESETS_PER_SECOND`).
+#[map]
+static RESET_BUDGET: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
 
 /// Flow events (validations, joins, control segments), for the controller.
 #[map]
@@ -551,6 +557,13 @@ pub fn synguard_server(ctx: XdpContext) -> u32 {
         };
         // SAFETY (all arms but Untracked): `entry` is non-null whenever the flow is known.
         verdict = match server_step(guarded.tcp.flags, known, acks_our_syn, direct) {
+            ServerStep::Untracked
+                if known == Known::No
+                    && of_a_forgotten_flow(guarded.tcp.flags)
+                    && tracks_flows_of(&guarded.addrs, guarded.tcp.src_port) =>
+            {
+                flows::reset_forgotten(&ctx, guarded)
+            }
             ServerStep::Untracked => verdict,
             ServerStep::Join => flows::join(&ctx, guarded, unsafe { &mut *entry }),
             ServerStep::JoinDirect => flows::join_direct(guarded, unsafe { &mut *entry }),
@@ -709,6 +722,18 @@ fn service_slot(destination: &ProtectedAddress, port: u16) -> u8 {
         Some(ports) => ports.slot(port),
         None => 0,
     }
+}
+
+/// Whether the service a server's segment comes from (its source) is protected in a mode that
+/// tracks its flows (any but monitor).
+#[inline(always)]
+fn tracks_flows_of(addrs: &IpAddrs, port: u16) -> bool {
+    let slot = service_slot(&mapped(addrs, true), port);
+    slot != 0
+        && match SERVICES.get(slot as u32) {
+            Some(config) => config.mode != mode::MONITOR,
+            None => false,
+        }
 }
 
 /// The allowlist's value for a source, if it is on the list.

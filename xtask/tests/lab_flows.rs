@@ -602,3 +602,29 @@ fn an_idle_flow_is_reset_at_both_ends_and_keepalive_keeps_another_alive() {
     let (status, stderr) = guard.stop();
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn a_connection_older_than_the_guard_is_reset_when_its_server_speaks() {
+    let lab = new_lab();
+    // Opened through plain routing, before the guard came: the guard never validated it.
+    let listener = listen(&lab, PORT);
+    let mut client = connect(&lab, PORT);
+    let mut server = accept(&listener);
+    client.write_all(b"hi").unwrap();
+    let mut greeting = [0u8; 2];
+    server.read_exact(&mut greeting).unwrap();
+    let guard = guarded(&lab, &[]);
+    // The server speaks on it: the guard answers with the RST the client's end would send
+    // for a connection it does not know, and the server's end closes.
+    server.write_all(b"late").unwrap();
+    let mut byte = [0u8; 1];
+    let error = server
+        .read(&mut byte)
+        .expect_err("the server's end must be reset");
+    assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
+    guard.settle();
+    assert!(guard.total("tx_reset_forgotten") >= 1, "{}", guard.totals());
+    drop(client);
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
+}
