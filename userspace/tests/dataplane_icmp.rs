@@ -121,31 +121,77 @@ fn joined(guard: &mut DataPlane, family: Family) -> (u32, u32) {
     (cookie, tsval)
 }
 
-/// An ICMP error about `quoted` (an IP packet, as its receiver got it) from a router, sent to
-/// the quoted packet's source: "fragmentation needed" (IPv4) or "packet too big" (IPv6),
-/// MTU 1280.
-fn too_big_error(family: Family, quoted_from_server: bool, quoted: &[u8]) -> Vec<u8> {
+/// The errors a router sends about a packet it could not deliver.
+#[derive(Clone, Copy, Debug)]
+enum ErrorKind {
+    /// "Fragmentation needed" (IPv4) or "packet too big" (IPv6), MTU 1280.
+    TooBig,
+    /// Destination (host) unreachable.
+    Unreachable,
+    /// Time (hop limit) exceeded in transit.
+    TimeExceeded,
+}
+
+const KINDS: [ErrorKind; 3] = [
+    ErrorKind::TooBig,
+    ErrorKind::Unreachable,
+    ErrorKind::TimeExceeded,
+];
+
+/// An ICMP error of `kind` about `quoted` (an IP packet, as its receiver got it) from a
+/// router, sent to the quoted packet's source.
+fn error_about(
+    family: Family,
+    kind: ErrorKind,
+    quoted_from_server: bool,
+    quoted: &[u8],
+) -> Vec<u8> {
+    use etherparse::{icmpv4::TimeExceededCode, icmpv6};
     let eth = PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD);
     let mut frame = Vec::new();
     match family {
         Family::V4 => {
             let to = if quoted_from_server { SERVER4 } else { CLIENT4 };
+            let icmp_type =
+                match kind {
+                    ErrorKind::TooBig => Icmpv4Type::DestinationUnreachable(
+                        DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1280 },
+                    ),
+                    ErrorKind::Unreachable => {
+                        Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Host)
+                    }
+                    ErrorKind::TimeExceeded => {
+                        Icmpv4Type::TimeExceeded(TimeExceededCode::TtlExceededInTransit)
+                    }
+                };
             eth.ipv4(ROUTER4, to, 64)
-                .icmpv4(Icmpv4Type::DestinationUnreachable(
-                    DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1280 },
-                ))
+                .icmpv4(icmp_type)
                 .write(&mut frame, quoted)
                 .unwrap();
         }
         Family::V6 => {
             let to = if quoted_from_server { SERVER6 } else { CLIENT6 };
+            let icmp_type = match kind {
+                ErrorKind::TooBig => Icmpv6Type::PacketTooBig { mtu: 1280 },
+                ErrorKind::Unreachable => {
+                    Icmpv6Type::DestinationUnreachable(icmpv6::DestUnreachableCode::Address)
+                }
+                ErrorKind::TimeExceeded => {
+                    Icmpv6Type::TimeExceeded(icmpv6::TimeExceededCode::HopLimitExceeded)
+                }
+            };
             eth.ipv6(ROUTER6, to, 64)
-                .icmpv6(Icmpv6Type::PacketTooBig { mtu: 1280 })
+                .icmpv6(icmp_type)
                 .write(&mut frame, quoted)
                 .unwrap();
         }
     }
     frame
+}
+
+/// [`error_about`] of the kind path MTU discovery lives on.
+fn too_big_error(family: Family, quoted_from_server: bool, quoted: &[u8]) -> Vec<u8> {
+    error_about(family, ErrorKind::TooBig, quoted_from_server, quoted)
 }
 
 /// Where the ICMP message and the quoted packet start in a frame built above.
@@ -198,7 +244,10 @@ fn run(guard: &mut DataPlane, program: &str, frame: &[u8]) -> (Action, Vec<u8>) 
 
 #[test]
 fn a_router_error_from_the_clients_side_reaches_the_server_in_its_own_numbers() {
-    for family in [Family::V4, Family::V6] {
+    for (family, kind) in [Family::V4, Family::V6]
+        .into_iter()
+        .flat_map(|family| KINDS.map(|kind| (family, kind)))
+    {
         let mut guard = guard();
         let (cookie, tsval) = joined(&mut guard, family);
         // The server sent 1000 bytes at ISN + 1; the guard forwarded them in our numbers.
@@ -213,57 +262,64 @@ fn a_router_error_from_the_clients_side_reaches_the_server_in_its_own_numbers() 
             &[0x5a; 1000],
         );
         let (action, forwarded) = run(&mut guard, SERVER_PROGRAM, &server_sent);
-        assert_eq!(action, Action::Pass, "{family:?}: forwarded");
+        assert_eq!(action, Action::Pass, "{family:?} {kind:?}: forwarded");
         let as_forwarded = quoted_tcp_at(&forwarded[14..]);
         assert_eq!(
             as_forwarded.sequence_number,
             cookie.wrapping_add(1),
-            "{family:?}"
+            "{family:?} {kind:?}"
         );
         assert!(
             as_forwarded
                 .options_iterator()
                 .any(|o| o.unwrap() == O::Timestamp(tsval + 3, CLIENT_TS)),
-            "{family:?}: our clock"
+            "{family:?} {kind:?}: our clock"
         );
-        let error = too_big_error(family, true, &forwarded[14..]);
+        let error = error_about(family, kind, true, &forwarded[14..]);
         let (action, out) = run(&mut guard, GUARD_PROGRAM, &error);
-        assert_eq!(action, Action::Pass, "{family:?}");
+        assert_eq!(action, Action::Pass, "{family:?} {kind:?}");
         let tcp = quoted_tcp(family, &out);
         assert_eq!(
             tcp.sequence_number,
             SERVER_ISN + 1,
-            "{family:?}: the server's own"
+            "{family:?} {kind:?}: the server's own"
         );
-        assert_eq!(tcp.acknowledgment_number, CLIENT_ISN + 1, "{family:?}");
+        assert_eq!(
+            tcp.acknowledgment_number,
+            CLIENT_ISN + 1,
+            "{family:?} {kind:?}"
+        );
         let options: Vec<O> = tcp.options_iterator().map(Result::unwrap).collect();
         assert!(
             options.contains(&O::Timestamp(SERVER_TS + 3, CLIENT_TS)),
-            "{family:?}: the server's TSval: {options:?}"
+            "{family:?} {kind:?}: the server's TSval: {options:?}"
         );
         assert_icmp_checksum(family, &out);
         let (l4, _) = offsets(family);
         assert_eq!(
             out[..l4 + 2],
             error[..l4 + 2],
-            "{family:?}: IP header, type, code"
+            "{family:?} {kind:?}: IP header, type, code"
         );
         assert_eq!(
             out[l4 + 4..l4 + 8],
             error[l4 + 4..l4 + 8],
-            "{family:?}: the MTU"
+            "{family:?} {kind:?}: the MTU"
         );
         assert_eq!(
             guard.counters().unwrap().get(Counter::IcmpTranslated),
             1,
-            "{family:?}"
+            "{family:?} {kind:?}"
         );
     }
 }
 
 #[test]
 fn a_router_error_from_the_servers_side_reaches_the_client_in_its_own_numbers() {
-    for family in [Family::V4, Family::V6] {
+    for (family, kind) in [Family::V4, Family::V6]
+        .into_iter()
+        .flat_map(|family| KINDS.map(|kind| (family, kind)))
+    {
         let mut guard = guard();
         let (cookie, tsval) = joined(&mut guard, family);
         let offset = SERVER_ISN.wrapping_sub(cookie);
@@ -279,24 +335,24 @@ fn a_router_error_from_the_servers_side_reaches_the_client_in_its_own_numbers() 
             &[O::Noop, O::Noop, O::Timestamp(CLIENT_TS + 1, SERVER_TS)],
             &[0xa5; 1200],
         );
-        let error = too_big_error(family, false, &forwarded[14..]);
+        let error = error_about(family, kind, false, &forwarded[14..]);
         let (action, out) = run(&mut guard, SERVER_PROGRAM, &error);
-        assert_eq!(action, Action::Pass, "{family:?}");
+        assert_eq!(action, Action::Pass, "{family:?} {kind:?}");
         let tcp = quoted_tcp(family, &out);
         assert_eq!(
             tcp.sequence_number,
             CLIENT_ISN + 1,
-            "{family:?}: shared space"
+            "{family:?} {kind:?}: shared space"
         );
         assert_eq!(
             tcp.acknowledgment_number,
             (SERVER_ISN + 1).wrapping_sub(offset),
-            "{family:?}: the ack as the client sent it"
+            "{family:?} {kind:?}: the ack as the client sent it"
         );
         let options: Vec<O> = tcp.options_iterator().map(Result::unwrap).collect();
         assert!(
             options.contains(&O::Timestamp(CLIENT_TS + 1, tsval)),
-            "{family:?}: TSecr on our clock: {options:?}"
+            "{family:?} {kind:?}: TSecr on our clock: {options:?}"
         );
         assert_icmp_checksum(family, &out);
     }

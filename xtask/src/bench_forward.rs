@@ -1,9 +1,10 @@
 //! `cargo xtask bench forward`: what forwarding through synguard costs, measured in one lab
 //! run against plain kernel routing in the same guard namespace: iperf3 throughput client to
-//! server, new connections per second (connect, one byte each way, close), and downloads
-//! through a smaller link on the clients' side that path MTU discovery must find (each run
-//! starts with the server's learned MTU flushed), medians over repeats. Then the controller's
-//! own event path (see userspace/benches/controller.rs).
+//! server, new connections per second (connect, one byte each way, close), and transfers
+//! across a smaller link that path MTU discovery must find (downloads with it on the clients'
+//! side, uploads with it on the servers' side, IPv4 and IPv6; each run starts with the
+//! sender's learned MTU flushed), medians over repeats. Then the controller's own event path
+//! (see userspace/benches/controller.rs).
 //! Results go to results/bench-forward.json.
 
 use std::{
@@ -27,8 +28,9 @@ use crate::{
     build::{self, Profile, workspace_root},
     cmd,
     lab::{
-        self, CLIENT_ADDR, GUARD_CLIENT_IFACE, GUARD_CLIENT_SIDE_ADDR, Host, Lab, LabGuard,
-        PEER_IFACE, SERVER_ADDR,
+        self, CLIENT_ADDR, CLIENT_ADDR6, GUARD_CLIENT_IFACE, GUARD_CLIENT_SIDE_ADDR,
+        GUARD_CLIENT_SIDE_ADDR6, GUARD_SERVER_IFACE, Host, Lab, LabGuard, PEER_IFACE, SERVER_ADDR,
+        SERVER_ADDR6,
     },
     stats::median,
 };
@@ -41,10 +43,54 @@ const ECHO_BASE_PORT: u16 = 5210;
 const REPEATS: usize = 5;
 const SECONDS: u64 = 3;
 const CONNECT_THREADS: usize = 4;
-/// The smaller link of the path MTU rows, and the MSS the client announces across it (that of
-/// a 1500-byte path, as a client further away would).
-const SMALL_LINK_MTU: u16 = 1400;
-const FULL_PATH_MSS: u16 = 1460;
+/// A path MTU row: which side of the guard has the smaller link, over which family. The
+/// sender of the transfer is on the far side of it: the server (a download) when the link is
+/// on the clients' side, the client (an upload) when it is on the servers' side.
+#[derive(Clone, Copy)]
+struct SmallLink {
+    name: &'static str,
+    clients_side: bool,
+    v6: bool,
+}
+
+const SMALL_LINKS: [SmallLink; 4] = [
+    SmallLink {
+        name: "clients_side_ipv4",
+        clients_side: true,
+        v6: false,
+    },
+    SmallLink {
+        name: "servers_side_ipv4",
+        clients_side: false,
+        v6: false,
+    },
+    SmallLink {
+        name: "clients_side_ipv6",
+        clients_side: true,
+        v6: true,
+    },
+    SmallLink {
+        name: "servers_side_ipv6",
+        clients_side: false,
+        v6: true,
+    },
+];
+
+impl SmallLink {
+    /// 1400 bytes for IPv4, IPv6's minimum of 1280.
+    fn mtu(self) -> u16 {
+        if self.v6 { 1280 } else { 1400 }
+    }
+
+    /// The MSS of a 1500-byte path, which a client beyond the small link announces.
+    fn full_path_mss(self) -> u16 {
+        if self.v6 { 1440 } else { 1460 }
+    }
+
+    fn server(self) -> &'static str {
+        if self.v6 { SERVER_ADDR6 } else { SERVER_ADDR }
+    }
+}
 
 pub fn run(xtask: &Path) -> Result<()> {
     let synguard = build::synguard(Profile::Release)?;
@@ -94,28 +140,42 @@ pub fn run(xtask: &Path) -> Result<()> {
         figure(&routing, "connections_per_s", "plain routing")?,
         figure(&guarded, "connections_per_s", "synguard")?,
     );
-    let (routed_small, guarded_small) = (
-        figure(&routing, "small_link_download_gbps", "plain routing")?,
-        figure(&guarded, "small_link_download_gbps", "synguard")?,
-    );
+    let mut small_links = serde_json::Map::new();
+    let mut small_lines = Vec::new();
+    for link in SMALL_LINKS {
+        let key = format!("small_link_{}_gbps", link.name);
+        let (routed, through) = (
+            figure(&routing, &key, "plain routing")?,
+            figure(&guarded, &key, "synguard")?,
+        );
+        small_links.insert(
+            link.name.to_string(),
+            json!({"mtu": link.mtu(), "plain_routing_gbps": routed, "synguard_gbps": through,
+                   "ratio": through / routed}),
+        );
+        small_lines.push(format!(
+            "{} ({} bytes) {routed:.2} -> {through:.2} Gbit/s (ratio {:.2})",
+            link.name,
+            link.mtu(),
+            through / routed
+        ));
+    }
     let report = json!({
         "plain_routing": routing,
         "synguard": guarded,
         "throughput_ratio": guarded_gbps / routed_gbps,
         "connections_ratio": guarded_cps / routed_cps,
-        "small_link_download_ratio": guarded_small / routed_small,
-        "small_link_mtu": SMALL_LINK_MTU,
+        "small_links": small_links,
         "controller": controller,
     });
     println!(
         "forward: throughput {routed_gbps:.2} Gbit/s routed, {guarded_gbps:.2} Gbit/s through \
          synguard (ratio {:.2}); new connections {routed_cps:.0}/s routed, {guarded_cps:.0}/s \
-         through synguard (ratio {:.2}); download over a {SMALL_LINK_MTU}-byte link \
-         {routed_small:.2} Gbit/s routed, {guarded_small:.2} Gbit/s through synguard (ratio \
-         {:.2}); medians of {REPEATS}",
+         through synguard (ratio {:.2}); across a smaller link, routed -> through synguard: \
+         {}; medians of {REPEATS}",
         guarded_gbps / routed_gbps,
         guarded_cps / routed_cps,
-        guarded_small / routed_small,
+        small_lines.join(", "),
     );
     let dir = workspace_root().join("results");
     std::fs::create_dir_all(&dir)?;
@@ -173,10 +233,11 @@ fn measure_both(lab: &Lab, synguard: &Path) -> Result<(Value, Value)> {
         "{SERVER_ADDR}/32:{IPERF_PORT},{ECHO_BASE_PORT}-{}",
         ECHO_BASE_PORT + 2 * REPEATS as u16 - 1
     );
+    let protect6 = format!("[{SERVER_ADDR6}/128]:{IPERF_PORT}");
     let mut guard = lab.start_guard(
         synguard,
         &[
-            &["--protect", &protect][..],
+            &["--protect", &protect, "--protect", &protect6][..],
             &lab::QUIET_GUARD,
             // One client address opens thousands of connections per second here: the
             // per-source limits (made for floods) stay out of a throughput measurement.
@@ -225,73 +286,91 @@ fn measure(lab: &Lab, phase: u16) -> Result<Value> {
         let port = ECHO_BASE_PORT + phase * REPEATS as u16 + repeat;
         connections.push(connection_rate(lab, echo_addr(port))?);
     }
-    let small_link = small_link_downloads(lab)?;
-    Ok(json!({
+    let mut figures = json!({
         "throughput_gbps": median(throughput.clone()),
         "throughput_gbps_runs": throughput,
         "connections_per_s": median(connections.clone()),
         "connections_per_s_runs": connections,
-        "small_link_download_gbps": median(small_link.clone()),
-        "small_link_download_gbps_runs": small_link,
-    }))
+    });
+    for link in SMALL_LINKS {
+        let runs = small_link_runs(lab, link)?;
+        figures[format!("small_link_{}_gbps", link.name)] = json!(median(runs.clone()));
+        figures[format!("small_link_{}_gbps_runs", link.name)] = json!(runs);
+    }
+    Ok(figures)
 }
 
-/// iperf3 downloads (server to client) with the client's link at [`SMALL_LINK_MTU`] and the
-/// client announcing [`FULL_PATH_MSS`]: each run starts with the server's learned path MTU
-/// flushed, so it is discovered within the run. The link is restored afterwards.
-fn small_link_downloads(lab: &Lab) -> Result<Vec<f64>> {
+/// iperf3 transfers across `link`: the link's two ends at its MTU, the client announcing a
+/// 1500-byte path's MSS when the link is on its side; each run starts with the sender's
+/// learned path MTU flushed and must end with the sender having learned it. The link is
+/// restored afterwards.
+fn small_link_runs(lab: &Lab, link: SmallLink) -> Result<Vec<f64>> {
+    let (near, iface) = if link.clients_side {
+        (Host::Client, GUARD_CLIENT_IFACE)
+    } else {
+        (Host::Server, GUARD_SERVER_IFACE)
+    };
+    let (sender, receiver_addr) = if link.clients_side {
+        (
+            Host::Server,
+            if link.v6 { CLIENT_ADDR6 } else { CLIENT_ADDR },
+        )
+    } else {
+        (Host::Client, link.server())
+    };
+    let family = if link.v6 { "-6" } else { "-4" };
+    let (servers, via) = if link.v6 {
+        ("2001:db8:19::/48", GUARD_CLIENT_SIDE_ADDR6)
+    } else {
+        ("198.19.0.0/16", GUARD_CLIENT_SIDE_ADDR)
+    };
     let set_link = |mtu: u16, advmss: Option<u16>| -> Result<()> {
         let mtu = mtu.to_string();
-        for (host, iface) in [
-            (Host::Guard, GUARD_CLIENT_IFACE),
-            (Host::Client, PEER_IFACE),
-        ] {
+        for (host, iface) in [(Host::Guard, iface), (near, PEER_IFACE)] {
             cmd::output(&mut cmd::new(
                 "ip",
                 ["-n", &lab.netns(host), "link", "set", iface, "mtu", &mtu],
             ))?;
         }
-        let mut route = vec![
-            "-n".to_string(),
-            lab.netns(Host::Client),
-            "route".into(),
-            "replace".into(),
-            "198.19.0.0/16".into(),
-            "via".into(),
-            GUARD_CLIENT_SIDE_ADDR.into(),
-        ];
-        if let Some(mss) = advmss {
-            route.extend(["advmss".into(), mss.to_string()]);
+        if link.clients_side {
+            let mut route: Vec<String> = [
+                "-n",
+                &lab.netns(Host::Client),
+                family,
+                "route",
+                "replace",
+                servers,
+                "via",
+                via,
+            ]
+            .map(String::from)
+            .to_vec();
+            if let Some(mss) = advmss {
+                route.extend(["advmss".into(), mss.to_string()]);
+            }
+            cmd::output(&mut cmd::new("ip", route))?;
         }
-        cmd::output(&mut cmd::new("ip", route))?;
         Ok(())
     };
-    set_link(SMALL_LINK_MTU, Some(FULL_PATH_MSS))?;
+    set_link(link.mtu(), Some(link.full_path_mss()))?;
     let mut runs = Vec::new();
     let measured = (0..REPEATS).try_for_each(|_| {
         cmd::output(&mut cmd::new(
             "ip",
-            ["-n", &lab.netns(Host::Server), "route", "flush", "cache"],
+            ["-n", &lab.netns(sender), family, "route", "flush", "cache"],
         ))?;
-        let out = cmd::stdout(&mut lab.exec(
-            Host::Client,
-            "iperf3",
-            [
-                "-c",
-                SERVER_ADDR,
-                "-p",
-                &IPERF_PORT.to_string(),
-                "-t",
-                &SECONDS.to_string(),
-                "-R",
-                "-J",
-            ],
-        ))?;
+        let port = IPERF_PORT.to_string();
+        let seconds = SECONDS.to_string();
+        let mut args = vec!["-c", link.server(), "-p", &port, "-t", &seconds, "-J"];
+        if link.clients_side {
+            args.push("-R"); // the server sends
+        }
+        let out = cmd::stdout(&mut lab.exec(Host::Client, "iperf3", args))?;
         let report: Value = serde_json::from_str(&out).context("iperf3 -J output")?;
         let bps = report["end"]["sum_received"]["bits_per_second"]
             .as_f64()
             .context("iperf3 reported no throughput")?;
-        server_learned_the_small_mtu(lab)?;
+        learned_the_small_mtu(lab, sender, receiver_addr, link)?;
         runs.push(bps / 1e9);
         Ok::<_, anyhow::Error>(())
     });
@@ -300,20 +379,24 @@ fn small_link_downloads(lab: &Lab) -> Result<Vec<f64>> {
     Ok(runs)
 }
 
-/// Fails unless the server has learned the small link's MTU toward the client (the run took
-/// the path MTU discovery path it is named for).
-fn server_learned_the_small_mtu(lab: &Lab) -> Result<()> {
+/// Fails unless `sender` has learned the small link's MTU toward `to` (the run took the path
+/// MTU discovery path it is named for).
+fn learned_the_small_mtu(lab: &Lab, sender: Host, to: &str, link: SmallLink) -> Result<()> {
     let out = cmd::stdout(&mut cmd::new(
         "ip",
-        ["-n", &lab.netns(Host::Server), "route", "get", CLIENT_ADDR],
+        ["-n", &lab.netns(sender), "route", "get", to],
     ))?;
     let learned = out
         .split_whitespace()
         .skip_while(|word| *word != "mtu")
         .nth(1)
         .and_then(|mtu| mtu.parse::<u16>().ok());
-    if learned != Some(SMALL_LINK_MTU) {
-        bail!("bench forward: the server did not learn the {SMALL_LINK_MTU}-byte path MTU ({out})");
+    if learned != Some(link.mtu()) {
+        bail!(
+            "bench forward: {}: the sender did not learn the {}-byte path MTU ({out})",
+            link.name,
+            link.mtu()
+        );
     }
     Ok(())
 }

@@ -45,6 +45,7 @@ pub const PINNED_MAPS: &[&str] = &[
     "FLOW_FILTER",
     "FLOW_FILTER_ACTIVE",
     "FLOW_EVENTS",
+    "RESET_BUDGET",
 ];
 
 /// The pinned XDP links.
