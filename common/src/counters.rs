@@ -70,6 +70,7 @@ counters! {
     ForwardToServer => "forward_to_server": "segments of validated flows forwarded to the server",
     ForwardToClient => "forward_to_client": "segments of validated flows forwarded to the client",
     PassTooBig => "pass_too_big": "passed untranslated: forwarded segments larger than the egress link's MTU (IPv4 with DF, IPv6); the kernel drops them and tells the sender to send smaller ones",
+    PassTtlExpired => "pass_ttl_expired": "passed untranslated: forwarded segments whose TTL (hop limit) runs out at the guard; the kernel sends the sender time exceeded",
     IcmpTranslated => "icmp_translated": "ICMP errors about a validated flow (unreachable, fragmentation needed, packet too big, time exceeded): the quoted header translated for the receiver, passed to the kernel to route",
     DropIcmpNoFlow => "drop_icmp_no_flow": "dropped: ICMP errors quoting a segment of a protected service that belongs to no validated flow",
     DropIcmpOutOfWindow => "drop_icmp_out_of_window": "dropped: ICMP errors about a validated flow whose quoted sequence number lies outside what the sender has in flight (forged)",

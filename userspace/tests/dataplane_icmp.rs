@@ -458,3 +458,51 @@ fn forged_and_unmatched_errors_drop_and_others_pass_untouched() {
         );
     }
 }
+
+#[test]
+fn a_segment_whose_ttl_runs_out_at_the_guard_goes_to_the_kernel_as_sent() {
+    for family in [Family::V4, Family::V6] {
+        let mut guard = guard();
+        joined(&mut guard, family);
+        // The server's segment arrives with one hop left: the guard's kernel must answer
+        // "time exceeded" quoting the server's own numbers, so nothing is rewritten.
+        let mut expiring = tcp_frame(
+            family,
+            false,
+            CLIENT_PORT,
+            SERVER_ISN + 1,
+            CLIENT_ISN + 1,
+            F::ACK,
+            &[O::Noop, O::Noop, O::Timestamp(SERVER_TS + 7, CLIENT_TS)],
+            b"probe",
+        );
+        let ttl_at = 14
+            + match family {
+                Family::V4 => ipv4::TTL,
+                Family::V6 => ipv6::HOP_LIMIT,
+            };
+        expiring[ttl_at] = 1;
+        if family == Family::V4 {
+            // The IPv4 header checksum covers the TTL: recompute it.
+            expiring[14 + ipv4::CHECKSUM..14 + ipv4::CHECKSUM + 2].fill(0);
+            let sum = checksum::finish(checksum::add_slice(0, &expiring[14..34]));
+            expiring[14 + ipv4::CHECKSUM..14 + ipv4::CHECKSUM + 2]
+                .copy_from_slice(&sum.to_be_bytes());
+        }
+        let (action, out) = run(&mut guard, SERVER_PROGRAM, &expiring);
+        assert_eq!(
+            (action, out),
+            (Action::Pass, expiring.clone()),
+            "{family:?}: untouched"
+        );
+        let counters = guard.counters().unwrap();
+        assert_eq!(
+            (
+                counters.get(Counter::PassTtlExpired),
+                counters.get(Counter::ForwardToClient)
+            ),
+            (1, 0),
+            "{family:?}"
+        );
+    }
+}

@@ -108,10 +108,12 @@ pub fn forward(
         return Verdict::new(Action::Drop, Counter::DropRstOutOfWindow);
     }
     let route = route::look_up(ctx, guarded, to_server);
-    if route == Route::TooBig {
-        // Untranslated and untracked: the kernel drops it and tells the sender, in the
-        // sender's own sequence space, to send smaller segments.
-        return Verdict::new(Action::Pass, Counter::PassTooBig);
+    // Untranslated and untracked: the kernel drops it and tells the sender, in the sender's
+    // own sequence space, to send smaller segments or that its TTL ran out.
+    match route {
+        Route::TooBig => return Verdict::new(Action::Pass, Counter::PassTooBig),
+        Route::Expiring => return Verdict::new(Action::Pass, Counter::PassTtlExpired),
+        Route::Direct | Route::Kernel => {}
     }
     translate_header(&mut walker.header, &tcp.options, &translation);
     if !XdpFrame(ctx).store_tcp_header(

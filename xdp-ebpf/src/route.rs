@@ -4,9 +4,10 @@
 //! frame, no route) goes to the kernel stack, which routes it the slow way and resolves the
 //! neighbour for the frames after it.
 //!
-//! The lookup comes before the rewrite: a segment too large for its egress link goes to the
-//! kernel as its sender sent it, so that the "fragmentation needed" / "packet too big" error
-//! the kernel sends back quotes the sender's own sequence numbers (RFC 1191, RFC 8201).
+//! The lookup comes before the rewrite: a segment too large for its egress link, or whose TTL
+//! runs out here, goes to the kernel as its sender sent it, so that the "fragmentation
+//! needed" / "packet too big" / "time exceeded" error the kernel sends back quotes the
+//! sender's own sequence numbers (RFC 1191, RFC 8201, RFC 792).
 
 use core::ffi::c_void;
 
@@ -44,8 +45,10 @@ pub enum Route {
     Direct,
     /// Larger than the egress link's MTU, and not to be fragmented (IPv4 with DF, IPv6).
     TooBig,
-    /// What the kernel must settle: no neighbour entry yet, an expiring TTL, a VLAN tag, no
-    /// route, or an IPv4 packet without DF that the kernel fragments.
+    /// Its TTL (hop limit) runs out here.
+    Expiring,
+    /// What the kernel must settle: no neighbour entry yet, a VLAN tag, no route, or an IPv4
+    /// packet without DF that the kernel fragments.
     Kernel,
 }
 
@@ -87,7 +90,7 @@ pub fn look_up(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Route {
         header[ipv6::HOP_LIMIT]
     };
     if ttl <= 1 {
-        return Route::Kernel; // the kernel sends the ICMP time-exceeded
+        return Route::Expiring;
     }
     p.l4_protocol = IPPROTO_TCP;
     p.sport = sport.to_be();

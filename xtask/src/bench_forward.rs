@@ -29,8 +29,8 @@ use crate::{
     cmd,
     lab::{
         self, CLIENT_ADDR, CLIENT_ADDR6, GUARD_CLIENT_IFACE, GUARD_CLIENT_SIDE_ADDR,
-        GUARD_CLIENT_SIDE_ADDR6, GUARD_SERVER_IFACE, Host, Lab, LabGuard, PEER_IFACE, SERVER_ADDR,
-        SERVER_ADDR6,
+        GUARD_CLIENT_SIDE_ADDR6, GUARD_SERVER_IFACE, GUARD_SERVER_SIDE_ADDR,
+        GUARD_SERVER_SIDE_ADDR6, Host, Lab, LabGuard, PEER_IFACE, SERVER_ADDR, SERVER_ADDR6,
     },
     stats::median,
 };
@@ -300,8 +300,9 @@ fn measure(lab: &Lab, phase: u16) -> Result<Value> {
     Ok(figures)
 }
 
-/// iperf3 transfers across `link`: the link's two ends at its MTU, the client announcing a
-/// 1500-byte path's MSS when the link is on its side; each run starts with the sender's
+/// iperf3 transfers across `link`: the link's two ends at its MTU, the host on its far side
+/// from the guard announcing a 1500-byte path's MSS (as one further away would, so that plain
+/// routing has to discover the MTU as well); each run starts with the sender's
 /// learned path MTU flushed and must end with the sender having learned it. The link is
 /// restored afterwards.
 fn small_link_runs(lab: &Lab, link: SmallLink) -> Result<Vec<f64>> {
@@ -319,10 +320,12 @@ fn small_link_runs(lab: &Lab, link: SmallLink) -> Result<Vec<f64>> {
         (Host::Client, link.server())
     };
     let family = if link.v6 { "-6" } else { "-4" };
-    let (servers, via) = if link.v6 {
-        ("2001:db8:19::/48", GUARD_CLIENT_SIDE_ADDR6)
-    } else {
-        ("198.19.0.0/16", GUARD_CLIENT_SIDE_ADDR)
+    // The near host's route across the small link, whose MSS it announces.
+    let (far_prefix, via) = match (link.clients_side, link.v6) {
+        (true, false) => ("198.19.0.0/16", GUARD_CLIENT_SIDE_ADDR),
+        (true, true) => ("2001:db8:19::/48", GUARD_CLIENT_SIDE_ADDR6),
+        (false, false) => ("198.18.0.0/16", GUARD_SERVER_SIDE_ADDR),
+        (false, true) => ("2001:db8:18::/48", GUARD_SERVER_SIDE_ADDR6),
     };
     let set_link = |mtu: u16, advmss: Option<u16>| -> Result<()> {
         let mtu = mtu.to_string();
@@ -332,24 +335,22 @@ fn small_link_runs(lab: &Lab, link: SmallLink) -> Result<Vec<f64>> {
                 ["-n", &lab.netns(host), "link", "set", iface, "mtu", &mtu],
             ))?;
         }
-        if link.clients_side {
-            let mut route: Vec<String> = [
-                "-n",
-                &lab.netns(Host::Client),
-                family,
-                "route",
-                "replace",
-                servers,
-                "via",
-                via,
-            ]
-            .map(String::from)
-            .to_vec();
-            if let Some(mss) = advmss {
-                route.extend(["advmss".into(), mss.to_string()]);
-            }
-            cmd::output(&mut cmd::new("ip", route))?;
+        let mut route: Vec<String> = [
+            "-n",
+            &lab.netns(near),
+            family,
+            "route",
+            "replace",
+            far_prefix,
+            "via",
+            via,
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some(mss) = advmss {
+            route.extend(["advmss".into(), mss.to_string()]);
         }
+        cmd::output(&mut cmd::new("ip", route))?;
         Ok(())
     };
     set_link(link.mtu(), Some(link.full_path_mss()))?;
