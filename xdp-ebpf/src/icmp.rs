@@ -95,7 +95,7 @@ pub fn relay(
         let options = if header_len >= tcp::MIN_HEADER_LEN && header_len <= copy {
             walker.set_header_len(header_len);
             walker.walk();
-            walker.finish().unwrap_or(TcpOptions::default())
+            walker.finish().unwrap_or_default()
         } else {
             TcpOptions::default()
         };
