@@ -157,17 +157,11 @@ impl Tally {
 /// Name of the per-CPU array map holding one [`CounterBlock`].
 pub const COUNTERS_MAP: &str = "COUNTERS";
 
-/// Slots in a [`CounterBlock`]: more than there are counters, so that a release adding
-/// counters keeps the map's layout and can adopt a running guard's maps (an upgrade in place).
-pub const COUNTER_SLOTS: usize = 96;
-const _: () = assert!(Counter::COUNT <= COUNTER_SLOTS);
-
-/// The value of the counters map: every counter of one CPU (the slots past the last counter
-/// stay zero).
+/// The value of the counters map: every counter of one CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct CounterBlock {
-    pub values: [u64; COUNTER_SLOTS],
+    pub values: [u64; Counter::COUNT],
 }
 
 #[cfg(feature = "user")]
@@ -176,7 +170,7 @@ unsafe impl aya::Pod for CounterBlock {}
 impl Default for CounterBlock {
     fn default() -> Self {
         Self {
-            values: [0; COUNTER_SLOTS],
+            values: [0; Counter::COUNT],
         }
     }
 }
