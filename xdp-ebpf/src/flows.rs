@@ -107,10 +107,10 @@ pub fn forward(
     if tcp.flags.has(TcpFlags::RST) && !in_window(tcp.seq, receiver_next, receiver_window) {
         return Verdict::new(Action::Drop, Counter::DropRstOutOfWindow);
     }
-    let route = route::look_up(ctx, guarded, to_server);
+    let lookup = route::look_up(ctx, guarded, to_server);
     // Untranslated and untracked: the kernel drops it and tells the sender, in the sender's
     // own sequence space, to send smaller segments or that its TTL ran out.
-    match route {
+    match lookup.route {
         Route::TooBig => return Verdict::new(Action::Pass, Counter::PassTooBig),
         Route::Expiring => return Verdict::new(Action::Pass, Counter::PassTtlExpired),
         Route::Direct | Route::Kernel => {}
@@ -161,8 +161,8 @@ pub fn forward(
     if control && !report(EventKind::Control, entry) {
         return Verdict::new(Action::Drop, Counter::DropEventLost);
     }
-    match route {
-        Route::Direct => match route::send(ctx, guarded) {
+    match lookup.route {
+        Route::Direct => match route::send(ctx, guarded, &lookup.header) {
             Some(code) if code == Action::Redirect.xdp_code() => {
                 Verdict::new(Action::Redirect, forwarded)
             }

@@ -52,15 +52,32 @@ pub enum Route {
     Kernel,
 }
 
+/// What [`look_up`] found, and the first 12 bytes of the IP header it read them from (what
+/// [`send`] rewrites: TTL or hop limit, IPv4 checksum), so the frame is read once.
+pub struct Lookup {
+    pub route: Route,
+    pub header: [u8; 12],
+}
+
+impl Lookup {
+    #[inline(always)]
+    fn kernel() -> Lookup {
+        Lookup {
+            route: Route::Kernel,
+            header: [0; 12],
+        }
+    }
+}
+
 /// Looks up the next hop of the frame (`to_server` picks the flow's direction), leaving it in
 /// the per-CPU FIB scratch for [`send`].
 #[inline(always)]
-pub fn look_up(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Route {
+pub fn look_up(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Lookup {
     if guarded.l3_offset as usize != ethernet::HEADER_LEN {
-        return Route::Kernel; // VLAN-tagged: the egress tagging is the kernel's business
+        return Lookup::kernel(); // VLAN-tagged: the egress tagging is the kernel's business
     }
     let Some(params) = FIB_SCRATCH.get_ptr_mut(0) else {
-        return Route::Kernel;
+        return Lookup::kernel();
     };
     // SAFETY: per-CPU entry, used only during this run of the program.
     let p = unsafe { &mut *params };
@@ -82,7 +99,7 @@ pub fn look_up(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Route {
     };
     let is_v4 = flow.family == 4;
     let Some(header) = XdpFrame(ctx).load::<12>(ethernet::HEADER_LEN) else {
-        return Route::Kernel;
+        return Lookup::kernel();
     };
     let ttl = if is_v4 {
         header[ipv4::TTL]
@@ -90,7 +107,10 @@ pub fn look_up(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Route {
         header[ipv6::HOP_LIMIT]
     };
     if ttl <= 1 {
-        return Route::Expiring;
+        return Lookup {
+            route: Route::Expiring,
+            header,
+        };
     }
     p.l4_protocol = IPPROTO_TCP;
     p.sport = sport.to_be();
@@ -121,30 +141,31 @@ pub fn look_up(ctx: &XdpContext, guarded: &Guarded, to_server: bool) -> Route {
     };
     let must_not_fragment =
         !is_v4 || be16(&header, ipv4::FLAGS_FRAGMENT) & ipv4::DONT_FRAGMENT != 0;
-    match rc {
+    let route = match rc {
         0 => Route::Direct,
         // The packet is larger than the egress link's MTU.
         code if code == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64 && must_not_fragment => Route::TooBig,
         _ => Route::Kernel,
-    }
+    };
+    Lookup { route, header }
 }
 
 /// Takes the (rewritten) frame to the next hop [`look_up`] found: one hop less, the next
-/// hop's MACs, a redirect. `None` when the kernel must route it after all.
+/// hop's MACs, a redirect. `header` is the one the lookup read (the TCP rewrite since left it
+/// alone). `None` when the kernel must route it after all.
 #[inline(always)]
-pub fn send(ctx: &XdpContext, guarded: &Guarded) -> Option<u32> {
+pub fn send(ctx: &XdpContext, guarded: &Guarded, header: &[u8; 12]) -> Option<u32> {
     let params = FIB_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU entry, used only during this run of the program.
     let p = unsafe { &*params };
     let frame = XdpFrame(ctx);
     let l3 = ethernet::HEADER_LEN;
-    let header: [u8; 12] = frame.load(l3)?;
     // What routing owes the packet: one hop less (RFC 791, RFC 8200), the next hop's MACs.
     if guarded.flow.family == 4 {
         // TTL and protocol share a word: one hop less is 0x100 less.
-        let old = be16(&header, ipv4::TTL);
+        let old = be16(header, ipv4::TTL);
         let new = old.wrapping_sub(0x100);
-        let sum = be16(&header, ipv4::CHECKSUM);
+        let sum = be16(header, ipv4::CHECKSUM);
         let updated = checksum::finish((!sum) as u64 + (!old) as u64 + new as u64);
         let [n0, n1] = new.to_be_bytes();
         let [s0, s1] = updated.to_be_bytes();
