@@ -36,6 +36,16 @@ enum Family {
     V6,
 }
 
+impl Family {
+    /// The IP header length of the frames built here (no IPv4 options, no IPv6 extensions).
+    fn ip_header_len(self) -> usize {
+        match self {
+            Family::V4 => ipv4::MIN_HEADER_LEN,
+            Family::V6 => ipv6::HEADER_LEN,
+        }
+    }
+}
+
 /// A TCP frame of the fixture flow over `family`, either way.
 #[allow(clippy::too_many_arguments)]
 fn tcp_frame(
@@ -196,11 +206,7 @@ fn too_big_error(family: Family, quoted_from_server: bool, quoted: &[u8]) -> Vec
 
 /// Where the ICMP message and the quoted packet start in a frame built above.
 fn offsets(family: Family) -> (usize, usize) {
-    let l4 = 14
-        + match family {
-            Family::V4 => ipv4::MIN_HEADER_LEN,
-            Family::V6 => ipv6::HEADER_LEN,
-        };
+    let l4 = 14 + family.ip_header_len();
     (l4, l4 + icmp::HEADER_LEN)
 }
 
@@ -373,10 +379,7 @@ fn a_quote_of_only_eight_bytes_has_its_sequence_number_translated() {
             &[O::Noop, O::Noop, O::Timestamp(tsval, CLIENT_TS)],
             &[1; 100],
         );
-        let ip_len = match family {
-            Family::V4 => ipv4::MIN_HEADER_LEN,
-            Family::V6 => ipv6::HEADER_LEN,
-        };
+        let ip_len = family.ip_header_len();
         // RFC 792's minimum quote: the IP header and the first 8 bytes of TCP.
         let error = too_big_error(family, true, &forwarded[14..14 + ip_len + 8]);
         let (action, out) = run(&mut guard, GUARD_PROGRAM, &error);
@@ -411,11 +414,7 @@ fn forged_and_unmatched_errors_drop_and_others_pass_untouched() {
             );
             if server_port_shift {
                 // Another service on the same server (port 22): not protected.
-                let at = 14
-                    + match family {
-                        Family::V4 => ipv4::MIN_HEADER_LEN,
-                        Family::V6 => ipv6::HEADER_LEN,
-                    };
+                let at = 14 + family.ip_header_len();
                 segment[at..at + 2].copy_from_slice(&22u16.to_be_bytes());
             }
             too_big_error(family, true, &segment[14..])

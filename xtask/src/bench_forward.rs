@@ -383,18 +383,10 @@ fn small_link_runs(lab: &Lab, link: SmallLink) -> Result<Vec<f64>> {
 /// Fails unless `sender` has learned the small link's MTU toward `to` (the run took the path
 /// MTU discovery path it is named for).
 fn learned_the_small_mtu(lab: &Lab, sender: Host, to: &str, link: SmallLink) -> Result<()> {
-    let out = cmd::stdout(&mut cmd::new(
-        "ip",
-        ["-n", &lab.netns(sender), "route", "get", to],
-    ))?;
-    let learned = out
-        .split_whitespace()
-        .skip_while(|word| *word != "mtu")
-        .nth(1)
-        .and_then(|mtu| mtu.parse::<u16>().ok());
+    let learned = lab::learned_mtu(&lab.netns(sender), to)?;
     if learned != Some(link.mtu()) {
         bail!(
-            "bench forward: {}: the sender did not learn the {}-byte path MTU ({out})",
+            "bench forward: {}: the sender learned {learned:?}, not the {}-byte path MTU",
             link.name,
             link.mtu()
         );

@@ -68,6 +68,17 @@ impl Host {
     }
 }
 
+/// The path MTU `netns`'s kernel has learned toward `to` (its route cache), if any: `ip route
+/// get` shows it as `... mtu M` only once learned.
+pub fn learned_mtu(netns: &str, to: &str) -> Result<Option<u16>> {
+    let out = cmd::stdout(Command::new("ip").args(["-n", netns, "route", "get", to]))?;
+    Ok(out
+        .split_whitespace()
+        .skip_while(|word| *word != "mtu")
+        .nth(1)
+        .and_then(|mtu| mtu.parse().ok()))
+}
+
 /// One lab, by name (`sglab-<suffix>`).
 #[derive(Clone, Debug)]
 pub struct Lab {

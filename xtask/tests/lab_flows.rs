@@ -14,8 +14,8 @@ use std::{
 
 use serde_json::Value;
 use support::{
-    Guard, accept, connect, digest, in_netns, listen, new_lab, pattern, read_all, server_addr,
-    synguard_bin, transfer_both_ways, wait_for,
+    Guard, accept, connect, digest, in_netns, listen, new_lab, nstat, pattern, read_all,
+    server_addr, synguard_bin, transfer_both_ways, wait_for,
 };
 use xtask::{
     cmd,
@@ -296,17 +296,6 @@ fn raise_fd_limit(to: u64) {
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
 }
 
-/// `nstat` counters of a namespace (absolute values).
-fn nstat(lab: &Lab, host: Host, name: &str) -> u64 {
-    let out = cmd::stdout(&mut lab.exec(host, "nstat", ["-az", name])).unwrap();
-    out.lines()
-        .find_map(|line| {
-            let mut fields = line.split_whitespace();
-            (fields.next() == Some(name)).then(|| fields.next().unwrap().parse().unwrap())
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn sack_blocks_are_translated_under_loss() {
     let lab = new_lab();
@@ -485,11 +474,23 @@ fn ack_and_rst_floods_reach_neither_the_server_nor_live_flows() {
 fn refusing_and_silent_servers_get_the_client_reset() {
     let lab = new_lab();
     let guard = guarded(&lab, &["--backend-timeout", "1"]);
-    // Nothing listens on PORT + 1: the server's RST makes the guard reset the client.
-    let mut refused = connect(&lab, PORT + 1);
+    // Nothing listens on PORT + 1: the server's RST makes the guard reset the client. The
+    // reset can beat the end of connect(2) itself (the guard answers the SYN, the server
+    // refuses at once): either way the client sees the reset.
+    let refused = in_netns(&lab, Host::Client, || {
+        TcpStream::connect_timeout(&server_addr(PORT + 1), Duration::from_secs(5))
+    });
     let mut buf = [0u8; 1];
-    let error = refused.read(&mut buf).expect_err("a reset");
-    assert_eq!(error.kind(), ErrorKind::ConnectionReset);
+    let error = match refused {
+        Err(error) => error,
+        Ok(mut stream) => {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            stream.read(&mut buf).expect_err("a reset")
+        }
+    };
+    assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
     assert_eq!(count(&lab, "backend_refused"), 1);
 
     // A server that never answers (an address nobody holds): after --backend-timeout the

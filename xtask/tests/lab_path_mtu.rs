@@ -12,7 +12,7 @@ use std::{
     process::Command,
 };
 
-use support::{Guard, in_named_netns, new_lab, synguard_bin, transfer_both_ways};
+use support::{Guard, in_named_netns, new_lab, nstat, synguard_bin, transfer_both_ways};
 use xtask::{
     cmd,
     lab::{
@@ -119,57 +119,59 @@ fn link_mtu(lab: &Lab, guard_iface: &str, peer: Host, mtu: u16) {
     );
 }
 
-/// The path MTU `netns`'s kernel has learned toward `to` (its route cache), if any.
 fn learned_mtu(netns: &str, to: &str) -> Option<u16> {
-    let out = cmd::stdout(Command::new("ip").args(["-n", netns, "route", "get", to])).unwrap();
-    // IPv4 shows a learned MTU as `cache expires N mtu M`, IPv6 as `... pref medium mtu M`
-    // only once learned (otherwise no `mtu` word at all).
-    let mut words = out.split_whitespace();
-    while let Some(word) = words.next() {
-        if word == "mtu" {
-            return words.next().and_then(|mtu| mtu.parse().ok());
-        }
-    }
-    None
+    xtask::lab::learned_mtu(netns, to).unwrap()
+}
+
+/// The guard's and the client's link at the family's smaller MTU, the client announcing the
+/// MSS of a 1500-byte path, as one further away would: the server's full-size segments meet
+/// the smaller link at the guard.
+fn smaller_link_on_the_clients_side(lab: &Lab, family: Family) {
+    link_mtu(lab, GUARD_CLIENT_IFACE, Host::Client, family.small_mtu);
+    ip(
+        &lab.netns(Host::Client),
+        &[
+            family.flag,
+            "route",
+            "replace",
+            family.servers,
+            "via",
+            family.guard_client_side,
+            "advmss",
+            &family.full_mss.to_string(),
+        ],
+    );
+}
+
+/// 100 MiB each way through the guard; then the guard must have handed the oversized
+/// segments to the kernel as sent, and `sender`'s kernel must have learned the smaller MTU
+/// toward `receiver`.
+fn transfer_discovering_the_mtu(lab: &Lab, family: Family, sender: Host, receiver: &str) {
+    let guard = guarded(lab);
+    transfer_both_ways(lab, &lab.netns(Host::Client), family.server_socket(), SIZE);
+    guard.settle();
+    assert!(
+        guard.total("pass_too_big") > 0,
+        "{}: the {sender:?}'s full-size segments went to the kernel as sent: {}",
+        family.name,
+        guard.totals()
+    );
+    assert_eq!(
+        learned_mtu(&lab.netns(sender), receiver),
+        Some(family.small_mtu),
+        "{}: the {sender:?} learned the path MTU from the guard's kernel",
+        family.name
+    );
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
 }
 
 #[test]
 fn a_smaller_link_on_the_clients_side_is_discovered_by_the_server() {
     for family in [V4, V6] {
         let lab = new_lab();
-        link_mtu(&lab, GUARD_CLIENT_IFACE, Host::Client, family.small_mtu);
-        // The client announces the MSS of a 1500-byte path, as one further away would: the
-        // server's full-size segments meet the smaller link at the guard.
-        ip(
-            &lab.netns(Host::Client),
-            &[
-                family.flag,
-                "route",
-                "replace",
-                family.servers,
-                "via",
-                family.guard_client_side,
-                "advmss",
-                &family.full_mss.to_string(),
-            ],
-        );
-        let guard = guarded(&lab);
-        transfer_both_ways(&lab, &lab.netns(Host::Client), family.server_socket(), SIZE);
-        guard.settle();
-        assert!(
-            guard.total("pass_too_big") > 0,
-            "{}: the server's full-size segments went to the kernel as sent: {}",
-            family.name,
-            guard.totals()
-        );
-        assert_eq!(
-            learned_mtu(&lab.netns(Host::Server), family.client),
-            Some(family.small_mtu),
-            "{}: the server learned the path MTU from the guard's kernel",
-            family.name
-        );
-        let (status, stderr) = guard.stop();
-        assert!(status.success(), "{stderr}");
+        smaller_link_on_the_clients_side(&lab, family);
+        transfer_discovering_the_mtu(&lab, family, Host::Server, family.client);
     }
 }
 
@@ -178,25 +180,9 @@ fn a_smaller_link_on_the_servers_side_is_discovered_by_the_client() {
     for family in [V4, V6] {
         let lab = new_lab();
         link_mtu(&lab, GUARD_SERVER_IFACE, Host::Server, family.small_mtu);
-        let guard = guarded(&lab);
         // Our SYN-ACK announces the MSS of a 1500-byte path: the client's full-size segments
         // meet the smaller link at the guard.
-        transfer_both_ways(&lab, &lab.netns(Host::Client), family.server_socket(), SIZE);
-        guard.settle();
-        assert!(
-            guard.total("pass_too_big") > 0,
-            "{}: the client's full-size segments went to the kernel as sent: {}",
-            family.name,
-            guard.totals()
-        );
-        assert_eq!(
-            learned_mtu(&lab.netns(Host::Client), family.server),
-            Some(family.small_mtu),
-            "{}: the client learned the path MTU from the guard's kernel",
-            family.name
-        );
-        let (status, stderr) = guard.stop();
-        assert!(status.success(), "{stderr}");
+        transfer_discovering_the_mtu(&lab, family, Host::Client, family.server);
     }
 }
 
@@ -388,34 +374,10 @@ fn send_forged_too_big(lab: &Lab, far: &FarHost, mtu: u16) {
     drop(client);
 }
 
-/// `nstat` counter of a namespace (absolute value); a name nstat does not know is an error.
-fn nstat(netns: &str, name: &str) -> u64 {
-    let out = cmd::stdout(Command::new("ip").args(["netns", "exec", netns, "nstat", "-az", name]))
-        .unwrap();
-    out.lines()
-        .find_map(|line| {
-            let mut fields = line.split_whitespace();
-            (fields.next() == Some(name)).then(|| fields.next().unwrap().parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("nstat has no counter {name}: {out}"))
-}
-
 #[test]
 fn segments_without_dont_fragment_are_fragmented_after_translation() {
     let lab = new_lab();
-    link_mtu(&lab, GUARD_CLIENT_IFACE, Host::Client, V4.small_mtu);
-    ip(
-        &lab.netns(Host::Client),
-        &[
-            "route",
-            "replace",
-            V4.servers,
-            "via",
-            V4.guard_client_side,
-            "advmss",
-            &V4.full_mss.to_string(),
-        ],
-    );
+    smaller_link_on_the_clients_side(&lab, V4);
     // The server sends without DF (path MTU discovery off): routers fragment its segments.
     cmd::output(&mut lab.exec(
         Host::Server,
@@ -424,11 +386,11 @@ fn segments_without_dont_fragment_are_fragmented_after_translation() {
     ))
     .unwrap();
     let guard = guarded(&lab);
-    let fragmented = nstat(&lab.netns(Host::Guard), "IpFragCreates");
+    let fragmented = nstat(&lab, Host::Guard, "IpFragCreates");
     transfer_both_ways(&lab, &lab.netns(Host::Client), V4.server_socket(), SIZE);
     guard.settle();
     assert!(
-        nstat(&lab.netns(Host::Guard), "IpFragCreates") > fragmented,
+        nstat(&lab, Host::Guard, "IpFragCreates") > fragmented,
         "the guard's kernel fragmented the translated segments"
     );
     assert_eq!(

@@ -332,6 +332,18 @@ pub fn transfer_both_ways(lab: &Lab, client_netns: &str, server: SocketAddr, siz
     serving.join().unwrap();
 }
 
+/// An `nstat` counter of a lab namespace (absolute value, zeros included: a name nstat does
+/// not know is an error, never a zero).
+pub fn nstat(lab: &Lab, host: Host, name: &str) -> u64 {
+    let out = xtask::cmd::stdout(&mut lab.exec(host, "nstat", ["-az", name])).unwrap();
+    out.lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            (fields.next() == Some(name)).then(|| fields.next().unwrap().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("nstat has no counter {name}: {out}"))
+}
+
 /// The lab server's address at `port`.
 pub fn server_addr(port: u16) -> SocketAddr {
     format!("{SERVER_ADDR}:{port}").parse().unwrap()
