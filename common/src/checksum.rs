@@ -1,7 +1,14 @@
-//! Internet checksums (RFC 1071) for headers the data plane writes.
+//! Internet checksums (RFC 1071) for headers the data plane writes, and the check of those
+//! it answers.
 //!
 //! Sums run over fixed-size, zero-padded buffers: zeros add nothing, and constant lengths give
 //! the verifier constant loop bounds.
+
+use crate::{
+    field::{IPPROTO_TCP, tcp},
+    frame::TCP_HEADER_BUF_LEN,
+    parse::IpAddrs,
+};
 
 /// Adds big-endian 16-bit words of `bytes` to `sum`.
 #[inline(always)]
@@ -45,6 +52,44 @@ pub fn pseudo_header_v4(src: &[u8; 4], dst: &[u8; 4], protocol: u8, length: u16)
 #[inline(always)]
 pub fn pseudo_header_v6(src: &[u8; 16], dst: &[u8; 16], protocol: u8, length: u16) -> u64 {
     add_words(add_words(0, src), dst) + protocol as u64 + length as u64
+}
+
+/// What a TCP segment's checksum completes, but for the payload's words (the caller adds
+/// them): its pseudo-header (RFC 9293 section 3.1) and its header, the first `header_len`
+/// bytes of `header` (a multiple of 4, at most 60; the copy past them is not summed). One sum
+/// for both families: `IpAddrs` holds IPv4 addresses zero-padded, and IPv6's pseudo-header
+/// (RFC 8200 section 8.1) has the same words.
+#[inline(always)]
+pub fn tcp_header_sum(
+    addrs: &IpAddrs,
+    header: &[u8; TCP_HEADER_BUF_LEN],
+    header_len: usize,
+    payload_len: usize,
+) -> u64 {
+    let mut sum = add_words(add_words(0, &addrs.src), &addrs.dst)
+        + IPPROTO_TCP as u64
+        + (header_len + payload_len) as u64;
+    let mut at = 0;
+    while at < tcp::MAX_HEADER_LEN {
+        if at < header_len {
+            sum += u16::from_be_bytes([header[at], header[at + 1]]) as u64
+                + u16::from_be_bytes([header[at + 2], header[at + 3]]) as u64;
+        }
+        at += 4;
+    }
+    sum
+}
+
+/// The data plane's buffer for summing a payload (`EARLY_DATA_MAX` bytes at most, the most a
+/// segment the guard answers may carry), with room past any byte index under 2048 for the
+/// last word's zero padding.
+pub const PAYLOAD_SUM_BUF_LEN: usize = 2048 + 4;
+
+/// Whether summed words that include their own checksum add up to all ones (the checksum
+/// holds).
+#[inline(always)]
+pub fn holds(sum: u64) -> bool {
+    finish(sum) == 0
 }
 
 /// The checksum after bytes `old` of the summed data (an even count, starting at an even

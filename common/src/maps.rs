@@ -5,7 +5,7 @@
 /// The layout of the pinned maps (their names, key and value types, sizes). A build adopts
 /// the pinned maps of a running guard whose layout version is its own; a change to any map's
 /// layout moves it (a test holds the layouts' fingerprint to this number).
-pub const MAP_LAYOUT_VERSION: u32 = 2;
+pub const MAP_LAYOUT_VERSION: u32 = 3;
 
 use crate::{
     cookie::{CookieOptions, FlowKey},
@@ -17,6 +17,8 @@ pub const COOKIE_KEYS_MAP: &str = "COOKIE_KEYS";
 pub const SYN_ACK_SETTINGS_MAP: &str = "SYN_ACK_SETTINGS";
 pub const PROTECTED_MAP: &str = "PROTECTED";
 pub const FLOWS_MAP: &str = "FLOWS";
+/// Flows the guard let go of while their ends may still be open (see [`ForgottenFlow`]).
+pub const FORGOTTEN_MAP: &str = "FORGOTTEN";
 pub const FLOW_EVENTS_MAP: &str = "FLOW_EVENTS";
 /// The filter in front of the flows map (`flow_filter`): two entries, the halves, memory-mapped
 /// by the controller; and the index of the half the data plane reads (one `u32` entry).
@@ -177,11 +179,29 @@ impl ProtectedPorts {
     }
 }
 
-/// The RSTs the data plane sends for server segments of flows it no longer holds, per CPU:
-/// a rate and a burst (a token bucket), so that no traffic makes the guard a RST source
-/// faster than this.
+/// The RSTs the data plane sends for segments of flows it no longer holds, per CPU: a rate
+/// and a burst (a token bucket), so that no traffic makes the guard a RST source faster than
+/// this.
 pub const FORGOTTEN_RESETS_PER_SECOND: u64 = 1000;
 pub const FORGOTTEN_RESET_BURST: u64 = 100;
+
+/// Most forgotten flows remembered (LRU: the oldest go first).
+pub const FORGOTTEN_CAPACITY: u32 = 16384;
+
+/// A flow the guard let go of while its ends may still hold the connection (evicted from a
+/// full flows map, or idled out with resets that may not have arrived), keyed by its
+/// [`FlowKey`]: what it takes to reset both ends when either speaks again. The controller
+/// writes it and marks the key in the flows filter; the data plane reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ForgottenFlow {
+    /// The flow's server ISN minus our ISN ([`FlowEntry::seq_offset`]): takes a server
+    /// sequence number into the client's view.
+    pub seq_offset: u32,
+    pub _pad: u32,
+    /// When the guard let go of it (monotonic coarse ns, as the data plane's clock).
+    pub forgotten_ns: u64,
+}
 
 /// How a protected service treats SYNs ([`ServiceConfig::mode`]).
 pub mod mode {
@@ -495,6 +515,9 @@ pub enum EventKind {
     FinAcked = 4,
     /// A SYN let straight through to the server (no cookie).
     Admitted = 5,
+    /// A segment of a forgotten flow ([`ForgottenFlow`]): the data plane reset its sender;
+    /// seq/ack are the RST the other end needs, in that end's view.
+    Forgotten = 6,
 }
 
 impl EventKind {
@@ -505,6 +528,7 @@ impl EventKind {
             3 => Some(EventKind::Control),
             4 => Some(EventKind::FinAcked),
             5 => Some(EventKind::Admitted),
+            6 => Some(EventKind::Forgotten),
             _ => None,
         }
     }
@@ -603,6 +627,7 @@ mod pod {
     unsafe impl aya::Pod for SourceCounters {}
     unsafe impl aya::Pod for PolicySettings {}
     unsafe impl aya::Pod for FlowEntry {}
+    unsafe impl aya::Pod for ForgottenFlow {}
     unsafe impl aya::Pod for FlowEvent {}
     unsafe impl aya::Pod for EarlyData {}
     unsafe impl aya::Pod for FlowKey {}

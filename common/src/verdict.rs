@@ -124,6 +124,8 @@ pub enum Known {
     Joined,
     /// Joined, and both FINs acknowledged.
     Closed,
+    /// Let go of while its ends may still hold it (`maps::ForgottenFlow`).
+    Forgotten,
 }
 
 /// How a protected service takes a new connection, from its mode and the source.
@@ -175,6 +177,11 @@ pub enum ClientStep {
     PassUntouched(Counter),
     /// Belongs to no flow and cannot open one: dropped, counted by kind (ACK/RST/FIN floods).
     DropStray(Counter),
+    /// An ACK on a tuple whose flow the guard forgot: the third ACK (or first data) of a new
+    /// connection when it echoes a valid cookie, else the old one's: both ends get a RST.
+    CheckCookieElseResetForgotten,
+    /// A FIN of a forgotten flow: both ends get a RST.
+    ResetForgotten,
 }
 
 /// A SYN, then anything of a known flow, then the strays. A SYN on a tuple whose connection
@@ -195,7 +202,11 @@ pub fn client_step(tcp: &TcpSegment, known: Known, admission: Admission) -> Clie
         Known::AwaitingBackend if flags.has(TcpFlags::RST) => return ClientStep::ResetBeforeJoin,
         Known::AwaitingBackend => return ClientStep::AwaitBackend,
         Known::Admitted => return ClientStep::PassUntouched(Counter::PassAdmitted),
-        Known::No | Known::Closed => {}
+        // What the client's end would get from a server that no longer holds the connection
+        // (RFC 9293 section 3.10.7.1); a RST is answered by nothing, a SYN opens anew.
+        Known::Forgotten if may_complete => return ClientStep::CheckCookieElseResetForgotten,
+        Known::Forgotten if of_a_forgotten_flow(flags) => return ClientStep::ResetForgotten,
+        Known::No | Known::Closed | Known::Forgotten => {}
     }
     if admission == Admission::Untouched {
         return ClientStep::PassUntouched(Counter::PassMonitored);
@@ -234,10 +245,11 @@ pub enum ServerStep {
     AwaitBackend,
 }
 
-/// Whether a server's segment that belongs to no validated flow, from a service whose flows
-/// the guard tracks, is one of a flow the guard no longer holds (idled out, evicted, closed,
-/// or opened before the guard came): an acknowledgement that is neither a RST (nothing answers
-/// a RST) nor a SYN (the server opening a connection of its own).
+/// Whether a segment that belongs to no validated flow (a server's, from a service whose flows
+/// the guard tracks; or a client's, on a tuple the guard remembers forgetting) is one of a
+/// flow the guard no longer holds (idled out, evicted, closed, or opened before the guard
+/// came): an acknowledgement that is neither a RST (nothing answers a RST) nor a SYN (an end
+/// opening a connection).
 #[inline(always)]
 pub fn of_a_forgotten_flow(flags: TcpFlags) -> bool {
     flags.has(TcpFlags::ACK) && flags.0 & (TcpFlags::SYN | TcpFlags::RST) == 0
@@ -249,7 +261,7 @@ pub fn of_a_forgotten_flow(flags: TcpFlags) -> bool {
 pub fn server_step(flags: TcpFlags, known: Known, acks_our_syn: bool, direct: bool) -> ServerStep {
     let syn_ack = flags.has(TcpFlags::SYN) && flags.has(TcpFlags::ACK);
     match known {
-        Known::No => ServerStep::Untracked,
+        Known::No | Known::Forgotten => ServerStep::Untracked,
         Known::AwaitingBackend if flags.has(TcpFlags::RST) => ServerStep::RefusedBeforeJoin,
         Known::AwaitingBackend if syn_ack && acks_our_syn => ServerStep::Join,
         Known::AwaitingBackend => ServerStep::AwaitBackend,
@@ -474,6 +486,31 @@ mod tests {
                 PassUntouched(Counter::PassAdmitted)
             );
         }
+    }
+
+    #[test]
+    fn a_forgotten_flows_acks_and_fins_reset_it_and_a_syn_opens_anew() {
+        use ClientStep::*;
+        use TcpFlags as F;
+        let step = |flags: u8, payload: u16| {
+            client_step(
+                &segment(flags, payload),
+                Known::Forgotten,
+                Admission::Cookie,
+            )
+        };
+        // An ACK may be a new connection's third ACK on the same tuple: its cookie first.
+        assert_eq!(step(F::ACK, 0), CheckCookieElseResetForgotten);
+        assert_eq!(step(F::ACK | F::PSH, 100), CheckCookieElseResetForgotten);
+        assert_eq!(step(F::FIN | F::ACK, 0), ResetForgotten);
+        assert_eq!(step(F::SYN, 0), AnswerWithCookie);
+        assert_eq!(step(F::RST | F::ACK, 0), DropStray(Counter::DropStrayRst));
+        assert_eq!(
+            step(F::SYN | F::ACK, 0),
+            DropStray(Counter::DropStraySynAck)
+        );
+        // Without ACK, not a segment of the connection (RFC 9293 section 3.10.7.4): no reset.
+        assert_eq!(step(F::PSH, 10), CheckCookie);
     }
 
     #[test]

@@ -6,11 +6,12 @@
 use core::mem::{align_of, size_of};
 
 use synguard_common::{
+    checksum::PAYLOAD_SUM_BUF_LEN,
     cookie::{CookieKeys, FlowKey},
     counters::CounterBlock,
     flow_filter::FlowFilterHalf,
     maps::{
-        AllowValue, BlockValue, EarlyData, FlowEntry, FlowEvent, MAP_LAYOUT_VERSION,
+        AllowValue, BlockValue, EarlyData, FlowEntry, FlowEvent, ForgottenFlow, MAP_LAYOUT_VERSION,
         PolicySettings, ProtectedAddress, ProtectedPorts, STAGE_COUNT, ServiceConfig,
         ServiceCounters, SourceCounters, SourceKey,
     },
@@ -29,6 +30,7 @@ fn layouts() -> Vec<(&'static str, usize, usize)> {
         CounterBlock,
         ParseScratch,
         [u8; SEGMENT_BUF_LEN],
+        [u8; PAYLOAD_SUM_BUF_LEN],
         FlowEntry,
         CookieKeys,
         SynAckSettings,
@@ -47,6 +49,7 @@ fn layouts() -> Vec<(&'static str, usize, usize)> {
         FlowEvent,
         EarlyData,
         TokenBucket,
+        ForgottenFlow,
     ];
     // The tail-call map's size is part of the layout too.
     layouts.push(("STAGES entries", STAGE_COUNT as usize, 4));
@@ -68,7 +71,7 @@ fn fingerprint() -> u64 {
 fn the_map_layout_version_moves_with_the_layouts() {
     assert_eq!(
         (MAP_LAYOUT_VERSION, format!("{:016x}", fingerprint())),
-        (2, "3b3bc359ab7e1bc9".to_string()),
+        (3, "c6cd001f01ee8669".to_string()),
         "a pinned map's layout changed: move MAP_LAYOUT_VERSION and record the new \
          fingerprint here ({:?})",
         layouts()

@@ -418,6 +418,137 @@ fn a_server_segment_of_a_forgotten_flow_gets_the_reset_the_client_would_send() {
     );
 }
 
+/// The RST the guard sent back out (XDP_TX) for a segment of a forgotten flow: a bare RST
+/// from `from` to `to`, checksums right, its sequence number `seq`.
+fn assert_reset_back(outcome: &synguard::dataplane::test_run::Outcome, to_client: bool, seq: u32) {
+    assert_eq!(
+        outcome.action().unwrap(),
+        Action::Tx,
+        "answered, not passed on"
+    );
+    let tcp = assert_checksums(&outcome.output[14..]);
+    let ports = if to_client {
+        (SERVER_PORT, CLIENT_PORT)
+    } else {
+        (CLIENT_PORT, SERVER_PORT)
+    };
+    assert_eq!((tcp.source_port, tcp.destination_port), ports);
+    assert!(tcp.rst && !tcp.ack && !tcp.syn && !tcp.fin, "a bare RST");
+    assert_eq!(tcp.sequence_number, seq, "what the receiver expects next");
+}
+
+#[test]
+fn a_remembered_forgotten_flow_gets_both_ends_reset_whichever_speaks() {
+    let mut guard = guard();
+    let (cookie, _) = joined(&mut guard);
+    let flow = flow_of(&syn_v4(0));
+    let offset = SERVER_ISN.wrapping_sub(cookie);
+    // Evicted from the flows map; the controller remembers it and rebuilds the filter, which
+    // must keep the forgotten flow's mark (without it the client's segment never looks).
+    guard.events().unwrap(); // the handshake's
+    guard.remove_flow(&flow).unwrap();
+    guard.remember_forgotten(&flow, offset).unwrap();
+    guard.rebuild_flow_filter().unwrap();
+    // The client had 5000 bytes from the server (an ACK of the cookie itself would be a new
+    // connection's third ACK, which it validates).
+    let client_next = cookie.wrapping_add(5001);
+    let client_data = segment(
+        true,
+        CLIENT_ISN + 1,
+        client_next,
+        F::ACK | F::PSH,
+        502,
+        &[],
+        b"late",
+    );
+    let outcome = guard.run(&client_data).unwrap();
+    assert_reset_back(&outcome, true, client_next);
+    assert_eq!(&outcome.output[..6], &MAC_CLIENT, "back out to the client");
+    let event = guard.events().unwrap()[0].wire;
+    assert_eq!(
+        (event.kind, event.direction, event.seq, event.ack),
+        (
+            EventKind::Forgotten as u8,
+            synguard_common::maps::TO_SERVER,
+            CLIENT_ISN + 1,
+            SERVER_ISN + 5001
+        ),
+        "the server's RST, for the controller: the client's own sequence number, the \
+         acknowledgement in the server's numbers"
+    );
+    // A FIN too; a SYN opens a new connection on the tuple (a cookie SYN-ACK).
+    let client_fin = segment(
+        true,
+        CLIENT_ISN + 1,
+        client_next,
+        F::FIN | F::ACK,
+        502,
+        &[],
+        &[],
+    );
+    assert_reset_back(&guard.run(&client_fin).unwrap(), true, client_next);
+    syn_ack_for(&mut guard, &syn_v4(0), 0);
+    guard.events().unwrap();
+    // The server speaks: its RST back, and the client's, in our numbers, for the controller.
+    let server_data = segment(
+        false,
+        SERVER_ISN + 5001,
+        CLIENT_ISN + 1,
+        F::ACK,
+        100,
+        &[],
+        b"late",
+    );
+    let outcome = guard.run_program(SERVER_PROGRAM, &server_data).unwrap();
+    assert_reset_back(&outcome, false, CLIENT_ISN + 1);
+    let event = guard.events().unwrap()[0].wire;
+    assert_eq!(
+        (event.kind, event.direction, event.seq, event.ack),
+        (
+            EventKind::Forgotten as u8,
+            synguard_common::maps::TO_CLIENT,
+            client_next,
+            CLIENT_ISN + 1
+        )
+    );
+    // Corrupted on the way, it would have died in the client's kernel: no RST either way.
+    let mut corrupted = server_data.clone();
+    *corrupted.last_mut().unwrap() ^= 0x01;
+    let outcome = guard.run_program(SERVER_PROGRAM, &corrupted).unwrap();
+    assert_eq!(outcome.action().unwrap(), Action::Drop);
+    assert!(guard.events().unwrap().is_empty());
+    let counters = guard.counters().unwrap();
+    assert_eq!(counters.get(Counter::DropTcpChecksum), 1);
+    assert_eq!(counters.get(Counter::TxResetForgotten), 3);
+    assert_eq!(counters.get(Counter::DropCookieInvalid), 0);
+}
+
+#[test]
+fn a_client_segment_of_a_flow_not_remembered_is_a_forged_ack() {
+    let mut guard = guard();
+    let (cookie, _) = joined(&mut guard);
+    guard.events().unwrap(); // the handshake's
+    guard.remove_flow(&flow_of(&syn_v4(0))).unwrap();
+    guard.rebuild_flow_filter().unwrap();
+    // The client had 5000 bytes from the server (an ACK of the cookie itself would be a new
+    // connection's third ACK, which it validates).
+    let client_next = cookie.wrapping_add(5001);
+    let client_data = segment(true, CLIENT_ISN + 1, client_next, F::ACK, 502, &[], b"late");
+    let outcome = guard.run(&client_data).unwrap();
+    assert_eq!(
+        outcome.action().unwrap(),
+        Action::Drop,
+        "no RST to a forged ACK"
+    );
+    let counters = guard.counters().unwrap();
+    assert_eq!(
+        counters.get(Counter::DropCookieInvalid) + counters.get(Counter::DropCookieExpired),
+        1
+    );
+    assert_eq!(counters.get(Counter::TxResetForgotten), 0);
+    assert!(guard.events().unwrap().is_empty());
+}
+
 #[test]
 fn data_before_the_join_goes_to_the_controller_and_the_frame_drops() {
     let mut guard = guard();

@@ -570,3 +570,63 @@ fn malformed_frames_on_the_cookie_path_never_fault() {
         "the corpus must reach the SYN path"
     );
 }
+
+/// The frame with one bit of its TCP checksum field flipped (`l4`: where TCP starts).
+fn wrong_checksum(frame: &[u8], l4: usize) -> Vec<u8> {
+    let mut broken = frame.to_vec();
+    broken[l4 + 16] ^= 0x01;
+    broken
+}
+
+#[test]
+fn syns_and_third_acks_with_a_wrong_tcp_checksum_get_no_answer() {
+    let mut guard = guard();
+    let dropped = |guard: &mut DataPlane, frame: &[u8], what: &str| {
+        let before = guard.counters().unwrap().get(Counter::DropTcpChecksum);
+        let outcome = guard.run(frame).unwrap();
+        assert_eq!(outcome.action().unwrap(), Action::Drop, "{what}");
+        assert_eq!(
+            guard.counters().unwrap().get(Counter::DropTcpChecksum),
+            before + 1,
+            "{what}"
+        );
+        assert!(guard.records().unwrap().is_empty(), "{what}: no event");
+    };
+    for (syn, l4) in [(syn_v4(0), 14 + 20), (syn_v6(), 14 + 40)] {
+        dropped(&mut guard, &wrong_checksum(&syn, l4), "a SYN");
+        assert_eq!(guard.counters().unwrap().get(Counter::TxSynCookie), 0);
+    }
+    // A bare third ACK whose cookie holds.
+    let syn = syn_v4(0);
+    let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn, 0);
+    let ack = ack_v4(
+        CLIENT_ISN.wrapping_add(1),
+        cookie.wrapping_add(1),
+        Some((0x1122_4000, tsval.unwrap())),
+    );
+    dropped(&mut guard, &wrong_checksum(&ack, 14 + 20), "a third ACK");
+    assert_eq!(guard.flow(&flow_of(&syn)).unwrap(), None, "no flow");
+    // The client's first data in its place, one payload bit flipped (IPv6).
+    let syn = syn_v6();
+    let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn, 0);
+    let mut request = Vec::new();
+    etherparse::PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
+        .ipv6(CLIENT6, SERVER6, 64)
+        .tcp(CLIENT_PORT, SERVER_PORT, CLIENT_ISN.wrapping_add(1), 502)
+        .ack(cookie.wrapping_add(1))
+        .psh()
+        .options(&[TcpOptionElement::Timestamp(0x1122_4001, tsval.unwrap())])
+        .unwrap()
+        .write(&mut request, b"GET /checksum")
+        .unwrap();
+    let mut corrupted = request.clone();
+    *corrupted.last_mut().unwrap() ^= 0x20;
+    dropped(&mut guard, &corrupted, "first data");
+    assert_eq!(guard.flow(&flow_of(&syn)).unwrap(), None, "no flow");
+    // The same segments intact: validated, so the checksum alone dropped them.
+    assert_eq!(guard.run(&request).unwrap().action().unwrap(), Action::Pass);
+    let (_, data) = validation_then_data(&mut guard);
+    assert_eq!(&data.payload[..data.len as usize], b"GET /checksum");
+    assert_eq!(guard.run(&ack).unwrap().action().unwrap(), Action::Pass);
+    assert_eq!(guard.counters().unwrap().get(Counter::CookieValid), 2);
+}

@@ -344,12 +344,18 @@ fn idle_flows_time_out_per_state() {
                 seq: COOKIE + 5001,
                 ack: CLIENT_ISN + 1001,
             },
+            Command::RememberForgotten {
+                flow: key(40000),
+                seq_offset: SERVER_ISN.wrapping_sub(COOKIE),
+                forgotten_ns: 15 * S,
+            },
             Command::Remove {
                 flow: key(40000),
                 guard_isn: COOKIE
             },
         ],
-        "both ends reset exactly where each expects the other's next segment, then removed"
+        "both ends reset exactly where each expects the other's next segment, remembered \
+         should a reset get lost, then removed"
     );
     assert_eq!(table.counts.idle_timeouts, 1);
 }
@@ -367,12 +373,32 @@ fn an_idle_established_flow_is_kept_five_days_by_default() {
 #[test]
 fn evicted_entries_and_late_events_of_older_connections() {
     let mut table = established();
-    assert!(
-        table.on_tick(S, |_| None).is_empty(),
-        "nothing to remove: it is gone"
+    assert_eq!(
+        table.on_tick(S, |_| None),
+        [Command::RememberForgotten {
+            flow: key(40000),
+            seq_offset: SERVER_ISN.wrapping_sub(COOKIE),
+            forgotten_ns: S,
+        }],
+        "nothing to remove, it is gone; its ends still hold it: remembered"
     );
     assert!(table.is_empty());
     assert_eq!(table.counts.evicted, 1);
+
+    // Evicted before its server answered: the client, which thinks itself connected, is
+    // reset at once.
+    let mut table = FlowTable::new(timers());
+    table.on_event(&decoded(&validated()), 0);
+    assert_eq!(
+        table.on_tick(S, |_| None),
+        [Command::Reset {
+            flow: key(40000),
+            to_client: true,
+            seq: COOKIE + 1,
+            ack: CLIENT_ISN + 1,
+        }]
+    );
+    assert!(table.is_empty());
 
     let mut table = established();
     let mut stale = control(TO_SERVER, F::RST, CLIENT_ISN + 1, 0);
@@ -380,6 +406,29 @@ fn evicted_entries_and_late_events_of_older_connections() {
     stale.receiver_next = CLIENT_ISN + 1;
     assert!(table.on_event(&decoded(&stale), MS).is_empty());
     assert_eq!(state(&table), State::Established);
+}
+
+#[test]
+fn a_forgotten_flows_other_end_is_reset_with_the_data_planes_numbers() {
+    for (direction, to_client) in [(TO_SERVER, false), (TO_CLIENT, true)] {
+        let mut table = FlowTable::new(timers());
+        let mut spoke = event(EventKind::Forgotten as u8, direction, F::ACK, 1234, 5678);
+        spoke.entry = FlowEntry::default();
+        assert_eq!(
+            table.on_event(&decoded(&spoke), S),
+            [
+                Command::Reset {
+                    flow: key(40000),
+                    to_client,
+                    seq: 1234,
+                    ack: 5678,
+                },
+                Command::ClearForgotten { flow: key(40000) },
+            ],
+            "the data plane reset the end that spoke; the other is ours"
+        );
+        assert_eq!(table.counts.forgotten_reset, 1);
+    }
 }
 
 /// A flow let straight through (auto mode under its threshold): the data plane's entry before

@@ -9,7 +9,8 @@ use synguard_common::{
 
 use crate::{FLOW_EVENTS, Guarded, frame::XdpFrame};
 
-/// Reports `tcp` of `flow`; `seq`/`ack` are passed as the server sees them. False when the
+/// Reports `tcp` of `flow`; `seq`/`ack` are passed as the server sees them; `entry` is the
+/// flow's (none for a flow the guard forgot: the event carries a zeroed one). False when the
 /// ring buffer is full (the caller drops the segment, so the sender retransmits it).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -20,7 +21,7 @@ pub fn report_numbers(
     tcp: &TcpSegment,
     seq: u32,
     ack: u32,
-    entry: &FlowEntry,
+    entry: Option<&FlowEntry>,
     receiver_next: u32,
     receiver_window: u32,
 ) -> bool {
@@ -47,7 +48,10 @@ pub fn report_numbers(
         (*slot).receiver_window = receiver_window;
         (*slot).ts_val = ts_val;
         (*slot).ts_ecr = ts_ecr;
-        (*slot).entry = *entry;
+        match entry {
+            Some(entry) => (*slot).entry = *entry,
+            None => core::ptr::write_bytes(&mut (*slot).entry, 0, 1),
+        }
     }
     event.submit(0);
     true
@@ -71,7 +75,7 @@ pub fn report(
         tcp,
         tcp.seq,
         tcp.ack,
-        entry,
+        Some(entry),
         receiver_next,
         receiver_window,
     )

@@ -19,12 +19,13 @@ use synguard_common::{
 };
 
 use crate::{
-    FLOW_FILTER, FLOWS, Guarded, NEW_FLOW, RESET_BUDGET,
+    FLOW_FILTER, FLOWS, FORGOTTEN, Guarded, NEW_FLOW, RESET_BUDGET,
     clock::now_coarse_ns,
     emit::emit,
     events,
     frame::XdpFrame,
     route::{self, Route},
+    tcp_checksum::tcp_checksum_holds,
 };
 
 /// Records a new flow: its slot in both halves of the flows filter first, so that the filter
@@ -140,7 +141,7 @@ pub fn forward(
             tcp,
             tcp.seq,
             ack_as_server_sees,
-            entry,
+            Some(entry),
             receiver_next,
             receiver_window,
         )
@@ -360,13 +361,20 @@ pub fn re_ack(ctx: &XdpContext, guarded: &Guarded, entry: &FlowEntry) -> Verdict
     emit(ctx, guarded, &ack, true, Counter::TxBackendAck)
 }
 
-/// A server's segment of a flow the guard no longer holds: what the client's end would do
-/// with a segment of no connection (RFC 9293 section 3.10.7.1), a RST whose sequence number
-/// is the segment's acknowledgement, exactly what the server expects next, so that the
-/// server's end closes instead of talking to a client that will never hear it (untranslated,
-/// the segment would mean nothing to the client: it drops). Rate-limited per CPU.
+/// A segment of a flow the guard no longer holds (idled out, evicted, or opened before the
+/// guard came), from the client (`from_client`) or the server: what the other end would do
+/// with a segment of no connection (RFC 9293 section 3.10.7.1), a RST whose sequence number is
+/// the segment's acknowledgement, exactly what the sender expects next, sent back to it; so
+/// that its end closes instead of talking to a peer that will never hear it (untranslated, the
+/// segment would mean nothing to the other end). When the guard remembers forgetting the flow
+/// (`FORGOTTEN`), the controller resets the other end too: a client's sequence number is the
+/// server's own, a server's is put back into the client's view by the flow's offset.
+/// Rate-limited per CPU.
 #[inline(always)]
-pub fn reset_forgotten(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
+pub fn reset_forgotten(ctx: &XdpContext, guarded: &Guarded, from_client: bool) -> Verdict {
+    if !tcp_checksum_holds(ctx, guarded) {
+        return Verdict::new(Action::Drop, Counter::DropTcpChecksum);
+    }
     let within = match RESET_BUDGET.get_ptr_mut(0) {
         // SAFETY: per-CPU value, only this CPU writes it.
         Some(bucket) => unsafe {
@@ -382,9 +390,31 @@ pub fn reset_forgotten(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
     if !within {
         return Verdict::new(Action::Drop, Counter::DropForgottenOverRate);
     }
+    let tcp = &guarded.tcp;
+    if let Some(forgotten) = FORGOTTEN.get_ptr(&guarded.flow) {
+        // SAFETY: a live map value; only the controller writes it, whole.
+        let offset = unsafe { (*forgotten).seq_offset };
+        let (direction, other_seq, other_ack) = if from_client {
+            (TO_SERVER, tcp.seq, tcp.ack.wrapping_add(offset))
+        } else {
+            (TO_CLIENT, tcp.seq.wrapping_sub(offset), tcp.ack)
+        };
+        // Unreported (the ring is full), the other end hears of it when it speaks.
+        let _ = events::report_numbers(
+            EventKind::Forgotten,
+            direction,
+            &guarded.flow,
+            tcp,
+            other_seq,
+            other_ack,
+            None,
+            0,
+            0,
+        );
+    }
     let reset = SegmentSpec {
-        to_client: false,
-        seq: guarded.tcp.ack,
+        to_client: from_client,
+        seq: tcp.ack,
         ack: 0,
         flags: TcpFlags::RST,
         window: 0,

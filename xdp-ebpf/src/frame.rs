@@ -11,7 +11,6 @@ use aya_ebpf::{
 };
 use synguard_common::{
     frame::{FrameBytes, TCP_HEADER_BUF_LEN},
-    maps::EARLY_DATA_MAX,
     segment::SEGMENT_BUF_LEN,
 };
 
@@ -69,11 +68,16 @@ impl XdpFrame<'_> {
         }
     }
 
-    /// Copies a segment's payload of `len` bytes (1..=`EARLY_DATA_MAX`) at `offset` to `dst`;
-    /// false when the length is out of that range or the frame is shorter.
+    /// Copies a segment's payload of `len` bytes (1..=`N`) at `offset` to `dst`; false when
+    /// the length is out of that range or the frame is shorter.
     #[inline(always)]
-    pub fn load_payload(&self, offset: usize, dst: &mut [u8; EARLY_DATA_MAX], len: usize) -> bool {
-        if len == 0 || len > EARLY_DATA_MAX {
+    pub fn load_payload<const N: usize>(
+        &self,
+        offset: usize,
+        dst: &mut [u8; N],
+        len: usize,
+    ) -> bool {
+        if len == 0 || len > N {
             return false;
         }
         self.copy_out(offset, dst.as_mut_ptr(), len)

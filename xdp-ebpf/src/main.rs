@@ -16,6 +16,7 @@ mod frame;
 mod icmp;
 mod route;
 mod syn_cookie;
+mod tcp_checksum;
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, xdp_action::XDP_ABORTED},
@@ -28,17 +29,18 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use synguard_common::{
+    checksum::PAYLOAD_SUM_BUF_LEN,
     cookie::{CookieKeys, FlowKey},
     counters::{Counter, CounterBlock, Tally},
     field::icmp::{IPPROTO_ICMP, IPPROTO_ICMPV6},
     flow_filter::{FlowFilterHalf, flow_filter_slot, may_hold},
     maps::{
         ALLOWED_CAPACITY, AllowValue, BLOCKED_CAPACITY, BlockValue, FLOW_EVENTS_RING_BYTES,
-        FLOWS_CAPACITY, FlowEntry, PROTECTED_CAPACITY, PolicySettings, ProtectedAddress,
-        ProtectedPorts, SERVICES_CAPACITY, SOURCES_CAPACITY, STAGE_CLIENT_SEGMENT, STAGE_COUNT,
-        STAGE_ICMP_FROM_CLIENT, STAGE_ICMP_FROM_SERVER, ServiceConfig, ServiceCounters,
-        SourceCounters, SourceKey, TO_CLIENT, TO_SERVER, VOUCHED_CAPACITY, ipv4_mapped, mode,
-        phase,
+        FLOWS_CAPACITY, FORGOTTEN_CAPACITY, FlowEntry, ForgottenFlow, PROTECTED_CAPACITY,
+        PolicySettings, ProtectedAddress, ProtectedPorts, SERVICES_CAPACITY, SOURCES_CAPACITY,
+        STAGE_CLIENT_SEGMENT, STAGE_COUNT, STAGE_ICMP_FROM_CLIENT, STAGE_ICMP_FROM_SERVER,
+        ServiceConfig, ServiceCounters, SourceCounters, SourceKey, TO_CLIENT, TO_SERVER,
+        VOUCHED_CAPACITY, ipv4_mapped, mode, phase,
     },
     parse::{
         IpAddrs, L3, ParseScratch, ParsedFrame, TcpFlags, TcpSegment, TransportKind,
@@ -68,6 +70,11 @@ static PARSE_SCRATCH: PerCpuArray<ParseScratch> = PerCpuArray::with_max_entries(
 /// Scratch space for a segment being written: too large for the 512-byte BPF stack.
 #[map]
 static SEGMENT_SCRATCH: PerCpuArray<[u8; SEGMENT_BUF_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
+/// A payload copied for its checksum (see `tcp_checksum`).
+#[map]
+static PAYLOAD_SCRATCH: PerCpuArray<[u8; PAYLOAD_SUM_BUF_LEN]> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// Scratch space for the FIB lookup of a forwarded frame (too large for the stack).
 #[map]
@@ -171,10 +178,17 @@ static FLOW_FILTER: Array<FlowFilterHalf> = Array::with_max_entries(2, BPF_F_MMA
 #[map]
 static FLOW_FILTER_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
-/// The budget of RSTs for server segments of forgotten flows, per CPU (see
+/// The budget of RSTs for segments of forgotten flows, per CPU (see
 /// `synguard_common::maps::FORGOTTEN_RESETS_PER_SECOND`).
 #[map]
 static RESET_BUDGET: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
+
+/// Flows the controller let go of while their ends may still hold them, with what it takes to
+/// reset both (see `synguard_common::maps::ForgottenFlow`); their keys are marked in the flows
+/// filter, so a client segment of no flow looks here only when the filter let it through.
+#[map]
+static FORGOTTEN: LruHashMap<FlowKey, ForgottenFlow> =
+    LruHashMap::with_max_entries(FORGOTTEN_CAPACITY, 0);
 
 /// Flow events (validations, joins, control segments), for the controller.
 #[map]
@@ -307,7 +321,8 @@ fn lookup(flow: &FlowKey) -> (Known, *mut FlowEntry) {
 }
 
 /// [`lookup`] for a client's segment: the filter first, so that a segment of no flow (nearly
-/// all of a flood) skips the flows map and the cache miss its lookup costs.
+/// all of a flood) skips the flows map and the cache miss its lookup costs; past the filter, a
+/// flow not in the flows map may be one the guard forgot.
 #[inline(always)]
 fn lookup_from_client(flow: &FlowKey) -> (Known, *mut FlowEntry) {
     let active = match FLOW_FILTER_ACTIVE.get(0) {
@@ -316,7 +331,12 @@ fn lookup_from_client(flow: &FlowKey) -> (Known, *mut FlowEntry) {
     };
     match FLOW_FILTER.get(active) {
         Some(half) if !may_hold(half, flow_filter_slot(flow)) => (Known::No, core::ptr::null_mut()),
-        _ => lookup(flow),
+        _ => match lookup(flow) {
+            (Known::No, _) if FORGOTTEN.get_ptr(flow).is_some() => {
+                (Known::Forgotten, core::ptr::null_mut())
+            }
+            found => found,
+        },
     }
 }
 
@@ -451,15 +471,34 @@ pub fn client_segment(ctx: XdpContext) -> u32 {
             action: Action::Pass,
             reason,
         },
-        ClientStep::CheckCookie => syn_cookie::check_ack(&ctx, guarded),
-        ClientStep::CheckCookieElseForward => match syn_cookie::check_ack(&ctx, guarded) {
-            // No valid cookie: a late segment of the connection that ended there.
-            Verdict {
-                action: Action::Drop,
-                reason: Counter::DropCookieInvalid | Counter::DropCookieExpired,
-            } => jump_to_forward(&ctx, guarded, tally, TO_SERVER),
-            validated => validated,
-        },
+        // One call of each action per program: every inlined copy is walked by the verifier.
+        ClientStep::CheckCookie
+        | ClientStep::CheckCookieElseForward
+        | ClientStep::CheckCookieElseResetForgotten
+        | ClientStep::ResetForgotten => {
+            let checked = if step == ClientStep::ResetForgotten {
+                Verdict::new(Action::Drop, Counter::DropCookieInvalid)
+            } else {
+                syn_cookie::check_ack(&ctx, guarded)
+            };
+            let failed = checked.action == Action::Drop
+                && matches!(
+                    checked.reason,
+                    Counter::DropCookieInvalid | Counter::DropCookieExpired
+                );
+            match step {
+                _ if !failed => checked,
+                // No valid cookie: a late segment of the connection that ended there.
+                ClientStep::CheckCookieElseForward => {
+                    jump_to_forward(&ctx, guarded, tally, TO_SERVER)
+                }
+                // No valid cookie: a segment of the connection the guard forgot.
+                ClientStep::CheckCookieElseResetForgotten | ClientStep::ResetForgotten => {
+                    flows::reset_forgotten(&ctx, guarded, true)
+                }
+                _ => checked,
+            }
+        }
         ClientStep::Forward => jump_to_forward(&ctx, guarded, tally, TO_SERVER),
         // SAFETY: `entry` is non-null whenever the flow is known.
         ClientStep::ResetBeforeJoin => flows::reset_before_join(
@@ -562,7 +601,7 @@ pub fn synguard_server(ctx: XdpContext) -> u32 {
                     && of_a_forgotten_flow(guarded.tcp.flags)
                     && tracks_flows_of(&guarded.addrs, guarded.tcp.src_port) =>
             {
-                flows::reset_forgotten(&ctx, guarded)
+                flows::reset_forgotten(&ctx, guarded, false)
             }
             ServerStep::Untracked => verdict,
             ServerStep::Join => flows::join(&ctx, guarded, unsafe { &mut *entry }),

@@ -14,7 +14,7 @@ use synguard_common::{
 
 use crate::{
     COOKIE_KEYS, FLOWS, Guarded, NEW_FLOW, SYN_ACK_SETTINGS, clock::now_coarse_ns, emit::emit,
-    events, flows, vouch,
+    events, flows, tcp_checksum::tcp_checksum_holds, vouch,
 };
 
 /// Answers the SYN with our SYN-ACK, the cookie as ISN; `now_coarse` is [`now_coarse_ns`]
@@ -27,6 +27,9 @@ pub fn answer_syn(ctx: &XdpContext, guarded: &Guarded, now_coarse: u64) -> Verdi
     };
     if !keys.is_set() {
         return Verdict::new(Action::Drop, Counter::DropNoConfig);
+    }
+    if !tcp_checksum_holds(ctx, guarded) {
+        return Verdict::new(Action::Drop, Counter::DropTcpChecksum);
     }
     let now = keys.tai_ns(now_coarse);
     let ipv6 = flow.family == 6;
@@ -62,6 +65,10 @@ pub fn check_ack(ctx: &XdpContext, guarded: &Guarded) -> Verdict {
                 return Verdict::new(Action::Drop, Counter::DropCookieInvalid);
             }
         };
+    // Checked once the cookie holds: a forged ACK costs no sum.
+    if !tcp_checksum_holds(ctx, guarded) {
+        return Verdict::new(Action::Drop, Counter::DropTcpChecksum);
+    }
     // We answered a window-scale option with ours (see `SegmentSpec::syn_ack`).
     let (client_shift, client_view_of_server_shift) = match options.window_scale {
         Some(shift) => (shift, settings.window_scale),

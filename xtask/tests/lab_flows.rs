@@ -652,3 +652,72 @@ fn a_connection_older_than_the_guard_is_reset_when_its_server_speaks() {
     let (status, stderr) = guard.stop();
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn a_flow_evicted_from_a_full_table_is_reset_at_both_ends_when_either_speaks() {
+    raise_fd_limit(8192);
+    let lab = new_lab();
+    const MAX_FLOWS: usize = 1024;
+    let max_flows = MAX_FLOWS.to_string();
+    let guard = guarded(&lab, &["--max-flows", &max_flows]);
+    let listener = listen(&lab, PORT);
+    let open = || {
+        let mut client = connect(&lab, PORT);
+        let mut server = accept(&listener);
+        client.write_all(b"hi").unwrap();
+        let mut greeting = [0u8; 2];
+        server.read_exact(&mut greeting).unwrap();
+        (client, server)
+    };
+    // Two flows fall silent, the oldest in the table: the client of one speaks next, the
+    // server of the other.
+    let (mut client_speaks, mut its_server) = open();
+    let (mut its_client, mut server_speaks) = open();
+    let listed = |stream: &TcpStream| {
+        let client = stream.local_addr().unwrap().to_string();
+        ask(&lab, "flows")["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|row| row["client"] == client.as_str())
+    };
+    // Connections kept open, silent (no segment of theirs may meet a forgotten flow while
+    // the test counts), until the data plane's map, full, evicts both.
+    let mut fillers = Vec::new();
+    while listed(&client_speaks) || listed(&its_client) {
+        assert!(
+            fillers.len() < 3 * MAX_FLOWS,
+            "{} more flows than the table holds evicted neither silent flow: {}",
+            fillers.len(),
+            ask(&lab, "status")
+        );
+        for _ in 0..256 {
+            fillers.push((connect(&lab, PORT), accept(&listener)));
+        }
+        guard.settle();
+    }
+    assert!(count(&lab, "evicted") >= 2, "{}", ask(&lab, "status"));
+    let expect_reset = |stream: &mut TcpStream, end: &str| {
+        let mut byte = [0u8; 1];
+        let error = stream
+            .read(&mut byte)
+            .expect_err("a forgotten flow must end in a reset, not data or EOF");
+        assert_eq!(
+            error.kind(),
+            ErrorKind::ConnectionReset,
+            "the {end} was reset: {error}"
+        );
+    };
+    client_speaks.write_all(b"late").unwrap();
+    expect_reset(&mut client_speaks, "client that spoke");
+    expect_reset(&mut its_server, "server of the client that spoke");
+    server_speaks.write_all(b"late").unwrap();
+    expect_reset(&mut server_speaks, "server that spoke");
+    expect_reset(&mut its_client, "client of the server that spoke");
+    assert_eq!(count(&lab, "forgotten_reset"), 2, "{}", ask(&lab, "status"));
+    guard.settle();
+    assert_eq!(guard.total("tx_reset_forgotten"), 2, "{}", guard.totals());
+    drop(fillers);
+    let (status, stderr) = guard.stop();
+    assert!(status.success(), "{stderr}");
+}

@@ -10,7 +10,9 @@ use aya::{maps::RingBuf, programs::xdp::XdpLinkId};
 use aya_log::EbpfLogger;
 use log::{info, warn};
 use sd_notify::NotifyState;
-use synguard_common::maps::{EventKind, FLOW_EVENTS_MAP, FLOWS_MAP, MAP_LAYOUT_VERSION};
+use synguard_common::maps::{
+    EventKind, FLOW_EVENTS_MAP, FLOWS_MAP, FORGOTTEN_MAP, MAP_LAYOUT_VERSION,
+};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -186,6 +188,8 @@ fn load_or_adopt(args: &RunArgs, checked: Checked) -> Result<Loaded> {
     let mut flows = FlowControl::new(
         ebpf.take_map(FLOWS_MAP)
             .context("flows map missing from the eBPF object")?,
+        ebpf.take_map(FORGOTTEN_MAP)
+            .context("forgotten flows map missing from the eBPF object")?,
         FlowFilter::take(&mut ebpf)?,
         live.timers(),
     )?;

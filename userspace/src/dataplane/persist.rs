@@ -26,6 +26,7 @@ pub const PINNED_MAPS: &[&str] = &[
     "PARSE_SCRATCH",
     "SEGMENT_SCRATCH",
     "FIB_SCRATCH",
+    "PAYLOAD_SCRATCH",
     "STAGES",
     "NEW_FLOW",
     "GUARDED",
@@ -46,6 +47,7 @@ pub const PINNED_MAPS: &[&str] = &[
     "FLOW_FILTER_ACTIVE",
     "FLOW_EVENTS",
     "RESET_BUDGET",
+    "FORGOTTEN",
 ];
 
 /// The pinned XDP links.

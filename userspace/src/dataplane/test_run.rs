@@ -12,9 +12,10 @@ use synguard_common::{
     cookie::{CookieKeys, FlowKey},
     counters::CounterBlock,
     maps::{
-        ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, FLOW_EVENTS_MAP, FLOWS_MAP, FlowEntry,
-        LAB_FLOOD_FRAME_LEN, LAB_FLOOD_TEMPLATE_MAP, PolicySettings, ProtectedAddress, SOURCES_MAP,
-        SourceCounters, SourceKey, VOUCHED_MAP, block_origin,
+        ALLOWED_MAP, AllowValue, BLOCKED_MAP, BlockValue, FLOW_EVENTS_MAP, FLOWS_MAP,
+        FORGOTTEN_MAP, FlowEntry, ForgottenFlow, LAB_FLOOD_FRAME_LEN, LAB_FLOOD_TEMPLATE_MAP,
+        PolicySettings, ProtectedAddress, SOURCES_MAP, SourceCounters, SourceKey, VOUCHED_MAP,
+        block_origin,
     },
     segment::SynAckSettings,
     verdict::Action,
@@ -172,16 +173,43 @@ impl DataPlane {
         )?)
     }
 
-    /// Rebuilds the flows filter from the flows map, as the controller does; returns the
-    /// slots marked.
-    pub fn rebuild_flow_filter(&mut self) -> Result<usize> {
+    fn flow_filter(&mut self) -> Result<&mut FlowFilter> {
         if self.flow_filter.is_none() {
             self.flow_filter = Some(FlowFilter::take(&mut self.ebpf)?);
         }
+        Ok(self.flow_filter.as_mut().expect("just set"))
+    }
+
+    /// Rebuilds the flows filter from the flows map and the forgotten flows, as the
+    /// controller does; returns the slots marked.
+    pub fn rebuild_flow_filter(&mut self) -> Result<usize> {
+        self.flow_filter()?;
         let flows: HashMap<_, FlowKey, FlowEntry> =
             HashMap::try_from(self.ebpf.map(FLOWS_MAP).context("flows map missing")?)?;
-        let filter = self.flow_filter.as_mut().expect("just set");
-        filter.rebuild(&flows)
+        let forgotten: HashMap<_, FlowKey, ForgottenFlow> = HashMap::try_from(
+            self.ebpf
+                .map(FORGOTTEN_MAP)
+                .context("forgotten flows map missing")?,
+        )?;
+        let filter = self.flow_filter.as_mut().expect("just taken");
+        filter.rebuild(&flows, &forgotten)
+    }
+
+    /// Remembers `flow` as forgotten with `seq_offset`, as the controller does when the
+    /// flows map evicted it: marked in the filter, then written.
+    pub fn remember_forgotten(&mut self, flow: &FlowKey, seq_offset: u32) -> Result<()> {
+        self.flow_filter()?.mark(flow);
+        let mut forgotten: HashMap<_, FlowKey, ForgottenFlow> = HashMap::try_from(
+            self.ebpf
+                .map_mut(FORGOTTEN_MAP)
+                .context("forgotten flows map missing")?,
+        )?;
+        let value = ForgottenFlow {
+            seq_offset,
+            ..ForgottenFlow::default()
+        };
+        forgotten.insert(flow, value, 0)?;
+        Ok(())
     }
 
     /// Blocks `prefix` as the controller would.

@@ -6,7 +6,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData, MapError};
 use log::{debug, warn};
-use synguard_common::{cookie::FlowKey, flow_filter::FLOW_FILTER_SLOTS, maps::FlowEntry};
+use synguard_common::{
+    cookie::FlowKey,
+    flow_filter::FLOW_FILTER_SLOTS,
+    maps::{FlowEntry, ForgottenFlow},
+};
 
 use crate::{
     clock::monotonic_coarse_ns,
@@ -16,31 +20,47 @@ use crate::{
         filter::FlowFilter,
         inject::Injector,
         table::{Command, FlowTable, FlowTimers},
+        tcp_state::State,
     },
 };
 
 pub struct FlowControl {
     pub table: FlowTable,
     map: HashMap<MapData, FlowKey, FlowEntry>,
+    /// Flows let go of while their ends may hold them (`maps::ForgottenFlow`).
+    forgotten: HashMap<MapData, FlowKey, ForgottenFlow>,
     filter: FlowFilter,
     /// When the filter was last checked for stale marks.
     filter_checked: Instant,
+    /// When the forgotten flows were last swept for old ones.
+    forgotten_swept: Instant,
     injector: Injector,
 }
 
 /// How often the flows filter is checked for stale marks (a check counts 128 KiB of marks).
 const FILTER_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often forgotten flows older than ESTABLISHED's idle timeout are let go of for good
+/// (a sweep reads the whole map).
+const FORGOTTEN_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 impl FlowControl {
-    /// `map` is the flows map; the filter in front of it is rebuilt from it at once (a
-    /// restarted controller may find marks of flows long gone). A rebuild that fails only
-    /// leaves those marks: the filter the data plane keeps never misses a flow.
-    pub fn new(map: aya::maps::Map, filter: FlowFilter, timers: FlowTimers) -> Result<Self> {
+    /// `map` is the flows map, `forgotten` the forgotten flows'; the filter in front of them
+    /// is rebuilt from both at once (a restarted controller may find marks of flows long
+    /// gone). A rebuild that fails only leaves those marks: the filter the data plane keeps
+    /// never misses a flow.
+    pub fn new(
+        map: aya::maps::Map,
+        forgotten: aya::maps::Map,
+        filter: FlowFilter,
+        timers: FlowTimers,
+    ) -> Result<Self> {
         let mut control = Self {
             table: FlowTable::new(timers),
             map: HashMap::try_from(map).context("the flows map")?,
+            forgotten: HashMap::try_from(forgotten).context("the forgotten flows map")?,
             filter,
             filter_checked: Instant::now(),
+            forgotten_swept: Instant::now(),
             injector: Injector::new()?,
         };
         if let Err(error) = control.rebuild_filter() {
@@ -53,7 +73,7 @@ impl FlowControl {
     fn rebuild_filter(&mut self) -> Result<usize> {
         let marked = self
             .filter
-            .rebuild(&self.map)
+            .rebuild(&self.map, &self.forgotten)
             .context("rebuilding the flows filter")?;
         debug!("flows filter rebuilt: {marked} slots marked");
         Ok(marked)
@@ -126,6 +146,38 @@ impl FlowControl {
                 warn!("{error:#}");
             }
         }
+        if self.forgotten_swept.elapsed() >= FORGOTTEN_SWEEP_EVERY {
+            self.forgotten_swept = Instant::now();
+            self.sweep_forgotten();
+        }
+    }
+
+    /// Lets go for good of the forgotten flows older than ESTABLISHED's idle timeout: by
+    /// then the flow would have idled out anyway (their filter marks go at the next rebuild).
+    fn sweep_forgotten(&mut self) {
+        let limit = self.table.timers.idle_ns[State::Established as usize];
+        if limit == 0 {
+            return;
+        }
+        let now = monotonic_coarse_ns();
+        let old: Vec<FlowKey> = self
+            .forgotten
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, forgotten)| now.saturating_sub(forgotten.forgotten_ns) >= limit)
+            .map(|(key, _)| key)
+            .collect();
+        for key in old {
+            self.clear_forgotten(&key);
+        }
+    }
+
+    fn clear_forgotten(&mut self, flow: &FlowKey) {
+        if let Err(error) = self.forgotten.remove(flow)
+            && !matches!(error, MapError::KeyNotFound)
+        {
+            warn!("removing a forgotten flow from the data plane: {error}");
+        }
     }
 
     fn carry_out(&mut self, commands: &[Command]) {
@@ -143,6 +195,23 @@ impl FlowControl {
                         warn!("removing a closed flow from the data plane: {error}");
                     }
                 }
+                Command::RememberForgotten {
+                    flow,
+                    seq_offset,
+                    forgotten_ns,
+                } => {
+                    // Marked first: the filter must never hide an entry the data plane holds.
+                    self.filter.mark(flow);
+                    let forgotten = ForgottenFlow {
+                        seq_offset: *seq_offset,
+                        _pad: 0,
+                        forgotten_ns: *forgotten_ns,
+                    };
+                    if let Err(error) = self.forgotten.insert(flow, forgotten, 0) {
+                        warn!("remembering a forgotten flow in the data plane: {error}");
+                    }
+                }
+                Command::ClearForgotten { flow } => self.clear_forgotten(flow),
                 Command::AckServer { flow, payload, .. }
                     if payload.is_empty()
                         && self.map.get(flow, 0).is_ok_and(|e| e.to_server.packets > 0) =>

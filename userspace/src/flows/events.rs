@@ -164,7 +164,7 @@ mod tests {
         for broken in [
             FlowEvent { tag: 9, ..wire },
             FlowEvent { kind: 0, ..wire },
-            FlowEvent { kind: 6, ..wire },
+            FlowEvent { kind: 7, ..wire },
             FlowEvent {
                 direction: 2,
                 ..wire

@@ -18,7 +18,7 @@ use aya::{
 use synguard_common::{
     cookie::FlowKey,
     flow_filter::{FLOW_FILTER_SLOTS, flow_filter_slot},
-    maps::{FLOW_FILTER_ACTIVE_MAP, FLOW_FILTER_MAP, FlowEntry},
+    maps::{FLOW_FILTER_ACTIVE_MAP, FLOW_FILTER_MAP, FlowEntry, ForgottenFlow},
 };
 
 /// The rebuild, as steps over the two halves the data plane shares (atomics: it stores into
@@ -187,17 +187,19 @@ impl FlowFilter {
         })
     }
 
-    /// Rebuilds the filter from the keys of `flows`, the flows map (see [`Rebuild`]); returns
-    /// how many slots the rebuilt half has marked. The data plane is switched to the rebuilt
-    /// half only when every key was read: a read error, or more keys than twice the map's size
-    /// (a map churning faster than it is read makes the kernel restart the walk), leaves the
-    /// filter as it was.
-    pub fn rebuild<T: Borrow<MapData>>(
+    /// Rebuilds the filter from the keys of `flows`, the flows map, and of `forgotten`, the
+    /// flows the data plane must still recognize (see [`Rebuild`]); returns how many slots the
+    /// rebuilt half has marked. The data plane is switched to the rebuilt half only when every
+    /// key was read: a read error, or more keys than twice the maps' sizes (a map churning
+    /// faster than it is read makes the kernel restart the walk), leaves the filter as it was.
+    pub fn rebuild<T: Borrow<MapData>, U: Borrow<MapData>>(
         &mut self,
         flows: &HashMap<T, FlowKey, FlowEntry>,
+        forgotten: &HashMap<U, FlowKey, ForgottenFlow>,
     ) -> Result<usize> {
-        let most = 2 * flows.map().info()?.max_entries() as usize;
-        let keys = flows.keys();
+        let most = 2
+            * (flows.map().info()?.max_entries() + forgotten.map().info()?.max_entries()) as usize;
+        let keys = flows.keys().chain(forgotten.keys());
         let active = self
             .active
             .get(&0, 0)
@@ -212,6 +214,17 @@ impl FlowFilter {
         self.marked_after_rebuild = marked;
         self.rebuilds += 1;
         Ok(marked)
+    }
+
+    /// Marks `flow` in both halves, as the data plane marks a flow it inserts: the filter
+    /// then lets its segments through to the lookups.
+    pub fn mark(&self, flow: &FlowKey) {
+        let slot = flow_filter_slot(flow);
+        for half in self.shared.halves() {
+            half[slot].store(1, Ordering::Relaxed);
+        }
+        // The marks land before the caller writes the entry they stand for.
+        fence(Ordering::Release);
     }
 
     /// Slots marked in the half the data plane reads.

@@ -107,7 +107,9 @@ impl Injector {
                 let spec = syn_spec(syn);
                 self.send_packet(flow, server(flow), &packet(flow, &spec, &[]))
             }
-            Command::Remove { .. } => Ok(()),
+            Command::Remove { .. }
+            | Command::RememberForgotten { .. }
+            | Command::ClearForgotten { .. } => Ok(()),
         }
     }
 

@@ -206,6 +206,15 @@ pub enum Command {
     },
     /// Remove the flow from the data plane, if the entry there is still this connection's.
     Remove { flow: FlowKey, guard_isn: u32 },
+    /// Remember, for the data plane, a flow let go of while its ends may still hold it
+    /// (`synguard_common::maps::ForgottenFlow`), so that both are reset when either speaks.
+    RememberForgotten {
+        flow: FlowKey,
+        seq_offset: u32,
+        forgotten_ns: u64,
+    },
+    /// Both ends of a forgotten flow have their resets: forget it for good.
+    ClearForgotten { flow: FlowKey },
 }
 
 /// What an event of a known flow brings.
@@ -235,6 +244,8 @@ pub struct FlowCounts {
     pub client_gave_up: u64,
     pub idle_timeouts: u64,
     pub evicted: u64,
+    /// Forgotten flows (evicted or idled out) whose ends were both reset when one spoke again.
+    pub forgotten_reset: u64,
     pub challenge_acks: u64,
     pub ignored_segments: u64,
     pub time_wait_restarts: u64,
@@ -362,7 +373,24 @@ impl FlowTable {
             EventKind::Joined => self.on_known(event, Step::Join, now_ns),
             EventKind::Control => self.on_known(event, Step::Control, now_ns),
             EventKind::FinAcked => self.on_known(event, Step::FinAcked, now_ns),
+            EventKind::Forgotten => self.on_forgotten(event),
         }
+    }
+
+    /// An end of a forgotten flow spoke and the data plane reset it: the other end's reset,
+    /// with the numbers the data plane worked out for it.
+    fn on_forgotten(&mut self, event: &Event) -> Vec<Command> {
+        self.counts.forgotten_reset += 1;
+        let flow = event.wire.flow;
+        vec![
+            Command::Reset {
+                flow,
+                to_client: event.direction == Direction::ToClient,
+                seq: event.wire.seq,
+                ack: event.wire.ack,
+            },
+            Command::ClearForgotten { flow },
+        ]
     }
 
     /// A new connection (`direct`: let straight through, no cookie), also on a tuple whose
@@ -586,8 +614,17 @@ impl FlowTable {
         let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
         for key in keys {
             let Some(entry) = entry_of(&key) else {
+                // The data plane's map was full and evicted it: its ends still hold the
+                // connection, and hear of it when one of them speaks (a client let in by a
+                // cookie whose server never joined, at once).
                 self.counts.evicted += 1;
-                self.flows.remove(&key);
+                let flow = self.flows.remove(&key).expect("listed just above");
+                self.early_data_bytes -= held_bytes(&flow.early_data);
+                if flow.joined && !matches!(flow.server.state, State::Closed | State::TimeWait) {
+                    commands.push(remember_forgotten(&key, &flow, now_ns));
+                } else if !flow.joined && !flow.direct {
+                    commands.push(reset_client(&key, &flow));
+                }
                 continue;
             };
             let flow = self.flows.get_mut(&key).expect("listed just above");
@@ -635,6 +672,8 @@ impl FlowTable {
                 // died at the guard, and hang until its own timeout.
                 if flow.joined && state != State::Closed {
                     commands.extend(reset_both_ends(&key, &entry));
+                    // Should a reset get lost, the end that speaks again is reset then.
+                    commands.push(remember_forgotten(&key, flow, now_ns));
                 }
                 self.forget_quietly(&key, &mut commands);
             }
@@ -783,6 +822,14 @@ fn segment_of(segment: &EarlySegment) -> Segment {
         ack: 0,
         flags: TcpFlags(TcpFlags::ACK),
         len: segment.payload.len() as u32,
+    }
+}
+
+fn remember_forgotten(key: &FlowKey, flow: &Flow, now_ns: u64) -> Command {
+    Command::RememberForgotten {
+        flow: *key,
+        seq_offset: flow.server_isn.wrapping_sub(flow.guard_isn),
+        forgotten_ns: now_ns,
     }
 }
 
