@@ -31,6 +31,7 @@ use synguard::{
     dataplane::privilege, dataplane::test_run::DataPlane, lab,
 };
 use synguard_common::{
+    checksum,
     cookie::{self, CookieKeys, CookieOptions},
     counters::{Counter, CounterBlock},
     maps::PolicySettings,
@@ -152,7 +153,7 @@ fn measure(planes: &mut [DataPlane], rows: &[Row]) -> Result<Vec<f64>> {
 /// A third ACK from client port `port` echoing a valid cookie.
 fn valid_ack(port: u16, counter: u32) -> Vec<u8> {
     let mut frame = ack_v4(CLIENT_ISN.wrapping_add(1), 0, None);
-    frame[34..36].copy_from_slice(&port.to_be_bytes());
+    patch(&mut frame, 34, port.to_be_bytes());
     let flow = flow_of(&frame);
     let (key, phase) = KEYS.current();
     let cookie = cookie::make(
@@ -163,16 +164,33 @@ fn valid_ack(port: u16, counter: u32) -> Vec<u8> {
         counter,
         &CookieOptions::default(),
     );
-    frame[42..46].copy_from_slice(&cookie.wrapping_add(1).to_be_bytes());
+    patch(&mut frame, 42, cookie.wrapping_add(1).to_be_bytes());
     frame
 }
 
-/// `frame` from the i-th source of 198.18.0.0/15 (the parser does not check the IPv4
-/// checksum; the SYN-ACK is written from scratch).
+/// Writes `bytes` at `at` (an even offset: a TCP field, or the IPv4 source address) of an
+/// untagged IPv4 TCP frame, keeping its checksums right (RFC 1624): the guard checks the TCP
+/// checksum of what it answers.
+fn patch<const N: usize>(frame: &mut [u8], at: usize, bytes: [u8; N]) {
+    let old: [u8; N] = frame[at..at + N].try_into().expect("N bytes");
+    frame[at..at + N].copy_from_slice(&bytes);
+    let mut update = |field: usize| {
+        let sum = u16::from_be_bytes([frame[field], frame[field + 1]]);
+        frame[field..field + 2]
+            .copy_from_slice(&checksum::replace(sum, &old, &bytes).to_be_bytes());
+    };
+    // The TCP checksum covers the addresses through its pseudo-header.
+    update(14 + 20 + 16);
+    if at < 14 + 20 {
+        update(14 + 10);
+    }
+}
+
+/// `frame` from the i-th source of 198.18.0.0/15.
 fn from_source(frame: &[u8], i: usize) -> Vec<u8> {
     let mut frame = frame.to_vec();
     let host = 0x0001_0000 + i as u32; // 198.18.1.0 onwards
-    frame[26..30].copy_from_slice(&(0xc612_0000 | host).to_be_bytes());
+    patch(&mut frame, 26, (0xc612_0000 | host).to_be_bytes());
     frame
 }
 
