@@ -47,9 +47,10 @@ fn a_random_source_syn_flood_leaves_real_clients_connecting() {
         "the flood did not run: {:.0} pps",
         run.offered_pps
     );
+    // Every SYN answered: the two rates are read over windows a few ms apart, nothing more.
     let cookies = value_of(&run.answers, "synguard.tx_syn_cookie");
     assert!(
-        cookies > 0.9 * run.offered_pps,
+        cookies > 0.99 * run.offered_pps,
         "{cookies:.0} cookies/s for {:.0} SYN/s offered",
         run.offered_pps
     );
