@@ -7,9 +7,14 @@
 mod support;
 
 use etherparse::TcpOptionElement as O;
-use support::{guard, options, passes, segment, syn_ack_for, zero_window_probe};
+use support::{
+    Family, guard, options, passes, passes_with_ip, segment, syn_ack_for, tcp_frame,
+    zero_window_probe,
+};
 use synguard::{
-    dataplane::object::SERVER_PROGRAM, dataplane::test_run::DataPlane, flows::events::Record,
+    dataplane::object::{GUARD_PROGRAM, SERVER_PROGRAM},
+    dataplane::test_run::DataPlane,
+    flows::events::Record,
 };
 use synguard_common::{
     counters::Counter,
@@ -214,6 +219,140 @@ fn handshake_joins_and_both_directions_translate_byte_for_byte() {
     assert_eq!(counters.get(Counter::ForwardToServer), 1);
     assert_eq!(counters.get(Counter::ForwardToClient), 1);
     assert_eq!(counters.get(Counter::BackendJoined), 1);
+}
+
+/// Runs `frame` through `program`: the output's TCP header (checksums verified), payload,
+/// and IPv6 source and destination.
+fn passes_v6(
+    guard: &mut DataPlane,
+    program: &str,
+    frame: &[u8],
+) -> (etherparse::TcpHeader, Vec<u8>, ([u8; 16], [u8; 16])) {
+    let (tcp, payload, ip) = passes_with_ip(guard, program, frame);
+    let etherparse::IpHeaders::Ipv6(v6, _) = ip else {
+        panic!("IPv6 out for IPv6 in")
+    };
+    (tcp, payload, (v6.source, v6.destination))
+}
+
+#[test]
+fn ipv6_joins_and_translates_byte_for_byte() {
+    let mut guard = guard();
+    let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn_v6(), 0);
+    let tsval = tsval.unwrap();
+    let v6 = |from_client, seq, ack, flags, options: &[O], payload: &[u8]| {
+        tcp_frame(
+            Family::V6,
+            from_client,
+            CLIENT_PORT,
+            seq,
+            ack,
+            flags,
+            options,
+            payload,
+        )
+    };
+    // The third ACK becomes the client's SYN to the server.
+    let third = v6(
+        true,
+        CLIENT_ISN + 1,
+        cookie.wrapping_add(1),
+        F::ACK,
+        &[O::Noop, O::Noop, O::Timestamp(CLIENT_TS, tsval)],
+        &[],
+    );
+    let (syn, _, addresses) = passes_v6(&mut guard, GUARD_PROGRAM, &third);
+    assert_eq!(addresses, (CLIENT6, SERVER6));
+    assert!(syn.syn && !syn.ack, "a SYN");
+    assert_eq!(
+        (syn.sequence_number, syn.source_port, syn.destination_port),
+        (CLIENT_ISN, CLIENT_PORT, SERVER_PORT)
+    );
+    assert_eq!(
+        options(&syn),
+        [
+            O::MaximumSegmentSize(1460),
+            O::SelectiveAcknowledgementPermitted,
+            O::Timestamp(CLIENT_TS, 0),
+            O::WindowScale(7),
+        ],
+        "the client's own options"
+    );
+    // The server's SYN-ACK becomes the client's window update, in our numbers.
+    let syn_ack = v6(
+        false,
+        SERVER_ISN,
+        CLIENT_ISN + 1,
+        F::SYN | F::ACK,
+        &[
+            O::MaximumSegmentSize(1400),
+            O::SelectiveAcknowledgementPermitted,
+            O::Timestamp(SERVER_TS, CLIENT_TS),
+            O::Noop,
+            O::WindowScale(9),
+        ],
+        &[],
+    );
+    let (update, _, addresses) = passes_v6(&mut guard, SERVER_PROGRAM, &syn_ack);
+    assert_eq!(addresses, (SERVER6, CLIENT6));
+    assert!(update.ack && !update.syn, "a bare ACK");
+    assert_eq!(
+        (update.sequence_number, update.acknowledgment_number),
+        (cookie.wrapping_add(1), CLIENT_ISN + 1)
+    );
+    assert_eq!(options(&update), [O::Timestamp(tsval, CLIENT_TS)]);
+    // Client to server: the acknowledgement and TSecr into the server's numbers.
+    let data = v6(
+        true,
+        CLIENT_ISN + 1,
+        cookie.wrapping_add(101),
+        F::ACK,
+        &[O::Noop, O::Noop, O::Timestamp(CLIENT_TS + 1, tsval + 5)],
+        b"hello",
+    );
+    let (tcp, payload, addresses) = passes_v6(&mut guard, GUARD_PROGRAM, &data);
+    assert_eq!(
+        (addresses, payload.as_slice()),
+        ((CLIENT6, SERVER6), &b"hello"[..])
+    );
+    assert_eq!(
+        (tcp.sequence_number, tcp.acknowledgment_number),
+        (CLIENT_ISN + 1, SERVER_ISN.wrapping_add(101))
+    );
+    assert_eq!(options(&tcp), [O::Timestamp(CLIENT_TS + 1, SERVER_TS + 5)]);
+    // Server to client: the sequence number and TSval back into ours.
+    let reply = v6(
+        false,
+        SERVER_ISN + 1,
+        CLIENT_ISN + 6,
+        F::ACK,
+        &[
+            O::Noop,
+            O::Noop,
+            O::Timestamp(SERVER_TS + 10, CLIENT_TS + 1),
+        ],
+        b"world",
+    );
+    let (tcp, payload, addresses) = passes_v6(&mut guard, SERVER_PROGRAM, &reply);
+    assert_eq!(
+        (addresses, payload.as_slice()),
+        ((SERVER6, CLIENT6), &b"world"[..])
+    );
+    assert_eq!(
+        (tcp.sequence_number, tcp.acknowledgment_number),
+        (cookie.wrapping_add(1), CLIENT_ISN + 6)
+    );
+    assert_eq!(options(&tcp), [O::Timestamp(tsval + 10, CLIENT_TS + 1)]);
+    let counters = guard.counters().unwrap();
+    assert_eq!(
+        (
+            counters.get(Counter::CookieValid),
+            counters.get(Counter::BackendJoined),
+            counters.get(Counter::ForwardToServer),
+            counters.get(Counter::ForwardToClient)
+        ),
+        (1, 1, 1, 1)
+    );
 }
 
 #[test]

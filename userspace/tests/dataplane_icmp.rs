@@ -9,7 +9,7 @@ mod support;
 use etherparse::{
     Icmpv4Type, Icmpv6Type, PacketBuilder, TcpOptionElement as O, icmpv4::DestUnreachableHeader,
 };
-use support::{guard, syn_ack_for};
+use support::{Family, guard, syn_ack_for, tcp_frame};
 use synguard::dataplane::{
     object::{GUARD_PROGRAM, SERVER_PROGRAM},
     test_run::DataPlane,
@@ -29,61 +29,6 @@ const SERVER_TS: u32 = 0x5555_0000;
 /// A router between the guard and the clients, and one between the guard and the servers.
 const ROUTER4: [u8; 4] = [198, 18, 9, 9];
 const ROUTER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    /// The IP header length of the frames built here (no IPv4 options, no IPv6 extensions).
-    fn ip_header_len(self) -> usize {
-        match self {
-            Family::V4 => ipv4::MIN_HEADER_LEN,
-            Family::V6 => ipv6::HEADER_LEN,
-        }
-    }
-}
-
-/// A TCP frame of the fixture flow over `family`, either way.
-#[allow(clippy::too_many_arguments)]
-fn tcp_frame(
-    family: Family,
-    from_client: bool,
-    client_port: u16,
-    seq: u32,
-    ack: u32,
-    flags: u8,
-    options: &[O],
-    payload: &[u8],
-) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD);
-    let ip = match (family, from_client) {
-        (Family::V4, true) => eth.ipv4(CLIENT4, SERVER4, 64),
-        (Family::V4, false) => eth.ipv4(SERVER4, CLIENT4, 64),
-        (Family::V6, true) => eth.ipv6(CLIENT6, SERVER6, 64),
-        (Family::V6, false) => eth.ipv6(SERVER6, CLIENT6, 64),
-    };
-    let (sport, dport) = if from_client {
-        (client_port, SERVER_PORT)
-    } else {
-        (SERVER_PORT, client_port)
-    };
-    let mut tcp = ip.tcp(sport, dport, seq, 1000);
-    if flags & F::ACK != 0 {
-        tcp = tcp.ack(ack);
-    }
-    if flags & F::SYN != 0 {
-        tcp = tcp.syn();
-    }
-    let mut frame = Vec::new();
-    tcp.options(options)
-        .unwrap()
-        .write(&mut frame, payload)
-        .unwrap();
-    frame
-}
 
 /// A joined flow over `family`: the cookie handshake, then the server's SYN-ACK. Returns the
 /// cookie, our TSval and the sequence offset (server ISN - cookie).

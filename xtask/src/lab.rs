@@ -697,6 +697,8 @@ pub fn server_command(xtask: &Path) -> Vec<String> {
         "lab-http-server".into(),
         "--listen".into(),
         format!("{SERVER_ADDR}:{SERVER_PORT}"),
+        "--listen".into(),
+        format!("[{SERVER_ADDR6}]:{SERVER_PORT}"),
     ]
 }
 

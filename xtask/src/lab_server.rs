@@ -11,9 +11,22 @@ use anyhow::{Context, Result};
 pub const BODY: &str = "synguard lab: hello from the server\n";
 const MAX_REQUEST: usize = 8192;
 
-pub fn serve(addr: &str) -> Result<()> {
-    let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
-    accept_forever(listener)
+/// Serves on every address of `addrs` until killed.
+pub fn serve(addrs: &[String]) -> Result<()> {
+    let listeners = addrs
+        .iter()
+        .map(|addr| TcpListener::bind(addr).with_context(|| format!("binding {addr}")))
+        .collect::<Result<Vec<_>>>()?;
+    let serving: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| std::thread::spawn(move || accept_forever(listener)))
+        .collect();
+    for listener in serving {
+        listener
+            .join()
+            .map_err(|_| anyhow::anyhow!("a listener thread panicked"))??;
+    }
+    Ok(())
 }
 
 fn accept_forever(listener: TcpListener) -> Result<()> {

@@ -67,8 +67,9 @@ enum Task {
     /// Lab plumbing: the HTTP server run inside the server namespace.
     #[command(hide = true)]
     LabHttpServer {
-        #[arg(long)]
-        listen: String,
+        /// An address to serve on (repeatable: the lab serves IPv4 and IPv6).
+        #[arg(long, required = true)]
+        listen: Vec<String>,
     },
 }
 

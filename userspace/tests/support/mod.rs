@@ -6,8 +6,13 @@ use synguard::{
     config::service::ProtectedService, dataplane::privilege, dataplane::test_run::DataPlane,
 };
 use synguard_common::{
-    cookie::CookieKeys, parse::TcpFlags as F, segment::SynAckSettings, siphash::SipKey,
-    test_frames::*, verdict::Action,
+    cookie::CookieKeys,
+    field::{ipv4, ipv6},
+    parse::TcpFlags as F,
+    segment::SynAckSettings,
+    siphash::SipKey,
+    test_frames::*,
+    verdict::Action,
 };
 
 pub const KEY_A: SipKey = SipKey { k0: 11, k1: 12 };
@@ -131,12 +136,22 @@ pub fn passes(
     program: &str,
     frame: &[u8],
 ) -> (etherparse::TcpHeader, Vec<u8>) {
+    let (tcp, payload, _) = passes_with_ip(guard, program, frame);
+    (tcp, payload)
+}
+
+/// [`passes`], with the output's IP headers too.
+pub fn passes_with_ip(
+    guard: &mut DataPlane,
+    program: &str,
+    frame: &[u8],
+) -> (etherparse::TcpHeader, Vec<u8>, etherparse::IpHeaders) {
     let outcome = guard.run_program(program, frame).unwrap();
     assert_eq!(outcome.action().unwrap(), Action::Pass);
     let l3 = &outcome.output[14..];
     let tcp = assert_checksums(l3);
-    let (_, rest) = etherparse::IpHeaders::from_slice(l3).unwrap();
-    (tcp.clone(), rest.payload[tcp.header_len()..].to_vec())
+    let (ip, rest) = etherparse::IpHeaders::from_slice(l3).unwrap();
+    (tcp.clone(), rest.payload[tcp.header_len()..].to_vec(), ip)
 }
 
 pub fn options(tcp: &etherparse::TcpHeader) -> Vec<O> {
@@ -164,4 +179,59 @@ pub fn server_syn_ack(server_isn: u32, tsval: u32, tsecr: u32) -> Vec<u8> {
         ],
         &[],
     )
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The IP header length of the frames built here (no IPv4 options, no IPv6 extensions).
+    pub fn ip_header_len(self) -> usize {
+        match self {
+            Family::V4 => ipv4::MIN_HEADER_LEN,
+            Family::V6 => ipv6::HEADER_LEN,
+        }
+    }
+}
+
+/// A TCP frame of the fixture flow over `family`, either way.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_frame(
+    family: Family,
+    from_client: bool,
+    client_port: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    options: &[O],
+    payload: &[u8],
+) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD);
+    let ip = match (family, from_client) {
+        (Family::V4, true) => eth.ipv4(CLIENT4, SERVER4, 64),
+        (Family::V4, false) => eth.ipv4(SERVER4, CLIENT4, 64),
+        (Family::V6, true) => eth.ipv6(CLIENT6, SERVER6, 64),
+        (Family::V6, false) => eth.ipv6(SERVER6, CLIENT6, 64),
+    };
+    let (sport, dport) = if from_client {
+        (client_port, SERVER_PORT)
+    } else {
+        (SERVER_PORT, client_port)
+    };
+    let mut tcp = ip.tcp(sport, dport, seq, 1000);
+    if flags & F::ACK != 0 {
+        tcp = tcp.ack(ack);
+    }
+    if flags & F::SYN != 0 {
+        tcp = tcp.syn();
+    }
+    let mut frame = Vec::new();
+    tcp.options(options)
+        .unwrap()
+        .write(&mut frame, payload)
+        .unwrap();
+    frame
 }
