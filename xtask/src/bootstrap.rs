@@ -14,6 +14,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 /// cargo-deb builds the Debian package (`cargo xtask package`).
 const CARGO_DEB_VERSION: &str = "3.6.3";
+/// cargo-fuzz runs the libFuzzer targets (`cargo xtask fuzz`).
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
 /// Debian packages the lab and the tests use.
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
@@ -45,7 +47,10 @@ pub fn ensure() -> Result<()> {
     })?;
     step("pinned nightly + rust-src", nightly_toolchain)?;
     step("bpf-linker", bpf_linker)?;
-    step("cargo-deb", cargo_deb)?;
+    step("cargo-deb", || cargo_tool("cargo-deb", CARGO_DEB_VERSION))?;
+    step("cargo-fuzz", || {
+        cargo_tool("cargo-fuzz", CARGO_FUZZ_VERSION)
+    })?;
     Ok(())
 }
 
@@ -102,20 +107,14 @@ fn debian_packages() -> Result<String> {
     Ok(format!("installed {}", missing.join(" ")))
 }
 
-fn cargo_deb() -> Result<String> {
-    let version = cmd::stdout(&mut cmd::new("cargo-deb", ["--version"])).unwrap_or_default();
-    if version.contains(CARGO_DEB_VERSION) {
-        return Ok(format!("{CARGO_DEB_VERSION} already installed"));
+/// A cargo subcommand from crates.io at `version`, installed unless that version is there.
+fn cargo_tool(name: &str, version: &str) -> Result<String> {
+    let installed = cmd::stdout(&mut cmd::new(name, ["--version"])).unwrap_or_default();
+    if installed.contains(version) {
+        return Ok(format!("{version} already installed"));
     }
-    cmd::output(cmd::cargo().args([
-        "install",
-        "cargo-deb",
-        "--version",
-        CARGO_DEB_VERSION,
-        "--locked",
-        "--force",
-    ]))?;
-    Ok(format!("installed {CARGO_DEB_VERSION}"))
+    cmd::output(cmd::cargo().args(["install", name, "--version", version, "--locked", "--force"]))?;
+    Ok(format!("installed {version}"))
 }
 
 fn nightly_toolchain() -> Result<String> {

@@ -8,6 +8,7 @@ pub mod build;
 pub mod cmd;
 pub mod demo;
 pub mod flood;
+pub mod fuzz;
 pub mod guard_profile;
 pub mod lab;
 pub mod lab_server;

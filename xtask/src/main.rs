@@ -9,6 +9,7 @@ use xtask::{
     build::{self, Profile},
     demo,
     flood::{self, plan},
+    fuzz,
     lab::{self, Lab},
     lab_server, package, test,
 };
@@ -50,6 +51,17 @@ enum Task {
     /// Floods against real clients in the lab, defense after defense; reports under
     /// results/flood/.
     Flood(FloodArgs),
+    /// Fuzz the code both sides share (cargo-fuzz, libFuzzer): every target in turn; results
+    /// in results/fuzz.json.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        seconds: u64,
+        /// A target to run (repeatable; all by default): parse_frame, tcp_options, cookie,
+        /// translate.
+        #[arg(long)]
+        target: Vec<String>,
+    },
     /// Lab plumbing: the fast flood generator run inside the client namespace.
     #[command(hide = true)]
     LabPacketFlood {
@@ -186,6 +198,7 @@ fn run(task: Task) -> Result<()> {
             bootstrap::ensure()?;
             flood::run::run(&xtask, &args.options()).map(drop)
         }
+        Task::Fuzz { seconds, target } => fuzz::run(&target, seconds),
         Task::LabHttpServer { listen } => lab_server::serve(&listen),
         Task::LabPacketFlood {
             iface,

@@ -11,8 +11,11 @@ use anyhow::{Context, Result, bail};
 use crate::{
     bootstrap,
     build::{self, Profile, workspace_root},
-    cmd, package,
+    cmd, fuzz, package,
 };
+
+/// Seconds each fuzz target runs in the test tier (`cargo xtask fuzz` runs them longer).
+const FUZZ_SECONDS: u64 = 15;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Tier {
@@ -20,6 +23,8 @@ pub enum Tier {
     Lint,
     /// Host unit and property tests (no privileges needed).
     Host,
+    /// Every libFuzzer target of `cargo xtask fuzz`, briefly.
+    Fuzz,
     /// The compiled XDP object through BPF_PROG_TEST_RUN (root).
     Dataplane,
     /// Network namespaces with real kernel TCP through the guard (root).
@@ -30,7 +35,7 @@ impl Tier {
     /// The prefix of this tier's test files; lint has none.
     fn file_prefix(self) -> Option<&'static str> {
         match self {
-            Tier::Lint => None,
+            Tier::Lint | Tier::Fuzz => None,
             Tier::Host => Some("host_"),
             Tier::Dataplane => Some("dataplane_"),
             Tier::Lab => Some("lab_"),
@@ -116,7 +121,13 @@ fn cargo_test(
 
 pub fn run(tiers: &[Tier]) -> Result<()> {
     bootstrap::ensure()?;
-    let all = [Tier::Lint, Tier::Host, Tier::Dataplane, Tier::Lab];
+    let all = [
+        Tier::Lint,
+        Tier::Host,
+        Tier::Fuzz,
+        Tier::Dataplane,
+        Tier::Lab,
+    ];
     let selected: Vec<Tier> = if tiers.is_empty() {
         all.to_vec()
     } else {
@@ -124,11 +135,25 @@ pub fn run(tiers: &[Tier]) -> Result<()> {
     };
     for tier in selected {
         println!("== {tier:?} ==");
+        if tier == Tier::Fuzz {
+            fuzz::run(&[], FUZZ_SECONDS)?;
+            continue;
+        }
         if tier == Tier::Lint {
             let mut fmt = cmd::cargo();
             fmt.current_dir(workspace_root())
                 .args(["fmt", "--all", "--", "--check"]);
             cmd::visible(&mut fmt)?;
+            // The fuzz targets are their own workspace (built by the nightly only).
+            let mut fmt_fuzz = cmd::cargo();
+            fmt_fuzz.current_dir(workspace_root()).args([
+                "fmt",
+                "--manifest-path",
+                "common/fuzz/Cargo.toml",
+                "--",
+                "--check",
+            ]);
+            cmd::visible(&mut fmt_fuzz)?;
             // Default members only (the eBPF crate cannot build for the host); every feature,
             // so the lab binary is linted too.
             let mut clippy = cmd::cargo();
