@@ -688,6 +688,100 @@ fn a_client_segment_of_a_flow_not_remembered_is_a_forged_ack() {
     assert!(guard.events().unwrap().is_empty());
 }
 
+/// While the controller does not read the flow event ring and it fills: a third ACK that
+/// cannot be reported leaves no flow behind (its client sends again), new clients still get
+/// cookies, a live flow's data still flows, and its FIN waits for room (the sender
+/// retransmits it); once the ring has room, the same third ACK opens its flow.
+#[test]
+fn a_full_event_ring_loses_no_flow_and_turns_away_no_new_client() {
+    let mut guard = guard();
+    let (cookie, tsval) = joined(&mut guard);
+    guard.events().unwrap();
+    // Our SYN-ACK to a SYN from `port`: its cookie and TSval.
+    let answer = |guard: &mut DataPlane, port: u16| {
+        let outcome = guard.run(&syn_v4_from_port(port)).unwrap();
+        assert_eq!(outcome.action().unwrap(), Action::Tx, "a cookie SYN-ACK");
+        let syn_ack = assert_checksums(&outcome.output[14..]);
+        let tsval = options(&syn_ack).iter().find_map(|option| match option {
+            O::Timestamp(tsval, _) => Some(*tsval),
+            _ => None,
+        });
+        (syn_ack.sequence_number, tsval)
+    };
+    let third_ack_from = |guard: &mut DataPlane, port: u16| {
+        let (cookie, tsval) = answer(guard, port);
+        tcp_frame(
+            Family::V4,
+            true,
+            port,
+            CLIENT_ISN + 1,
+            cookie.wrapping_add(1),
+            F::ACK,
+            &[O::Noop, O::Noop, O::Timestamp(CLIENT_TS, tsval.unwrap())],
+            &[],
+        )
+    };
+    // 4 MiB of ring at about 200 bytes an event: full after some 21,000 handshakes.
+    let lost = (1000..40_000)
+        .find_map(|port| {
+            let third = third_ack_from(&mut guard, port);
+            let outcome = guard.run(&third).unwrap();
+            (outcome.action().unwrap() == Action::Drop).then_some((port, third))
+        })
+        .expect("the ring filled");
+    let (port, third) = lost;
+    assert!(port > 20_000, "filled after {} handshakes", port - 1000);
+    let counters = guard.counters().unwrap();
+    assert_eq!(counters.get(Counter::DropEventLost), 1);
+    assert_eq!(
+        guard.flow(&flow_of(&third)).unwrap(),
+        None,
+        "no flow without its event"
+    );
+    // A new client's SYN needs no event: answered.
+    answer(&mut guard, 50_000);
+    // The live flow's data needs none either.
+    let data = segment(
+        true,
+        CLIENT_ISN + 1,
+        cookie.wrapping_add(1),
+        F::ACK | F::PSH,
+        502,
+        &[O::Noop, O::Noop, O::Timestamp(CLIENT_TS + 1, tsval)],
+        b"still",
+    );
+    let (_, payload) = passes(&mut guard, GUARD_PROGRAM, &data);
+    assert_eq!(payload, b"still");
+    // Its FIN does: dropped until there is room (the sender retransmits it), the flow kept.
+    let fin = segment(
+        true,
+        CLIENT_ISN + 6,
+        cookie.wrapping_add(1),
+        F::FIN | F::ACK,
+        502,
+        &[O::Noop, O::Noop, O::Timestamp(CLIENT_TS + 2, tsval)],
+        &[],
+    );
+    assert_eq!(guard.run(&fin).unwrap().action().unwrap(), Action::Drop);
+    assert_eq!(guard.counters().unwrap().get(Counter::DropEventLost), 2);
+    let live = guard
+        .flow(&flow_of(&syn_v4(0)))
+        .unwrap()
+        .expect("the live flow");
+    assert_eq!(live.phase, phase::JOINED);
+    // The controller reads the ring: the same third ACK and FIN go through.
+    guard.records().unwrap();
+    assert_eq!(guard.run(&third).unwrap().action().unwrap(), Action::Pass);
+    assert!(guard.flow(&flow_of(&third)).unwrap().is_some());
+    assert_eq!(guard.events().unwrap()[0].kind, EventKind::Validated);
+    passes(&mut guard, GUARD_PROGRAM, &fin);
+    let event = guard.events().unwrap()[0].wire;
+    assert_eq!(
+        (event.kind, event.flags),
+        (EventKind::Control as u8, F::FIN | F::ACK)
+    );
+}
+
 #[test]
 fn data_before_the_join_goes_to_the_controller_and_the_frame_drops() {
     let mut guard = guard();
