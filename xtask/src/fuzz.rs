@@ -1,9 +1,10 @@
-//! `cargo xtask fuzz [--seconds N] [--target T]`: the libFuzzer targets over the code both
-//! sides share (`common/fuzz`, cargo-fuzz on the pinned nightly, AddressSanitizer on), each
-//! for N seconds, from the corpus kept in the repository (`common/fuzz/corpus/<target>`,
-//! seeded with frames and options a real client sends); what a run finds goes to a working
-//! corpus under target/. A crash fails the run and leaves its input under
-//! `common/fuzz/artifacts/<target>/`. Results go to results/fuzz.json.
+//! `cargo xtask fuzz [--seconds N] [--target T]`: the libFuzzer targets (cargo-fuzz on the
+//! pinned nightly, AddressSanitizer on) over the code both sides share (`common/fuzz`) and
+//! over the controller (`userspace/fuzz`), each for N seconds, from the corpus kept in the
+//! repository (`<crate>/fuzz/corpus/<target>`, seeded with frames, options and event sequences
+//! a real connection produces); what a run finds goes to a working corpus under target/. A
+//! crash fails the run and leaves its input under `<crate>/fuzz/artifacts/<target>/`. Results
+//! go to results/fuzz.json.
 
 use std::path::Path;
 
@@ -13,29 +14,35 @@ use serde_json::{Value, json};
 
 use crate::{bootstrap, build::workspace_root, cmd};
 
-/// Every target of `common/fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 4] = ["parse_frame", "tcp_options", "cookie", "translate"];
+/// Every target, and the crate whose `fuzz/` holds it.
+pub const TARGETS: [(&str, &str); 5] = [
+    ("parse_frame", "common"),
+    ("tcp_options", "common"),
+    ("cookie", "common"),
+    ("translate", "common"),
+    ("flow_table", "userspace"),
+];
 
 /// Runs `targets` (all when empty) for `seconds` each.
 pub fn run(targets: &[String], seconds: u64) -> Result<()> {
     bootstrap::ensure()?;
+    let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
     for target in targets {
-        if !TARGETS.contains(&target.as_str()) {
+        if !names.contains(&target.as_str()) {
             bail!(
                 "no fuzz target {target}: the targets are {}",
-                TARGETS.join(", ")
+                names.join(", ")
             );
         }
     }
-    let selected: Vec<&str> = if targets.is_empty() {
-        TARGETS.to_vec()
-    } else {
-        targets.iter().map(String::as_str).collect()
-    };
-    let common = workspace_root().join("common");
+    let selected: Vec<(&str, &str)> = TARGETS
+        .into_iter()
+        .filter(|(name, _)| targets.is_empty() || targets.iter().any(|t| t == name))
+        .collect();
     let mut report = Vec::new();
-    for target in selected {
-        let seeds = common.join("fuzz/corpus").join(target);
+    for (target, krate) in selected {
+        let krate = workspace_root().join(krate);
+        let seeds = krate.join("fuzz/corpus").join(target);
         write_seeds(target, &seeds)?;
         let work = workspace_root().join("target/fuzz-corpus").join(target);
         std::fs::create_dir_all(&work)?;
@@ -53,7 +60,7 @@ pub fn run(targets: &[String], seconds: u64) -> Result<()> {
                 &max_time,
             ],
         );
-        fuzz.current_dir(&common);
+        fuzz.current_dir(&krate);
         let out = fuzz
             .output()
             .with_context(|| format!("running cargo fuzz on {target}"))?;
@@ -61,7 +68,8 @@ pub fn run(targets: &[String], seconds: u64) -> Result<()> {
         if !out.status.success() {
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             bail!(
-                "fuzz target {target} failed (its input is under common/fuzz/artifacts/{target}/):\n{}",
+                "fuzz target {target} failed (its input is under {}/fuzz/artifacts/{target}/):\n{}",
+                krate.display(),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
@@ -128,6 +136,21 @@ fn write_seeds(target: &str, dir: &Path) -> Result<()> {
                 &[
                     1, 1, 8, 10, 0, 0, 0, 2, 0, 0, 0, 3, 1, 1, 5, 10, 0, 0, 0, 4, 0, 0, 0, 5,
                 ],
+            ]
+            .concat(),
+        ],
+        // Twelve bytes a step (see the target): a flow validated, its data held, joined, a
+        // FIN each way, their ACKs, ticks between.
+        "flow_table" => vec![
+            [
+                [0, 0, 0x10, 0, 1, 0, 0, 0, 0, 0, 0, 0],
+                [7, 0, 0, 1, 1, 0, 0, 0, 10, 0, 0, 0],
+                [1, 0, 0x92, 1, 0, 0, 0, 0x90, 1, 0, 0, 0],
+                [6, 0, 0, 2, 1, 1, 1, 1, 1, 0, 0, 0],
+                [2, 0, 0x11, 1, 11, 0, 0, 0, 1, 0, 0, 0x90],
+                [3, 0, 0x90, 1, 1, 0, 0, 0x90, 12, 0, 0, 0],
+                [2, 0, 0x91, 1, 1, 0, 0, 0x90, 12, 0, 0, 0],
+                [6, 0, 0, 200, 1, 1, 1, 1, 1, 0, 0, 0],
             ]
             .concat(),
         ],

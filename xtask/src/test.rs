@@ -144,16 +144,18 @@ pub fn run(tiers: &[Tier]) -> Result<()> {
             fmt.current_dir(workspace_root())
                 .args(["fmt", "--all", "--", "--check"]);
             cmd::visible(&mut fmt)?;
-            // The fuzz targets are their own workspace (built by the nightly only).
-            let mut fmt_fuzz = cmd::cargo();
-            fmt_fuzz.current_dir(workspace_root()).args([
-                "fmt",
-                "--manifest-path",
-                "common/fuzz/Cargo.toml",
-                "--",
-                "--check",
-            ]);
-            cmd::visible(&mut fmt_fuzz)?;
+            // The fuzz targets are their own workspaces (built by the nightly only).
+            for manifest in ["common/fuzz/Cargo.toml", "userspace/fuzz/Cargo.toml"] {
+                let mut fmt_fuzz = cmd::cargo();
+                fmt_fuzz.current_dir(workspace_root()).args([
+                    "fmt",
+                    "--manifest-path",
+                    manifest,
+                    "--",
+                    "--check",
+                ]);
+                cmd::visible(&mut fmt_fuzz)?;
+            }
             // Default members only (the eBPF crate cannot build for the host); every feature,
             // so the lab binary is linted too.
             let mut clippy = cmd::cargo();
