@@ -48,17 +48,26 @@ impl Translation {
 }
 
 /// Adds `add` to the big-endian word at `at`; returns the RFC 1624 checksum adjustment
-/// (the complement of the old 16-bit halves plus the new ones).
+/// (the complement of the old 16-bit halves plus the new ones). An option may sit at an odd
+/// offset (nothing makes a sender pad it): its bytes then fall into the checksum's 16-bit
+/// words the other way round, and the adjustment is the byte-swapped one (RFC 1071 2(B)).
 #[inline(always)]
 pub fn shift_word<const N: usize>(header: &mut [u8; N], at: usize, add: u32) -> u64 {
     let at = at & 63;
     let old = be32(header, at);
     let new = old.wrapping_add(add);
     header[at..at + 4].copy_from_slice(&new.to_be_bytes());
-    (!(old >> 16) & 0xffff) as u64
+    let adjust = (!(old >> 16) & 0xffff) as u64
         + (!old & 0xffff) as u64
         + (new >> 16) as u64
-        + (new & 0xffff) as u64
+        + (new & 0xffff) as u64;
+    if at & 1 == 0 {
+        adjust
+    } else {
+        let folded = (adjust & 0xffff) + (adjust >> 16);
+        let folded = (folded & 0xffff) + (folded >> 16);
+        (folded as u16).swap_bytes() as u64
+    }
 }
 
 /// Rewrites the header (20..=60 bytes at the start of `header`) whose decoded options are

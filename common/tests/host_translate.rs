@@ -17,7 +17,7 @@ proptest! {
         tsval in any::<u32>(), tsecr in any::<u32>(), blocks in 0usize..=3,
         edges in any::<[u32; 6]>(), payload in proptest::collection::vec(any::<u8>(), 0..40),
         t_seq in any::<u32>(), t_ack in any::<u32>(), t_ts in any::<u32>(),
-        window_from in 0u8..=14, window_to in 0u8..=14,
+        window_from in 0u8..=14, window_to in 0u8..=14, leading_nops in 0usize..=3,
     ) {
         let sack = (blocks > 0).then(|| O::SelectiveAcknowledgement(
             (edges[0], edges[1]),
@@ -27,9 +27,11 @@ proptest! {
                 None,
             ],
         ));
-        let mut options = vec![O::Noop, O::Noop, O::Timestamp(tsval, tsecr)];
+        // Any alignment: senders need not pad options to even offsets.
+        let mut options = vec![O::Noop; leading_nops];
+        options.push(O::Timestamp(tsval, tsecr));
         if let Some(sack) = sack {
-            options.extend([O::Noop, O::Noop, sack]);
+            options.extend([O::Noop, sack]);
         }
         let mut frame = Vec::new();
         PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
