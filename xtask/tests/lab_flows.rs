@@ -700,6 +700,8 @@ fn a_flow_evicted_from_a_full_table_is_reset_at_both_ends_when_either_speaks() {
     // Two flows fall silent, the oldest in the table: the client of one speaks next, the
     // server of the other.
     let (mut client_speaks, mut its_server) = open();
+    // A flow that keeps talking through it all: the table's least recently used go first.
+    let (mut busy, mut busy_server) = open();
     let (mut its_client, mut server_speaks) = open();
     let listed = |stream: &TcpStream| {
         let client = stream.local_addr().unwrap().to_string();
@@ -722,9 +724,15 @@ fn a_flow_evicted_from_a_full_table_is_reset_at_both_ends_when_either_speaks() {
         for _ in 0..256 {
             fillers.push((connect(&lab, PORT), accept(&listener)));
         }
+        let mut echo = [0u8; 2];
+        busy.write_all(b"up").unwrap();
+        busy_server.read_exact(&mut echo).unwrap();
+        busy_server.write_all(&echo).unwrap();
+        busy.read_exact(&mut echo).unwrap();
         guard.settle();
     }
     assert!(count(&lab, "evicted") >= 2, "{}", ask(&lab, "status"));
+    assert!(listed(&busy), "the busy flow kept its place");
     let expect_reset = |stream: &mut TcpStream, end: &str| {
         let mut byte = [0u8; 1];
         let error = stream
@@ -745,6 +753,15 @@ fn a_flow_evicted_from_a_full_table_is_reset_at_both_ends_when_either_speaks() {
     assert_eq!(count(&lab, "forgotten_reset"), 2, "{}", ask(&lab, "status"));
     guard.settle();
     assert_eq!(guard.total("tx_reset_forgotten"), 2, "{}", guard.totals());
+    let payload = pattern(64 << 10, 9); // within the socket buffers: written, then read
+    busy.write_all(&payload).unwrap();
+    let mut got = vec![0u8; payload.len()];
+    busy_server.read_exact(&mut got).unwrap();
+    assert_eq!(
+        digest(&got),
+        digest(&payload),
+        "the busy flow still carries data"
+    );
     drop(fillers);
     let (status, stderr) = guard.stop();
     assert!(status.success(), "{stderr}");
