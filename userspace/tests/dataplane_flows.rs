@@ -8,8 +8,8 @@ mod support;
 
 use etherparse::TcpOptionElement as O;
 use support::{
-    Family, guard, options, passes, passes_with_ip, segment, syn_ack_for, tcp_frame,
-    zero_window_probe,
+    Family, clients_own_options, guard, options, passes, passes_with_ip, segment,
+    server_syn_ack_options, syn_ack_for, tcp_frame, zero_window_probe,
 };
 use synguard::{
     dataplane::object::{GUARD_PROGRAM, SERVER_PROGRAM},
@@ -86,12 +86,7 @@ fn joined(guard: &mut DataPlane) -> (u32, u32) {
     );
     assert_eq!(
         options(&backend_syn),
-        [
-            O::MaximumSegmentSize(1460),
-            O::SelectiveAcknowledgementPermitted,
-            O::Timestamp(CLIENT_TS, 0),
-            O::WindowScale(7),
-        ],
+        clients_own_options(CLIENT_TS),
         "the client's own options"
     );
     let syn_ack = server_syn_ack(SERVER_TS);
@@ -270,12 +265,7 @@ fn ipv6_joins_and_translates_byte_for_byte() {
     );
     assert_eq!(
         options(&syn),
-        [
-            O::MaximumSegmentSize(1460),
-            O::SelectiveAcknowledgementPermitted,
-            O::Timestamp(CLIENT_TS, 0),
-            O::WindowScale(7),
-        ],
+        clients_own_options(CLIENT_TS),
         "the client's own options"
     );
     // The server's SYN-ACK becomes the client's window update, in our numbers.
@@ -284,13 +274,7 @@ fn ipv6_joins_and_translates_byte_for_byte() {
         SERVER_ISN,
         CLIENT_ISN + 1,
         F::SYN | F::ACK,
-        &[
-            O::MaximumSegmentSize(1400),
-            O::SelectiveAcknowledgementPermitted,
-            O::Timestamp(SERVER_TS, CLIENT_TS),
-            O::Noop,
-            O::WindowScale(9),
-        ],
+        &server_syn_ack_options(SERVER_TS, CLIENT_TS),
         &[],
     );
     let (update, _, addresses) = passes_v6(&mut guard, SERVER_PROGRAM, &syn_ack);

@@ -9,7 +9,7 @@ mod support;
 use etherparse::{
     Icmpv4Type, Icmpv6Type, PacketBuilder, TcpOptionElement as O, icmpv4::DestUnreachableHeader,
 };
-use support::{Family, guard, syn_ack_for, tcp_frame};
+use support::{Family, guard, server_syn_ack_options, syn_ack_for, tcp_frame};
 use synguard::dataplane::{
     object::{GUARD_PROGRAM, SERVER_PROGRAM},
     test_run::DataPlane,
@@ -62,13 +62,7 @@ fn joined(guard: &mut DataPlane, family: Family) -> (u32, u32) {
         SERVER_ISN,
         CLIENT_ISN + 1,
         F::SYN | F::ACK,
-        &[
-            O::MaximumSegmentSize(1400),
-            O::SelectiveAcknowledgementPermitted,
-            O::Timestamp(SERVER_TS, CLIENT_TS),
-            O::Noop,
-            O::WindowScale(9),
-        ],
+        &server_syn_ack_options(SERVER_TS, CLIENT_TS),
         &[],
     );
     let update = guard.run_program(SERVER_PROGRAM, &syn_ack).unwrap();

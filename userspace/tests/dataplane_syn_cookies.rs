@@ -111,21 +111,28 @@ fn validation_then_data(guard: &mut DataPlane) -> (FlowEvent, EarlyData) {
     (validated.wire, **data)
 }
 
-#[test]
-fn ipv6_first_data_validates_and_its_payload_goes_to_the_controller() {
-    let mut guard = guard();
-    let syn = syn_v6();
-    let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn, 0);
+/// The IPv6 client's first data in place of its third ACK: `body`, acknowledging `cookie`,
+/// echoing our `tsval`.
+fn ipv6_first_data(cookie: u32, tsval: u32, body: &[u8]) -> Vec<u8> {
     let mut request = Vec::new();
     etherparse::PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
         .ipv6(CLIENT6, SERVER6, 64)
         .tcp(CLIENT_PORT, SERVER_PORT, CLIENT_ISN.wrapping_add(1), 502)
         .ack(cookie.wrapping_add(1))
         .psh()
-        .options(&[TcpOptionElement::Timestamp(0x1122_4001, tsval.unwrap())])
+        .options(&[TcpOptionElement::Timestamp(0x1122_4001, tsval)])
         .unwrap()
-        .write(&mut request, b"GET /v6")
+        .write(&mut request, body)
         .unwrap();
+    request
+}
+
+#[test]
+fn ipv6_first_data_validates_and_its_payload_goes_to_the_controller() {
+    let mut guard = guard();
+    let syn = syn_v6();
+    let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn, 0);
+    let request = ipv6_first_data(cookie, tsval.unwrap(), b"GET /v6");
     let outcome = guard.run(&request).unwrap();
     assert_eq!(
         outcome.action().unwrap(),
@@ -609,16 +616,7 @@ fn syns_and_third_acks_with_a_wrong_tcp_checksum_get_no_answer() {
     // The client's first data in its place, one payload bit flipped (IPv6).
     let syn = syn_v6();
     let (cookie, tsval, _) = syn_ack_for(&mut guard, &syn, 0);
-    let mut request = Vec::new();
-    etherparse::PacketBuilder::ethernet2(MAC_CLIENT, MAC_GUARD)
-        .ipv6(CLIENT6, SERVER6, 64)
-        .tcp(CLIENT_PORT, SERVER_PORT, CLIENT_ISN.wrapping_add(1), 502)
-        .ack(cookie.wrapping_add(1))
-        .psh()
-        .options(&[TcpOptionElement::Timestamp(0x1122_4001, tsval.unwrap())])
-        .unwrap()
-        .write(&mut request, b"GET /checksum")
-        .unwrap();
+    let request = ipv6_first_data(cookie, tsval.unwrap(), b"GET /checksum");
     let mut corrupted = request.clone();
     *corrupted.last_mut().unwrap() ^= 0x20;
     dropped(&mut guard, &corrupted, "first data");

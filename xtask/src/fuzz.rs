@@ -195,22 +195,11 @@ fn seed_frames() -> Result<Vec<Vec<u8>>> {
         Ok(())
     };
     let eth = || PacketBuilder::ethernet2(mac.0, mac.1);
-    write(
-        eth()
-            .ipv4(client, server, 64)
-            .tcp(40000, 80, 1000, 64240)
-            .syn()
-            .options(&syn_options)?,
-        &[],
-    )?;
-    write(
-        eth()
-            .ipv6(client6, server6, 64)
-            .tcp(40000, 80, 1000, 64240)
-            .syn()
-            .options(&syn_options)?,
-        &[],
-    )?;
+    let syn = |ip: etherparse::PacketBuilderStep<etherparse::IpHeaders>, port| {
+        ip.tcp(port, 80, 1000, 64240).syn().options(&syn_options)
+    };
+    write(syn(eth().ipv4(client, server, 64), 40000)?, &[])?;
+    write(syn(eth().ipv6(client6, server6, 64), 40000)?, &[])?;
     write(
         eth()
             .ipv4(client, server, 64)
@@ -226,13 +215,9 @@ fn seed_frames() -> Result<Vec<Vec<u8>>> {
             ])?,
         b"GET / HTTP/1.1\r\n\r\n",
     )?;
+    let vlan = etherparse::VlanId::try_new(42)?;
     write(
-        eth()
-            .single_vlan(etherparse::VlanId::try_new(42)?)
-            .ipv4(client, server, 64)
-            .tcp(40001, 80, 2000, 64240)
-            .syn()
-            .options(&syn_options)?,
+        syn(eth().single_vlan(vlan).ipv4(client, server, 64), 40001)?,
         &[],
     )?;
     Ok(frames)

@@ -161,8 +161,30 @@ pub fn options(tcp: &etherparse::TcpHeader) -> Vec<O> {
         .collect()
 }
 
-/// A server's SYN-ACK to the fixture client's SYN (its options differ from the guard's on
-/// purpose: MSS 1400, window scale 9), with timestamps (`tsval`, `tsecr`).
+/// A server's SYN-ACK options (they differ from the guard's on purpose: MSS 1400, window
+/// scale 9), with timestamps (`tsval`, `tsecr`).
+pub fn server_syn_ack_options(tsval: u32, tsecr: u32) -> [O; 5] {
+    [
+        O::MaximumSegmentSize(1400),
+        O::SelectiveAcknowledgementPermitted,
+        O::Timestamp(tsval, tsecr),
+        O::Noop,
+        O::WindowScale(9),
+    ]
+}
+
+/// What the backend SYN carries for the fixture client's SYN, Noops left out: the client's
+/// own options, its TSval the one of its third ACK (`client_ts`).
+pub fn clients_own_options(client_ts: u32) -> [O; 4] {
+    [
+        O::MaximumSegmentSize(1460),
+        O::SelectiveAcknowledgementPermitted,
+        O::Timestamp(client_ts, 0),
+        O::WindowScale(7),
+    ]
+}
+
+/// A server's SYN-ACK to the fixture client's SYN (see [`server_syn_ack_options`]).
 pub fn server_syn_ack(server_isn: u32, tsval: u32, tsecr: u32) -> Vec<u8> {
     segment(
         false,
@@ -170,13 +192,7 @@ pub fn server_syn_ack(server_isn: u32, tsval: u32, tsecr: u32) -> Vec<u8> {
         CLIENT_ISN + 1,
         F::SYN | F::ACK,
         65160,
-        &[
-            O::MaximumSegmentSize(1400),
-            O::SelectiveAcknowledgementPermitted,
-            O::Timestamp(tsval, tsecr),
-            O::Noop,
-            O::WindowScale(9),
-        ],
+        &server_syn_ack_options(tsval, tsecr),
         &[],
     )
 }
